@@ -2,7 +2,9 @@
 
 Each record is a short story ("Tom has 6 apples. He gets 2 more. He doubles
 them. How many apples now?") with four numeric options and a step-by-step
-rationale that is nothing but the chain of operations: "6+2=8. 8*2=16."
+rationale: the chain of operations, then every option compared with the result,
+"6+2=8. 8*2=16. (A) 16 vs 16 yes. (B) 8 vs 16 no. (C) 18 vs 16 no. (D) 15 vs 16 no."
+(no "The answer is" -- the response format adds that).
 
 - The number of steps is the difficulty knob (`min_steps`..`max_steps`).
 - The domain decides which operations appear: `add_sub` (+, -), `mul` (*, /),
@@ -38,7 +40,7 @@ TEMPLATES = {
 
 
 # bump when a change here changes the generated records (the zoo's cache keys include it)
-VERSION = "synthetic-2"
+VERSION = "synthetic-3"
 
 
 @dataclass
@@ -152,10 +154,12 @@ def rationale_of(start: int, steps: list[tuple[str, int]]) -> str:
 
 
 def option_check(options: list[str], gold_pos: int) -> str:
-    """'(A) 35 no. (B) 20 no. (C) 22 yes. (D) 48 no.' -- the computed value compared with each option
-    in order. Tiny models compute chains well but map a value to its letter poorly (NOTES.md); an
-    explicit, ordered check turns that lookup into copying and comparing."""
-    return " ".join(f"({LETTERS[i]}) {o} {'yes' if i == gold_pos else 'no'}." for i, o in enumerate(options))
+    """'(A) 35 vs 22 no. (B) 20 vs 22 no. (C) 22 vs 22 yes. (D) 48 vs 22 no.' -- each option set next
+    to the computed value, in order. Tiny models compute chains well but map a value to its letter
+    poorly (NOTES.md): comparing two numbers far apart needs a composed attention circuit that takes
+    them long to form. Writing both numbers side by side makes every comparison local."""
+    gold = options[gold_pos]
+    return " ".join(f"({LETTERS[i]}) {o} vs {gold} {'yes' if i == gold_pos else 'no'}." for i, o in enumerate(options))
 
 
 def generate(cfg: SyntheticConfig) -> list[MCRecord]:

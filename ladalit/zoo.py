@@ -126,16 +126,16 @@ SP = TokenizerSpec("sp", "metaspace", 320)
 # with at most two steps (no short answers, so greedy decoding always reasons), and is smaller.
 ZOO: dict[str, ZooMember] = {m.name: m for m in [
     ZooMember("server", "qwen3", BPE, hidden_size=128, num_layers=4, num_heads=4, num_kv_heads=2,
-              intermediate_size=384, train=TrainSpec(steps=1000, seed=0)),
+              intermediate_size=384, train=TrainSpec(steps=800, seed=0)),
     ZooMember("client-llama", "llama", SP, hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2,
               intermediate_size=192, rationale_domains=("add_sub",), rationale_max_steps=2,
-              short_answers=False, train=TrainSpec(steps=1500, seed=1)),
+              short_answers=False, train=TrainSpec(steps=800, seed=1)),
     ZooMember("client-gemma2", "gemma2", CHAR, hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=1,
               intermediate_size=192, rationale_domains=("mul",), rationale_max_steps=2,
-              short_answers=False, train=TrainSpec(steps=600, seed=2)),
+              short_answers=False, train=TrainSpec(steps=300, seed=2)),
     ZooMember("client-qwen3", "qwen3", BPE, hidden_size=96, num_layers=3, num_heads=4, num_kv_heads=2,
               intermediate_size=256, rationale_domains=("mixed",), rationale_max_steps=2,
-              short_answers=False, train=TrainSpec(steps=800, seed=3)),
+              short_answers=False, train=TrainSpec(steps=500, seed=3)),
 ]}
 
 

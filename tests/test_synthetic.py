@@ -8,7 +8,7 @@ from ladalit.data.records import LETTERS, validate_record
 from ladalit.synthetic import DOMAIN_OPS, SyntheticConfig, apply_op, generate, num_steps
 
 EQ = re.compile(r"(\d+)([-+*/])(\d+)=(\d+)\.")
-CHECK = re.compile(r"\(([A-D])\) (\d+) (yes|no)\.")
+CHECK = re.compile(r"\(([A-D])\) (\d+) vs (\d+) (yes|no)\.")
 
 
 @pytest.fixture(scope="module")
@@ -42,8 +42,9 @@ def test_rationale_arithmetic_and_gold(records):
         checks = CHECK.findall(r.rationale)
         assert CHECK.sub("", EQ.sub("", r.rationale)).strip() == "", r.rationale  # equations, then the check
         assert r.rationale.index("yes.") > r.rationale.rindex("=")
-        assert [(letter, value) for letter, value, _ in checks] == [(LETTERS[i], o) for i, o in enumerate(r.options)]
-        assert [letter for letter, _, verdict in checks if verdict == "yes"] == [r.answer]
+        assert [(letter, value) for letter, value, _, _ in checks] == [(LETTERS[i], o) for i, o in enumerate(r.options)]
+        assert {computed for _, _, computed, _ in checks} == {r.gold_text}
+        assert [letter for letter, _, _, verdict in checks if verdict == "yes"] == [r.answer]
         assert len(eqs) == num_steps(r) >= 1
         prev = None
         for a, op, b, c in eqs:
