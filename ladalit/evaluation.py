@@ -22,8 +22,13 @@ def score_answers(generations: list[str], records: list[MCRecord], num_options: 
 
 
 def evaluate(participant, records: list[MCRecord], shots: int, example: MCRecord | None,
-             max_new_tokens: int, batch_size: int) -> dict:
+             max_new_tokens: int, batch_size: int, predictions: list | None = None) -> dict:
+    """Accuracy and invalid rate of greedy generations; `predictions`, when given, receives one
+    {"id", "gold", "parsed", "text"} per record."""
     prompts = [make_prompt(r, shots, example) for r in records]
     gens = participant.generate_text(prompts, max_new_tokens, batch_size)
     num_options = len(records[0].options)
+    if predictions is not None:
+        predictions += [{"id": r.id, "gold": r.answer, "parsed": parse_answer(g, num_options), "text": g}
+                        for r, g in zip(records, gens)]
     return score_answers(gens, records, num_options)

@@ -65,6 +65,9 @@ class ResponseCache:
             self.generated += len(missing)
         return [self.cache[(round, participant.name, x.id)] for x in samples]
 
+    def rows(self, round: int) -> list[dict]:
+        return [{"round": r, "participant": p, "id": i, "text": y} for (r, p, i), y in self.cache.items() if r == round]
+
     def drop_before(self, round: int) -> None:
         self.cache = {k: v for k, v in self.cache.items() if k[0] >= round}
 
@@ -269,6 +272,7 @@ def run(exp, channel: Channel, results: Results, tracker=None, start_round: int 
             close_round(server_side[k])
 
         # ---------------------------------------------------------------- evaluation, end of round
+        results.add_responses(responses.rows(t))
         responses.drop_before(t + 1)
         for p in [server, *clients.values()]:
             p.clear_reference_cache()
@@ -313,10 +317,12 @@ def evaluate_all(exp, results: Results, round: int) -> None:
     union = [x for v in tests.values() for x in v]
     for shots in cfg.eval.shots:
         for k, client in exp.clients.items():
-            m = evaluate(client, tests[k], shots, exp.example, cfg.eval.max_new_tokens, cfg.eval.batch_size)
-            results.add_eval(round, k, "client", shots, m)
-        m = evaluate(exp.server, union, shots, exp.example, cfg.eval.max_new_tokens, cfg.eval.batch_size)
-        results.add_eval(round, "server", "server", shots, m)
+            preds: list[dict] = []
+            m = evaluate(client, tests[k], shots, exp.example, cfg.eval.max_new_tokens, cfg.eval.batch_size, preds)
+            results.add_eval(round, k, "client", shots, m, preds)
+        preds = []
+        m = evaluate(exp.server, union, shots, exp.example, cfg.eval.max_new_tokens, cfg.eval.batch_size, preds)
+        results.add_eval(round, "server", "server", shots, m, preds)
 
 
 def log_round(tracker, results: Results, channel: Channel, t: int) -> None:

@@ -22,9 +22,19 @@ class Results:
         self.accuracy: list[dict] = []
         self.selection: list[dict] = []
         self.train: list[dict] = []
+        # every evaluated generation and every exchanged reasoning answer, as text (predictions.jsonl,
+        # responses.jsonl): what the models actually said, for reading rather than for tables
+        self.predictions: list[dict] = []
+        self.responses: list[dict] = []
 
-    def add_eval(self, round: int, participant: str, role: str, shots: int, metrics: dict) -> None:
+    def add_eval(self, round: int, participant: str, role: str, shots: int, metrics: dict,
+                 predictions: list[dict] | None = None) -> None:
         self.accuracy.append({"round": round, "participant": participant, "role": role, "shots": shots, **metrics})
+        for p in predictions or []:
+            self.predictions.append({"round": round, "participant": participant, "shots": shots, **p})
+
+    def add_responses(self, rows: list[dict]) -> None:
+        self.responses += rows
 
     def add_selection(self, round: int, pair: str, side: str, candidates: int, selected: int,
                       bound: str | None = None) -> None:
@@ -41,10 +51,12 @@ class Results:
         return dict(out)
 
     def state_dict(self) -> dict:
-        return {"accuracy": self.accuracy, "selection": self.selection, "train": self.train}
+        return {"accuracy": self.accuracy, "selection": self.selection, "train": self.train,
+                "predictions": self.predictions, "responses": self.responses}
 
     def load_state_dict(self, state: dict) -> None:
         self.accuracy, self.selection, self.train = state["accuracy"], state["selection"], state["train"]
+        self.predictions, self.responses = state.get("predictions", []), state.get("responses", [])
 
     def save(self, run_dir: Path, cfg, channel, extra: dict | None = None) -> dict:
         comm = [{"round": r, "direction": d, "client": c, "bytes": b}
@@ -66,6 +78,8 @@ class Results:
         _write_csv(run_dir / "selection.csv", self.selection)
         _write_csv(run_dir / "communication.csv", comm)
         _write_csv(run_dir / "train.csv", self.train)
+        for name, rows in (("predictions.jsonl", self.predictions), ("responses.jsonl", self.responses)):
+            atomic_write_text(run_dir / name, "".join(json.dumps(r) + "\n" for r in rows))
         return out
 
     def table(self, round: int | None = None) -> str:

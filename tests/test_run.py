@@ -50,6 +50,18 @@ def test_lada_smoke_run_writes_accuracy_selections_and_bytes(tmp_path):
     # round 1 selects the prototypes: ceil(init_fraction * |D_p|) of them for every pair
     r1 = [s for s in saved["selected_per_round"] if s["round"] == 1]
     assert all(s["selected"] == 8 for s in r1)  # ceil(0.25 * 32)
+    # what the models said: every evaluated generation, and every exchanged reasoning answer
+    preds = [json.loads(line) for line in (run_dir / "predictions.jsonl").read_text().splitlines()]
+    n_evals = sum(r["n"] for r in saved["accuracy"])
+    assert len(preds) == n_evals
+    for r in saved["accuracy"]:
+        mine = [p for p in preds if (p["round"], p["participant"], p["shots"]) == (r["round"], r["participant"], r["shots"])]
+        assert len(mine) == r["n"]
+        assert sum(p["parsed"] == p["gold"] for p in mine) / r["n"] == pytest.approx(r["accuracy"])
+    responses = [json.loads(line) for line in (run_dir / "responses.jsonl").read_text().splitlines()]
+    server_ids_r1 = {x["id"] for x in responses if x["round"] == 1 and x["participant"] == "server"}
+    assert len(server_ids_r1) == 8  # the server answered the 8 prototypes (shared by every pair) once each
+    assert {x["participant"] for x in responses} == {"server", *cfg.clients}
 
 
 @pytest.mark.parametrize("override", ["filter=none", "loss=ce", "server_weights=uniform", "reward.granularity=set"])
