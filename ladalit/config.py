@@ -7,6 +7,7 @@ one line naming the key; `ladalit.run` prints it and exits with status 2.
 """
 from __future__ import annotations
 
+import importlib
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -394,9 +395,14 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
     "wasp.top_q": (1, None),
     "wasp.noise_std": (0.0, None),
     "wasp.pool_size": (1, None),
+    "wasp.good_per_prompt": (0, None),
+    "wasp.bad_per_prompt": (0, None),
+    "wasp.public_examples": (0, None),
+    "wasp.max_new_tokens": (1, None),
     "reasoning.rstar_prompts": (1, 2),
     "reasoning.rstar_cut_min": (0.0, 1.0),
     "reasoning.rstar_cut_max": (0.0, 1.0),
+    "reasoning.max_new_tokens": (1, None),
     "generation.max_new_tokens": (1, None),
 }
 
@@ -479,8 +485,27 @@ def validate(cfg: DictConfig) -> None:
     fn = cfg.filter_net
     if fn.max_select is not None and fn.max_select < max(fn.min_select, 1):
         raise ConfigError(f"config key 'filter_net.max_select': {fn.max_select} is below min_select {fn.min_select}")
+    if cfg.reasoning.rstar_cut_min > cfg.reasoning.rstar_cut_max:
+        raise ConfigError(f"config key 'reasoning.rstar_cut_min': {cfg.reasoning.rstar_cut_min} is above "
+                          f"rstar_cut_max {cfg.reasoning.rstar_cut_max}")
     if cfg.resume and not cfg.run_name:
         raise ConfigError("config key 'run_name': resume=true needs the run_name of the run to continue")
+
+
+def import_class(path: str, base: type) -> type:
+    """The class named by a config string ``"pkg.mod:Class"`` (or ``"pkg.mod.Class"``); it must subclass `base`."""
+    if ":" in path:
+        mod_name, _, attr = path.partition(":")
+    else:
+        mod_name, _, attr = path.rpartition(".")
+    if not mod_name or not attr:
+        raise ValueError(f"expected 'pkg.mod:Class', got {path!r}")
+    obj: Any = importlib.import_module(mod_name)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    if not (isinstance(obj, type) and issubclass(obj, base)):
+        raise TypeError(f"{path} is not a subclass of {base.__module__}.{base.__name__}")
+    return obj
 
 
 def load_config(argv: list[str]) -> DictConfig:

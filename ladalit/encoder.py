@@ -13,12 +13,13 @@ embedding cache keyed by a caller-given key (e.g. the sample id) through
 
 from __future__ import annotations
 
-import importlib
 import zlib
 from collections.abc import Hashable, Sequence
 
 import torch
 from torch import Tensor
+
+from ladalit.config import import_class
 
 __all__ = ["Encoder", "TextEncoder", "HashingEncoder", "make_encoder"]
 
@@ -151,20 +152,6 @@ class HashingEncoder(Encoder):
         return torch.stack([self._embed_one(t) for t in texts])
 
 
-def _import_object(path: str):
-    """Import ``"pkg.mod:Name"`` (or ``"pkg.mod.Name"``)."""
-    if ":" in path:
-        mod_name, _, attr = path.partition(":")
-    else:
-        mod_name, _, attr = path.rpartition(".")
-    if not mod_name or not attr:
-        raise ValueError(f"expected 'pkg.mod:Name', got {path!r}")
-    obj = importlib.import_module(mod_name)
-    for part in attr.split("."):
-        obj = getattr(obj, part)
-    return obj
-
-
 def make_encoder(name: str, **kw) -> Encoder:
     """``"minilm"`` → :class:`TextEncoder`, ``"hashing"`` → :class:`HashingEncoder`,
     ``"pkg.mod:Class"`` → that class (must subclass :class:`Encoder`); ``kw`` go to
@@ -174,8 +161,5 @@ def make_encoder(name: str, **kw) -> Encoder:
     if name == "hashing":
         return HashingEncoder(**kw)
     if ":" in name or "." in name:
-        cls = _import_object(name)
-        if not (isinstance(cls, type) and issubclass(cls, Encoder)):
-            raise TypeError(f"{name} is not a subclass of ladalit.encoder.Encoder")
-        return cls(**kw)
+        return import_class(name, Encoder)(**kw)
     raise ValueError(f"unknown encoder {name!r}: use 'minilm', 'hashing' or 'pkg.mod:Class'")

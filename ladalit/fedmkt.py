@@ -36,7 +36,7 @@ import hashlib
 import math
 import os
 import weakref
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -45,7 +45,6 @@ import torch
 
 from ladalit.baselines import _private_sft
 from ladalit.channel import DOWN, UP, Channel
-from ladalit.config import FedMKTConfig
 from ladalit.lada import ResponseCache, evaluate_all, log_round
 from ladalit.prompts import zero_shot_prompt
 from ladalit.results import Results
@@ -53,30 +52,6 @@ from ladalit.training import NonFiniteGuard, minibatches, optimizer_step
 
 # bump when a change here changes what a cached vocabulary mapping would contain
 MAPPING_VERSION = "fedmkt-vocab-1"
-
-
-# ----------------------------------------------------------------------------- options
-# the `fedmkt:` section of the run config lives with the other structured configs
-FedMKTOptions = FedMKTConfig
-
-
-def fedmkt_options(cfg) -> FedMKTOptions:
-    section = cfg.get("fedmkt", None) if hasattr(cfg, "get") else None
-    section = dict(section or {})
-    known = {f.name for f in fields(FedMKTOptions)}
-    unknown = set(section) - known
-    if unknown:
-        raise ValueError(f"unknown fedmkt option(s) {sorted(unknown)} (known: {sorted(known)})")
-    opts = FedMKTOptions(**section)
-    if not 0.0 <= opts.kd_alpha <= 1.0:
-        raise ValueError(f"fedmkt.kd_alpha must be in [0, 1], got {opts.kd_alpha}")
-    if opts.top_k < 1:
-        raise ValueError(f"fedmkt.top_k must be >= 1, got {opts.top_k}")
-    if opts.temperature <= 0:
-        raise ValueError(f"fedmkt.temperature must be > 0, got {opts.temperature}")
-    if opts.ce_normalise not in ("char", "token"):
-        raise ValueError(f"fedmkt.ce_normalise must be char or token, got {opts.ce_normalise!r}")
-    return opts
 
 
 # ----------------------------------------------------------------------------- token strings
@@ -563,7 +538,7 @@ def choose_targets(mine: TopK, own_table: TokenTable, teachers: list[tuple[TopK,
 def run_fedmkt(exp, channel: Channel, results: Results, tracker=None, on_round_end=None, **_) -> dict:
     """FedMKT through the same data split, evaluation and channel as every method (SPEC §8)."""
     cfg, fabric = exp.cfg, exp.fabric
-    opts = fedmkt_options(cfg)
+    opts = cfg.fedmkt  # validated with the run config (ladalit.config)
     guard, optimizers = NonFiniteGuard(cfg.on_nonfinite), {}
     server, clients, public = exp.server, exp.clients, exp.data.public
     sample_ids = [x.id for x in public]

@@ -26,13 +26,14 @@ Swap either network by subclassing and overriding :meth:`LearnabilityFilter.buil
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from ladalit.config import import_class
 
 __all__ = [
     "ResidualBlock",
@@ -378,15 +379,4 @@ class LearnabilityFilter(L.LightningModule):
 def filter_class_from_path(path: str) -> type[LearnabilityFilter]:
     """Import ``"pkg.mod:Class"`` (or ``"pkg.mod.Class"``) and check it subclasses
     :class:`LearnabilityFilter`."""
-    if ":" in path:
-        mod_name, _, attr = path.partition(":")
-    else:
-        mod_name, _, attr = path.rpartition(".")
-    if not mod_name or not attr:
-        raise ValueError(f"expected 'pkg.mod:Class', got {path!r}")
-    obj: Any = importlib.import_module(mod_name)
-    for part in attr.split("."):
-        obj = getattr(obj, part)
-    if not (isinstance(obj, type) and issubclass(obj, LearnabilityFilter)):
-        raise TypeError(f"{path} is not a subclass of LearnabilityFilter")
-    return obj
+    return import_class(path, LearnabilityFilter)

@@ -10,14 +10,14 @@
   rStar's MCTS the generator proposes one greedy trajectory per prompt variant (zero-shot, one-shot).
 
 All three start with the private-train SFT of every method (``baselines._private_sft``); the LLM is not
-trained. Options (``reasoning.*``, see :class:`ReasoningOptions`) are read with defaults.
+trained. Options (``reasoning.*``, see :class:`ReasoningConfig`) are validated with the run config.
 """
 from __future__ import annotations
 
 import math
 import random
 import re
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 from ladalit.baselines import _private_sft
 from ladalit.config import ReasoningConfig
@@ -28,27 +28,6 @@ from ladalit.progress import Progress
 from ladalit.prompts import format_question, format_response, one_shot_prompt, zero_shot_prompt
 from ladalit.results import Results
 from ladalit.training import NonFiniteGuard, supervised_finetune
-
-
-# the config section lives with the other structured configs
-ReasoningOptions = ReasoningConfig
-
-
-def reasoning_options(cfg) -> ReasoningOptions:
-    section = cfg.get("reasoning", None) if hasattr(cfg, "get") else None
-    section = dict(section or {})
-    known = {f.name for f in fields(ReasoningOptions)}
-    unknown = set(section) - known
-    if unknown:
-        raise ValueError(f"unknown reasoning option(s) {sorted(unknown)} (known: {sorted(known)})")
-    opts = ReasoningOptions(**section)
-    if opts.rstar_prompts not in (1, 2):
-        raise ValueError(f"reasoning.rstar_prompts must be 1 or 2, got {opts.rstar_prompts}")
-    if not 0.0 <= opts.rstar_cut_min <= opts.rstar_cut_max <= 1.0:
-        raise ValueError("reasoning.rstar_cut_min/rstar_cut_max must satisfy 0 <= min <= max <= 1")
-    if opts.max_new_tokens is not None and opts.max_new_tokens < 1:
-        raise ValueError(f"reasoning.max_new_tokens must be >= 1, got {opts.max_new_tokens}")
-    return opts
 
 
 # ----------------------------------------------------------------------------- text helpers
@@ -99,7 +78,7 @@ def generate(participant, prompts: list[str], max_new_tokens: int, batch_size: i
     return participant.generate_text(prompts, max_new_tokens, batch_size)
 
 
-def _max_new_tokens(cfg, opts: ReasoningOptions) -> int:
+def _max_new_tokens(cfg, opts: ReasoningConfig) -> int:
     return opts.max_new_tokens or cfg.generation.max_new_tokens
 
 
@@ -197,7 +176,7 @@ def _run_once_from_server(exp, channel: Channel, results: Results, tracker, prog
 def run_sft_cot(exp, channel: Channel, results: Results, tracker=None, progress=None, **_) -> dict:
     """SFT on the LLM's rationales for D_p, only those that end in a parseable answer (server-side filter,
     so only kept rationales cross the channel: "server_rationales" down, {ids, targets})."""
-    cfg, opts = exp.cfg, reasoning_options(exp.cfg)
+    cfg, opts = exp.cfg, exp.cfg.reasoning
     n_opt = _num_options(exp)
 
     def make_targets():
@@ -217,7 +196,7 @@ def run_sft_cot(exp, channel: Channel, results: Results, tracker=None, progress=
 def run_socratic_cot(exp, channel: Channel, results: Results, tracker=None, progress=None, **_) -> dict:
     """The LLM decomposes each public question into answered sub-questions ("socratic_chains" down,
     {ids, targets}); the SLMs learn the chain after the usual zero-shot prompt."""
-    cfg, opts = exp.cfg, reasoning_options(exp.cfg)
+    cfg, opts = exp.cfg, exp.cfg.reasoning
     n_opt = _num_options(exp)
 
     def make_targets():
@@ -253,7 +232,7 @@ def discriminator_prompt(rec: MCRecord, partial: str) -> str:
     return zero_shot_prompt(rec) + (f" {partial}" if partial else "")
 
 
-def generator_trajectories(exp, client, questions: list[MCRecord], opts: ReasoningOptions, t: int,
+def generator_trajectories(exp, client, questions: list[MCRecord], opts: ReasoningConfig, t: int,
                            client_index: int) -> tuple[list[Trajectory], int]:
     """The SLM's trajectories with a stated answer (and how many it generated in all)."""
     cfg, n_opt = exp.cfg, _num_options(exp)
@@ -281,7 +260,7 @@ def run_rstar(exp, channel: Channel, results: Results, tracker=None, progress=No
     """Mutual consistency each round: "partial_trajectories" up ({ids, partials}: the SLM's own text on
     public questions), "completion_answers" down ({ids, answers}: the letter the LLM's completion reaches,
     "" if none); the client keeps the trajectories whose answer agrees and fine-tunes on them."""
-    cfg, opts = exp.cfg, reasoning_options(exp.cfg)
+    cfg, opts = exp.cfg, exp.cfg.reasoning
     guard, optimizers = NonFiniteGuard(cfg.on_nonfinite), {}
     progress = progress or Progress(quiet=True)
     n_opt = _num_options(exp)

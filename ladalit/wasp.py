@@ -31,7 +31,6 @@ from __future__ import annotations
 import math
 import random
 import re
-from dataclasses import dataclass, fields
 
 import torch
 
@@ -46,33 +45,6 @@ from ladalit.prompts import format_question, zero_shot_prompt
 from ladalit.reasoning_baselines import normalised_target
 from ladalit.results import Results
 from ladalit.training import NonFiniteGuard, minibatches, optimizer_step
-
-
-# the config section lives with the other structured configs
-WASPOptions = WASPConfig
-
-
-def wasp_options(cfg) -> WASPOptions:
-    section = cfg.get("wasp", None) if hasattr(cfg, "get") else None
-    section = dict(section or {})
-    known = {f.name for f in fields(WASPOptions)}
-    unknown = set(section) - known
-    if unknown:
-        raise ValueError(f"unknown wasp option(s) {sorted(unknown)} (known: {sorted(known)})")
-    o = WASPOptions(**section)
-    for name in ("samples_per_round", "top_q", "pool_size"):
-        if getattr(o, name) < 1:
-            raise ValueError(f"wasp.{name} must be >= 1, got {getattr(o, name)}")
-    for name in ("good_per_prompt", "bad_per_prompt", "public_examples"):
-        if getattr(o, name) < 0:
-            raise ValueError(f"wasp.{name} must be >= 0, got {getattr(o, name)}")
-    if o.vote_decay not in ("harmonic", "uniform"):
-        raise ValueError(f"wasp.vote_decay must be harmonic or uniform, got {o.vote_decay!r}")
-    if o.weights not in ("global", "local"):
-        raise ValueError(f"wasp.weights must be global or local, got {o.weights!r}")
-    if o.noise_std < 0:
-        raise ValueError(f"wasp.noise_std must be >= 0, got {o.noise_std}")
-    return o
 
 
 # ----------------------------------------------------------------------------- generation prompts
@@ -186,7 +158,7 @@ def weighted_finetune(fabric, participant, optimizer, prompts, responses, weight
 
 
 # ----------------------------------------------------------------------------- the loop
-def _synthesise(exp, opts: WASPOptions, t: int, good: list[MCRecord], bad: list[MCRecord], cache, progress):
+def _synthesise(exp, opts: WASPConfig, t: int, good: list[MCRecord], bad: list[MCRecord], cache, progress):
     """The LLM's synthetic samples of round t: (records, targets, stats)."""
     cfg, public = exp.cfg, exp.data.public
     n_opt = len(public[0].options) if public else cfg.data.num_options
@@ -216,7 +188,7 @@ def _synthesise(exp, opts: WASPOptions, t: int, good: list[MCRecord], bad: list[
     return [x for x, _ in kept], [y for _, y in kept], stats
 
 
-def _client_votes(encoder, client: str, train: list[MCRecord], synthetic: list[MCRecord], opts: WASPOptions,
+def _client_votes(encoder, client: str, train: list[MCRecord], synthetic: list[MCRecord], opts: WASPConfig,
                   seed: int) -> torch.Tensor:
     """Runs on the client: its private questions never leave this function."""
     priv = encoder.encode_cached([(client, x.id) for x in train], [format_question(x) for x in train])
@@ -226,7 +198,8 @@ def _client_votes(encoder, client: str, train: list[MCRecord], synthetic: list[M
 
 
 def run_wasp(exp, channel: Channel, results: Results, tracker=None, progress=None, **_) -> dict:
-    cfg, opts = exp.cfg, wasp_options(exp.cfg)
+    cfg = exp.cfg
+    opts = cfg.wasp  # validated with the run config (ladalit.config)
     progress = progress or Progress(quiet=True)
     guard, optimizers = NonFiniteGuard(cfg.on_nonfinite), {}
     encoder = make_encoder(opts.encoder or cfg.filter_net.encoder)

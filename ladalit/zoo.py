@@ -29,7 +29,7 @@ import re
 import shutil
 import string
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch

@@ -93,7 +93,7 @@ def load_matrix(path: str | None, overrides: list[str] = ()) -> dict:
         if not isinstance(out[key], list):
             raise MatrixError(f"matrix key '{key}' must be a list, got {out[key]!r}")
     if not isinstance(out["method_overrides"] or {}, dict):
-        raise MatrixError(f"matrix key 'method_overrides' must map a method to a list of key=value")
+        raise MatrixError("matrix key 'method_overrides' must map a method to a list of key=value")
     if not out["scenarios"] or not out["seeds"] or not out["shots"]:
         raise MatrixError("matrix keys 'scenarios', 'seeds' and 'shots' need at least one entry")
     if out["round"] != "last" and not isinstance(out["round"], int):

@@ -1,4 +1,5 @@
 """Config errors exit 2 with one line naming the key; conf= resolution; --help."""
+import re
 import subprocess
 import sys
 
@@ -73,3 +74,26 @@ def test_every_method_name_has_a_runner():
     from ladalit.config import METHODS
     from ladalit.run import method_runner
     assert all(callable(method_runner(m)) for m in METHODS)
+
+
+def test_method_sections_have_defaults_and_are_validated_at_load():
+    """fedmkt / wasp / reasoning options are read by their runners straight from the validated config."""
+    cfg = load_config(["conf=smoke.yaml"])
+    assert (cfg.fedmkt.kd_alpha, cfg.fedmkt.top_k) == (0.5, 16)
+    assert (cfg.wasp.samples_per_round, cfg.wasp.top_q, cfg.wasp.weights) == (64, 8, "global")
+    assert (cfg.reasoning.rstar_prompts, cfg.reasoning.max_new_tokens) == (2, None)
+    assert load_config(["conf=smoke.yaml", "wasp.top_q=3"]).wasp.top_q == 3
+    for override, message in [
+        ("fedmkt.kdalpha=0.3", "unknown config key 'fedmkt.kdalpha'"),
+        ("fedmkt.kd_alpha=2.0", "config key 'fedmkt.kd_alpha': value 2.0 out of range [0.0, 1.0]"),
+        ("fedmkt.ce_normalise=word", "config key 'fedmkt.ce_normalise': unknown value 'word' (allowed: char, token)"),
+        ("wasp.topq=3", "unknown config key 'wasp.topq'"),
+        ("wasp.weights=both", "config key 'wasp.weights': unknown value 'both' (allowed: global, local)"),
+        ("wasp.good_per_prompt=-1", "config key 'wasp.good_per_prompt': value -1 out of range [0, inf]"),
+        ("reasoning.cut=1", "unknown config key 'reasoning.cut'"),
+        ("reasoning.max_new_tokens=0", "config key 'reasoning.max_new_tokens': value 0 out of range [1, inf]"),
+    ]:
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            load_config(["conf=smoke.yaml", override])
+    with pytest.raises(ConfigError, match=r"^config key 'reasoning.rstar_cut_min': 0.9 is above rstar_cut_max 0.1$"):
+        load_config(["conf=smoke.yaml", "reasoning.rstar_cut_min=0.9", "reasoning.rstar_cut_max=0.1"])

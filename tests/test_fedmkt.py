@@ -12,7 +12,7 @@ from ladalit import fedmkt
 from ladalit.channel import Channel
 from ladalit.config import load_config
 from ladalit.experiment import build_experiment
-from ladalit.fedmkt import (align_tokens, aligned_target, fedmkt_options, levenshtein, map_vocab_strings,
+from ladalit.fedmkt import (align_tokens, aligned_target, levenshtein, map_vocab_strings,
                             min_ce_choice, sequence_ce, sparse_kd_loss, sparse_target, token_strings,
                             token_table, topk_logits, vocab_mapping)
 from ladalit.results import Results
@@ -202,16 +202,6 @@ def test_min_ce_choice_on_hand_made_distributions():
     assert sequence_ce(pb.log(), labels, m2)[0].item() == pytest.approx(-math.log(0.9))
 
 
-def test_options_default_and_reject_unknown_keys():
-    cfg = load_config(["conf=smoke.yaml"])
-    opts = fedmkt_options(cfg)
-    assert opts.kd_alpha == 0.5 and opts.top_k == 16
-    with pytest.raises(ValueError, match="unknown fedmkt option"):
-        fedmkt_options({"fedmkt": {"kdalpha": 0.3}})
-    with pytest.raises(ValueError, match="kd_alpha"):
-        fedmkt_options({"fedmkt": {"kd_alpha": 2.0}})
-
-
 # ----------------------------------------------------------------------------- end to end
 def synthetic_bpe_dir(tmp_path, cfg):
     """A small byte-level BPE trained on the smoke public texts: client1 then speaks another tokenizer."""
@@ -261,7 +251,7 @@ def test_fedmkt_smoke_run_exchanges_only_sparse_topk(tmp_path, monkeypatch):
     assert all(math.isfinite(r["loss"]) for r in results.train if "kd_loss" in r)
     assert not out["nonfinite_skipped"] and out["responses_generated"] == len(exp.data.public)
 
-    k = fedmkt.FedMKTOptions().top_k
+    k = cfg.fedmkt.top_k
     vocab = {"server": exp.server.model.config.vocab_size,
              **{n: c.model.config.vocab_size for n, c in exp.clients.items()}}
     kinds = [(m.direction, m.client, m.kind, m.round) for m in channel.messages]

@@ -1,11 +1,9 @@
 """Reasoning-transfer baselines (paper Table IV): text helpers by hand, and end-to-end runs on
 conf/smoke.yaml with canned generations, checking what crosses the channel."""
-import io
 import math
 import random
 
 import pytest
-import torch
 
 from ladalit import reasoning_baselines as rb
 from ladalit.channel import DOWN, UP, Channel
@@ -13,6 +11,7 @@ from ladalit.config import load_config
 from ladalit.experiment import build_experiment
 from ladalit.prompts import ONE_SHOT_EXAMPLES, zero_shot_prompt
 from ladalit.results import Results
+from tests.channel_audit import decoded, strings_in
 
 SHORT = ["server.train.max_length=128", "clients.client1.train.max_length=128",
          "clients.client2.train.max_length=128"]
@@ -58,15 +57,6 @@ def test_rstar_partial_cuts_between_the_bounds():
     assert rb.rstar_partial(["only."], rng, 0.2, 0.8) == ""  # one step: the discriminator starts fresh
 
 
-def test_options_defaults_and_errors():
-    opts = rb.reasoning_options(load_config(["conf=smoke.yaml"]))
-    assert opts.rstar_prompts == 2 and opts.max_new_tokens is None
-    with pytest.raises(ValueError, match="unknown reasoning option"):
-        rb.reasoning_options({"reasoning": {"cut": 1}})
-    with pytest.raises(ValueError, match="rstar_cut"):
-        rb.reasoning_options({"reasoning": {"rstar_cut_min": 0.9, "rstar_cut_max": 0.1}})
-
-
 # ----------------------------------------------------------------------------- end to end
 class Canned:
     """Canned generations by who generates and for what (the smoke models generate empty strings)."""
@@ -86,21 +76,6 @@ class Canned:
             else:  # the LLM's zero-shot rationales / completions: every 3rd states no answer
                 out.append(" no idea" if i % 3 == 2 else " We compute it. The answer is (C).")
         return out
-
-
-def decoded(channel):
-    return [torch.load(io.BytesIO(raw), weights_only=True) for raw in channel.payloads]
-
-
-def strings_in(obj):
-    if isinstance(obj, str):
-        yield obj
-    elif isinstance(obj, dict):
-        for v in obj.values():
-            yield from strings_in(v)
-    elif isinstance(obj, (list, tuple)):
-        for v in obj:
-            yield from strings_in(v)
 
 
 def run_method(monkeypatch, method, *overrides):

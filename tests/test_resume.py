@@ -1,7 +1,6 @@
 """Checkpoint and resume: a run killed during round 2 and resumed ends with the same
 results as an uninterrupted run; a checkpoint interrupted mid-write is never loaded."""
 import json
-import os
 import signal
 import subprocess
 import sys

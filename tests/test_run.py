@@ -1,8 +1,5 @@
 """End to end on conf/smoke.yaml: every method completes and writes its results."""
-import io
 import json
-
-import torch
 
 import pytest
 import yaml
@@ -12,6 +9,7 @@ from ladalit.config import load_config
 from ladalit.experiment import build_experiment
 from ladalit.results import Results
 from ladalit.run import execute, main
+from tests.channel_audit import decoded, strings_in
 
 
 def run_smoke(tmp_path, *overrides):
@@ -97,10 +95,7 @@ def test_no_private_text_crosses_the_channel(tmp_path):
     private = [x for c in exp.data.clients for x in c.train + c.test if x.question not in public_text]
     assert private and channel.payloads
     blob = b"".join(channel.payloads)
-    crossed = set()  # every string that crossed, decoded as the receiver saw it
-    for data in channel.payloads:
-        obj = torch.load(io.BytesIO(data), weights_only=True)
-        crossed |= set(obj) if isinstance(obj, list) else {obj}
+    crossed = {s for p in decoded(channel) for s in strings_in(p)}  # every string that crossed, as received
     for x in private:
         assert x.question.encode() not in blob and x.id not in crossed
         assert not any(x.question in s for s in crossed if isinstance(s, str))

@@ -1,11 +1,9 @@
 """WASP: Top-Q votes, weights, contrastive pools, question parsing, and end-to-end runs on conf/smoke.yaml
 where only the synthetic samples go down and only small vote vectors go up."""
-import io
 import math
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 
 from ladalit import wasp
 from ladalit.channel import DOWN, UP, Channel
@@ -15,6 +13,7 @@ from ladalit.encoder import HashingEncoder
 from ladalit.experiment import build_experiment
 from ladalit.prompts import format_response
 from ladalit.results import Results
+from tests.channel_audit import decoded, strings_in
 
 SHORT = ["server.train.max_length=128", "clients.client1.train.max_length=128",
          "clients.client2.train.max_length=128"]
@@ -75,16 +74,6 @@ def test_parse_question_and_generation_prompt():
     assert "Example 1:\nQuestion: Good one?" in plain and "bad" not in plain
 
 
-def test_options_defaults_and_errors():
-    opts = wasp.wasp_options(load_config(["conf=smoke.yaml"]))
-    assert opts.samples_per_round == 64 and opts.top_q == 8 and opts.weights == "global"
-    assert wasp.wasp_options({"wasp": {"top_q": 3}}).top_q == 3
-    with pytest.raises(ValueError, match="unknown wasp option"):
-        wasp.wasp_options({"wasp": {"topq": 3}})
-    with pytest.raises(ValueError, match="weights"):
-        wasp.wasp_options({"wasp": {"weights": "both"}})
-
-
 # ----------------------------------------------------------------------------- end to end
 class FakeServer:
     """Canned LLM generations: well-formed questions (every 5th malformed, some duplicates)."""
@@ -117,30 +106,14 @@ class CannedAnswers(wasp.ResponseCache):
                 for n, x in enumerate(samples)]
 
 
-def decoded(channel):
-    return [torch.load(io.BytesIO(raw), weights_only=True) for raw in channel.payloads]
-
-
-def strings_in(obj):
-    if isinstance(obj, str):
-        yield obj
-    elif isinstance(obj, dict):
-        for v in obj.values():
-            yield from strings_in(v)
-    elif isinstance(obj, (list, tuple)):
-        for v in obj:
-            yield from strings_in(v)
-
-
 @pytest.mark.parametrize("weights", ["global", "local"])
 def test_wasp_smoke_run_sends_samples_down_and_votes_up(monkeypatch, weights):
     fake = FakeServer()
     monkeypatch.setattr(wasp, "generate", fake)
     monkeypatch.setattr(wasp, "ResponseCache", CannedAnswers)
-    cfg = load_config(BASE + ["rounds=2"])
+    cfg = load_config(BASE + ["rounds=2", "wasp.samples_per_round=20", "wasp.top_q=3", "wasp.pool_size=3",
+                              f"wasp.weights={weights}"])
     exp = build_experiment(cfg)
-    # the smoke config has no wasp section: options come in through a plain mapping
-    exp.cfg = with_section(cfg, "wasp", {"samples_per_round": 20, "top_q": 3, "pool_size": 3, "weights": weights})
     channel = Channel(keep_payloads=True)
     results = Results()
     out = wasp.run_wasp(exp, channel, results)
@@ -202,18 +175,10 @@ def test_wasp_smoke_run_sends_samples_down_and_votes_up(monkeypatch, weights):
 
 def test_wasp_with_empty_generations_sends_nothing_and_still_evaluates():
     # the smoke models are random: their generations parse as no question at all
-    cfg = load_config(BASE + ["rounds=1", "data.public_size=8"])
+    cfg = load_config(BASE + ["rounds=1", "data.public_size=8", "wasp.samples_per_round=4"])
     exp = build_experiment(cfg)
-    exp.cfg = with_section(cfg, "wasp", {"samples_per_round": 4})
     channel = Channel()
     results = Results()
     out = wasp.run_wasp(exp, channel, results)
     assert channel.messages == [] and out["wasp"]["1"]["kept"] == 0
     assert {r["participant"] for r in results.accuracy} == {"server", *cfg.clients}
-
-
-def with_section(cfg, name, values):
-    """The run config plus a `name` section (not in the schema until the method is registered)."""
-    plain = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
-    plain[name] = values
-    return plain
