@@ -10,7 +10,9 @@ prompts (gen_server, gen_client), then MARD updates of the client on them
 (client_update: reference log-probs, loss, step, loss again); then MARD
 updates of the server on the K·n rows (server_update). Prompts and answers
 are words of a word-level tokenizer that covers the model's vocabulary, so one
-word is one token. With --offload the idle participants are parked on the CPU.
+word is one token. With --offload the idle participants are parked on the CPU
+(ladalit.offload.Residency, as `fabric.offload_idle` does in a run): models are
+built on the CPU and each is moved onto the GPU when it computes.
 Prints one JSON line per K.
 """
 from __future__ import annotations
@@ -28,7 +30,7 @@ from omegaconf import OmegaConf
 from ladalit.config import LoraConfig, TrainConfig
 from ladalit.experiment import setup_participant
 from ladalit.lada import distill_step
-from ladalit.offload import activate, park
+from ladalit.offload import Residency
 from ladalit.participant import Participant
 from ladalit.shapes import SHAPES, build
 from ladalit.training import NonFiniteGuard, minibatches
@@ -46,14 +48,14 @@ def word_tokenizer(vocab_size: int):
     return PreTrainedTokenizerFast(tokenizer_object=t, pad_token="<pad>", eos_token="<eos>", unk_token="<unk>")
 
 
-def make(name, role, shape, tok, fabric, args):
-    model = build(shape, fabric.device, args.dtype)
+def make(name, role, shape, tok, fabric, args, residency):
+    model = build(shape, "cpu" if residency.enabled else fabric.device, args.dtype)
     model.config.pad_token_id = tok.pad_token_id
     train = OmegaConf.structured(TrainConfig(lr=1e-4, batch_size=args.batch_size,
                                              max_length=args.prompt_len + args.new_tokens + 1))
     p = Participant(name, role, model, tok, train, OmegaConf.structured(LoraConfig(enabled=True, r=16, alpha=32)))
     p.freeze_reference()  # a client trains its "policy" adapter against "sft"; the server against the base
-    module = setup_participant(fabric, p)
+    module = setup_participant(fabric, p, residency)
     return module, fabric.setup_optimizers(p.configure_optimizers())
 
 
@@ -85,18 +87,14 @@ def one_round(args, k: int, fabric, shapes: dict) -> dict:
     torch.manual_seed(0)
     tok = word_tokenizer(min(s.vocab_size for s in shapes.values()))
     n_tok = lambda texts: sum(len(tok(t, add_special_tokens=False)["input_ids"]) for t in texts)  # noqa: E731
-    server, s_opt = make("server", "server", shapes[args.server], tok, fabric, args)
-    clients = {f"client{i + 1}": make(f"client{i + 1}", "client", shapes[CLIENTS[i % 3]], tok, fabric, args)
+    residency = Residency(fabric.device, enabled=args.offload)
+    server, s_opt = make("server", "server", shapes[args.server], tok, fabric, args, residency)
+    clients = {f"client{i + 1}": make(f"client{i + 1}", "client", shapes[CLIENTS[i % 3]], tok, fabric, args, residency)
                for i in range(k)}
     cfg, guard, ph = SimpleNamespace(loss="mard", beta=0.1), NonFiniteGuard("skip"), Phases(fabric)
     g = torch.Generator().manual_seed(1)
     prompts = [" ".join(f"w{int(i)}" for i in torch.randint(3, tok.vocab_size, (args.prompt_len,), generator=g))
                for _ in range(args.samples)]
-
-    def only(*active):  # --offload: idle participants wait on the CPU
-        if args.offload:
-            for p, opt in [(server, s_opt), *clients.values()]:
-                (activate(p, opt, fabric.device) if any(p is a for a in active) else park(p, opt))
 
     def update(p, opt, keys, chosen, rejected, weights=None):
         for mb in minibatches(len(keys), args.batch_size):
@@ -107,15 +105,12 @@ def one_round(args, k: int, fabric, shapes: dict) -> dict:
 
     y_s, y_k = {}, {}
     for name, (client, c_opt) in clients.items():
-        only(server)
         y_s[name] = ph.run("gen_server", lambda: server.generate_text(prompts, args.new_tokens, args.gen_batch), n_tok)
-        only(client)
         y_k[name] = ph.run("gen_client", lambda: client.generate_text(prompts, args.new_tokens, args.gen_batch), n_tok)
         prompts_of = prompts
         keys = [(name, i) for i in range(len(prompts))]
         ph.run("client_update", lambda: update(client, c_opt, keys, y_s[name], y_k[name]),
                lambda ys: n_tok(ys) + 2 * n_tok(prompts))
-    only(server)
     rows = [(name, i) for i in range(len(prompts)) for name in clients]  # every client selected every sample
     prompts_of = [prompts[i] for _, i in rows]
     weights = torch.full((len(rows),), 1.0 / k)
@@ -123,7 +118,8 @@ def one_round(args, k: int, fabric, shapes: dict) -> dict:
                                            [y_s[c][i] for c, i in rows], weights),
            lambda ys: n_tok(ys) + 2 * n_tok(prompts_of))
     out = {"K": k, "server": args.server, "clients": [CLIENTS[i % 3] for i in range(k)],
-           "device": str(fabric.device), "phases": ph.report(), "skipped_steps": len(guard.skipped)}
+           "device": str(fabric.device), "phases": ph.report(), "skipped_steps": len(guard.skipped),
+           "offload": args.offload, "swaps": residency.swaps}
     if fabric.device.type == "cuda":
         out["peak_gb_round"] = max(v["peak_gb"] for v in out["phases"].values())
     del server, clients

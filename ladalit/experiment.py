@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import lightning as L
 
 from ladalit.data.records import MCRecord
 from ladalit.data.split import FederatedData, federated_split, normalise_options
 from ladalit.models import build_model, check_model_source
+from ladalit.offload import Residency
 from ladalit.participant import Participant
 from ladalit.prompts import DATA_FAMILY, ONE_SHOT_EXAMPLES
 
@@ -25,6 +26,7 @@ class Experiment:
     example: MCRecord  # the worked example of one-shot prompts
     server: Participant
     clients: dict[str, Participant]
+    residency: Residency = field(default_factory=lambda: Residency("cpu", enabled=False))
 
 
 def load_records(cfg) -> list[MCRecord]:
@@ -70,22 +72,40 @@ def build_participant(cfg, name: str, role: str, pcfg) -> Participant:
     return Participant(name, role, model, tok, pcfg.train, pcfg.model.lora)
 
 
-def setup_participant(fabric: L.Fabric, participant: Participant):
+def setup_participant(fabric: L.Fabric, participant: Participant, residency: Residency | None = None):
+    """Fabric-wrap a participant. Under FSDP2 its shards go onto the devices (moving the whole model first
+    would not fit); with an enabled `residency` it stays parked on the CPU until its first call."""
     from lightning.fabric.strategies import ModelParallelStrategy
-    # under FSDP2 the weights are sharded onto the devices; moving the whole model first would not fit
-    module = fabric.setup_module(participant, move_to_device=not isinstance(fabric.strategy, ModelParallelStrategy))
+    parked = residency is not None and residency.enabled
+    module = fabric.setup_module(participant, move_to_device=not (parked or isinstance(fabric.strategy, ModelParallelStrategy)))
     for m in FORWARD_METHODS:
         module.mark_forward_method(m)
+    if residency is not None:
+        residency.attach(module)
     return module
 
 
-def build_experiment(cfg, fabric: L.Fabric | None = None) -> Experiment:
+def make_residency(cfg, fabric: L.Fabric, offload: bool | None = None) -> Residency:
+    """`fabric.offload_idle` on an accelerator: one participant on the device at a time.
+
+    Not under FSDP2 (every participant is already split across the devices), not on the CPU (nothing to
+    save); `offload=True` forces it on, e.g. to test the moves on the CPU."""
+    from lightning.fabric.strategies import ModelParallelStrategy
+    if offload is None:
+        offload = (cfg.fabric.offload_idle and fabric.device.type != "cpu"
+                   and not isinstance(fabric.strategy, ModelParallelStrategy))
+    return Residency(fabric.device, enabled=offload)
+
+
+def build_experiment(cfg, fabric: L.Fabric | None = None, offload: bool | None = None) -> Experiment:
     for key, pcfg in [("server", cfg.server)] + [(f"clients.{n}", c) for n, c in cfg.clients.items()]:
         check_model_source(key, pcfg.model)
     fabric = fabric or make_fabric(cfg)
     fabric.launch()
     fabric.seed_everything(cfg.seed, verbose=False)
     data = load_data(cfg)
-    server = setup_participant(fabric, build_participant(cfg, "server", "server", cfg.server))
-    clients = {n: setup_participant(fabric, build_participant(cfg, n, "client", c)) for n, c in cfg.clients.items()}
-    return Experiment(cfg, fabric, data, one_shot_example(cfg), server, clients)
+    residency = make_residency(cfg, fabric, offload)
+    server = setup_participant(fabric, build_participant(cfg, "server", "server", cfg.server), residency)
+    clients = {n: setup_participant(fabric, build_participant(cfg, n, "client", c), residency)
+               for n, c in cfg.clients.items()}
+    return Experiment(cfg, fabric, data, one_shot_example(cfg), server, clients, residency)

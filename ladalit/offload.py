@@ -1,7 +1,15 @@
 """Keep idle participants off the accelerator (`fabric.offload_idle`).
 
-LaDa trains one participant at a time; the others only wait. `park` moves a
-participant's parameters, buffers, gradients and its optimizer state to the
+LaDa trains one participant at a time; the others only wait. `Residency` keeps
+exactly one participant on the accelerator: every participant method that
+computes (`pair_logprobs`, `generate_text`, ... : `Participant.on_device`)
+first asks its residency to bring it there (`activate`), which parks the one
+that was there before. Peak
+accelerator memory is then one participant plus activations, whatever K is;
+a participant used many times in a row moves once.
+
+`park` moves a participant's parameters, buffers, gradients and the state of
+every optimizer made by its `configure_optimizers` to the
 CPU (page-locked when CUDA is available, so that `activate` copies back
 asynchronously); `activate` brings them to `device`. Tensors are replaced in
 place (`param.data = ...`): parameter objects keep their identity, so the
@@ -13,6 +21,8 @@ parameters) are not moved: their memory is already split across processes and
 FSDP owns the shard storage; `park`/`activate` return False for them.
 """
 from __future__ import annotations
+
+import weakref
 
 import torch
 
@@ -53,6 +63,13 @@ def _keeps_step_on_cpu(group: dict) -> bool:
     return not (group.get("capturable") or group.get("fused"))
 
 
+def _optimizers_of(module, optimizer) -> list:
+    """The given optimizer, else every live optimizer the participant made (`Participant.configure_optimizers`)."""
+    if optimizer is not None:
+        return [optimizer]
+    return list(getattr(module, "optimizers_made", ()))
+
+
 def _move_all(participant, optimizer, device: torch.device, pin: bool) -> bool:
     module = _plain_module(participant)
     if _is_sharded(module):
@@ -61,8 +78,7 @@ def _move_all(participant, optimizer, device: torch.device, pin: bool) -> bool:
         t.data = _move(t.data, device, pin)
         if isinstance(t, torch.nn.Parameter) and t.grad is not None:
             t.grad = _move(t.grad, device, pin)
-    if optimizer is not None:
-        opt = _plain_optimizer(optimizer)
+    for opt in map(_plain_optimizer, _optimizers_of(module, optimizer)):
         for group in opt.param_groups:
             for p in group["params"]:
                 state = opt.state.get(p, {})
@@ -80,10 +96,45 @@ def _move_all(participant, optimizer, device: torch.device, pin: bool) -> bool:
 
 
 def park(participant, optimizer=None) -> bool:
-    """Move the participant's weights (and its optimizer's state) to the CPU. False if not moved (sharded)."""
+    """Move the participant's weights and optimizer state to the CPU. False if not moved (sharded).
+
+    `optimizer`: the one to move; None = every optimizer the participant made."""
     return _move_all(participant, optimizer, torch.device("cpu"), pin=torch.cuda.is_available())
 
 
 def activate(participant, optimizer=None, device: torch.device | str = "cuda") -> bool:
-    """Bring a parked participant (and its optimizer's state) to `device`. False if not moved (sharded)."""
+    """Bring a parked participant (weights, optimizer state as in `park`) to `device`. False if not moved (sharded)."""
     return _move_all(participant, optimizer, torch.device(device), pin=False)
+
+
+class Residency:
+    """One participant on `device` at a time: the others are parked on the CPU.
+
+    `attach` parks a participant and gives it this residency, so that any computing call into it
+    first makes it the resident. `enabled=False` attaches nothing and moves nothing.
+    """
+
+    def __init__(self, device: torch.device | str, enabled: bool = True):
+        self.device, self.enabled = torch.device(device), enabled
+        self.resident = None  # the plain Participant now on `device`
+        self.swaps = 0  # activations so far (a measure of host<->device traffic)
+        self._attached: weakref.WeakSet = weakref.WeakSet()
+
+    def attach(self, participant) -> None:
+        module = _plain_module(participant)
+        if not self.enabled or module in self._attached:
+            return
+        park(module)
+        module.residency = self
+        self._attached.add(module)
+
+    def use(self, participant) -> None:
+        """Make `participant` the resident (parking the previous one); nothing if it already is."""
+        module = _plain_module(participant)
+        if not self.enabled or module is self.resident:
+            return
+        if self.resident is not None:
+            park(self.resident)
+        activate(module, device=self.device)
+        self.resident = module
+        self.swaps += 1

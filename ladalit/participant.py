@@ -17,12 +17,25 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
+import weakref
 from typing import Hashable, Sequence
 
 import lightning as L
 import torch
 import torch.nn.functional as F
 from transformers import PreTrainedTokenizerBase
+
+
+def on_device(method):
+    """Mark a method that computes: with `fabric.offload_idle` the participant is brought onto the
+    accelerator first (ladalit.offload.Residency), and whoever was there is parked."""
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        if self.residency is not None:
+            self.residency.use(self)
+        return method(self, *args, **kwargs)
+    return wrapper
 
 
 class Participant(L.LightningModule):
@@ -40,6 +53,8 @@ class Participant(L.LightningModule):
         self.ref_model: torch.nn.Module | None = None
         self.reference_passes = 0  # reference computations, one per cache key (round, sample)
         self._ref_cache: dict[Hashable, tuple[float, float]] = {}
+        self.optimizers_made: weakref.WeakSet = weakref.WeakSet()  # what ladalit.offload parks with the weights
+        self.residency = None  # ladalit.offload.Residency, when idle participants are parked
         if self.use_lora:
             self.train_adapters(["sft"] if role == "client" else ["policy"])
 
@@ -164,6 +179,7 @@ class Participant(L.LightningModule):
         logp = -F.cross_entropy(logits.float(), targets.to(dev), reduction="none")
         return logp, seq.to(dev), col.to(dev), width
 
+    @on_device
     def token_logprobs(self, prompts, responses, model: torch.nn.Module | None = None):
         """Per-token log-probs of the responses given the prompts: (logp [B, T-1], mask [B, T-1]).
 
@@ -176,11 +192,13 @@ class Participant(L.LightningModule):
         mask[seq, col - 1] = True
         return grid, mask
 
+    @on_device
     def sequence_logprobs(self, prompts, responses, model: torch.nn.Module | None = None) -> torch.Tensor:
         """log p(y|x): the sum of the response tokens' log-probs, [B]."""
         logp, seq, _, _ = self._response_logprobs(prompts, responses, model)
         return logp.new_zeros(len(prompts)).index_add(0, seq, logp)
 
+    @on_device
     def pair_logprobs(self, prompts, chosen, rejected, model: torch.nn.Module | None = None):
         """log p(chosen|x) and log p(rejected|x) in one concatenated (packed) forward pass."""
         n = len(prompts)
@@ -188,6 +206,7 @@ class Participant(L.LightningModule):
         return both[:n], both[n:]
 
     @torch.no_grad()
+    @on_device
     def reference_pair_logprobs(self, keys: Sequence[Hashable], prompts, chosen, rejected):
         """Reference log-probs of (chosen, rejected), computed once per key and cached."""
         missing = [i for i, k in enumerate(keys) if k not in self._ref_cache]
@@ -204,6 +223,7 @@ class Participant(L.LightningModule):
     def clear_reference_cache(self) -> None:
         self._ref_cache.clear()
 
+    @on_device
     def sft_loss(self, prompts, responses) -> torch.Tensor:
         """Mean token cross-entropy of the responses (prompt tokens masked)."""
         logp, mask = self.token_logprobs(prompts, responses)
@@ -211,6 +231,7 @@ class Participant(L.LightningModule):
 
     # ---------------------------------------------------------------- generation
     @torch.no_grad()
+    @on_device
     def generate_text(self, prompts: Sequence[str], max_new_tokens: int, batch_size: int) -> list[str]:
         """Greedy generation with the KV cache, batched (left padding, similar lengths together)."""
         tok = self.tokenizer
@@ -236,12 +257,15 @@ class Participant(L.LightningModule):
         return out
 
     # ---------------------------------------------------------------- Lightning
+    @on_device
     def forward(self, input_ids, attention_mask=None):
         return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
 
     def configure_optimizers(self):
         params = [p for p in self.model.parameters() if p.requires_grad]
-        return torch.optim.AdamW(params, lr=self.train_cfg.lr, weight_decay=self.train_cfg.weight_decay)
+        opt = torch.optim.AdamW(params, lr=self.train_cfg.lr, weight_decay=self.train_cfg.weight_decay)
+        self.optimizers_made.add(opt)
+        return opt
 
     def trainable_state(self) -> dict[str, torch.Tensor]:
         """What a checkpoint must keep: the adapters with LoRA, else all weights."""

@@ -10,7 +10,7 @@ from ladalit.config import LoraConfig, ModelConfig, TrainConfig
 from ladalit.experiment import setup_participant
 from ladalit.losses import mard_loss
 from ladalit.models import build_model
-from ladalit.offload import activate, park
+from ladalit.offload import Residency, activate, park
 from ladalit.participant import Participant
 from ladalit.training import optimizer_step
 
@@ -147,3 +147,59 @@ def test_a_sharded_participant_is_left_alone(tmp_path):
         assert all(p.device.type == "cpu" for p in model.parameters())
     finally:
         dist.destroy_process_group()
+
+
+# ----------------------------------------------------------------------------- Residency in a whole run
+def test_residency_moves_the_called_participant_in_and_the_previous_one_out():
+    fabric, a, opt_a = setup(lora=True)
+    _, b, _ = setup(lora=False)
+    res = Residency("cpu")
+    res.attach(a)
+    res.attach(b)
+    assert res.resident is None and res.swaps == 0
+    a_ptr = next(a.module.parameters()).data_ptr()
+    a.pair_logprobs(PROMPTS, CHOSEN, REJECTED)  # any marked method goes through the hook
+    assert res.resident is a.module and res.swaps == 1
+    assert next(a.module.parameters()).data_ptr() != a_ptr  # really copied in
+    step(fabric, a, opt_a, "b")  # several calls in a row: no further move
+    assert res.swaps == 1
+    b.generate_text(PROMPTS, 4, 2)
+    assert res.resident is b.module and res.swaps == 2
+    res.use(a)
+    assert res.resident is a.module and res.swaps == 3
+
+
+def _run(method, offload: bool, tmp_path):
+    from ladalit.channel import Channel
+    from ladalit.config import load_config
+    from ladalit.experiment import build_experiment
+    from ladalit.results import Results
+    from ladalit.run import method_runner
+    cfg = load_config(["conf=smoke.yaml", f"method={method}", f"output_dir={tmp_path}", "quiet=true",
+                       "clients.client1.model.lora.enabled=true"])
+    exp = build_experiment(cfg, offload=offload)
+    parts = [exp.server, *exp.clients.values()]
+    wrong = []
+
+    def check(module, args):  # every model forward runs on the resident participant
+        for p in parts:
+            if module is p.module.model or module is p.module.ref_model:
+                if exp.residency.enabled and exp.residency.resident is not p.module:
+                    wrong.append((p.module.name, exp.residency.resident and exp.residency.resident.name))
+    handle = torch.nn.modules.module.register_module_forward_pre_hook(check)
+    try:
+        results = Results()
+        method_runner(method)(exp, Channel(), results)
+    finally:
+        handle.remove()
+    return exp, results, wrong
+
+
+@pytest.mark.parametrize("method", ["lada", "fedmkt"])
+def test_a_run_with_offloading_equals_one_without_and_only_the_resident_computes(method, tmp_path):
+    exp_on, on, wrong = _run(method, True, tmp_path)
+    assert wrong == []
+    assert exp_on.residency.swaps > len(exp_on.clients) + 1  # participants really took turns
+    _, off, _ = _run(method, False, tmp_path)
+    assert on.accuracy == off.accuracy
+    assert on.train == off.train

@@ -112,3 +112,13 @@ def test_gpu_round_benchmark_dry_run_runs_on_cpu():
         assert all(p["tokens"] > 0 and p["tokens_per_s"] > 0 for p in r["phases"].values())
         assert r["skipped_steps"] == 0
     assert len(out[1]["clients"]) == 3
+
+
+def test_gpu_round_benchmark_with_offload_swaps_one_participant_in_per_phase_change():
+    spec = importlib.util.spec_from_file_location("gpu_round", ROOT / "benchmarks" / "gpu_round.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = mod.main(["--dry-run", "--offload"])
+    for r in out:  # server, client1, server, client2, ..., server (its update)
+        assert r["offload"] and r["swaps"] == 2 * r["K"] + 1
+        assert r["skipped_steps"] == 0
