@@ -232,12 +232,17 @@ class ReasoningConfig:
 
 @dataclass
 class GenerationConfig:
-    # response generation backend (HF generate with the KV cache; a vLLM backend is not built yet)
+    # response generation backend: hf = HF generate with the KV cache; vllm = one vLLM engine per participant
+    # serving its LoRA policy (ladalit.vllm_backend, pip install 'ladalit[vllm]'; needs a GPU, LoRA and source=hub)
     backend: str = "hf"
     # tokens per generated reasoning answer
     max_new_tokens: int = 96
     # prompts per generation batch
     batch_size: int = 16
+    # backend=vllm: fraction of the GPU's memory one awake engine may use (weights, activations, KV cache)
+    vllm_gpu_memory_utilization: float = 0.5
+    # backend=vllm: GPUs one engine spreads its model over (vLLM tensor parallelism, its own worker processes)
+    vllm_tensor_parallel_size: int = 1
 
 
 @dataclass
@@ -353,7 +358,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "server_weights": ("reward", "uniform"),
     "reward.granularity": ("sample", "set"),
     "data.name": ("synthetic", "aqua", "commonsenseqa", "mathinstruct", "cot_collection"),
-    "generation.backend": ("hf",),
+    "generation.backend": ("hf", "vllm"),
     "fabric.strategy": ("auto", "fsdp2"),
     "tracking.wandb.mode": ("offline", "online", "disabled"),
     "on_nonfinite": ("skip", "raise"),
@@ -404,6 +409,8 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
     "reasoning.rstar_cut_max": (0.0, 1.0),
     "reasoning.max_new_tokens": (1, None),
     "generation.max_new_tokens": (1, None),
+    "generation.vllm_gpu_memory_utilization": (0.01, 1.0),
+    "generation.vllm_tensor_parallel_size": (1, None),
 }
 
 
@@ -490,6 +497,34 @@ def validate(cfg: DictConfig) -> None:
                           f"rstar_cut_max {cfg.reasoning.rstar_cut_max}")
     if cfg.resume and not cfg.run_name:
         raise ConfigError("config key 'run_name': resume=true needs the run_name of the run to continue")
+    if cfg.generation.backend == "vllm":
+        _check_vllm(cfg)
+
+
+def _check_vllm(cfg: DictConfig) -> None:
+    """generation.backend=vllm: one single-process run on a GPU, every participant a hub model with LoRA."""
+    single = "vLLM inside a multi-process Fabric world is not supported by this backend"
+    if cfg.fabric.strategy == "fsdp2":
+        raise ConfigError(f"config key 'fabric.strategy': generation.backend=vllm does not run under fsdp2 ({single}; "
+                          "generation.vllm_tensor_parallel_size spreads an engine over GPUs)")
+    for key in ("devices", "num_nodes"):
+        if cfg.fabric[key] > 1:
+            raise ConfigError(f"config key 'fabric.{key}': generation.backend=vllm needs 1, got {cfg.fabric[key]} "
+                              f"({single}; generation.vllm_tensor_parallel_size spreads an engine over GPUs)")
+    if cfg.fabric.accelerator == "cpu":
+        raise ConfigError("config key 'fabric.accelerator': generation.backend=vllm needs a GPU "
+                          "(vLLM's sleep mode, which parks idle engines, runs on CUDA and ROCm only)")
+    why = {"tiny": "a tiny model has random weights in memory only",
+           "zoo": "zoo members are the CPU proving ground's tiny models; to try one, set source=hub and "
+                  "name_or_path to its cached directory"}
+    for prefix, node in [("server", cfg.server)] + [(f"clients.{n}", c) for n, c in cfg.clients.items()]:
+        if not node.model.lora.enabled:
+            raise ConfigError(f"config key '{prefix}.model.lora.enabled': generation.backend=vllm needs LoRA "
+                              "(the trained weights reach the engine as a LoRA adapter; full fine-tuning cannot "
+                              "be synced into vLLM through its public API)")
+        if node.model.source != "hub":
+            raise ConfigError(f"config key '{prefix}.model.source': generation.backend=vllm needs source=hub "
+                              f"(a hub id or a local directory vLLM loads itself); {why[node.model.source]}")
 
 
 def import_class(path: str, base: type) -> type:
