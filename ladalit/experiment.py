@@ -15,7 +15,7 @@ from ladalit.prompts import DATA_FAMILY, ONE_SHOT_EXAMPLES
 
 # marked on each Fabric-wrapped participant, so they run through the strategy's forward
 FORWARD_METHODS = ("sequence_logprobs", "pair_logprobs", "token_logprobs", "reference_pair_logprobs",
-                   "sft_loss", "generate_text")
+                   "sft_loss", "generate_text", "generate_local")
 
 
 @dataclass

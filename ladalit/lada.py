@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ladalit import losses, rewards
+from ladalit import data_parallel, losses, rewards
 from ladalit.channel import DOWN, UP, Channel
 from ladalit.encoder import make_encoder
 from ladalit.filter import LearnabilityFilter, filter_class_from_path
@@ -105,6 +105,10 @@ def distill_step(cfg, fabric, participant, optimizer, guard: NonFiniteGuard, rou
     `weights` (server, Eq. 4): rows sharing a sample x carry w_k summing to one.
     """
     participant.train()
+    rank, world = data_parallel.world_of(fabric)
+    if world > 1:  # FSDP2: each process its share of the rows (ladalit.data_parallel)
+        return _distill_step_shared(cfg, fabric, participant, optimizer, guard, round, batch,
+                                    keys, prompts, chosen, rejected, weights, rank, world)
     before = per_sample_loss(cfg, participant, keys, prompts, chosen, rejected)
     if weights is None:
         loss = before.mean()
@@ -115,6 +119,24 @@ def distill_step(cfg, fabric, participant, optimizer, guard: NonFiniteGuard, rou
     with torch.no_grad():
         after = per_sample_loss(cfg, participant, keys, prompts, chosen, rejected)
     return before.detach().float().cpu(), after.float().cpu()
+
+
+def _distill_step_shared(cfg, fabric, participant, optimizer, guard, round, batch, keys, prompts, chosen, rejected,
+                         weights, rank, world):
+    """`distill_step` with the rows split over the processes; the same update and per-row losses."""
+    n = len(prompts)
+    rows, real = data_parallel.share(n, rank, world)
+    mine = [[xs[i] for i in rows] for xs in (keys, prompts, chosen, rejected)]
+    weights = torch.ones(n) if weights is None else weights.detach().float().cpu()
+    before = per_sample_loss(cfg, participant, *mine)
+    loss = data_parallel.share_loss(before, real, weights[rows].to(before.device), weights.sum(), world)
+    whole = fabric.all_reduce(loss.detach(), reduce_op="sum") / world  # the whole batch's loss, on every process
+    if guard.ok(whole, participant.name, round, batch):
+        optimizer_step(fabric, participant, optimizer, loss)
+    with torch.no_grad():
+        after = per_sample_loss(cfg, participant, *mine)
+    return (data_parallel.gather_rows(fabric, before.detach().float(), n).cpu(),
+            data_parallel.gather_rows(fabric, after.float(), n).cpu())
 
 
 def reward_and_fit(cfg, pair: PairState, emb: torch.Tensor, before: torch.Tensor, after: torch.Tensor,

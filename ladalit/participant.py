@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from transformers import PreTrainedTokenizerBase
 
+from ladalit import data_parallel
+
 
 def on_device(method):
     """Mark a method that computes: with `fabric.offload_idle` the participant is brought onto the
@@ -208,12 +210,19 @@ class Participant(L.LightningModule):
     @torch.no_grad()
     @on_device
     def reference_pair_logprobs(self, keys: Sequence[Hashable], prompts, chosen, rejected):
-        """Reference log-probs of (chosen, rejected), computed once per key and cached."""
+        """Reference log-probs of (chosen, rejected), computed once per key and cached.
+
+        Split over processes (FSDP2), a forward pass is a collective: when any process misses a key,
+        every process runs one (one with nothing missing recomputes its first row)."""
         missing = [i for i, k in enumerate(keys) if k not in self._ref_cache]
-        if missing:
+        forward = bool(missing)
+        if data_parallel.world_of(self.fabric)[1] > 1:
+            forward = data_parallel.any_process(forward, self.device)
+        if forward:
+            rows = missing or [0]
             with self.reference() as ref:
-                rc, rr = self.pair_logprobs([prompts[i] for i in missing], [chosen[i] for i in missing],
-                                            [rejected[i] for i in missing], model=ref)
+                rc, rr = self.pair_logprobs([prompts[i] for i in rows], [chosen[i] for i in rows],
+                                            [rejected[i] for i in rows], model=ref)
             for j, i in enumerate(missing):
                 self._ref_cache[keys[i]] = (rc[j].item(), rr[j].item())
             self.reference_passes += len(missing)
@@ -233,7 +242,23 @@ class Participant(L.LightningModule):
     @torch.no_grad()
     @on_device
     def generate_text(self, prompts: Sequence[str], max_new_tokens: int, batch_size: int) -> list[str]:
-        """Greedy generation with the KV cache, batched (left padding, similar lengths together)."""
+        """Greedy generation with the KV cache, batched (left padding, similar lengths together).
+
+        Split over processes (FSDP2), every process must pass the same prompts: each generates its share
+        (ladalit.data_parallel.share) and all get every answer back, in order."""
+        rank, world = data_parallel.world_of(self.fabric)
+        if world == 1 or not prompts:
+            return self.generate_local(prompts, max_new_tokens, batch_size)
+        rows, _ = data_parallel.share(len(prompts), rank, world)
+        mine = self.generate_local([prompts[i] for i in rows], max_new_tokens, batch_size)
+        return data_parallel.gather_objects(mine, len(prompts))
+
+    @torch.no_grad()
+    @on_device
+    def generate_local(self, prompts: Sequence[str], max_new_tokens: int, batch_size: int) -> list[str]:
+        """`generate_text` on this process's own prompts, not split (under FSDP2 every process must call it,
+        with the same number of prompts; HF's synced_gpus keeps the processes' decoding steps matched when
+        their sequences end at different steps)."""
         tok = self.tokenizer
         was_training = self.model.training
         self.model.eval()

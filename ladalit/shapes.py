@@ -22,6 +22,7 @@ context are a flat `OVERHEAD_GB`. `benchmarks/gpu_round.py` measures the real th
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass
 
 import torch
@@ -161,36 +162,44 @@ def scenario_memory(cfg, device_gb: float = 80.0, max_gpus: int = 64, checkpoint
     """Per-GPU memory of a scenario under FSDP2 (every participant sharded over all GPUs).
 
     static (weights + adapters of all participants) / N, plus the busiest
-    training step: its activations (every token of every row) and logits (the
-    response tokens only; every process runs the whole minibatch), two gathered decoder layers (one prefetched) and its gathered
-    root (embedding, LM head). A server minibatch holds up to K rows per sample
-    (one per client that selected it), each a chosen and a rejected sequence.
+    training step on one process: its activations (every token of its rows) and
+    logits (the response tokens only) for its share of the minibatch,
+    ceil(rows / N) rows (ladalit.data_parallel), two gathered decoder layers
+    (one prefetched) and its gathered root (embedding, LM head). A server
+    minibatch holds up to K rows per sample (one per client that selected it),
+    each a chosen and a rejected sequence. `participants[...]["step"]` is one
+    whole minibatch (one process).
     """
     if checkpointing is None:
         from ladalit.strategy import activation_checkpointing
         checkpointing = activation_checkpointing(cfg)
-    parts = {}
-    for name, p, rows_per_sample in _participants(cfg):
+
+    def memory(p, name, rows):
         m = p.model
-        if m.name_or_path not in SHAPES:
-            raise KeyError(f"{name}: no shape for {m.name_or_path!r} in ladalit.shapes.SHAPES")
-        s = SHAPES[m.name_or_path]
         adapters = (2 if name != "server" else 1) if m.lora.enabled else 0
-        lora_r = m.lora.r if m.lora.enabled else 0
-        rows = 2 * p.train.batch_size * rows_per_sample
-        parts[name] = {"model": m.name_or_path, **participant_memory(
-            s, lora_r=lora_r, target_modules=m.lora.target_modules, adapters=adapters, rows=rows,
-            seq_len=p.train.max_length, response_len=cfg.generation.max_new_tokens + 1,
-            checkpointing=checkpointing)}
+        return participant_memory(
+            SHAPES[m.name_or_path], lora_r=m.lora.r if m.lora.enabled else 0, target_modules=m.lora.target_modules,
+            adapters=adapters, rows=2 * rows, seq_len=p.train.max_length,
+            response_len=cfg.generation.max_new_tokens + 1, checkpointing=checkpointing)
+
+    parts, rows = {}, {}
+    for name, p, rows_per_sample in _participants(cfg):
+        if p.model.name_or_path not in SHAPES:
+            raise KeyError(f"{name}: no shape for {p.model.name_or_path!r} in ladalit.shapes.SHAPES")
+        rows[name] = (p, p.train.batch_size * rows_per_sample)
+        parts[name] = {"model": p.model.name_or_path, **memory(p, name, rows[name][1])}
     static = sum(v["static"] for v in parts.values())
-    peak_step = max(v["step"] + 2 * v["layer"] + v["root"] for v in parts.values())
     per_gpu = {}
     n = 1
     while n <= max_gpus:
+        peak_step = 0
+        for name, (p, r) in rows.items():
+            v = memory(p, name, math.ceil(r / n))
+            peak_step = max(peak_step, v["step"] + 2 * v["layer"] + v["root"])
         per_gpu[n] = static / n + peak_step + OVERHEAD_GB * GB
         n *= 2
     fits = [n for n, b in per_gpu.items() if b <= USABLE * device_gb * GB]
-    return {"participants": parts, "static": static, "peak_step": peak_step, "per_gpu": per_gpu,
+    return {"participants": parts, "static": static, "per_gpu": per_gpu,
             "gpus": min(fits) if fits else None, "device_gb": device_gb, "checkpointing": checkpointing}
 
 

@@ -20,6 +20,11 @@ never gets a gradient. With `fabric.precision: bf16-*` parameters are gathered
 in bfloat16 and gradients reduced in float32 (`MixedPrecisionPolicy`); this
 also lets float32 LoRA weights sit beside a bfloat16 base in one unit.
 
+Work is split too: each process generates and trains on its share of a
+batch's rows and gathers the results (`ladalit.data_parallel`, used by
+`Participant.generate_text` and `lada.distill_step`); SFT and the baselines'
+own steps still run the whole minibatch on every process.
+
 Checkpoints: `save_participant(..., full=False)` writes one shard per process
 (the whole module: base and adapters); `full=True` gathers to rank 0 and writes
 a single file, with LoRA only the adapters (small: the right choice for LoRA).
@@ -108,7 +113,7 @@ def make_parallelize_fn(precision: str = "32-true", activation_checkpointing: bo
 
 def activation_checkpointing(cfg) -> bool:
     """`fabric.activation_checkpointing`, on by default under fsdp2: the 32B/72B scenarios need it
-    (every process runs the whole minibatch; see ladalit.shapes)."""
+    (see ladalit.shapes)."""
     return bool(cfg.fabric.activation_checkpointing)
 
 

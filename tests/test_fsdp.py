@@ -144,7 +144,7 @@ def worker(out_dir: Path) -> None:
     # each process its own prompts, stopping after 8 or 2 steps: HF's synced_gpus (on because fully_shard
     # marks the HF model FSDP-managed) keeps the all-gathers matched; without it the processes' collectives
     # fall out of step
-    r["generation_own_prompts"] = module.generate_text(mine, max_new_tokens=steps, batch_size=2)
+    r["generation_own_prompts"] = module.generate_local(mine, max_new_tokens=steps, batch_size=2)
     r["expected_generation_own_prompts"] = exp_mine
     r["expected_generation"] = exp_gen
     r["training_mode_restored"] = server.model.training
@@ -245,7 +245,61 @@ def worker(out_dir: Path) -> None:
     got_nl = module_nl.reference_pair_logprobs(["g", "h"], PROMPTS, CHOSEN, REJECTED)
     r["no_lora_reference_diff"] = max((x - y).abs().max().item() for x, y in zip(got_nl, exp_nl))
 
+    # ---------------------------------------------------------------- data parallel: each process its rows
+    fabric.strategy._parallelize_fn = make_parallelize_fn("32-true")
+    r.update(_data_parallel(fabric))
+
     (out_dir / f"rank{fabric.global_rank}.json").write_text(json.dumps(r))
+
+
+def _data_parallel(fabric) -> dict:
+    """Generation and MARD steps split over the 2 processes (3 rows: one padded; 1 row: rank 1 all padding)
+    against the same calls on an unsharded copy under a single-process Fabric."""
+    import torch
+    from lightning.fabric import Fabric
+
+    from ladalit.experiment import setup_participant
+    from ladalit.lada import distill_step
+    from ladalit.training import NonFiniteGuard
+    prompts = PROMPTS + ["Question: 9-4?\nAnswer:"]
+    chosen, rejected = CHOSEN + [" 9-4=5. The answer is (D)."], REJECTED + [" 13. The answer is (A)."]
+    cfg = type("Cfg", (), {"loss": "mard", "beta": 0.1})()
+    single = Fabric(accelerator="cpu", devices=1)
+
+    def pair():  # the same participant sharded over the processes, and whole under one process
+        sharded = _participant("server", seed=11)
+        plain = copy.deepcopy(sharded)
+        plain_m = setup_participant(single, plain)
+        module = setup_participant(fabric, sharded)
+        return (sharded, module, fabric.setup_optimizers(sharded.configure_optimizers()),
+                plain, plain_m, single.setup_optimizers(plain.configure_optimizers()))
+
+    sharded, module, opt, plain, plain_m, plain_opt = pair()
+    out: dict = {"dp_rank_world": list(__import__("ladalit.data_parallel", fromlist=["x"]).world_of(fabric))}
+    out["dp_generation"] = module.generate_text(prompts, max_new_tokens=6, batch_size=2)
+    out["dp_expected_generation"] = plain_m.generate_text(prompts, max_new_tokens=6, batch_size=2)
+    weights = torch.tensor([0.5, 0.5, 1.0])  # rows 0 and 1: two clients' answers to one sample (Eq. 4)
+    for name, idx, w in (("three", [0, 1, 2], weights), ("one", [2], None)):
+        sharded, module, opt, plain, plain_m, plain_opt = pair()
+        pick = lambda xs: [xs[i] for i in idx]  # noqa: E731
+        keys = [(name, i) for i in idx]
+        args = (pick(prompts), pick(chosen), pick(rejected))
+        b, a = distill_step(cfg, fabric, module, opt, NonFiniteGuard("raise"), 1, 0, keys, *args, weights=w)
+        eb, ea = distill_step(cfg, single, plain_m, plain_opt, NonFiniteGuard("raise"), 1, 0, keys, *args, weights=w)
+        out[f"dp_{name}_before_diff"] = (b - eb).abs().max().item()
+        out[f"dp_{name}_after_diff"] = (a - ea).abs().max().item()
+        out[f"dp_{name}_rows"] = len(b)
+        full, exp = _full_state(module), _plain_state(plain)
+        out[f"dp_{name}_weights_diff"] = _max_diff(full, exp, [k for k in exp if "lora_" in k])
+        out[f"dp_{name}_moved"] = (a - b).abs().max().item()
+        # the gradients the step used (AdamW's first step amplifies rounding where a gradient is near 0)
+        grads = {n: q.grad.full_tensor() for n, q in sharded.named_parameters() if q.grad is not None}
+        exp_g = {n: q.grad for n, q in plain.named_parameters() if q.grad is not None}
+        out[f"dp_{name}_grad_keys"] = sorted(grads) == sorted(exp_g) and len(grads) > 0
+        out[f"dp_{name}_grad_rel_diff"] = max((grads[n] - exp_g[n]).abs().max().item() for n in exp_g) / max(
+            exp_g[n].abs().max().item() for n in exp_g)
+        out[f"dp_{name}_reference_passes"] = sharded.reference_passes  # this process's share only
+    return out
 
 
 # ----------------------------------------------------------------------------- the tests
@@ -294,6 +348,26 @@ def test_greedy_generation_runs_under_the_strategy_and_matches(ranks):
         assert r["generation_own_prompts"] == r["expected_generation_own_prompts"]
         assert r["training_mode_restored"] is True
     assert ranks[0]["generation_own_prompts"] != ranks[1]["generation_own_prompts"]
+
+
+def test_each_process_generates_its_share_and_all_get_every_answer(ranks):
+    for r in ranks:
+        assert r["dp_rank_world"][1] == 2
+        assert r["dp_generation"] == r["dp_expected_generation"] and len(r["dp_generation"]) == 3
+
+
+@pytest.mark.parametrize("rows", ["three", "one"])
+def test_a_mard_step_split_over_processes_equals_the_whole_batch_on_one(ranks, rows):
+    """3 weighted rows (rank 1: one real row and one padding row) and 1 row (rank 1: padding only):
+    per-row losses before and after, and the adapters after the step, as without splitting."""
+    for r in ranks:
+        assert r[f"dp_{rows}_rows"] == (3 if rows == "three" else 1)
+        assert r[f"dp_{rows}_moved"] > 1e-4  # the step changed the losses
+        assert r[f"dp_{rows}_before_diff"] < 1e-5 and r[f"dp_{rows}_after_diff"] < 1e-5
+        assert r[f"dp_{rows}_grad_keys"] and r[f"dp_{rows}_grad_rel_diff"] < 1e-5
+        assert r[f"dp_{rows}_weights_diff"] < 1e-4  # lr 1e-2: an AdamW step moves each weight by ~1e-2
+        # each process ran the reference on its share: 2 rows of 3 (rank 1: row 2 + padding), 1 of 1
+        assert r[f"dp_{rows}_reference_passes"] == (2 if rows == "three" else 1)
 
 
 def test_one_mard_step_moves_only_the_adapters_like_an_unsharded_step(ranks):
