@@ -45,20 +45,27 @@ class PairState:
 
 
 class ResponseCache:
-    """Reasoning answers, generated once per (round, model, sample) in one batched call."""
+    """Reasoning answers, generated once per (round, model, sample) in one batched call.
 
-    def __init__(self, max_new_tokens: int, batch_size: int, progress=None):
+    `generators` (generation.backend=vllm): participant name -> ladalit.vllm_backend.VLLMGenerator;
+    without one a participant generates with HF `generate_text`."""
+
+    def __init__(self, max_new_tokens: int, batch_size: int, progress=None, generators: dict | None = None):
         self.max_new_tokens, self.batch_size = max_new_tokens, batch_size
         self.cache: dict[tuple[int, str, str], str] = {}
         self.generated = 0
         self.progress = progress or Progress(quiet=True)
+        self.generators = generators or {}
 
     def get(self, round: int, participant, samples) -> list[str]:
         missing = [x for x in dict.fromkeys(samples, None) if (round, participant.name, x.id) not in self.cache]
         if missing:
+            prompts = [zero_shot_prompt(x) for x in missing]
             with self.progress.task(f"generate {participant.name}", len(missing)) as bar:
-                texts = participant.generate_text([zero_shot_prompt(x) for x in missing],
-                                                  self.max_new_tokens, self.batch_size)
+                if participant.name in self.generators:
+                    texts = self.generators[participant.name].generate(participant, prompts, self.max_new_tokens)
+                else:
+                    texts = participant.generate_text(prompts, self.max_new_tokens, self.batch_size)
                 bar.advance(len(missing))
             for x, y in zip(missing, texts):
                 self.cache[(round, participant.name, x.id)] = y
@@ -197,7 +204,11 @@ def run(exp, channel: Channel, results: Results, tracker=None, start_round: int 
                    for i, k in enumerate(clients)}
     server_side = {k: PairState(make_filter(cfg, emb.shape[1], cfg.seed + 2 * i + 1) if use_filter else None)
                    for i, k in enumerate(clients)}
-    responses = ResponseCache(cfg.generation.max_new_tokens, cfg.generation.batch_size, progress)
+    generators = {}
+    if cfg.generation.backend == "vllm":
+        from ladalit.vllm_backend import make_generators
+        generators = make_generators(cfg, {"server": server, **clients})
+    responses = ResponseCache(cfg.generation.max_new_tokens, cfg.generation.batch_size, progress, generators)
     optimizers: dict = {}
     if state is not None:  # resume
         restore_state(exp, state, client_side, server_side, optimizers, results, channel)
@@ -305,6 +316,8 @@ def run(exp, channel: Channel, results: Results, tracker=None, start_round: int 
         rounds_bar.advance()
         if on_round_end is not None:
             on_round_end(t, snapshot_state(exp, client_side, server_side, optimizers, results, channel))
+    for g in generators.values():
+        g.close()
     return {"nonfinite_skipped": guard.skipped, "responses_generated": responses.generated,
             "bound_hits": {f"{side}:{k}": dict(p.filter.bound_hits) for side, d in
                            (("client", client_side), ("server", server_side)) for k, p in d.items() if p.filter}}

@@ -296,3 +296,27 @@ def test_vllm_backend_errors_exit_2_on_the_command_line(tmp_path):
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.strip().startswith("error: config key 'server.model.lora.enabled': generation.backend=vllm "
                                           "needs LoRA")
+
+
+def test_the_loop_response_cache_sends_a_participant_with_a_generator_to_it(monkeypatch):
+    """lada.ResponseCache: generation.backend=vllm routes public-set answers through the participant's
+    VLLMGenerator (here over the recording double); the others keep HF generate_text."""
+    from ladalit.data.records import MCRecord
+    from ladalit.lada import ResponseCache
+    from ladalit.prompts import zero_shot_prompt
+    vllm = RecordingVLLM()
+    vllm.install(monkeypatch)
+    p, vllm.fresh_base = make_participant()
+    other, _ = make_participant("client2")
+    monkeypatch.setattr(p, "generate_text", lambda *a, **k: pytest.fail("HF generate_text used with vllm"))
+    gen = VLLMGenerator(p, hub_cfg(), OmegaConf.structured(GenerationConfig()))
+    cache = ResponseCache(max_new_tokens=5, batch_size=2, generators={"client1": gen})
+    xs = [MCRecord(id=f"x{i}", question=f"{i}+1?", options=("1", "2", "3", "4"), answer="B") for i in range(3)]
+    got = cache.get(1, p, xs)
+    assert [c[0] for c in vllm.calls] == ["init", "generate", "sleep"]
+    sent = vllm.calls[1][1]
+    assert sent == p.tokenizer([zero_shot_prompt(x) for x in xs], truncation=True, max_length=35)["input_ids"]
+    assert got == [f"len{len(ids)}" for ids in sent]
+    assert cache.get(1, p, xs[:2]) == got[:2] and len(vllm.calls) == 3  # cached: no second call
+    assert len(cache.get(1, other, xs)) == 3 and len(vllm.calls) == 3  # client2: HF generate
+    gen.close()
