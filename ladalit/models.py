@@ -49,7 +49,15 @@ def _in_hub_cache(repo_id: str) -> bool:
 def tiny_tokenizer(name: str) -> PreTrainedTokenizerBase:
     if name == "byt5":
         from transformers import ByT5Tokenizer
-        return ByT5Tokenizer()
+
+        class CausalByT5Tokenizer(ByT5Tokenizer):
+            """ByT5's bytes without the EOS that ByT5 appends to every input: a causal LM's prompt must
+            not end the sequence (with it, tied-embedding tiny models answer every prompt with EOS)."""
+
+            def build_inputs_with_special_tokens(self, token_ids_0, token_ids_1=None):
+                return token_ids_0 if token_ids_1 is None else token_ids_0 + token_ids_1
+
+        return CausalByT5Tokenizer()
     return AutoTokenizer.from_pretrained(name)
 
 

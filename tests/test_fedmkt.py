@@ -336,4 +336,4 @@ def test_snapshot_agrees_with_the_participants_own_log_probs():
                                                                       rel=1e-4)
     assert per_token.values.shape == (int(per_token.lengths.sum()), 5)
     assert bool((per_token.values[:, :-1] >= per_token.values[:, 1:]).all())
-    assert per_token.token_ids.tolist()[-len(" Because.") - 1:] == p.tokenizer(" Because.")["input_ids"]
+    assert per_token.token_ids.tolist()[-len(" Because.") - 1:] == p.tokenizer(" Because.")["input_ids"] + [p.tokenizer.eos_token_id]
