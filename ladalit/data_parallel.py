@@ -52,8 +52,8 @@ def share_loss(per_row: torch.Tensor, real: list[bool], weights: torch.Tensor, t
                world: int) -> torch.Tensor:
     """This process's part of the batch loss ``sum_all(w * loss) / sum_all(w)``, times `world`
     (FSDP2 averages gradients over the processes). Padding rows count zero."""
-    w = weights.to(per_row.dtype) * torch.tensor(real, dtype=per_row.dtype, device=per_row.device)
-    return world * (w * per_row).sum() / total_weight.to(per_row.dtype)
+    w = weights.to(per_row.device, per_row.dtype) * torch.tensor(real, dtype=per_row.dtype, device=per_row.device)
+    return world * (w * per_row).sum() / total_weight.to(per_row.device, per_row.dtype)
 
 
 def any_process(flag: bool, device) -> bool:

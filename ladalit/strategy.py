@@ -22,8 +22,9 @@ also lets float32 LoRA weights sit beside a bfloat16 base in one unit.
 
 Work is split too: each process generates and trains on its share of a
 batch's rows and gathers the results (`ladalit.data_parallel`, used by
-`Participant.generate_text` and `lada.distill_step`); SFT and the baselines'
-own steps still run the whole minibatch on every process.
+`Participant.generate_text`, `lada.distill_step` and the SFT of
+`training.supervised_finetune`); the baselines' own steps still run the whole
+minibatch on every process.
 
 Checkpoints: `save_participant(..., full=False)` writes one shard per process
 (the whole module: base and adapters); `full=True` gathers to rank 0 and writes

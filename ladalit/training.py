@@ -52,10 +52,31 @@ def supervised_finetune(fabric, participant, optimizer, prompts: Sequence[str], 
     for epoch in range(epochs):
         total, steps = 0.0, 0
         for b, idx in enumerate(minibatches(len(prompts), participant.train_cfg.batch_size, seed + epoch)):
-            loss = participant.sft_loss([prompts[i] for i in idx], [responses[i] for i in idx])
-            if not guard.ok(loss, participant.name, round, b):
+            p, r = [prompts[i] for i in idx], [responses[i] for i in idx]
+            loss, whole = sft_loss_of_share(fabric, participant, p, r)
+            if not guard.ok(whole, participant.name, round, b):
                 continue
             optimizer_step(fabric, participant, optimizer, loss)
-            total, steps = total + loss.item(), steps + 1
+            total, steps = total + whole.item(), steps + 1
         losses.append(total / max(steps, 1) if steps else math.nan)
     return losses
+
+
+def sft_loss_of_share(fabric, participant, prompts, responses):
+    """(the loss this process back-propagates, the whole minibatch's mean token cross-entropy).
+
+    One process: both are `participant.sft_loss`. Under FSDP2 each process takes its share of the rows
+    (ladalit.data_parallel): its summed token losses over the whole minibatch's response-token count,
+    times the world size (FSDP2 averages gradients), so the update is the whole minibatch's.
+    """
+    from ladalit import data_parallel
+    rank, world = data_parallel.world_of(fabric)
+    if world == 1:
+        loss = participant.sft_loss(prompts, responses)
+        return loss, loss.detach()
+    rows, real = data_parallel.share(len(prompts), rank, world)
+    logp, mask = participant.token_logprobs([prompts[i] for i in rows], [responses[i] for i in rows])
+    tokens = (mask.sum(-1) * torch.tensor(real, device=mask.device)).sum()
+    tokens = fabric.all_reduce(tokens.float(), reduce_op="sum").clamp(min=1)
+    loss = data_parallel.share_loss(-(logp * mask).sum(-1), real, torch.ones(len(rows)), tokens, world)
+    return loss, fabric.all_reduce(loss.detach(), reduce_op="sum") / world

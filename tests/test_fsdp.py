@@ -299,6 +299,20 @@ def _data_parallel(fabric) -> dict:
         out[f"dp_{name}_grad_rel_diff"] = max((grads[n] - exp_g[n]).abs().max().item() for n in exp_g) / max(
             exp_g[n].abs().max().item() for n in exp_g)
         out[f"dp_{name}_reference_passes"] = sharded.reference_passes  # this process's share only
+
+    # SFT (round 1's reference): 3 rows split over the processes vs the whole minibatch on one
+    from ladalit.training import optimizer_step, sft_loss_of_share
+    sharded, module, opt, plain, plain_m, plain_opt = pair()
+    loss, whole = sft_loss_of_share(fabric, module, prompts, chosen)
+    optimizer_step(fabric, module, opt, loss)
+    expected = plain_m.sft_loss(prompts, chosen)
+    optimizer_step(single, plain_m, plain_opt, expected)
+    out["dp_sft_whole_diff"] = abs(whole.item() - expected.item())
+    grads = {n: q.grad.full_tensor() for n, q in sharded.named_parameters() if q.grad is not None}
+    exp_g = {n: q.grad for n, q in plain.named_parameters() if q.grad is not None}
+    out["dp_sft_grad_keys"] = sorted(grads) == sorted(exp_g) and len(grads) > 0
+    out["dp_sft_grad_rel_diff"] = max((grads[n] - exp_g[n]).abs().max().item() for n in exp_g) / max(
+        exp_g[n].abs().max().item() for n in exp_g)
     return out
 
 
@@ -368,6 +382,12 @@ def test_a_mard_step_split_over_processes_equals_the_whole_batch_on_one(ranks, r
         assert r[f"dp_{rows}_weights_diff"] < 1e-4  # lr 1e-2: an AdamW step moves each weight by ~1e-2
         # each process ran the reference on its share: 2 rows of 3 (rank 1: row 2 + padding), 1 of 1
         assert r[f"dp_{rows}_reference_passes"] == (2 if rows == "three" else 1)
+
+
+def test_an_sft_step_split_over_processes_equals_the_whole_minibatch_on_one(ranks):
+    for r in ranks:
+        assert r["dp_sft_whole_diff"] < 1e-5  # the reported loss is the whole minibatch's token mean
+        assert r["dp_sft_grad_keys"] and r["dp_sft_grad_rel_diff"] < 1e-5
 
 
 def test_one_mard_step_moves_only_the_adapters_like_an_unsharded_step(ranks):
