@@ -4,9 +4,8 @@ LaDa trains one participant at a time; the others only wait. `Residency` keeps
 exactly one participant on the accelerator: every participant method that
 computes (`pair_logprobs`, `generate_text`, ... : `Participant.on_device`)
 first asks its residency to bring it there (`activate`), which parks the one
-that was there before. Peak
-accelerator memory is then one participant plus activations, whatever K is;
-a participant used many times in a row moves once.
+that was there before. Peak accelerator memory is then one participant plus
+activations, whatever K is; a participant used many times in a row moves once.
 
 `park` moves a participant's parameters, buffers, gradients and the state of
 every optimizer made by its `configure_optimizers` to the
@@ -21,8 +20,6 @@ parameters) are not moved: their memory is already split across processes and
 FSDP owns the shard storage; `park`/`activate` return False for them.
 """
 from __future__ import annotations
-
-import weakref
 
 import torch
 
@@ -118,15 +115,13 @@ class Residency:
         self.device, self.enabled = torch.device(device), enabled
         self.resident = None  # the plain Participant now on `device`
         self.swaps = 0  # activations so far (a measure of host<->device traffic)
-        self._attached: weakref.WeakSet = weakref.WeakSet()
 
     def attach(self, participant) -> None:
         module = _plain_module(participant)
-        if not self.enabled or module in self._attached:
+        if not self.enabled or module.residency is self:
             return
         park(module)
         module.residency = self
-        self._attached.add(module)
 
     def use(self, participant) -> None:
         """Make `participant` the resident (parking the previous one); nothing if it already is."""

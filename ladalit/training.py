@@ -7,6 +7,8 @@ from typing import Sequence
 
 import torch
 
+from ladalit import data_parallel
+
 
 class NonFiniteError(RuntimeError):
     pass
@@ -69,7 +71,6 @@ def sft_loss_of_share(fabric, participant, prompts, responses):
     (ladalit.data_parallel): its summed token losses over the whole minibatch's response-token count,
     times the world size (FSDP2 averages gradients), so the update is the whole minibatch's.
     """
-    from ladalit import data_parallel
     rank, world = data_parallel.world_of(fabric)
     if world == 1:
         loss = participant.sft_loss(prompts, responses)

@@ -258,6 +258,7 @@ def _data_parallel(fabric) -> dict:
     import torch
     from lightning.fabric import Fabric
 
+    from ladalit.data_parallel import world_of
     from ladalit.experiment import setup_participant
     from ladalit.lada import distill_step
     from ladalit.training import NonFiniteGuard
@@ -275,7 +276,7 @@ def _data_parallel(fabric) -> dict:
                 plain, plain_m, single.setup_optimizers(plain.configure_optimizers()))
 
     sharded, module, opt, plain, plain_m, plain_opt = pair()
-    out: dict = {"dp_rank_world": list(__import__("ladalit.data_parallel", fromlist=["x"]).world_of(fabric))}
+    out: dict = {"dp_rank_world": list(world_of(fabric))}
     out["dp_generation"] = module.generate_text(prompts, max_new_tokens=6, batch_size=2)
     out["dp_expected_generation"] = plain_m.generate_text(prompts, max_new_tokens=6, batch_size=2)
     weights = torch.tensor([0.5, 0.5, 1.0])  # rows 0 and 1: two clients' answers to one sample (Eq. 4)
