@@ -1,4 +1,8 @@
-"""Loaders (real shipped files, hub-schema fixtures, malformed input) and the federated split."""
+"""Loaders (AQuA / CommonsenseQA files, hub-schema fixtures, malformed input) and the federated split.
+
+The AQuA and CommonsenseQA tests run on the project's own fixture files (tests/fixtures_data.py), and
+again on the real shipped files in ../shared/data when that directory exists beside the repository
+(those cases are marked `shared_data`: `pytest -m shared_data` runs only them)."""
 from __future__ import annotations
 
 import json
@@ -16,32 +20,65 @@ from ladalit.data.loaders import LOADERS, load_aqua, load_commonsenseqa, load_co
     load_records, parse_options
 from ladalit.data.records import LETTERS, DataError, MCRecord
 from ladalit.data.split import ClientData, FederatedData, domain_groups, drop_short, federated_split, normalise_options
+from tests.fixtures_data import AQUA_ROWS, CSQA_CONCEPTS, CSQA_ROWS, write_aqua, write_commonsenseqa
 from tests.fixtures_hub import COT_ROWS, MATHINSTRUCT_ROWS, write_cot_collection, write_jsonl, write_mathinstruct
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-AQUA = DATA / "aqua" / "dev.jsonl"
-CSQA = DATA / "commonsenseqa" / "train.jsonl"
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+# the real files, where a checkout has ../shared/data beside it (not in a fresh clone)
+SHARED = [pytest.mark.shared_data, pytest.mark.skipif(not SHARED_DATA.is_dir(), reason=f"no {SHARED_DATA}")]
+SOURCES = ["fixture", pytest.param("shared", marks=SHARED)]
+ROWS = {("aqua", "fixture"): AQUA_ROWS, ("aqua", "shared"): 254,
+        ("csqa", "fixture"): CSQA_ROWS, ("csqa", "shared"): 9741}
 
 
 def raw_rows(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
-@pytest.fixture(scope="module")
-def csqa() -> list[MCRecord]:
-    return load_commonsenseqa(str(CSQA))
+@pytest.fixture(scope="module", params=SOURCES)
+def aqua_path(request, tmp_path_factory) -> Path:
+    if request.param == "shared":
+        return SHARED_DATA / "aqua" / "dev.jsonl"
+    return write_aqua(tmp_path_factory.mktemp("aqua") / "dev.jsonl")
+
+
+@pytest.fixture(scope="module", params=SOURCES)
+def csqa_path(request, tmp_path_factory) -> Path:
+    if request.param == "shared":
+        return SHARED_DATA / "commonsenseqa" / "train.jsonl"
+    return write_commonsenseqa(tmp_path_factory.mktemp("csqa") / "train.jsonl")
 
 
 @pytest.fixture(scope="module")
-def aqua() -> list[MCRecord]:
-    return load_aqua(str(AQUA))
+def csqa(csqa_path) -> list[MCRecord]:
+    return load_commonsenseqa(str(csqa_path))
 
 
-# ------------------------------------------------------------------ real files
+@pytest.fixture(scope="module")
+def aqua(aqua_path) -> list[MCRecord]:
+    return load_aqua(str(aqua_path))
 
-def test_aqua_real_file(aqua):
-    raw = raw_rows(AQUA)
-    assert len(aqua) == len(raw) == 254
+
+def source_of(path: Path) -> str:
+    return "shared" if SHARED_DATA in path.parents else "fixture"
+
+
+# ------------------------------------------------------------------ AQuA and CommonsenseQA files
+
+def test_fixture_files_cover_what_the_split_tests_need():
+    """The fixture is big enough for every split below, and its questions are distinct."""
+    from tests.fixtures_data import aqua_rows, csqa_rows
+    aq, cs = aqua_rows(), csqa_rows()
+    assert len({r["question"] for r in aq}) == len(aq) == AQUA_ROWS >= 3 * (40 + 20) + 60
+    assert len({r["question"]["stem"] for r in cs}) == len(cs) == CSQA_ROWS >= 3 * (300 + 100) + 300
+    assert Counter(r["question"]["question_concept"] for r in cs) == {c: CSQA_ROWS // 12 for c in CSQA_CONCEPTS}
+    assert all(len(set(r["options"])) == 5 for r in aq)
+    assert all(len({c["text"] for c in r["question"]["choices"]}) == 5 for r in cs)
+
+
+def test_aqua_file(aqua, aqua_path):
+    raw = raw_rows(aqua_path)
+    assert len(aqua) == len(raw) == ROWS[("aqua", source_of(aqua_path))]
     first = aqua[0]
     assert first.id == "aqua-dev-1" and first.domain == "aqua"
     assert first.question == raw[0]["question"].strip()
@@ -55,9 +92,9 @@ def test_aqua_real_file(aqua):
         assert rec.rationale  # every AQuA row has a rationale, kept
 
 
-def test_commonsenseqa_real_file(csqa):
-    raw = raw_rows(CSQA)
-    assert len(csqa) == len(raw) == 9741
+def test_commonsenseqa_file(csqa, csqa_path):
+    raw = raw_rows(csqa_path)
+    assert len(csqa) == len(raw) == ROWS[("csqa", source_of(csqa_path))]
     first, row = csqa[0], raw[0]
     assert first.id == row["id"] and first.question == row["question"]["stem"].strip()
     assert first.domain == row["question"]["question_concept"]
@@ -68,10 +105,10 @@ def test_commonsenseqa_real_file(csqa):
         assert rec.answer in LETTERS[: len(rec.options)] and rec.gold_text == gold
 
 
-def test_load_records_dispatch_and_unknown_name():
-    assert load_records("aqua", str(AQUA)) == load_aqua(str(AQUA))
+def test_load_records_dispatch_and_unknown_name(aqua_path):
+    assert load_records("aqua", str(aqua_path)) == load_aqua(str(aqua_path))
     with pytest.raises(ValueError) as e:
-        load_records("nope", str(AQUA))
+        load_records("nope", str(aqua_path))
     assert "'nope'" in str(e.value)
     for name in LOADERS:
         assert name in str(e.value)
@@ -250,7 +287,7 @@ def test_cot_target_matching_is_case_and_space_insensitive(tmp_path):
 
 # ----------------------------------------------------------- normalise_options
 
-def test_normalise_options_real_commonsenseqa(csqa):
+def test_normalise_options_commonsenseqa(csqa):
     norm = normalise_options(csqa, num_options=4, seed=0)
     assert len(norm) == len(csqa)
     counts = Counter(r.answer for r in norm)
@@ -344,9 +381,11 @@ def test_federated_split_domain_skew(csqa):
 
 
 def test_federated_split_not_enough_records(aqua):
+    assert len(aqua) < 550
     with pytest.raises(ValueError) as e:
         federated_split(aqua, 3, 100, 50, 100, seed=0)
-    assert str(e.value) == "federated_split needs 550 records (3 clients x (100 train + 50 test) + 100 public), got 254"
+    assert str(e.value) == ("federated_split needs 550 records (3 clients x (100 train + 50 test) + 100 public), "
+                            f"got {len(aqua)}")
     recs = [MCRecord(f"r{i}", "q", ("a", "b", "c", "d"), "A", None, "x" if i < 3 else "y") for i in range(40)]
     with pytest.raises(ValueError) as e:
         federated_split(recs, 2, 4, 1, 5, seed=0, domain_skew=1.0)
