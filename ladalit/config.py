@@ -347,6 +347,8 @@ class RunConfig:
     on_nonfinite: str = "skip"
     # quiet progress output
     quiet: bool = False
+    # also transformers' per-load "Loading weights" bars, and the full resolved config at start
+    verbose: bool = False
 
 
 METHODS = ("lada", "standalone", "fedkd", "fedmkt", "wasp", "sft_cot", "socratic_cot", "rstar")

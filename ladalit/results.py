@@ -83,21 +83,30 @@ class Results:
         return out
 
     def table(self, round: int | None = None) -> str:
-        """Accuracy (invalid-answer rate) per participant and prompt setting, for one round (default: last)."""
+        """Accuracy (invalid-answer rate) per participant and prompt setting, for one round (default: last),
+        with each one's round-0 accuracy (before any transfer) and the change since then, where evaluated."""
         if not self.accuracy:
             return "(no evaluation yet)"
         round = max(r["round"] for r in self.accuracy) if round is None else round
         rows = [r for r in self.accuracy if r["round"] == round]
+        cell = {(r["participant"], r["shots"]): r for r in rows}
+        first = {(r["participant"], r["shots"]): r for r in self.accuracy if r["round"] == 0}
+        since = round != 0 and bool(first)
         shots = sorted({r["shots"] for r in rows})
         names = list(dict.fromkeys(r["participant"] for r in rows))
-        head = f"{'participant':<14}" + "".join(f"{f'{s}-shot acc (invalid)':>24}" for s in shots)
+        head = f"{'participant':<14}" + "".join(f"{f'{s}-shot acc (invalid)':>24}" + (
+            f"{'round 0':>10}{'change':>9}" if since else "") for s in shots)
         lines = [f"round {round}", head]
         for n in names:
-            cells = []
+            cells = ""
             for s in shots:
-                m = next((r for r in rows if r["participant"] == n and r["shots"] == s), None)
-                cells.append(f"{m['accuracy']:.3f} ({m['invalid_rate']:.2f})" if m else "-")
-            lines.append(f"{n:<14}" + "".join(f"{c:>24}" for c in cells))
+                m, m0 = cell.get((n, s)), first.get((n, s))
+                c = f"{m['accuracy']:.3f} ({m['invalid_rate']:.2f})" if m else "-"
+                cells += f"{c:>24}"
+                if since:
+                    cells += (f"{m0['accuracy']:>10.3f}{m['accuracy'] - m0['accuracy']:>+9.3f}"
+                              if m and m0 else f"{'-':>10}{'-':>9}")
+            lines.append(f"{n:<14}" + cells)
         return "\n".join(lines)
 
 

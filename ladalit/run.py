@@ -14,7 +14,7 @@ import torch
 from ladalit.config import ConfigError, help_text, load_config, to_yaml
 from ladalit.data.records import DataError
 from ladalit.plots import write_plots
-from ladalit.progress import Progress
+from ladalit.progress import Progress, header, quiet_transformers
 from ladalit.results import Results, Tracker, atomic_write_text
 from ladalit.training import NonFiniteError
 
@@ -49,14 +49,42 @@ def load_checkpoint(run_dir: Path) -> dict | None:
     return torch.load(path, weights_only=False)
 
 
-def execute(cfg, quiet: bool = False) -> tuple[Path, dict]:
+def evaluate_round0(exp, results, tracker, channel, progress) -> None:
+    """Round 0: every participant as it starts (the pre-trained models, before any transfer), evaluated
+    like every round, so that the final table and the plots show what the run changed."""
+    from ladalit.lada import evaluate_all, log_round
+    with progress.task("round 0: evaluation", 1) as bar:
+        evaluate_all(exp, results, 0)
+        bar.advance()
+    log_round(tracker, results, channel, 0)
+    progress.summary(results, 0, channel)
+
+
+def export_models(exp, run_dir: Path, results, quiet: bool) -> None:
+    """The trained participants in RUN_DIR/models/ (ladalit.export); rank 0 only. Not under FSDP2
+    (sharded weights): `python -m ladalit.export RUN_DIR` writes them from the checkpoint afterwards."""
+    from lightning.fabric.strategies import ModelParallelStrategy
+
+    from ladalit.export import export_participants
+    if isinstance(exp.fabric.strategy, ModelParallelStrategy):
+        if not quiet:
+            print(f"models: not exported under fsdp2; run: python -m ladalit.export {run_dir}")
+        return
+    paths = export_participants({"server": exp.server, **exp.clients}, exp.cfg, run_dir, exp.cfg.rounds, results)
+    if paths and not quiet:
+        print(f"models: {run_dir / 'models'} ({', '.join(p.name for p in paths)})")
+
+
+def execute(cfg, quiet: bool = False, conf: str = "") -> tuple[Path, dict]:
     """Run one experiment from a validated config; returns the run directory and the results.
 
     With several processes (FSDP2) every rank runs the loop; rank 0 alone writes files and W&B.
+    `conf` (the config file given) is only shown in the header.
     """
     from ladalit.channel import Channel
     from ladalit.experiment import build_experiment
 
+    quiet_transformers(cfg.verbose)
     exp = build_experiment(cfg)
     fabric = exp.fabric
     writer = fabric.is_global_zero
@@ -65,6 +93,8 @@ def execute(cfg, quiet: bool = False) -> tuple[Path, dict]:
     if writer:
         run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_dir / "config.yaml", to_yaml(cfg))
+        if not quiet:
+            print(header(exp, run_dir, conf), flush=True)
     channel, results = Channel(), Results()
     tracker = Tracker(cfg, run_dir) if writer else None
     start_round, state = 1, None
@@ -84,6 +114,8 @@ def execute(cfg, quiet: bool = False) -> tuple[Path, dict]:
 
     runner = method_runner(cfg.method)
     with Progress(quiet=quiet) as progress:
+        if start_round == 1:
+            evaluate_round0(exp, results, tracker, channel, progress)
         if cfg.method == "lada":
             extra = runner(exp, channel, results, tracker=tracker, on_round_end=on_round_end,
                            start_round=start_round, state=state, progress=progress)
@@ -92,6 +124,7 @@ def execute(cfg, quiet: bool = False) -> tuple[Path, dict]:
     if not writer:
         return run_dir, {}
     out = results.save(run_dir, cfg, channel, extra=extra)
+    export_models(exp, run_dir, results, quiet)
     plots = write_plots(out, run_dir)
     tracker.finish(results, plots)
     return run_dir, out
@@ -108,10 +141,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     quiet = cfg.quiet
-    if not quiet:
+    if cfg.verbose and not quiet:
         print(to_yaml(cfg), flush=True)
     try:
-        run_dir, out = execute(cfg, quiet=quiet)
+        run_dir, out = execute(cfg, quiet=quiet, conf=next((a.split("=", 1)[1] for a in argv if a.startswith("conf=")), ""))
     except (ConfigError, DataError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -267,7 +267,9 @@ def weighted_lm_loss(model, ids, mask, weights) -> torch.Tensor:
 
 
 def pretrain(model, tokenizer, member: ZooMember, progress=None) -> list[float]:
-    """Plain AdamW loop, loss on response tokens only. Returns the loss of every step."""
+    """Plain AdamW loop, loss on response tokens only. Returns the loss of every step.
+
+    `progress`: a `ladalit.progress.Task` advanced every step (a bar on a terminal, else a line every 30 s)."""
     ts = member.train
     records = generate(member.corpus)
     data = encode_pairs(tokenizer, curriculum(member, records, ts.seed))
@@ -286,7 +288,6 @@ def pretrain(model, tokenizer, member: ZooMember, progress=None) -> list[float]:
     order = torch.randperm(len(data), generator=g).tolist()
     model.train()
     losses, pos = [], 0
-    task = progress.add_task(member.name, total=ts.steps, loss=float("nan")) if progress is not None else None
     for step in range(ts.steps):
         if pos + ts.batch_size > len(order):
             order, pos = torch.randperm(len(data), generator=g).tolist(), 0
@@ -301,16 +302,11 @@ def pretrain(model, tokenizer, member: ZooMember, progress=None) -> list[float]:
         torch.nn.utils.clip_grad_norm_(model.parameters(), ts.grad_clip)
         opt.step()
         losses.append(loss.item())
-        if task is not None:
-            progress.update(task, advance=1, loss=sum(losses[-20:]) / len(losses[-20:]))
+        if progress is not None:
+            progress.update(description=f"pre-training {member.name}, loss {sum(losses[-20:]) / len(losses[-20:]):.3f}")
+            progress.advance()
     model.eval()
     return losses
-
-
-def _progress():
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-    return Progress(TextColumn("pre-training {task.description:<14}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("loss {task.fields[loss]:.3f}"), TimeElapsedColumn(), TimeRemainingColumn())
 
 
 def member_dir(member: ZooMember, cache_dir: Path | str | None = None) -> Path:
@@ -327,8 +323,9 @@ def load_member(name: str | ZooMember, cache_dir: Path | str | None = None, prog
         model = build_model(member, tokenizer)
         t0 = time.perf_counter()
         if progress:
-            with _progress() as bar:
-                losses = pretrain(model, tokenizer, member, bar)
+            from ladalit.progress import Progress
+            with Progress() as prog, prog.task(f"pre-training {member.name}", member.train.steps) as task:
+                losses = pretrain(model, tokenizer, member, task)
         else:
             losses = pretrain(model, tokenizer, member)
         seconds = time.perf_counter() - t0

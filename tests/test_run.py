@@ -29,7 +29,9 @@ def check_common(cfg, run_dir, out):
     for r in saved["accuracy"]:
         assert 0.0 <= r["accuracy"] <= 1.0 and 0.0 <= r["invalid_rate"] <= 1.0
     rounds = {r["round"] for r in saved["accuracy"]}
-    assert rounds == set(range(1, cfg.rounds + 1))
+    assert rounds == set(range(0, cfg.rounds + 1))  # round 0: the models as they start, before any transfer
+    assert {(r["participant"], r["shots"]) for r in saved["accuracy"] if r["round"] == 0} == \
+        {(p, s) for p in ("server", *cfg.clients) for s in cfg.eval.shots}
     assert {r["shots"] for r in saved["accuracy"]} == {0, 1}
     return saved
 
