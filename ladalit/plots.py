@@ -1,6 +1,7 @@
 """Figures from a saved results dict (the contents of results.json), rendered with Agg.
 
-- `plot_accuracy`: accuracy per round per participant, one panel per prompt setting (paper Fig. 4)
+- `plot_accuracy`: accuracy per round per participant from round 0, one panel per prompt setting (paper
+  Fig. 4), a dashed chance line; `plot_accuracy_runs`: the same over seeds, mean ± std bands
 - `plot_selection`: selected-set size per model pair per round (the learnability gap)
 - `plot_communication`: MB per method split by direction (paper Fig. 5)
 
@@ -40,28 +41,75 @@ def _empty(ax, text: str) -> None:
     ax.set_yticks([])
 
 
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for one value)."""
+    m = sum(values) / len(values)
+    return m, (sum((v - m) ** 2 for v in values) / (len(values) - 1)) ** 0.5 if len(values) > 1 else 0.0
+
+
+def rounds_done(results: dict) -> tuple[int, int | None]:
+    """(the last round with any record, the configured rounds or None)."""
+    done = max((r["round"] for key in ("accuracy", "selected_per_round", "train", "communication")
+                for r in results.get(key, [])), default=0)
+    return done, results.get("config", {}).get("rounds")
+
+
+def partial_label(results: dict) -> str:
+    """"partial: N of M rounds" for a run that stopped before its last round, else ""."""
+    done, total = rounds_done(results)
+    return f"partial: {done} of {total} rounds" if total is not None and done < total else ""
+
+
+def chance(results: dict) -> float | None:
+    k = results.get("config", {}).get("data", {}).get("num_options")
+    return 1.0 / k if k else None
+
+
 def plot_accuracy(results: dict, path) -> Path:
-    rows = results.get("accuracy", [])
+    """One run: accuracy per round from round 0 (before any transfer), a dashed chance line (1/options)."""
+    return plot_accuracy_runs([results], path)
+
+
+def plot_accuracy_runs(runs: list[dict], path, title: str | None = None) -> Path:
+    """Accuracy per round per participant, one panel per prompt setting. Several runs (seeds of one
+    config): the mean with a ± std band."""
+    return _save(accuracy_figure(runs, title), path)
+
+
+def accuracy_figure(runs: list[dict], title: str | None = None) -> Figure:
+    rows = [r for res in runs for r in res.get("accuracy", [])]
     shots = sorted({r["shots"] for r in rows}) or [0]
     fig, axes = _figure(len(shots))
+    line = chance(runs[0])
     for ax, s in zip(axes, shots):
         mine = [r for r in rows if r["shots"] == s]
         if not mine:
             _empty(ax, "no evaluation")
             continue
-        for name in dict.fromkeys(r["participant"] for r in mine):
-            pts = sorted((r["round"], r["accuracy"]) for r in mine if r["participant"] == name)
-            style = "-" if name == "server" else "--"
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], style, marker="o", label=name)
-        ax.set_title(f"{s}-shot")
-        ax.set_xlabel("round")
+        for i, name in enumerate(dict.fromkeys(r["participant"] for r in mine)):
+            by_round: dict[int, list[float]] = defaultdict(list)
+            for r in mine:
+                if r["participant"] == name:
+                    by_round[r["round"]].append(r["accuracy"])
+            xs = sorted(by_round)
+            stats = [mean_std(by_round[t]) for t in xs]
+            ax.plot(xs, [m for m, _ in stats], marker="o", label=name, color=f"C{i % 10}",
+                    linewidth=2.0 if name == "server" else 1.4)
+            if len(runs) > 1:
+                ax.fill_between(xs, [m - d for m, d in stats], [m + d for m, d in stats], color=f"C{i % 10}", alpha=0.2)
+        if line is not None:
+            ax.axhline(line, color="gray", linestyle="--", linewidth=1, label=f"chance (1/{round(1 / line)})")
+        ax.set_title(f"{s}-shot" + (f", mean ± std over {len(runs)} runs" if len(runs) > 1 else ""))
+        ax.set_xlabel("round (0: before any transfer)")
         ax.set_ylabel("accuracy")
         ax.set_ylim(-0.02, 1.02)
         ax.set_xticks(sorted({r["round"] for r in mine}))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle(f"{results.get('method', '')} accuracy per round")
-    return _save(fig, path)
+    partial = sorted({partial_label(r) for r in runs} - {""})
+    fig.suptitle(" ".join([title or f"{runs[0].get('method', '')} accuracy per round"]
+                          + [f"({p})" for p in partial]))
+    return fig
 
 
 def _client_of(pair: str) -> str:

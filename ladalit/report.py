@@ -4,8 +4,12 @@ One run dir: report.md (accuracy, selections, communication) and accuracy.png,
 selection.png, communication.png. Several: a side-by-side comparison (final-round
 accuracy per participant and shots, total MB), a combined communication plot
 (comparison-communication.png), and each run's tables and plots (NAME-accuracy.png,
-NAME-selection.png). Everything goes to the first run dir unless --out is given.
-Exit status 2, with a one-line message, when a dir holds no readable results.json.
+NAME-selection.png). Runs whose configs differ only in the seed (and in keys that do not
+change results: run name, output dir, resume, quiet, verbose, tracking) form one group:
+the comparison gives its mean ± std over the seeds, and the group gets a mean ± std
+table per round and a plot with ± std bands (GROUP-accuracy.png). A run that stopped
+early is labelled "partial: N of M rounds". Everything goes to the first run dir unless
+--out is given. Exit status 2, with a one-line message, when a dir holds no readable results.json.
 """
 from __future__ import annotations
 
@@ -15,7 +19,11 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from ladalit.plots import DIRECTIONS, plot_accuracy, plot_communication, plot_selection, write_plots
+from ladalit.plots import (DIRECTIONS, mean_std, partial_label, plot_accuracy, plot_accuracy_runs, plot_communication,
+                           plot_selection, write_plots)
+
+# config keys that do not change a run's results: runs differing only in these and the seed are seeds of one config
+NOT_RESULTS = ("seed", "run_name", "output_dir", "resume", "quiet", "verbose", "tracking")
 
 
 class ReportError(ValueError):
@@ -92,23 +100,76 @@ def communication_table(results: dict) -> str:
 
 
 def run_label(results: dict, run_dir) -> str:
-    return f"{results.get('method', '?')} ({Path(run_dir).resolve().name})"
+    partial = partial_label(results)
+    return f"{results.get('method', '?')} ({Path(run_dir).resolve().name}{', ' + partial if partial else ''})"
 
 
-def comparison_table(runs: list[tuple[str, dict]]) -> str:
-    """Final-round accuracy per participant and shots, and total MB; one column per run."""
-    final = []
-    for _, r in runs:
-        acc = r.get("accuracy", [])
-        t = max((a["round"] for a in acc), default=None)
-        final.append({(a["participant"], a["shots"]): a["accuracy"] for a in acc if a["round"] == t})
-    keys = list(dict.fromkeys(k for f in final for k in f))
+def seed_groups(runs: list[dict]) -> list[list[int]]:
+    """Indices of runs grouped by config minus the seed (and NOT_RESULTS), in first-seen order."""
+    groups: dict[str, list[int]] = {}
+    for i, r in enumerate(runs):
+        cfg = {k: v for k, v in r.get("config", {}).items() if k not in NOT_RESULTS}
+        groups.setdefault(json.dumps([r.get("method"), cfg], sort_keys=True), []).append(i)
+    return list(groups.values())
+
+
+def _final(results: dict) -> dict:
+    acc = results.get("accuracy", [])
+    t = max((a["round"] for a in acc), default=None)
+    return {(a["participant"], a["shots"]): a["accuracy"] for a in acc if a["round"] == t}
+
+
+def _mean_std(values: list[float], digits: int = 3) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    m, sd = mean_std(values)
+    return f"{m:.{digits}f} ± {sd:.{digits}f}"
+
+
+def comparison_table(runs: list[tuple[str, dict]], groups: list[list[int]] | None = None) -> str:
+    """Final-round accuracy per participant and shots, and total MB; one column per run, or per group
+    of seeds (mean ± std over them)."""
+    groups = groups or [[i] for i in range(len(runs))]
+    final = [[_final(runs[i][1]) for i in g] for g in groups]
+    keys = list(dict.fromkeys(k for fs in final for f in fs for k in f))
     shots = sorted({s for _, s in keys})
     names = list(dict.fromkeys(n for n, _ in keys))
-    body = [[f"{n}, {s}-shot"] + [f"{f[(n, s)]:.3f}" if (n, s) in f else "-" for f in final]
-            for s in shots for n in names]
-    body.append(["total MB"] + [f"{r.get('communication_mb_total', 0.0):.4f}" for _, r in runs])
-    return _table(["final-round accuracy"] + [label for label, _ in runs], body)
+    body = []
+    for s in shots:
+        for n in names:
+            cells = []
+            for fs in final:
+                vals = [f[(n, s)] for f in fs if (n, s) in f]
+                cells.append(_mean_std(vals) if vals else "-")
+            body.append([f"{n}, {s}-shot"] + cells)
+    body.append(["total MB"] + [_mean_std([runs[i][1].get("communication_mb_total", 0.0) for i in g], 4) for g in groups])
+    return _table(["final-round accuracy"] + [group_label(runs, g) for g in groups], body)
+
+
+def group_label(runs: list[tuple[str, dict]], group: list[int]) -> str:
+    if len(group) == 1:
+        return runs[group[0]][0]
+    seeds = ", ".join(str(runs[i][1].get("config", {}).get("seed", "?")) for i in group)
+    return f"{runs[group[0]][1].get('method', '?')}, mean ± std over {len(group)} seeds ({seeds})"
+
+
+def seed_table(runs: list[dict]) -> str:
+    """Accuracy per round, participant and shots: mean ± std over the runs (seeds), with how many runs
+    reached that round."""
+    rows = [r for res in runs for r in res.get("accuracy", [])]
+    if not rows:
+        return "(no evaluation)"
+    shots = sorted({r["shots"] for r in rows})
+    names = list(dict.fromkeys(r["participant"] for r in rows))
+    vals = defaultdict(list)
+    for r in rows:
+        vals[(r["round"], r["participant"], r["shots"])].append(r["accuracy"])
+    body = []
+    for t in sorted({r["round"] for r in rows}):
+        for n in names:
+            cells = [_mean_std(vals[(t, n, s)]) if vals[(t, n, s)] else "-" for s in shots]
+            body.append([t, n, *cells, max(len(vals[(t, n, s)]) for s in shots)])
+    return _table(["round", "participant"] + [f"{s}-shot acc" for s in shots] + ["runs"], body)
 
 
 def run_section(results: dict, label: str, level: str = "##") -> str:
@@ -140,8 +201,16 @@ def build_report(run_dirs: list, out_dir=None) -> Path:
                  "![communication](communication.png)"]
     else:
         plot_communication(dict(zip(labels, loaded)), out / "comparison-communication.png")
-        parts = ["# Comparison", comparison_table(list(zip(labels, loaded))),
+        groups = seed_groups(loaded)
+        parts = ["# Comparison", comparison_table(list(zip(labels, loaded)), groups),
                  "![communication](comparison-communication.png)"]
+        for g, group in enumerate(gr for gr in groups if len(gr) > 1):
+            runs = [loaded[i] for i in group]
+            label = group_label(list(zip(labels, loaded)), group)
+            slug = f"group{g + 1}-{runs[0].get('method', 'run')}"
+            plot_accuracy_runs(runs, out / f"{slug}-accuracy.png", title=f"{label}: accuracy per round")
+            parts += [f"## {label}", "Runs: " + ", ".join(f"`{dirs[i]}`" for i in group),
+                      "### Accuracy per round, mean ± std", seed_table(runs), f"![accuracy]({slug}-accuracy.png)"]
         for results, label, d, slug in zip(loaded, labels, dirs, _slugs(dirs)):
             plot_accuracy(results, out / f"{slug}-accuracy.png")
             plot_selection(results, out / f"{slug}-selection.png")

@@ -14,9 +14,10 @@ from matplotlib.image import imread
 from rich.console import Console
 
 from ladalit.channel import Channel, Message
-from ladalit.plots import plot_accuracy, plot_communication, plot_selection, wandb_images, write_plots
-from ladalit.progress import Progress, summary_rows
-from ladalit.report import main as report_main
+from ladalit.plots import (accuracy_figure, partial_label, plot_accuracy, plot_communication, plot_selection,
+                           wandb_images, write_plots)
+from ladalit.progress import Progress, duration, summary_rows
+from ladalit.report import main as report_main, seed_groups
 from ladalit.results import Results
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -233,7 +234,7 @@ def test_smoke_run_with_wandb_offline_keeps_the_wandb_run_in_the_run_dir(smoke_r
     run_dir = root / "out" / "w"
     saved = json.loads((run_dir / "results.json").read_text())
     assert {(r["round"], r["participant"], r["shots"]) for r in saved["accuracy"]} == \
-        {(1, p, s) for p in ("server", *CLIENTS) for s in (0, 1)}
+        {(t, p, s) for t in (0, 1) for p in ("server", *CLIENTS) for s in (0, 1)}  # round 0: before any transfer
     offline = glob.glob(str(run_dir / "wandb" / "offline-run-*"))
     assert len(offline) == 1
     records = glob.glob(os.path.join(offline[0], "run-*.wandb"))
@@ -266,3 +267,98 @@ def test_plots_and_report_from_the_smoke_runs_results(smoke_run, tmp_path, monke
     run.finish()
     images = glob.glob(str(tmp_path / "wandb" / "offline-run-*" / "files" / "media" / "images" / "plots" / "*.png"))
     assert sorted(Path(p).name.split("_")[0] for p in images) == ["accuracy", "communication", "selection"]
+
+
+# ----------------------------------------------------------------------------- round 0, chance, seeds, partial
+def with_round0(results: dict, seed: int = 0, shift: float = 0.0) -> dict:
+    """`results` with round-0 rows (accuracy 0.125 below round 1), 4 options, `seed`, accuracies + `shift`."""
+    r = copy.deepcopy(results)
+    r["config"] |= {"seed": seed, "data": {"num_options": 4}}
+    first = [dict(a, round=0, accuracy=a["accuracy"] - 0.125) for a in r["accuracy"] if a["round"] == 1]
+    r["accuracy"] = [dict(a, accuracy=a["accuracy"] + shift) for a in first + r["accuracy"]]
+    return r
+
+
+def test_accuracy_plot_starts_at_round_0_with_a_dashed_chance_line():
+    fig = accuracy_figure([with_round0(make_results())])
+    for ax in fig.axes:
+        assert list(ax.get_xticks()) == [0, 1, 2]
+        chance = [ln for ln in ax.lines if ln.get_linestyle() == "--"]
+        assert len(chance) == 1 and set(chance[0].get_ydata()) == {0.25}
+        client1 = next(ln for ln in ax.lines if ln.get_label() == "client1")
+        assert list(client1.get_xdata()) == [0, 1, 2]
+        assert not ax.collections  # one run: no bands
+    assert fig._suptitle.get_text() == "lada accuracy per round"
+
+
+def test_seeds_of_one_config_give_mean_and_std_bands_and_tables(tmp_path):
+    runs = [with_round0(make_results(run_name=f"s{i}"), seed=i, shift=d) for i, d in enumerate((0.0, 0.0625, 0.125))]
+    other = with_round0(make_results("standalone", "st"))
+    assert seed_groups(runs + [other]) == [[0, 1, 2], [3]]
+    fig = accuracy_figure(runs)
+    ax = fig.axes[0]
+    assert len(ax.collections) == 3  # a ± std band per participant
+    client1 = next(ln for ln in ax.lines if ln.get_label() == "client1")
+    assert list(client1.get_ydata()) == pytest.approx([0.125 + 0.0625, 0.25 + 0.0625, 0.625 + 0.0625])
+    dirs = [save_run(tmp_path / f"d{i}", f"s{i}", r) for i, r in enumerate(runs)] + [save_run(tmp_path, "st", other)]
+    assert report_main([str(d) for d in dirs] + ["--out", str(tmp_path / "out")]) == 0
+    md = (tmp_path / "out" / "report.md").read_text()
+    label = "lada, mean ± std over 3 seeds (0, 1, 2)"
+    assert f"| final-round accuracy | {label} | standalone (st) |" in md
+    assert "| client1, 0-shot | 0.688 ± 0.062 | 0.625 |" in md  # 0.625 + (0, 1/16, 1/8): std 1/16
+    assert "| total MB | 6.0000 ± 0.0000 | 6.0000 |" in md
+    assert f"## {label}" in md and "| round | participant | 0-shot acc | 1-shot acc | runs |" in md
+    assert "| 0 | client1 | 0.188 ± 0.062 | 0.312 ± 0.062 | 3 |" in md
+    assert "(group1-lada-accuracy.png)" in md
+    assert_png(tmp_path / "out" / "group1-lada-accuracy.png")
+
+
+def test_a_partial_run_is_labelled_in_its_plot_and_report(tmp_path):
+    r = with_round0(make_results())
+    r["config"]["rounds"] = 5
+    assert partial_label(r) == "partial: 2 of 5 rounds"
+    assert partial_label(make_results()) == ""
+    assert accuracy_figure([r])._suptitle.get_text() == "lada accuracy per round (partial: 2 of 5 rounds)"
+    run = save_run(tmp_path, "p", r)
+    assert report_main([str(run)]) == 0
+    assert "# Report: lada (p, partial: 2 of 5 rounds)" in (run / "report.md").read_text()
+
+
+def test_final_table_shows_round_0_and_the_change():
+    results = Results()
+    results.accuracy = with_round0(make_results())["accuracy"]
+    lines = results.table().splitlines()
+    assert lines[0] == "round 2"
+    assert lines[1].split() == ["participant", "0-shot", "acc", "(invalid)", "round", "0", "change",
+                                "1-shot", "acc", "(invalid)", "round", "0", "change"]
+    assert lines[2].split() == ["client1", "0.625", "(0.19)", "0.125", "+0.500", "0.750", "(0.12)", "0.250", "+0.500"]
+
+
+# ----------------------------------------------------------------------------- plain progress lines
+def test_plain_lines_every_interval_with_eta(capsys):
+    now = [100.0]
+    prog = Progress(clock=lambda: now[0], interval=3600)  # the timer never fires here; tick() is what it calls
+    with prog:
+        task = prog.task("round 1 client1: candidate batches", 8)
+        prog.tick()
+        now[0] += 40
+        task.advance(2)
+        prog.tick()
+        task.done()
+        prog.tick()
+    lines = [ln.split("] ", 1)[1] for ln in capsys.readouterr().out.splitlines()]
+    assert lines == ["round 1 client1: candidate batches: 0/8, 0 s, eta ?",
+                     "round 1 client1: candidate batches: 2/8, 40 s, eta 2 min 00 s"]
+
+
+def test_plain_lines_come_from_a_timer_thread_off_a_terminal(capsys):
+    import time
+    with Progress(interval=0.05) as prog, prog.task("generate server", 3):
+        time.sleep(0.3)
+    out = capsys.readouterr().out
+    assert "generate server: 0/3" in out and "\x1b" not in out
+    assert Progress(quiet=True).task("x", 1).lines is None  # quiet: no lines
+
+
+def test_duration_format():
+    assert [duration(s) for s in (0, 42.4, 65, 3599, 3725)] == ["0 s", "42 s", "1 min 05 s", "59 min 59 s", "1 h 02 min"]
