@@ -68,11 +68,14 @@ class Task:
         self.id = bars.add_task(name, total=total) if bars is not None else None
         self.name, self.total, self.completed = name, total, 0.0
         self.started = lines.clock() if lines is not None else 0.0
+        self.first: tuple[float, float] | None = None  # (time, completed) at the first step: the ETA's rate
         if lines is not None:
             lines.active.append(self)
 
     def advance(self, n: float = 1) -> None:
         self.completed += n
+        if self.first is None and self.lines is not None:
+            self.first = (self.lines.clock(), self.completed)
         if self.bars is not None:
             self.bars.advance(self.id, n)
 
@@ -85,13 +88,15 @@ class Task:
             self.bars.update(self.id, **fields)
 
     def line(self, now: float) -> str:
-        """`name: done/total, elapsed, eta` (eta from the rate so far; "?" before the first step)."""
+        """`name: done/total, elapsed, eta`: the eta from the rate since the first step (set-up before it
+        does not count), or from the first step alone while there is only one; "?" before it."""
         elapsed = now - self.started
         done = f"{self.completed:g}/{self.total}" if self.total else f"{self.completed:g}"
-        if self.total and self.completed > 0:
-            eta = duration(elapsed / self.completed * max(self.total - self.completed, 0))
-        else:
-            eta = "?"
+        eta = "?"
+        if self.total and self.first is not None:
+            t1, c1 = self.first
+            rate = (self.completed - c1) / (now - t1) if self.completed > c1 and now > t1 else c1 / max(t1 - self.started, 1e-9)
+            eta = duration(max(self.total - self.completed, 0) / rate) if rate > 0 else "?"
         return f"{self.name}: {done}, {duration(elapsed)}, eta {eta}"
 
     def done(self) -> None:
