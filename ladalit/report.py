@@ -150,7 +150,9 @@ def group_label(runs: list[tuple[str, dict]], group: list[int]) -> str:
     if len(group) == 1:
         return runs[group[0]][0]
     seeds = ", ".join(str(runs[i][1].get("config", {}).get("seed", "?")) for i in group)
-    return f"{runs[group[0]][1].get('method', '?')}, mean ± std over {len(group)} seeds ({seeds})"
+    partial = sum(bool(partial_label(runs[i][1])) for i in group)
+    return (f"{runs[group[0]][1].get('method', '?')}, mean ± std over {len(group)} seeds ({seeds})"
+            + (f", {partial} partial" if partial else ""))
 
 
 def seed_table(runs: list[dict]) -> str:

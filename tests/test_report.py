@@ -322,6 +322,13 @@ def test_a_partial_run_is_labelled_in_its_plot_and_report(tmp_path):
     run = save_run(tmp_path, "p", r)
     assert report_main([str(run)]) == 0
     assert "# Report: lada (p, partial: 2 of 5 rounds)" in (run / "report.md").read_text()
+    done = with_round0(make_results(), seed=1)
+    done["config"]["rounds"] = 5
+    done["accuracy"] += [dict(row, round=5) for row in done["accuracy"] if row["round"] == 2]  # all 5 rounds
+    other = save_run(tmp_path, "q", done)
+    assert report_main([str(run), str(other), "--out", str(tmp_path / "out")]) == 0
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "| final-round accuracy | lada, mean ± std over 2 seeds (0, 1), 1 partial |" in md
 
 
 def test_final_table_shows_round_0_and_the_change():
