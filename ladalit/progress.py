@@ -32,13 +32,17 @@ UP, DOWN = "client->server", "server->client"
 
 
 def quiet_transformers(verbose: bool = False) -> None:
-    """Silence transformers' per-load "Loading weights" bars (about 20 per run), unless `verbose`.
+    """Silence transformers' per-load "Loading weights" / "Writing model shards" bars (about 20 per run)
+    and peft's use of a deprecated transformers property (a FutureWarning per LoRA model), unless `verbose`.
     The one place that decides it: `ladalit.run` calls it with the config's `verbose`."""
+    import warnings
+
     from transformers.utils import logging as hf_logging
     if verbose:
         hf_logging.enable_progress_bar()
     else:
         hf_logging.disable_progress_bar()
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
 
 
 def duration(seconds: float) -> str:
