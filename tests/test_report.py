@@ -373,3 +373,33 @@ def test_plain_lines_come_from_a_timer_thread_off_a_terminal(capsys):
 
 def test_duration_format():
     assert [duration(s) for s in (0, 42.4, 65, 3599, 3725)] == ["0 s", "42 s", "1 min 05 s", "59 min 59 s", "1 h 02 min"]
+
+
+def test_header_fits_one_screen_and_names_what_a_run_is(tmp_path):
+    from ladalit.config import load_config
+    from ladalit.experiment import build_experiment
+    from ladalit.progress import header
+    cfg = load_config(["conf=smoke.yaml", "rounds=1"])
+    exp = build_experiment(cfg)
+    lines = header(exp, tmp_path / "r", "smoke.yaml").splitlines()
+    assert len(lines) <= 24
+    assert lines[0] == "ladalit: lada, smoke.yaml, seed 0, 1 rounds"
+    assert lines[1] == "data: synthetic, 2 clients (16 train + 8 test each), public 32, 4 options, domain skew 0"
+    n = sum(p.numel() for p in exp.server.model.parameters())
+    assert lines[2].split() == ["server", "tiny:random", "qwen3", "(qwen3),", f"{n / 1e3:.1f}K", "params,", "float32"]
+    lora = sum(p.numel() for k, p in exp.clients["client2"].model.named_parameters() if "lora_" in k)
+    assert f"LoRA r=4: {lora / 1e3:.1f}K trainable" in lines[4]
+    assert lines[-2:] == [f"run dir: {tmp_path / 'r'}", f"full config: {tmp_path / 'r'}/config.yaml"]
+
+
+def test_transformers_bars_off_unless_verbose():
+    from transformers.utils import logging as hf_logging
+
+    from ladalit.progress import quiet_transformers
+    try:
+        quiet_transformers(verbose=False)
+        assert not hf_logging.is_progress_bar_enabled()
+        quiet_transformers(verbose=True)
+        assert hf_logging.is_progress_bar_enabled()
+    finally:
+        hf_logging.enable_progress_bar()
