@@ -310,7 +310,7 @@ def run(exp, channel: Channel, results: Results, tracker=None, start_round: int 
         for p in [server, *clients.values()]:
             p.clear_reference_cache()
         if cfg.eval.every_round or t == cfg.rounds:
-            evaluate_all(exp, results, t)
+            evaluate_all(exp, results, t, progress)
         log_round(tracker, results, channel, t)
         progress.summary(results, t, channel)
         rounds_bar.advance()
@@ -345,19 +345,23 @@ def server_weights(cfg, rows, server_side, emb, t) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------- evaluation and logging
-def evaluate_all(exp, results: Results, round: int) -> None:
+def evaluate_all(exp, results: Results, round: int, progress: Progress | None = None) -> None:
     from ladalit.evaluation import evaluate
     cfg = exp.cfg
     tests = {k: exp.data.clients[i].test[: cfg.eval.limit] for i, k in enumerate(exp.clients)}
     union = [x for v in tests.values() for x in v]
+    bar = (progress or Progress(quiet=True)).task(f"round {round}: evaluation", len(cfg.eval.shots) * (len(tests) + 1))
     for shots in cfg.eval.shots:
         for k, client in exp.clients.items():
             preds: list[dict] = []
             m = evaluate(client, tests[k], shots, exp.example, cfg.eval.max_new_tokens, cfg.eval.batch_size, preds)
             results.add_eval(round, k, "client", shots, m, preds)
+            bar.advance()
         preds = []
         m = evaluate(exp.server, union, shots, exp.example, cfg.eval.max_new_tokens, cfg.eval.batch_size, preds)
         results.add_eval(round, "server", "server", shots, m, preds)
+        bar.advance()
+    bar.done()
 
 
 def log_round(tracker, results: Results, channel: Channel, t: int) -> None:

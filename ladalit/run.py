@@ -53,9 +53,7 @@ def evaluate_round0(exp, results, tracker, channel, progress) -> None:
     """Round 0: every participant as it starts (the pre-trained models, before any transfer), evaluated
     like every round, so that the final table and the plots show what the run changed."""
     from ladalit.lada import evaluate_all, log_round
-    with progress.task("round 0: evaluation", 1) as bar:
-        evaluate_all(exp, results, 0)
-        bar.advance()
+    evaluate_all(exp, results, 0, progress)
     log_round(tracker, results, channel, 0)
     progress.summary(results, 0, channel)
 
