@@ -27,9 +27,45 @@ def load_results(run_dir) -> dict:
     if not path.is_file():
         raise ReportError(f"{run_dir}: no results.json")
     try:
-        return json.loads(path.read_text())
+        results = json.loads(path.read_text(encoding="utf-8-sig"))
     except json.JSONDecodeError as err:
         raise ReportError(f"{path}: not valid JSON ({err.msg}, line {err.lineno})") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ReportError(f"{path}: cannot be read ({err})") from None
+    check_shape(results, path)
+    return results
+
+
+_NUMBER = (int, float)
+# the rows the tables and plots read: field -> accepted types
+SHAPE = {
+    "accuracy": {"round": int, "participant": str, "shots": int, "accuracy": _NUMBER, "invalid_rate": _NUMBER},
+    "selection": {"round": int, "pair": str, "selected": int, "candidates": int},
+    "selected_per_round": {"round": int, "pair": str, "selected": int},
+    "communication": {"round": int, "client": str, "direction": str, "bytes": _NUMBER},
+}
+
+
+def check_shape(results, path) -> None:
+    """ReportError naming the first field of results.json that the report cannot read."""
+    if not isinstance(results, dict):
+        raise ReportError(f"{path}: expected a JSON object (a ladalit results.json), got {type(results).__name__}")
+    if "method" in results and not isinstance(results["method"], str):
+        raise ReportError(f"{path}: field 'method': expected a string")
+    if not isinstance(results.get("communication_mb_total", 0.0), _NUMBER):
+        raise ReportError(f"{path}: field 'communication_mb_total': expected a number")
+    for key, fields in SHAPE.items():
+        rows = results.get(key, [])
+        if not isinstance(rows, list):
+            raise ReportError(f"{path}: field '{key}': expected a list of rows, got {type(rows).__name__}")
+        for i, row in enumerate(rows):
+            if not isinstance(row, dict):
+                raise ReportError(f"{path}: field '{key}[{i}]': expected an object, got {type(row).__name__}")
+            for name, kind in fields.items():
+                value = row.get(name)
+                if not isinstance(value, kind) or isinstance(value, bool):
+                    raise ReportError(f"{path}: field '{key}[{i}].{name}': expected "
+                                      f"{'a number' if kind is _NUMBER else kind.__name__}, got {value!r}")
 
 
 def _table(head: list[str], rows: list[list]) -> str:
