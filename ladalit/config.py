@@ -708,7 +708,7 @@ HELP_KEYS = [
     ("eval.*", "shots [0, 1], max_new_tokens, batch_size, every_round, limit"),
     ("fabric.*", "accelerator, devices, strategy (auto | fsdp2), precision"),
     ("tracking.wandb.mode", "offline | online | disabled"),
-    ("output_dir, run_name, resume", "where results go; resume=true continues run_name"),
+    ("output_dir, run_name, resume, overwrite", "where results go; resume=true continues run_name, overwrite=true replaces it"),
 ]
 
 
