@@ -91,8 +91,12 @@ def make_fabric(cfg) -> L.Fabric:
     if f.strategy == "fsdp2":
         from ladalit.strategy import fsdp2_strategy
         strategy = fsdp2_strategy(cfg)
-    fabric = L.Fabric(accelerator=f.accelerator, devices=f.devices, num_nodes=f.num_nodes,
-                      strategy=strategy, precision=f.precision)
+    try:
+        fabric = L.Fabric(accelerator=f.accelerator, devices=f.devices, num_nodes=f.num_nodes,
+                          strategy=strategy, precision=f.precision)
+    except (RuntimeError, ValueError) as err:  # e.g. accelerator=cuda without a GPU, more devices than there are
+        raise ConfigError(f"config key 'fabric.accelerator': accelerator={f.accelerator} devices={f.devices} "
+                          f"cannot run here ({_first_line(err)})") from None
     return fabric
 
 

@@ -56,8 +56,8 @@ def execute(cfg, quiet: bool = False, status: dict | None = None) -> tuple[Path,
         check_checkpoint(exp, ckpt, run_dir)
     if writer:
         prepare_run_dir(cfg, run_dir, to_yaml(cfg))
-    fabric.barrier()
     status.update(run_dir=run_dir, round=0 if ckpt is None else ckpt["round"])
+    fabric.barrier()
     channel, results = Channel(), Results()
     tracker = Tracker(cfg, run_dir) if writer else None
     start_round, state = 1, None
@@ -71,8 +71,8 @@ def execute(cfg, quiet: bool = False, status: dict | None = None) -> tuple[Path,
         if writer:
             save_checkpoint(run_dir, t, snapshot)
             results.save(run_dir, cfg, channel)
-        fabric.barrier()
         status["round"] = t
+        fabric.barrier()
 
     runner = method_runner(cfg.method)
     with Progress(quiet=quiet) as progress:

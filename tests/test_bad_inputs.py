@@ -101,6 +101,11 @@ def hub_model_unreachable(tmp, mp, done):
     mp.setattr(experiment, "build_model", unreachable)
 
 
+def no_gpu(mp):
+    from lightning.fabric.accelerators import CUDAAccelerator
+    mp.setattr(CUDAAccelerator, "is_available", staticmethod(lambda: False))
+
+
 def results_file(content):
     def setup(tmp, mp, done):
         (tmp / "run").mkdir()
@@ -131,6 +136,8 @@ CASES = [
     Case("tpu accelerator", ["fabric.accelerator=tpu"], "config key 'fabric.accelerator': unknown value 'tpu'"),
     Case("unknown precision", ["fabric.precision=8-bit"], "config key 'fabric.precision': unknown value '8-bit'"),
     Case("zero devices", ["fabric.devices=0"], "config key 'fabric.devices': value 0 out of range"),
+    Case("cuda without a GPU", ["fabric.accelerator=cuda"], "config key 'fabric.accelerator': accelerator=cuda",
+         setup=lambda tmp, mp, done: no_gpu(mp)),
     Case("zero records", ["data.synthetic.num_records=0"], "config key 'data.synthetic.num_records': value 0"),
     Case("negative records", ["data.synthetic.num_records=-5"], "config key 'data.synthetic.num_records': value -5"),
     Case("min_steps > max_steps", ["data.synthetic.min_steps=3"], "config key 'data.synthetic.min_steps': 3 is above"),
