@@ -24,13 +24,13 @@ OUT = Path(__file__).resolve().parent / "results"
 def run_cell(method: str, seed: int, overrides: list[str], runs_dir: Path) -> dict:
     name = f"{method}-seed{seed}"
     cfg = load_config(["conf=demo.yaml", f"method={method}", f"seed={seed}", f"output_dir={runs_dir}",
-                       f"run_name={name}", "tracking.wandb.mode=disabled", *overrides])
+                       f"run_name={name}", "tracking.wandb.mode=disabled", "overwrite=true", *overrides])
     done = runs_dir / name / "results.json"
     if done.exists():
         saved = json.loads(done.read_text())
         if any(r["round"] == cfg.rounds for r in saved["accuracy"]):
             return saved
-    return execute(cfg, quiet=True)[1]
+    return execute(cfg, quiet=True)[1]  # overwrite=true: an unfinished run of that name starts afresh
 
 
 def final_accuracy(results: dict, shots: int = 0) -> dict[str, float]:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
@@ -261,7 +261,7 @@ class EvalConfig:
 
 @dataclass
 class FabricConfig:
-    # cpu | cuda | auto
+    # auto | cpu | cuda
     accelerator: str = "auto"
     # devices per node
     devices: int = 1
@@ -341,8 +341,10 @@ class RunConfig:
     output_dir: str = "runs"
     # run directory name (empty: method-time-seed)
     run_name: str = ""
-    # true: continue the run in output_dir/run_name from its last complete checkpoint
+    # true: continue the run in output_dir/run_name from its last complete checkpoint (see README, Resume)
     resume: bool = False
+    # true: replace the run already in output_dir/run_name (its files are removed once validation passes)
+    overwrite: bool = False
     # skip: drop a step whose loss or reward is not finite (counted); raise: stop with a message
     on_nonfinite: str = "skip"
     # quiet progress output
@@ -363,6 +365,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "generation.backend": ("hf", "vllm"),
     "fabric.strategy": ("auto", "fsdp2"),
     "tracking.wandb.mode": ("offline", "online", "disabled"),
+    "fabric.accelerator": ("auto", "cpu", "cuda"),
+    "fabric.precision": ("32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true"),
     "on_nonfinite": ("skip", "raise"),
     "fedmkt.ce_normalise": ("char", "token"),
     "wasp.vote_decay": ("harmonic", "uniform"),
@@ -383,6 +387,14 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
     "filter_net.epochs": (0, None),
     "filter_net.lr": (0.0, None),
     "filter_net.min_select": (0, None),
+    "filter_net.max_select": (1, None),
+    "filter_net.hidden": (1, None),
+    "filter_net.depth": (0, None),
+    "filter_net.batch_size": (1, None),
+    "filter_net.buffer_size": (1, None),
+    "data.synthetic.num_records": (1, None),
+    "data.synthetic.min_steps": (1, None),
+    "data.synthetic.max_steps": (1, None),
     "data.num_options": (2, 10),
     "data.train_per_client": (1, None),
     "data.test_per_client": (1, None),
@@ -392,8 +404,20 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
     "*.train.batch_size": (1, None),
     "*.train.sft_epochs": (0, None),
     "*.train.epochs": (0, None),
+    "*.train.max_length": (1, None),
+    "*.train.grad_clip": (0.0, None),
+    "*.train.weight_decay": (0.0, None),
+    "*.model.hidden_size": (1, None),
+    "*.model.num_layers": (1, None),
+    "*.model.num_heads": (1, None),
+    "*.model.num_kv_heads": (1, None),
+    "*.model.intermediate_size": (1, None),
     "*.model.lora.r": (1, None),
+    "*.model.lora.alpha": (1, None),
+    "*.model.lora.dropout": (0.0, 1.0),
     "eval.max_new_tokens": (1, None),
+    "eval.batch_size": (1, None),
+    "eval.limit": (1, None),
     "fedmkt.kd_alpha": (0.0, 1.0),
     "fedmkt.top_k": (1, None),
     "fedmkt.temperature": (1e-6, None),
@@ -410,7 +434,11 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
     "reasoning.rstar_cut_min": (0.0, 1.0),
     "reasoning.rstar_cut_max": (0.0, 1.0),
     "reasoning.max_new_tokens": (1, None),
+    "reasoning.rstar_questions": (1, None),
     "generation.max_new_tokens": (1, None),
+    "generation.batch_size": (1, None),
+    "fabric.devices": (1, None),
+    "fabric.num_nodes": (1, None),
     "generation.vllm_gpu_memory_utilization": (0.01, 1.0),
     "generation.vllm_tensor_parallel_size": (1, None),
 }
@@ -435,8 +463,8 @@ def _keys_of(node: Any) -> list[str]:
     return sorted(node.keys()) if isinstance(node, DictConfig) else []
 
 
-def _one_line(err: OmegaConfBaseException, schema: DictConfig) -> str:
-    key = getattr(err, "full_key", None) or "?"
+def _one_line(err: OmegaConfBaseException, schema: DictConfig, hint: str = "?") -> str:
+    key = getattr(err, "full_key", None) or hint
     if isinstance(err, (ConfigKeyError, ConfigAttributeError)):
         parent_key, _, leaf = key.rpartition(".")
         parent = OmegaConf.select(schema, parent_key) if parent_key else schema
@@ -446,17 +474,62 @@ def _one_line(err: OmegaConfBaseException, schema: DictConfig) -> str:
             parent = OmegaConf.select(participant, rest[0]) if rest else participant
         allowed = ", ".join(_keys_of(parent))
         return f"unknown config key '{key}' (allowed keys here: {allowed})"
-    if isinstance(err, ValidationError):
-        msg = str(err).splitlines()[0]
-        return f"config key '{key}': {msg}"
-    return f"config key '{key}': {str(err).splitlines()[0]}"
+    return f"config key '{key}': {str(err).splitlines()[0].removeprefix('Merge error: ')}"
 
 
-def _merge(base: DictConfig, other: Any) -> DictConfig:
+def _merge(base: DictConfig, other: Any, hint: str = "?") -> DictConfig:
+    """`hint` names the key being merged, for errors that do not carry one."""
     try:
         return OmegaConf.merge(base, other)
     except OmegaConfBaseException as err:
-        raise ConfigError(_one_line(err, base)) from None
+        raise ConfigError(_one_line(err, base, hint)) from None
+    except TypeError as err:  # e.g. a list merged onto a mapping
+        raise ConfigError(f"config key '{hint}': {err} (expected a mapping of keys)") from None
+
+
+def _read_yaml(path: Path) -> Any:
+    """The parsed YAML file (a UTF-8 BOM is accepted); errors keep their line and column."""
+    import yaml
+    try:  # OmegaConf's own loader: its float rules, and duplicate keys are errors
+        from omegaconf._yaml import get_yaml_loader
+    except ImportError:  # omegaconf < 2.4
+        from omegaconf._utils import get_yaml_loader
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {err.start})") from None
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot be read ({err.strerror})") from None
+    try:
+        return yaml.load(text, Loader=get_yaml_loader())
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+        raise ConfigError(f"{where}: not valid YAML: {err.problem or err.context}") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {str(err).splitlines()[0]}") from None
+
+
+def _load_file(cfg: DictConfig, path: Path) -> DictConfig:
+    raw = _read_yaml(path)
+    if raw is None:
+        return cfg
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of config keys (key: value lines) at the top level, "
+                          f"got {type(raw).__name__} {str(raw)[:40]!r}")
+    clients = raw.pop("clients", None)
+    if clients is not None and not isinstance(clients, dict):
+        raise ConfigError(f"{path}: config key 'clients': expected a mapping of client name to its settings, "
+                          f"got {type(clients).__name__}")
+    for key, value in raw.items():
+        cfg = _merge(cfg, {key: value}, str(key))
+    # a client entry is a ParticipantConfig: merge each onto the schema so its keys are checked
+    for name, client in (clients or {}).items():
+        if not isinstance(client, dict):
+            raise ConfigError(f"{path}: config key 'clients.{name}': expected a mapping (model, train), "
+                              f"got {type(client).__name__} {client!r}")
+        cfg = _merge(cfg, {"clients": {name: client}}, f"clients.{name}")
+    return cfg
 
 
 def _check_value(key: str, pattern: str, value: Any) -> None:
@@ -501,6 +574,58 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError("config key 'run_name': resume=true needs the run_name of the run to continue")
     if cfg.generation.backend == "vllm":
         _check_vllm(cfg)
+    _check_consistency(cfg)
+
+
+def _participants(cfg) -> list[tuple[str, Any]]:
+    return [("server", cfg.server)] + [(f"clients.{n}", c) for n, c in cfg.clients.items()]
+
+
+def _check_consistency(cfg: DictConfig) -> None:
+    """Values that are each in range but do not fit together, lists, names and class paths."""
+    shots = list(cfg.eval.shots)
+    if not shots or any(s not in (0, 1) for s in shots) or len(set(shots)) != len(shots):
+        raise ConfigError(f"config key 'eval.shots': {shots} must be a non-empty list of distinct values from [0, 1] "
+                          "(0 = zero-shot, 1 = one-shot)")
+    syn = cfg.data.synthetic
+    if syn.min_steps > syn.max_steps:
+        raise ConfigError(f"config key 'data.synthetic.min_steps': {syn.min_steps} is above max_steps {syn.max_steps}")
+    if cfg.data.name == "synthetic" and (cfg.data.path or cfg.data.hub_id):
+        key = "data.path" if cfg.data.path else "data.hub_id"
+        raise ConfigError(f"config key '{key}': not used by data.name=synthetic (the data is generated); "
+                          "set data.name to the loader of that data")
+    for prefix, node in _participants(cfg):
+        m = node.model
+        if m.source == "tiny" and m.hidden_size % m.num_heads:
+            raise ConfigError(f"config key '{prefix}.model.hidden_size': {m.hidden_size} is not a multiple of "
+                              f"num_heads {m.num_heads}")
+        if m.source == "tiny" and m.num_heads % m.num_kv_heads:
+            raise ConfigError(f"config key '{prefix}.model.num_heads': {m.num_heads} is not a multiple of "
+                              f"num_kv_heads {m.num_kv_heads}")
+    if cfg.resume and cfg.overwrite:
+        raise ConfigError("config key 'overwrite': resume=true and overwrite=true contradict each other; choose one")
+    if cfg.resume and cfg.method != "lada":
+        raise ConfigError(f"config key 'resume': method={cfg.method} writes no checkpoints; only method=lada resumes "
+                          "(run it again with overwrite=true)")
+    name = cfg.run_name
+    if name in (".", "..") or "/" in name or "\\" in name:
+        raise ConfigError(f"config key 'run_name': {name!r} must be a plain directory name (output_dir says where)")
+    for key in ("filter_net.encoder", "wasp.encoder"):
+        value = OmegaConf.select(cfg, key)
+        if value in ("", "minilm", "hashing"):
+            continue
+        from ladalit.encoder import Encoder
+        _check_class(key, value, Encoder)
+    if cfg.filter_net.class_path:
+        from ladalit.filter import LearnabilityFilter
+        _check_class("filter_net.class_path", cfg.filter_net.class_path, LearnabilityFilter)
+
+
+def _check_class(key: str, path: str, base: type) -> None:
+    try:
+        import_class(path, base)
+    except (ValueError, TypeError, ImportError, AttributeError) as err:
+        raise ConfigError(f"config key '{key}': {path!r}: {str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
 
 
 def _check_vllm(cfg: DictConfig) -> None:
@@ -551,26 +676,18 @@ def load_config(argv: list[str]) -> DictConfig:
     conf_args = [a for a in argv if a.startswith("conf=")]
     overrides = [a for a in argv if not a.startswith("conf=")]
     for a in overrides:
-        if "=" not in a or a.startswith("-"):
+        if "=" not in a or a.startswith(("-", "=")):
             raise ConfigError(f"argument {a!r}: expected key=value (see --help)")
     cfg = schema
     if conf_args:
-        path = resolve_conf_path(conf_args[-1].split("=", 1)[1])
+        cfg = _load_file(cfg, resolve_conf_path(conf_args[-1].split("=", 1)[1]))
+    for a in overrides:  # one at a time, so an error names its key
+        key = a.split("=", 1)[0]
         try:
-            file_cfg = OmegaConf.load(path)
-        except Exception as err:  # yaml syntax errors
-            raise ConfigError(f"{path}: not valid YAML: {str(err).splitlines()[0]}") from None
-        # a client entry is a ParticipantConfig: merge each onto the schema so its keys are checked
-        clients = file_cfg.pop("clients", None) if isinstance(file_cfg, DictConfig) else None
-        cfg = _merge(cfg, file_cfg)
-        if clients:
-            for name, client in clients.items():
-                cfg = _merge(cfg, {"clients": {name: client}})
-    try:
-        cli = OmegaConf.from_dotlist(overrides)
-    except OmegaConfBaseException as err:
-        raise ConfigError(f"bad override: {str(err).splitlines()[0]}") from None
-    cfg = _merge(cfg, cli)
+            cli = OmegaConf.from_dotlist([a])
+        except (OmegaConfBaseException, ValueError) as err:
+            raise ConfigError(f"bad override {a!r}: {str(err).splitlines()[0]}") from None
+        cfg = _merge(cfg, cli, key)
     validate(cfg)
     OmegaConf.set_readonly(cfg, True)
     return cfg
@@ -593,7 +710,7 @@ HELP_KEYS = [
     ("eval.*", "shots [0, 1], max_new_tokens, batch_size, every_round, limit"),
     ("fabric.*", "accelerator, devices, strategy (auto | fsdp2), precision"),
     ("tracking.wandb.mode", "offline | online | disabled"),
-    ("output_dir, run_name, resume", "where results go; resume=true continues run_name"),
+    ("output_dir, run_name, resume, overwrite", "where results go; resume=true continues run_name, overwrite=true replaces it"),
 ]
 
 

@@ -6,8 +6,9 @@ from dataclasses import dataclass, field
 
 import lightning as L
 
+from ladalit.config import ConfigError
 from ladalit.data.records import MCRecord
-from ladalit.data.split import FederatedData, federated_split, normalise_options
+from ladalit.data.split import FederatedData, domain_groups, drop_duplicate_questions, federated_split, normalise_options
 from ladalit.models import build_model, check_model_source
 from ladalit.offload import Residency
 from ladalit.participant import Participant
@@ -40,11 +41,44 @@ def load_records(cfg) -> list[MCRecord]:
     return load(d.name, d.path, d.hub_id, d.split)
 
 
-def load_data(cfg) -> FederatedData:
+def data_source(cfg) -> str:
     d = cfg.data
-    records = normalise_options(load_records(cfg), d.num_options, cfg.seed)
+    return d.path or d.hub_id or f"data.name={d.name}"
+
+
+def load_data(cfg) -> FederatedData:
+    """Load, drop repeated questions, check the counts against the split (before any model is built), split."""
+    d = cfg.data
+    source = data_source(cfg)
+    records = drop_duplicate_questions(load_records(cfg), source)
+    check_records_fit(cfg, records, source)
+    records = normalise_options(records, d.num_options, cfg.seed)
     return federated_split(records, len(cfg.clients), d.train_per_client, d.test_per_client,
                            d.public_size, cfg.seed, d.domain_skew)
+
+
+def check_records_fit(cfg, records: list[MCRecord], source: str) -> None:
+    """ConfigError naming the keys when the records cannot fill the split or the options."""
+    d, k = cfg.data, len(cfg.clients)
+    need = k * (d.train_per_client + d.test_per_client) + d.public_size
+    if len(records) < need:
+        raise ConfigError(
+            f"config keys 'data.train_per_client', 'data.test_per_client', 'data.public_size': the split needs {need} "
+            f"records ({k} clients x ({d.train_per_client} train + {d.test_per_client} test) + {d.public_size} "
+            f"public), {source} has {len(records)}")
+    for rec in records:
+        distinct = len({o for o in rec.options if o != rec.gold_text}) + 1
+        if distinct < d.num_options:
+            raise ConfigError(f"config key 'data.num_options': {d.num_options}, but record {rec.id} of {source} has "
+                              f"{distinct} distinct options")
+    if d.domain_skew > 0:
+        per_client = d.train_per_client + d.test_per_client
+        own = round(d.domain_skew * per_client)
+        for i, group in enumerate(domain_groups(records, k)):
+            have = sum(r.domain in group for r in records)
+            if have < own:
+                raise ConfigError(f"config key 'data.domain_skew': {d.domain_skew} needs {own} records from client "
+                                  f"{i + 1}'s domains {sorted(group)}, {source} has {have}")
 
 
 def one_shot_example(cfg) -> MCRecord:
@@ -57,8 +91,12 @@ def make_fabric(cfg) -> L.Fabric:
     if f.strategy == "fsdp2":
         from ladalit.strategy import fsdp2_strategy
         strategy = fsdp2_strategy(cfg)
-    fabric = L.Fabric(accelerator=f.accelerator, devices=f.devices, num_nodes=f.num_nodes,
-                      strategy=strategy, precision=f.precision)
+    try:
+        fabric = L.Fabric(accelerator=f.accelerator, devices=f.devices, num_nodes=f.num_nodes,
+                          strategy=strategy, precision=f.precision)
+    except (RuntimeError, ValueError) as err:  # e.g. accelerator=cuda without a GPU, more devices than there are
+        raise ConfigError(f"config key 'fabric.accelerator': accelerator={f.accelerator} devices={f.devices} "
+                          f"cannot run here ({_first_line(err)})") from None
     return fabric
 
 
@@ -68,8 +106,20 @@ def name_seed(seed: int, name: str) -> int:
 
 def build_participant(cfg, name: str, role: str, pcfg) -> Participant:
     key = "server" if role == "server" else f"clients.{name}"
-    model, tok = build_model(pcfg.model, seed=name_seed(cfg.seed, name), key=key)
+    try:
+        model, tok = build_model(pcfg.model, seed=name_seed(cfg.seed, name), key=key)
+    except OSError as err:  # hub unreachable (offline, firewall), a missing file: transformers raises OSError
+        if pcfg.model.source != "hub":
+            raise
+        raise ConfigError(f"config key '{key}.model.name_or_path': {pcfg.model.name_or_path!r} could not be loaded "
+                          f"({_first_line(err)}); check the network, or download it and set HF_HUB_OFFLINE=1, "
+                          "or point name_or_path at a local directory") from None
     return Participant(name, role, model, tok, pcfg.train, pcfg.model.lora)
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0][:200] if text else type(err).__name__
 
 
 def setup_participant(fabric: L.Fabric, participant: Participant, residency: Residency | None = None):

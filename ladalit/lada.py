@@ -212,6 +212,7 @@ def run(exp, channel: Channel, results: Results, tracker=None, start_round: int 
     optimizers: dict = {}
     if state is not None:  # resume
         restore_state(exp, state, client_side, server_side, optimizers, results, channel)
+        restore_counters(state, guard, responses)
 
     rounds_bar = progress.task("rounds", cfg.rounds - start_round + 1)
     for t in range(start_round, cfg.rounds + 1):
@@ -315,7 +316,8 @@ def run(exp, channel: Channel, results: Results, tracker=None, start_round: int 
         progress.summary(results, t, channel)
         rounds_bar.advance()
         if on_round_end is not None:
-            on_round_end(t, snapshot_state(exp, client_side, server_side, optimizers, results, channel))
+            on_round_end(t, snapshot_state(exp, client_side, server_side, optimizers, results, channel) |
+                         {"counters": {"nonfinite_skipped": guard.skipped, "responses_generated": responses.generated}})
     for g in generators.values():
         g.close()
     return {"nonfinite_skipped": guard.skipped, "responses_generated": responses.generated,
@@ -424,6 +426,13 @@ def snapshot_state(exp, client_side, server_side, optimizers, results, channel) 
         "results": results.state_dict(),
         "channel": channel.state_dict(),
     }
+
+
+def restore_counters(state, guard: NonFiniteGuard, responses: ResponseCache) -> None:
+    """The counters results.json reports, as the checkpoint holds them (older checkpoints have none)."""
+    counters = state.get("counters", {})
+    guard.skipped = list(counters.get("nonfinite_skipped", []))
+    responses.generated = counters.get("responses_generated", 0)
 
 
 def restore_state(exp, state, client_side, server_side, optimizers, results, channel) -> None:

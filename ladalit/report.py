@@ -4,8 +4,8 @@ One run dir: report.md (accuracy, selections, communication) and accuracy.png,
 selection.png, communication.png. Several: a side-by-side comparison (final-round
 accuracy per participant and shots, total MB), a combined communication plot
 (comparison-communication.png), and each run's tables and plots (NAME-accuracy.png,
-NAME-selection.png). Runs whose configs differ only in the seed (and in keys that do not
-change results: run name, output dir, resume, quiet, verbose, tracking) form one group:
+NAME-selection.png). Runs whose configs differ only in the seed (and in the keys that do not
+change results, `ladalit.run_identity.HARMLESS`) form one group:
 the comparison gives its mean ± std over the seeds, and the group gets a mean ± std
 table per round and a plot with ± std bands (GROUP-accuracy.png). A run that stopped
 early is labelled "partial: N of M rounds". Everything goes to the first run dir unless
@@ -21,9 +21,10 @@ from pathlib import Path
 
 from ladalit.plots import (DIRECTIONS, mean_std, partial_label, plot_accuracy, plot_accuracy_runs, plot_communication,
                            plot_selection, write_plots)
+from ladalit.run_identity import HARMLESS
 
 # config keys that do not change a run's results: runs differing only in these and the seed are seeds of one config
-NOT_RESULTS = ("seed", "run_name", "output_dir", "resume", "quiet", "verbose", "tracking")
+NOT_RESULTS = ("seed",) + HARMLESS
 
 
 class ReportError(ValueError):
@@ -35,9 +36,45 @@ def load_results(run_dir) -> dict:
     if not path.is_file():
         raise ReportError(f"{run_dir}: no results.json")
     try:
-        return json.loads(path.read_text())
+        results = json.loads(path.read_text(encoding="utf-8-sig"))
     except json.JSONDecodeError as err:
         raise ReportError(f"{path}: not valid JSON ({err.msg}, line {err.lineno})") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ReportError(f"{path}: cannot be read ({err})") from None
+    check_shape(results, path)
+    return results
+
+
+_NUMBER = (int, float)
+# the rows the tables and plots read: field -> accepted types
+SHAPE = {
+    "accuracy": {"round": int, "participant": str, "shots": int, "accuracy": _NUMBER, "invalid_rate": _NUMBER},
+    "selection": {"round": int, "pair": str, "selected": int, "candidates": int},
+    "selected_per_round": {"round": int, "pair": str, "selected": int},
+    "communication": {"round": int, "client": str, "direction": str, "bytes": _NUMBER},
+}
+
+
+def check_shape(results, path) -> None:
+    """ReportError naming the first field of results.json that the report cannot read."""
+    if not isinstance(results, dict):
+        raise ReportError(f"{path}: expected a JSON object (a ladalit results.json), got {type(results).__name__}")
+    if "method" in results and not isinstance(results["method"], str):
+        raise ReportError(f"{path}: field 'method': expected a string")
+    if not isinstance(results.get("communication_mb_total", 0.0), _NUMBER):
+        raise ReportError(f"{path}: field 'communication_mb_total': expected a number")
+    for key, fields in SHAPE.items():
+        rows = results.get(key, [])
+        if not isinstance(rows, list):
+            raise ReportError(f"{path}: field '{key}': expected a list of rows, got {type(rows).__name__}")
+        for i, row in enumerate(rows):
+            if not isinstance(row, dict):
+                raise ReportError(f"{path}: field '{key}[{i}]': expected an object, got {type(row).__name__}")
+            for name, kind in fields.items():
+                value = row.get(name)
+                if not isinstance(value, kind) or isinstance(value, bool):
+                    raise ReportError(f"{path}: field '{key}[{i}].{name}': expected "
+                                      f"{'a number' if kind is _NUMBER else kind.__name__}, got {value!r}")
 
 
 def _table(head: list[str], rows: list[list]) -> str:

@@ -4,7 +4,8 @@ Exit status 2 on a bad config or bad input, with a one-line message.
 """
 from __future__ import annotations
 
-import os
+import shlex
+import signal
 import sys
 import time
 from pathlib import Path
@@ -15,7 +16,9 @@ from ladalit.config import ConfigError, help_text, load_config, to_yaml
 from ladalit.data.records import DataError
 from ladalit.plots import write_plots
 from ladalit.progress import Progress, header, quiet_transformers
-from ladalit.results import Results, Tracker, atomic_write_text
+from ladalit.results import Results, Tracker
+from ladalit.run_identity import (CHECKPOINT, RunError, check_checkpoint, check_run_dir, load_checkpoint,  # noqa: F401
+                                  prepare_run_dir, save_checkpoint)
 from ladalit.training import NonFiniteError
 
 
@@ -29,24 +32,6 @@ def method_runner(name: str):
 def run_dir_for(cfg) -> Path:
     name = cfg.run_name or f"{cfg.method}-{time.strftime('%Y%m%d-%H%M%S')}-seed{cfg.seed}"
     return Path(cfg.output_dir) / name
-
-
-CHECKPOINT = "checkpoint.pt"
-
-
-def save_checkpoint(run_dir: Path, round: int, state: dict) -> None:
-    """Atomic: a checkpoint interrupted mid-write is never the one loaded."""
-    payload = {"round": round, "state": state, "torch_rng": torch.get_rng_state()}
-    tmp = run_dir / (CHECKPOINT + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, run_dir / CHECKPOINT)
-
-
-def load_checkpoint(run_dir: Path) -> dict | None:
-    path = run_dir / CHECKPOINT
-    if not path.exists():
-        return None
-    return torch.load(path, weights_only=False)
 
 
 def evaluate_round0(exp, results, tracker, channel, progress) -> None:
@@ -73,9 +58,12 @@ def export_models(exp, run_dir: Path, results, quiet: bool) -> None:
         print(f"models: {run_dir / 'models'} ({', '.join(p.name for p in paths)})")
 
 
-def execute(cfg, quiet: bool = False, conf: str = "") -> tuple[Path, dict]:
+def execute(cfg, quiet: bool = False, status: dict | None = None, conf: str = "") -> tuple[Path, dict]:
     """Run one experiment from a validated config; returns the run directory and the results.
 
+    Nothing is written into the run directory before the run dir, the data, the models and (on
+    resume) the checkpoint have been checked (`ladalit.run_identity`). `status` is filled with the
+    run dir and the last complete round, for the message of an interrupted run.
     With several processes (FSDP2) every rank runs the loop; rank 0 alone writes files and W&B.
     `conf` (the config file given) is only shown in the header.
     """
@@ -83,31 +71,35 @@ def execute(cfg, quiet: bool = False, conf: str = "") -> tuple[Path, dict]:
     from ladalit.experiment import build_experiment
 
     quiet_transformers(cfg.verbose)
+    status = {} if status is None else status
+    ckpt = check_run_dir(cfg, run_dir_for(cfg))
     exp = build_experiment(cfg)
     fabric = exp.fabric
     writer = fabric.is_global_zero
     run_dir = Path(fabric.broadcast(str(run_dir_for(cfg))))  # the name holds a time: rank 0's wins
     quiet = quiet or not writer
+    if ckpt is not None:
+        check_checkpoint(exp, ckpt, run_dir)
     if writer:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run_dir / "config.yaml", to_yaml(cfg))
+        prepare_run_dir(cfg, run_dir, to_yaml(cfg))
         if not quiet:
             print(header(exp, run_dir, conf), flush=True)
+    status.update(run_dir=run_dir, round=0 if ckpt is None else ckpt["round"])
+    fabric.barrier()
     channel, results = Channel(), Results()
     tracker = Tracker(cfg, run_dir) if writer else None
     start_round, state = 1, None
-    if cfg.resume:
-        ckpt = load_checkpoint(run_dir)
-        if ckpt is not None:
-            start_round, state = ckpt["round"] + 1, ckpt["state"]
-            torch.set_rng_state(ckpt["torch_rng"])
-            if not quiet:
-                print(f"resuming {run_dir} after round {ckpt['round']}")
+    if ckpt is not None:
+        start_round, state = ckpt["round"] + 1, ckpt["state"]
+        torch.set_rng_state(ckpt["torch_rng"])
+        if not quiet:
+            print(f"resuming {run_dir} after round {ckpt['round']}")
 
     def on_round_end(t, snapshot):
         if writer:
             save_checkpoint(run_dir, t, snapshot)
             results.save(run_dir, cfg, channel)
+        status["round"] = t
         fabric.barrier()
 
     runner = method_runner(cfg.method)
@@ -141,14 +133,23 @@ def main(argv: list[str] | None = None) -> int:
     quiet = cfg.quiet
     if cfg.verbose and not quiet:
         print(to_yaml(cfg), flush=True)
+    status: dict = {}
+    previous = _stop_on_sigterm()
     try:
-        run_dir, out = execute(cfg, quiet=quiet, conf=next((a.split("=", 1)[1] for a in argv if a.startswith("conf=")), ""))
-    except (ConfigError, DataError) as err:
+        run_dir, out = execute(cfg, quiet=quiet, status=status,
+                               conf=next((a.split("=", 1)[1] for a in argv if a.startswith("conf=")), ""))
+    except (ConfigError, DataError, RunError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except NonFiniteError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt as err:
+        print(interrupted_line(cfg, argv, status), file=sys.stderr)
+        return 143 if isinstance(err, Terminated) else 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     if not out:  # not rank 0
         return 0
     results = Results()
@@ -157,6 +158,42 @@ def main(argv: list[str] | None = None) -> int:
     print(f"communication: {out['communication_mb_total']:.3f} MB")
     print(f"results: {run_dir}")
     return 0
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the run is, so it ends like Ctrl-C (exit 143 instead of 130)."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
+def _stop_on_sigterm():
+    """Install the SIGTERM handler (main thread only); returns the previous one, or None."""
+    try:
+        return signal.signal(signal.SIGTERM, _raise_terminated)
+    except ValueError:  # not the main thread
+        return None
+
+
+def interrupted_line(cfg, argv: list[str], status: dict) -> str:
+    """One line: how far the run got and the command that continues it."""
+    run_dir, done = status.get("run_dir"), status.get("round", 0)
+    if run_dir is None:
+        return "interrupted before the run started; nothing was written"
+    if cfg.method != "lada":
+        return (f"interrupted; method={cfg.method} writes no checkpoints, so {run_dir} cannot be continued: "
+                f"start again with: {resume_command(argv, run_dir.name, 'overwrite=true')}")
+    if done == 0:
+        return (f"interrupted during round 1, no round complete in {run_dir}: start again with: "
+                f"{resume_command(argv, run_dir.name, 'overwrite=true')}")
+    return (f"interrupted after round {done} of {cfg.rounds} (the last complete round, in {run_dir}); "
+            f"resume with: {resume_command(argv, run_dir.name, 'resume=true')}")
+
+
+def resume_command(argv: list[str], run_name: str, flag: str) -> str:
+    keep = [a for a in argv if a.split("=", 1)[0] not in ("resume", "overwrite", "run_name")]
+    return shlex.join(["python", "-m", "ladalit.run", *keep, f"run_name={run_name}", flag])
 
 
 if __name__ == "__main__":

@@ -200,6 +200,8 @@ def run_cell(m: dict, cell: Cell, execute=None, dry_run: bool = False, log=print
         return cell
     if (cell.run_dir / "checkpoint.pt").is_file():
         cfg = load_config(args + ["resume=true"])
+    elif cell.run_dir.is_dir() and any(cell.run_dir.iterdir()):  # unfinished, no checkpoint: start afresh
+        cfg = load_config(args + ["overwrite=true"])
     if execute is None:
         from ladalit.run import execute
     log(f"[matrix] run {cell.scenario_label} {cell.variant} seed {cell.seed} -> {cell.run_dir}")

@@ -1,4 +1,5 @@
 """Input validation before any model loads, non-finite losses (skip | raise), no secrets in outputs."""
+import copy
 import os
 import subprocess
 import sys
@@ -105,3 +106,21 @@ def test_no_secret_reaches_any_file_the_run_writes(tmp_path):
             assert value.encode() not in data, f"{value} leaked into {p}"
     for value in secrets.values():
         assert value not in proc.stdout and value not in proc.stderr
+
+
+def test_counters_results_json_reports_are_checkpointed(tmp_path, monkeypatch):
+    """A resumed run reports the skipped steps and generated responses of the rounds before the resume too."""
+    exp = smoke_exp(tmp_path, "on_nonfinite=skip", "rounds=2")
+    monkeypatch.setattr(losses, "mard_loss", poisoned_mard({1}))
+    snapshots = {}
+    full = lada.run(exp, Channel(), Results(),
+                    on_round_end=lambda t, s: snapshots.setdefault(t, (copy.deepcopy(s), torch.get_rng_state())))
+    state, rng = snapshots[1]
+    counters = state["counters"]
+    assert counters["nonfinite_skipped"] and counters["nonfinite_skipped"][0]["round"] == 1
+    assert 0 < counters["responses_generated"] < full["responses_generated"]
+    again = smoke_exp(tmp_path, "on_nonfinite=skip", "rounds=2")
+    torch.set_rng_state(rng)  # as execute does from the checkpoint
+    resumed = lada.run(again, Channel(), Results(), start_round=2, state=state)
+    assert resumed["nonfinite_skipped"][: len(counters["nonfinite_skipped"])] == counters["nonfinite_skipped"]
+    assert resumed["responses_generated"] == full["responses_generated"]

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from ladalit.run import CHECKPOINT, load_checkpoint, save_checkpoint
+from ladalit.run_identity import RunError
 
 ARGS = ["conf=smoke.yaml", "rounds=3", "quiet=true", "eval.shots=[0]"]
 
@@ -65,8 +66,14 @@ def test_a_checkpoint_interrupted_mid_write_is_never_loaded(tmp_path, monkeypatc
     assert ckpt["round"] == 1 and torch.equal(ckpt["state"]["x"], torch.ones(3))
 
 
-def test_resume_without_a_checkpoint_starts_from_round_1(tmp_path):
-    assert load_checkpoint(tmp_path) is None
+def test_no_checkpoint_loads_as_none_and_a_torn_one_is_refused_and_kept(tmp_path):
+    assert load_checkpoint(tmp_path) is None  # (resume=true then refuses: tests/test_run_identity.py)
+    save_checkpoint(tmp_path, 1, {"x": torch.ones(3)})
+    torn = (tmp_path / CHECKPOINT).read_bytes()[:100]
+    (tmp_path / CHECKPOINT).write_bytes(torn)
+    with pytest.raises(RunError, match=r"checkpoint.pt: cannot be read, truncated or corrupt .*left as it is"):
+        load_checkpoint(tmp_path)
+    assert (tmp_path / CHECKPOINT).read_bytes() == torn
 
 
 def test_two_runs_with_one_seed_are_identical(tmp_path):

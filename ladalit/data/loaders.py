@@ -3,7 +3,10 @@
 Every loader is `(path, hub_id, split) -> list[MCRecord]`: a local file when
 `path` is given, else the hub data set `hub_id` (or the loader's default id).
 Malformed multiple-choice input raises DataError naming the file (or hub id),
-the 1-based row and the input field. `datasets` is imported only when needed.
+the 1-based row and the input field; so do a missing path, a directory, an empty file,
+a line that is not UTF-8 (a BOM is accepted), a duplicate id and a hub that cannot be reached.
+Repeated questions are not an error here: `ladalit.experiment.load_data` keeps the first
+and warns with the count. `datasets` is imported only when needed.
 """
 from __future__ import annotations
 
@@ -23,33 +26,70 @@ Row = dict[str, Any]
 
 # --------------------------------------------------------------------------- rows
 
+def _check_file(path: str) -> None:
+    p = Path(path)
+    if not p.exists():
+        raise DataError(path, None, "data.path", "no such file")
+    if p.is_dir():
+        raise DataError(path, None, "data.path", "is a directory, expected a JSONL or JSON file")
+
+
+def _lines(path: str) -> Iterator[tuple[int, str]]:
+    """(1-based line number, text) of a UTF-8 file (a BOM is accepted)."""
+    _check_file(path)
+    try:
+        with open(path, "rb") as f:
+            for line_no, raw in enumerate(f, 1):
+                try:
+                    yield line_no, raw.decode("utf-8-sig" if line_no == 1 else "utf-8")
+                except UnicodeDecodeError as err:
+                    raise DataError(path, line_no, "(file)", f"not UTF-8 text (byte {err.start + 1} of the line)") from None
+    except OSError as err:
+        raise DataError(path, None, "data.path", f"cannot be read ({err.strerror})") from None
+
+
 def _jsonl_rows(path: str) -> Iterator[tuple[int, Row]]:
     """(1-based line number, object) for each non-blank line of a JSONL file."""
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(path, line_no, "(json)", f"invalid JSON: {e.msg} at column {e.colno}") from None
-            if not isinstance(row, dict):
-                raise DataError(path, line_no, "(json)", f"expected a JSON object, got {type(row).__name__}")
-            yield line_no, row
+    for line_no, line in _lines(path):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(path, line_no, "(json)", f"invalid JSON: {e.msg} at column {e.colno}") from None
+        if not isinstance(row, dict):
+            raise DataError(path, line_no, "(json)", f"expected a JSON object, got {type(row).__name__}")
+        yield line_no, row
 
 
 def _hub_rows(hub_id: str, split: str, config: str | None = None) -> Iterator[tuple[int, Row]]:
     import datasets
 
-    ds = datasets.load_dataset(hub_id, config, split=split) if config else datasets.load_dataset(hub_id, split=split)
+    try:
+        ds = datasets.load_dataset(hub_id, config, split=split) if config else datasets.load_dataset(hub_id, split=split)
+    except (OSError, ValueError) as err:  # unreachable hub (ConnectionError), unknown id or split
+        text = str(err).strip()
+        why = text.splitlines()[0][:200] if text else type(err).__name__
+        raise DataError(hub_id, None, "data.hub_id", f"cannot load split {split!r} from the hub ({why}); check the "
+                        "network and the id, or download it and set HF_DATASETS_OFFLINE=1, or point data.path "
+                        "at a local file") from None
     return enumerate(ds, 1)
 
 
 def _json_rows(path: str) -> Iterator[tuple[int, Row]]:
-    """A local JSON/JSONL file read through `datasets` (the hub loaders' local path)."""
-    import datasets
-
-    return enumerate(datasets.load_dataset("json", data_files=path, split="train"), 1)
+    """A local JSONL file, or a JSON file holding one list of objects (rows numbered from 1)."""
+    lines = list(_lines(path))
+    text = "".join(line for _, line in lines)
+    if not text.lstrip().startswith("["):
+        return _jsonl_rows(path)
+    try:
+        rows = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise DataError(path, e.lineno, "(json)", f"invalid JSON: {e.msg} at column {e.colno}") from None
+    for i, row in enumerate(rows, 1):
+        if not isinstance(row, dict):
+            raise DataError(path, i, "(json)", f"row {i}: expected a JSON object, got {type(row).__name__}")
+    return enumerate(rows, 1)
 
 
 # ------------------------------------------------------------------------ checks
@@ -95,14 +135,19 @@ def _optional_text(row: Row, key: str, source: str, line: int) -> str | None:
 
 def _collect(source: str, rows: Iterable[tuple[int, Row]], parse: Callable[[Row, str, int], MCRecord | str]) -> list[MCRecord]:
     """Parse every row; rows that are not multiple-choice come back as a reason, counted and logged."""
-    records, skipped = [], Counter()
+    records, skipped, seen = [], Counter(), {}
     for line, row in rows:
         rec = parse(row, source, line)
         if isinstance(rec, str):
             skipped[rec] += 1
-        else:
-            records.append(validate_record(rec, source, line))
+            continue
+        if rec.id in seen:
+            raise DataError(source, line, "id", f"duplicate id {rec.id!r} (first at line {seen[rec.id]})")
+        seen[rec.id] = line
+        records.append(validate_record(rec, source, line))
     reasons = ", ".join(f"{n} {why}" for why, n in sorted(skipped.items())) or "none"
+    if not records:
+        raise DataError(source, None, "(records)", f"no multiple-choice records (skipped: {reasons})")
     log.info("%s: kept %d multiple-choice items, skipped %d (%s)", source, len(records), sum(skipped.values()), reasons)
     return records
 

@@ -24,6 +24,31 @@ def drop_short(records: list[MCRecord], num_options: int = 4) -> list[MCRecord]:
     return kept
 
 
+def _question_key(rec: MCRecord) -> str:
+    return " ".join(rec.question.casefold().split())
+
+
+def drop_duplicate_questions(records: list[MCRecord], source: str) -> list[MCRecord]:
+    """Keep the first record of each question text (case and spacing ignored); warn with the count.
+
+    A question that occurs twice could land in a client's train set and in a test or the public set;
+    ids cannot catch it where they are line numbers (AQuA, MathInstruct, CoT-Collection)."""
+    first: dict[str, str] = {}
+    kept, dropped = [], []
+    for rec in records:
+        key = _question_key(rec)
+        if key in first:
+            dropped.append((rec.id, first[key]))
+        else:
+            first[key] = rec.id
+            kept.append(rec)
+    if dropped:
+        examples = ", ".join(f"{a} repeats {b}" for a, b in dropped[:3])
+        log.warning("%s: dropped %d of %d records whose question repeats an earlier one (%s%s)", source, len(dropped),
+                    len(records), examples, ", ..." if len(dropped) > 3 else "")
+    return kept
+
+
 def normalise_options(records: list[MCRecord], num_options: int = 4, seed: int = 0) -> list[MCRecord]:
     """Keep the gold + (num_options - 1) seeded distractors; balance the gold position over the letters.
 
