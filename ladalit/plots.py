@@ -108,7 +108,7 @@ def accuracy_figure(runs: list[dict], title: str | None = None) -> Figure:
         ax.legend(fontsize=8)
     partial = sorted({partial_label(r) for r in runs} - {""})
     fig.suptitle(" ".join([title or f"{runs[0].get('method', '')} accuracy per round"]
-                          + [f"({p})" for p in partial]))
+                          + [f"({p})" for p in partial]), fontsize=10, wrap=True)
     return fig
 
 

@@ -247,7 +247,9 @@ def build_report(run_dirs: list, out_dir=None) -> Path:
             runs = [loaded[i] for i in group]
             label = group_label(list(zip(labels, loaded)), group)
             slug = f"group{g + 1}-{runs[0].get('method', 'run')}"
-            plot_accuracy_runs(runs, out / f"{slug}-accuracy.png", title=f"{label}: accuracy per round")
+            seeds = ", ".join(str(r.get("config", {}).get("seed", "?")) for r in runs)
+            plot_accuracy_runs(runs, out / f"{slug}-accuracy.png",
+                               title=f"{runs[0].get('method', '')} accuracy per round, seeds {seeds}")
             parts += [f"## {label}", "Runs: " + ", ".join(f"`{dirs[i]}`" for i in group),
                       "### Accuracy per round, mean ± std", seed_table(runs), f"![accuracy]({slug}-accuracy.png)"]
         for results, label, d, slug in zip(loaded, labels, dirs, _slugs(dirs)):
