@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import shutil
 import sys
 from pathlib import Path
@@ -173,7 +172,7 @@ def export_run(run_dir, round: int | None = None, merge: bool = False) -> list[P
     """Export an existing run from its checkpoint (see the module docstring)."""
     from ladalit.config import ConfigError, load_config
     from ladalit.results import Results
-    from ladalit.run import CHECKPOINT, load_checkpoint
+    from ladalit.run_identity import CHECKPOINT, RunError, load_checkpoint
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").is_file():
         raise ExportError(f"{run_dir}: no config.yaml (not a run directory)")
@@ -181,7 +180,10 @@ def export_run(run_dir, round: int | None = None, merge: bool = False) -> list[P
         cfg = load_config([f"conf={run_dir / 'config.yaml'}"])
     except ConfigError as err:
         raise ExportError(f"{run_dir / 'config.yaml'}: {err}") from None
-    ckpt = load_checkpoint(run_dir)
+    try:
+        ckpt = load_checkpoint(run_dir)
+    except RunError as err:  # truncated or not a checkpoint
+        raise ExportError(str(err)) from None
     if ckpt is None:
         raise ExportError(f"{run_dir}: no {CHECKPOINT}; only LaDa runs keep their weights after the run "
                           f"(a finished run's {MODELS}/ were written at its end)")

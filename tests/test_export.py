@@ -153,3 +153,14 @@ def test_byte_tokenizer_encodes_and_decodes_like_the_tiny_models_byt5(text):
     assert fast(text)["input_ids"] == tok(text)["input_ids"] == [b + 3 for b in text.encode()]
     assert fast.decode(fast(text)["input_ids"]) == text
     assert len(fast) == len(tok) and fast.pad_token_id == tok.pad_token_id and fast.eos_token_id == tok.eos_token_id
+
+
+def test_cli_refuses_a_truncated_checkpoint_with_one_line(lada_run, tmp_path, capsys):
+    run_dir, _ = lada_run
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    shutil.copy(run_dir / "config.yaml", bad / "config.yaml")
+    (bad / "checkpoint.pt").write_bytes((run_dir / "checkpoint.pt").read_bytes()[:100])
+    assert export_main([str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {bad / 'checkpoint.pt'}: cannot be read") and "\n" not in err
