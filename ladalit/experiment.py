@@ -68,7 +68,8 @@ def name_seed(seed: int, name: str) -> int:
 
 def build_participant(cfg, name: str, role: str, pcfg) -> Participant:
     key = "server" if role == "server" else f"clients.{name}"
-    model, tok = build_model(pcfg.model, seed=name_seed(cfg.seed, name), key=key)
+    from ladalit.strategy import loads_sharded  # fsdp2 + hub: built on meta, rank 0 reads the weights
+    model, tok = build_model(pcfg.model, seed=name_seed(cfg.seed, name), key=key, meta=loads_sharded(cfg, pcfg))
     return Participant(name, role, model, tok, pcfg.train, pcfg.model.lora)
 
 
