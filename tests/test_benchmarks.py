@@ -62,3 +62,26 @@ def test_quick_results_are_consistent(quick_run):
     assert set(comm["methods"]) == {"lada", "fedkd", "fedmkt"}
     gen = json.loads((out / "generation.json").read_text())
     assert all(r["batched"]["tokens"] == r["one_by_one"]["tokens"] > 0 for r in gen["reps"])
+
+
+def test_gpu_check_dry_run_runs_the_round_and_prints_the_table(tmp_path):
+    """benchmarks/gpu_check.sh --dry-run: the GPU check's code path on tiny shapes on the CPU (one subprocess)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "gpu_check.json"
+    proc = subprocess.run(["bash", str(root / "benchmarks" / "gpu_check.sh"), "--dry-run", "--out", str(out)],
+                          env={**os.environ, "PYTHON": sys.executable}, capture_output=True, text=True, timeout=170)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    for line in ("generation, tokens/s", "reference log-probs, tokens/s", "MARD step, tokens/s", "SFT, tokens/s",
+                 "evaluation, tokens/s", "MARD step, MFU", "peak GPU memory, GiB", "parked: bytes, s",
+                 "peak memory K=3 / K=1", "encoder: hashing", "vLLM:"):
+        assert line in proc.stdout, line
+    data = json.loads(out.read_text())
+    assert [r["K"] for r in data["rounds"]] == [1, 3] and data["dry_run"] is True
+    for r in data["rounds"]:
+        assert r["selected"] > 0 and r["skipped_steps"] == 0
+        assert r["swaps"] > r["K"] and r["park_bytes"] > 0 and r["activate_bytes"] > r["park_bytes"]
+        assert all(v["tokens"] > 0 and v["seconds"] > 0 for v in r["phases"].values())
