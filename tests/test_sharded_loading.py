@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
-import signal
-import subprocess
 import sys
 from pathlib import Path
 
@@ -97,17 +94,8 @@ def worker(out_dir: Path, model_dir: Path) -> None:
 def ranks(tmp_path_factory):
     out = tmp_path_factory.mktemp("sharded_loading")
     save_tiny_model(out / "model")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONWARNINGS": "ignore",
-           "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen([sys.executable, __file__, str(out), str(out / "model")], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        stdout, stderr = proc.communicate(timeout=180)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        stdout, stderr = proc.communicate()
-    assert proc.returncode == 0, stdout[-3000:] + stderr[-6000:]
-    return [json.loads((out / f"rank{i}.json").read_text()) for i in range(2)]
+    from tests.gloo_workers import run_ranks  # the pytest process only: the workers never import it
+    return run_ranks(__file__, out, str(out / "model"), env={"HF_HUB_OFFLINE": "1"})
 
 
 @pytest.mark.parametrize("role", ["server", "client"])
