@@ -1,4 +1,4 @@
-"""Run every benchmark (rows 1-7) and print one summary table: target, measured value, PASS/MISS.
+"""Run every benchmark (rows 1-8) and print one summary table: target, measured value, PASS/MISS.
 
     python -m benchmarks.run              # everything, about 8 min on a loaded 2-core CPU
     python -m benchmarks.run --quick      # tiny sizes, seconds per row (what tests/test_benchmarks.py runs)
@@ -13,6 +13,7 @@ Rows (each is also a module with its own `python -m benchmarks.<module>`):
     5  round wall time vs K clients and vs |D_p|          benchmarks.scaling_k
     6  batched vs one-by-one generation, tokens/s         benchmarks.generation
     7  MB per round per client: LaDa, FedKD, FedMKT       benchmarks.communication
+    8  FSDP2 sharded loading: RSS over 2 processes        benchmarks.sharded_loading
 
 Every comparison is a ratio of two measurements taken side by side in one process
 (repetitions interleaved, medians reported). Everything runs on one thread, and the
@@ -248,6 +249,7 @@ ROWS = {
     5: ("benchmarks.scaling_k", "main"),
     6: ("benchmarks.generation", "main"),
     7: ("benchmarks.communication", "main"),
+    8: ("benchmarks.sharded_loading", "main"),
 }
 
 

@@ -45,13 +45,13 @@ def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
 
 
-def save_random(shape_name: str, quick: bool) -> Path:
+def save_random(shape_name: str, quick: bool, cache: Path = CACHE) -> Path:
     """The preset with random bf16 weights as local safetensors (once), and a byte tokenizer."""
     import torch
     from transformers import AutoModelForCausalLM, ByT5Tokenizer
 
     from ladalit.shapes import SHAPES
-    path = CACHE / (shape_name.replace("/", "--") + ("-quick" if quick else "") + "-random-bf16")
+    path = cache / (shape_name.replace("/", "--") + ("-quick" if quick else "") + "-random-bf16")
     if (path / "config.json").is_file() and any(path.glob("*.safetensors")):
         return path
     shape = SHAPES[shape_name]
@@ -151,9 +151,9 @@ def main(argv: list[str] | None = None) -> dict:
     args = ap.parse_args(argv)
     setup(args.threads, args.out, args.quick)
     import tempfile
-    model_dir = save_random(args.shape, args.quick)
-    full = checkpoint_bytes(model_dir)
-    with tempfile.TemporaryDirectory() as d:
+    with tempfile.TemporaryDirectory() as d:  # --quick: the tiny model in the temporary directory too
+        model_dir = save_random(args.shape, args.quick, Path(d) if args.quick else CACHE)
+        full = checkpoint_bytes(model_dir)
         sharded = _launch(Path(d), model_dir, args.processes)
         whole = _launch(Path(d), model_dir, 1)[0]
     grown = [r["peak_at_load"] - r["after_imports"] for r in sharded]

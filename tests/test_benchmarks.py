@@ -9,7 +9,7 @@ import pytest
 pytestmark = pytest.mark.slow  # whole LaDa / FedKD / FedMKT runs, tiny: about a minute in all
 
 MODULES = ["mard_vs_trl", "reference_cost", "filter_overhead", "prototypes_vs_sklearn", "scaling_k", "generation",
-           "communication"]
+           "communication", "sharded_loading"]
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +31,7 @@ def test_summary_has_one_row_per_benchmark(quick_run):
     out, summary = quick_run
     on_disk = json.loads((out / "summary.json").read_text())
     assert on_disk == summary
-    assert [r["row"] for r in summary["rows"]] == list(range(1, 8))
+    assert [r["row"] for r in summary["rows"]] == list(range(1, 9))
     for r in summary["rows"]:
         assert r["status"] in ("PASS", "MISS"), r  # measured and compared to its target, not crashed
         assert not r["measured"].startswith("error"), r
@@ -60,6 +60,9 @@ def test_quick_results_are_consistent(quick_run):
     comm = json.loads((out / "communication.json").read_text())
     assert comm["problems"] == [] and all(r["ok"] for r in comm["lada_check"])
     assert set(comm["methods"]) == {"lada", "fedkd", "fedmkt"}
+    loading = json.loads((out / "sharded_loading.json").read_text())
+    assert len(loading["sharded"]) == 2 and loading["full_copy_bytes"] > 0
+    assert loading["logprob_diff"] < 0.1  # the sharded model computes what the whole one does (bf16)
     gen = json.loads((out / "generation.json").read_text())
     assert all(r["batched"]["tokens"] == r["one_by_one"]["tokens"] > 0 for r in gen["reps"])
 
