@@ -12,7 +12,7 @@ safetensors (under ~/.cache/ladalit/bench/, kept for the next run). Then:
   process did before, so the old sum was `--processes` x this).
 
 Each process reports its RSS after the imports and the process group (before building
-anything), its peak RSS (`ru_maxrss`) once loaded, and its peak after one forward pass.
+anything), its peak RSS (VmHWM) once loaded, and its peak after one forward pass.
 One full copy = the bytes of the checkpoint's tensors. `from_pretrained` maps the file, so
 its pages count once a forward touches them.
 Target (issue 18): sum over the sharded processes of (loaded peak - after imports) <= 1.3 x
@@ -34,15 +34,21 @@ TARGET = 1.3
 CACHE = Path(os.environ.get("LADALIT_BENCH_CACHE", Path.home() / ".cache" / "ladalit" / "bench"))
 
 
-def rss_bytes() -> int:
+def _status(field: str) -> int:
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(field + ":"):
             return int(line.split()[1]) * 1024
     return 0
 
 
+def rss_bytes() -> int:
+    return _status("VmRSS")
+
+
 def peak_rss_bytes() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+    """This process image's peak RSS (VmHWM). Not `ru_maxrss`: Linux carries that across exec, so a worker
+    started by a big parent would report the parent's size."""
+    return _status("VmHWM") or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def save_random(shape_name: str, quick: bool, cache: Path = CACHE) -> Path:
