@@ -24,6 +24,13 @@ prompt+response sequences (BOS + prompt + response + EOS), the same count on
 both sides (checked). tokens/s = total tokens / total time over the timed steps.
 ladalit's step includes its tokenisation; TRL tokenises once, before training.
 
+Memory column: what autograd keeps for the backward of one step (the unique storages of
+the saved tensors, parameters excluded: activations and logits; the weights, the adapter
+and AdamW's state are the same on both sides), the largest over the timed steps. It is
+counted with `torch.autograd.graph.saved_tensors_hooks` around the forward (ladalit:
+`pair_logprobs` + loss; TRL: its `compute_loss`), so it is the same measure on a CPU and
+a GPU; on CUDA the peak allocated memory of the step is reported too.
+
 Ablation row "ladalit, padded": the same participant code path with the model
 wrapped as a non-transformers module, which makes `pair_logprobs` fall back to
 one right-padded row per sequence and full logits (the implementation before
@@ -140,6 +147,32 @@ def copy_adapter(src, dst, src_name: str, dst_name: str) -> int:
     return len(mine)
 
 
+class SavedBytes:
+    """Bytes of the distinct storages autograd saves for backward inside the context (parameters excluded)."""
+
+    def __init__(self):
+        self.storages: dict[int, int] = {}
+
+    def pack(self, t: torch.Tensor):
+        if not isinstance(t, torch.nn.Parameter) and t.device.type != "meta":
+            st = t.untyped_storage()
+            self.storages[st.data_ptr()] = st.nbytes()
+        return t
+
+    def __enter__(self):
+        self.storages.clear()
+        self._ctx = torch.autograd.graph.saved_tensors_hooks(self.pack, lambda t: t)
+        self._ctx.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self._ctx.__exit__(*exc)
+
+    @property
+    def bytes(self) -> int:
+        return sum(self.storages.values())
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--steps", type=int, default=5, help="timed steps per side")
@@ -197,22 +230,35 @@ def main(argv=None) -> dict:
         participant.reference_pair_logprobs(*batch(k))
     ref_time_ladalit = time.perf_counter() - t0
 
-    stats = {name: {"time": [], "tokens": [], "loss": []} for name in [*sides, "trl"]}
+    stats = {name: {"time": [], "tokens": [], "loss": [], "saved_bytes": [], "cuda_peak_bytes": []}
+             for name in [*sides, "trl"]}
     trl = stats["trl"]
+    saved = SavedBytes()
+
+    def cuda_peak_reset():
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+
+    def cuda_peak():
+        return torch.cuda.max_memory_allocated() if torch.cuda.is_available() else None
 
     def ladalit_step(name, k):
         p, model = sides[name]
         opt, params = opts[name], opts[name].param_groups[0]["params"]
         keys, prompts, chosen, rejected = batch(k)
+        cuda_peak_reset()
         t = time.perf_counter()
-        pc, pr = p.pair_logprobs(prompts, chosen, rejected, model=model)
-        rc, rr = participant.reference_pair_logprobs(keys, prompts, chosen, rejected)  # cached
-        loss = mard_loss(pc, pr, rc, rr, args.beta).mean()
+        with saved:
+            pc, pr = p.pair_logprobs(prompts, chosen, rejected, model=model)
+            rc, rr = participant.reference_pair_logprobs(keys, prompts, chosen, rejected)  # cached
+            loss = mard_loss(pc, pr, rc, rr, args.beta).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         stats[name]["time"].append(time.perf_counter() - t)
+        stats[name]["saved_bytes"].append(saved.bytes)
+        stats[name]["cuda_peak_bytes"].append(cuda_peak())
         rows = p._rows(list(prompts) * 2, list(chosen) + list(rejected))  # not timed: counting only
         stats[name]["tokens"].append(sum(len(a) + len(b) for a, b in rows))
         stats[name]["loss"].append(loss.item())
@@ -224,9 +270,11 @@ def main(argv=None) -> dict:
         def on_step_begin(self, a, state, control, **kw):
             if self.resume is None:  # first step: the batch was fetched just before
                 self.resume = time.perf_counter()
+            cuda_peak_reset()
 
         def on_step_end(self, a, state, control, **kw):
             trl["time"].append(time.perf_counter() - self.resume)
+            trl["cuda_peak_bytes"].append(cuda_peak())
             for name in sides:
                 ladalit_step(name, state.global_step - 1)
             self.resume = time.perf_counter()
@@ -241,7 +289,9 @@ def main(argv=None) -> dict:
 
         def counting_loss(model, inputs, *a, **k):
             seen.append(int(inputs["attention_mask"].sum()))
-            out = compute_loss(model, inputs, *a, **k)
+            with saved:
+                out = compute_loss(model, inputs, *a, **k)
+            trl["saved_bytes"].append(saved.bytes)
             trl["loss"].append(float(out.detach()))
             return out
         trainer.compute_loss = counting_loss
@@ -257,13 +307,19 @@ def main(argv=None) -> dict:
     timed = slice(args.warmup, None)
     for st in stats.values():
         st["tokens_per_s"] = sum(st["tokens"][timed]) / sum(st["time"][timed])
+        st["peak_saved_bytes"] = max(st["saved_bytes"][timed])
+        peaks = [b for b in st["cuda_peak_bytes"][timed] if b is not None]
+        st["peak_cuda_bytes"] = max(peaks) if peaks else None
     ratio = lad["tokens_per_s"] / trl["tokens_per_s"]
     per_step_ratio = [t / l for t, l in zip(trl["time"][timed], lad["time"][timed])]
     labels = {"ladalit": "ladalit MARD", "ladalit_padded": "ladalit, padded (ablation)", "trl": "TRL DPOTrainer"}
     rows = [[labels[name], sum(st["tokens"][timed]), sum(st["time"][timed]), statistics.median(st["time"][timed]),
-             st["tokens_per_s"], st["tokens_per_s"] / trl["tokens_per_s"], st["loss"][-1]]
+             st["tokens_per_s"], st["tokens_per_s"] / trl["tokens_per_s"], st["loss"][-1],
+             round(st["peak_saved_bytes"] / 2**20, 1)]
+            + ([round(st["peak_cuda_bytes"] / 2**20, 1)] if st["peak_cuda_bytes"] is not None else [])
             for name, st in stats.items()]
-    print(table(rows, ["side", "tokens", "time_s", "median_step_s", "tokens_per_s", "vs_TRL", "last_loss"]))
+    print(table(rows, ["side", "tokens", "time_s", "median_step_s", "tokens_per_s", "vs_TRL", "last_loss",
+                       "saved_for_backward_MiB"] + (["cuda_peak_MiB"] if torch.cuda.is_available() else [])))
     print(f"ratio ladalit/TRL tokens/s = {ratio:.3f}   (per-step time ratio TRL/ladalit: "
           f"min {min(per_step_ratio):.3f}, "
           f"median {statistics.median(per_step_ratio):.3f}, max {max(per_step_ratio):.3f}; "

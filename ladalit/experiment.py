@@ -106,8 +106,9 @@ def name_seed(seed: int, name: str) -> int:
 
 def build_participant(cfg, name: str, role: str, pcfg) -> Participant:
     key = "server" if role == "server" else f"clients.{name}"
+    from ladalit.strategy import loads_sharded  # fsdp2 + hub: built on meta, rank 0 reads the weights
     try:
-        model, tok = build_model(pcfg.model, seed=name_seed(cfg.seed, name), key=key)
+        model, tok = build_model(pcfg.model, seed=name_seed(cfg.seed, name), key=key, meta=loads_sharded(cfg, pcfg))
     except OSError as err:  # hub unreachable (offline, firewall), a missing file: transformers raises OSError
         if pcfg.model.source != "hub":
             raise

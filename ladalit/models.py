@@ -3,9 +3,14 @@
 Sources: `tiny` (random weights from an inline config, for tests), `hub` (a hub
 id or a local directory, loaded with `from_pretrained`) and `zoo` (a
 pre-trained member of the CPU proving ground, `ladalit.zoo`).
+
+`build_model(..., meta=True)` (FSDP2 sharded loading, `ladalit.strategy`) builds a
+`hub` model's parameters on the meta device and reads no weights: every process
+builds the skeleton, and its shards come from rank 0 after `fully_shard`.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -61,9 +66,42 @@ def tiny_tokenizer(name: str) -> PreTrainedTokenizerBase:
     return AutoTokenizer.from_pretrained(name)
 
 
-def build_model(mcfg, seed: int = 0, key: str = "model") -> tuple[torch.nn.Module, PreTrainedTokenizerBase]:
-    """The causal LM and its tokenizer for one participant (LoRA is added by the Participant)."""
+@contextlib.contextmanager
+def params_on_meta():
+    """Parameters registered inside go to the meta device (no memory); buffers stay real, so computed
+    tables such as the rotary frequencies need no re-initialisation."""
+    register = torch.nn.Module.register_parameter
+
+    def on_meta(module, name, param):
+        register(module, name, param)
+        if param is not None and param.device.type != "meta":
+            module._parameters[name] = torch.nn.Parameter(param.to("meta"), requires_grad=param.requires_grad)
+
+    torch.nn.Module.register_parameter = on_meta
+    try:
+        yield
+    finally:
+        torch.nn.Module.register_parameter = register
+
+
+def weights_dir(name_or_path: str) -> Path:
+    """The local directory of a `hub` model: the path itself, or the hub cache's snapshot of the id."""
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        return path
+    from huggingface_hub import snapshot_download
+    return Path(snapshot_download(name_or_path, local_files_only=True))
+
+
+def build_model(mcfg, seed: int = 0, key: str = "model",
+                meta: bool = False) -> tuple[torch.nn.Module, PreTrainedTokenizerBase]:
+    """The causal LM and its tokenizer for one participant (LoRA is added by the Participant).
+
+    `meta` (`source: hub` only): parameters on the meta device, no weights read; the model records
+    where its safetensors are and `seed`, for `ladalit.strategy.load_sharded`."""
     dtype = DTYPES[mcfg.dtype]
+    if meta and mcfg.source != "hub":
+        raise ValueError(f"{key}: building on the meta device needs model.source=hub, not {mcfg.source!r}")
     if mcfg.source == "tiny":
         tok = tiny_tokenizer(mcfg.tokenizer)
         config = AutoConfig.for_model(
@@ -81,8 +119,15 @@ def build_model(mcfg, seed: int = 0, key: str = "model") -> tuple[torch.nn.Modul
         kw = dict(trust_remote_code=mcfg.trust_remote_code)
         try:
             tok = AutoTokenizer.from_pretrained(mcfg.tokenizer or mcfg.name_or_path, **kw)
-            model = AutoModelForCausalLM.from_pretrained(
-                mcfg.name_or_path, dtype=dtype, use_safetensors=None if mcfg.allow_unsafe_weights else True, **kw)
+            if meta:
+                config = AutoConfig.from_pretrained(mcfg.name_or_path, **kw)
+                with params_on_meta():
+                    model = AutoModelForCausalLM.from_config(config, dtype=dtype, **kw)
+                model.ladalit_sharded_load = {"path": str(weights_dir(mcfg.name_or_path)), "seed": seed}
+            else:
+                model = AutoModelForCausalLM.from_pretrained(
+                    mcfg.name_or_path, dtype=dtype, use_safetensors=None if mcfg.allow_unsafe_weights else True,
+                    **kw)
         except OSError as err:  # no network, no such repo, no safetensors weights
             raise ConfigError(
                 f"config key '{key}.model.name_or_path': could not load {mcfg.name_or_path!r} "

@@ -9,7 +9,7 @@ import pytest
 pytestmark = pytest.mark.slow  # whole LaDa / FedKD / FedMKT runs, tiny: about a minute in all
 
 MODULES = ["mard_vs_trl", "reference_cost", "filter_overhead", "prototypes_vs_sklearn", "scaling_k", "generation",
-           "communication"]
+           "communication", "sharded_loading"]
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +31,7 @@ def test_summary_has_one_row_per_benchmark(quick_run):
     out, summary = quick_run
     on_disk = json.loads((out / "summary.json").read_text())
     assert on_disk == summary
-    assert [r["row"] for r in summary["rows"]] == list(range(1, 8))
+    assert [r["row"] for r in summary["rows"]] == list(range(1, 9))
     for r in summary["rows"]:
         assert r["status"] in ("PASS", "MISS"), r  # measured and compared to its target, not crashed
         assert not r["measured"].startswith("error"), r
@@ -60,5 +60,31 @@ def test_quick_results_are_consistent(quick_run):
     comm = json.loads((out / "communication.json").read_text())
     assert comm["problems"] == [] and all(r["ok"] for r in comm["lada_check"])
     assert set(comm["methods"]) == {"lada", "fedkd", "fedmkt"}
+    loading = json.loads((out / "sharded_loading.json").read_text())
+    assert len(loading["sharded"]) == 2 and loading["full_copy_bytes"] > 0
+    assert loading["logprob_diff"] < 0.1  # the sharded model computes what the whole one does (bf16)
     gen = json.loads((out / "generation.json").read_text())
     assert all(r["batched"]["tokens"] == r["one_by_one"]["tokens"] > 0 for r in gen["reps"])
+
+
+def test_gpu_check_dry_run_runs_the_round_and_prints_the_table(tmp_path):
+    """benchmarks/gpu_check.sh --dry-run: the GPU check's code path on tiny shapes on the CPU (one subprocess)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "gpu_check.json"
+    proc = subprocess.run(["bash", str(root / "benchmarks" / "gpu_check.sh"), "--dry-run", "--out", str(out)],
+                          env={**os.environ, "PYTHON": sys.executable}, capture_output=True, text=True, timeout=170)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    for line in ("generation, tokens/s", "reference log-probs, tokens/s", "MARD step, tokens/s", "SFT, tokens/s",
+                 "evaluation, tokens/s", "MARD step, MFU", "peak GPU memory, GiB", "parked: bytes, s",
+                 "peak memory K=3 / K=1", "encoder: hashing", "vLLM:"):
+        assert line in proc.stdout, line
+    data = json.loads(out.read_text())
+    assert [r["K"] for r in data["rounds"]] == [1, 3] and data["dry_run"] is True
+    for r in data["rounds"]:
+        assert r["selected"] > 0 and r["skipped_steps"] == 0
+        assert r["swaps"] > r["K"] and r["park_bytes"] > 0 and r["activate_bytes"] > r["park_bytes"]
+        assert all(v["tokens"] > 0 and v["seconds"] > 0 for v in r["phases"].values())

@@ -17,9 +17,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
-import signal
-import subprocess
 import sys
 from pathlib import Path
 
@@ -325,18 +322,8 @@ def out_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def ranks(out_dir):
-    out = out_dir
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONWARNINGS": "ignore"}
-    # its own session, so that a hang (e.g. collectives out of step) ends with rank 1 too
-    proc = subprocess.Popen([sys.executable, __file__, str(out)], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        stdout, stderr = proc.communicate(timeout=180)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        stdout, stderr = proc.communicate()
-    assert proc.returncode == 0, stdout[-3000:] + stderr[-6000:]
-    return [json.loads((out / f"rank{i}.json").read_text()) for i in range(2)]
+    from tests.gloo_workers import run_ranks  # the pytest process only: the workers never import it
+    return run_ranks(__file__, out_dir)
 
 
 def test_two_processes_shard_every_parameter(ranks):

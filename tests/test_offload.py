@@ -1,4 +1,5 @@
-"""park / activate: the round trip is bit-exact, the optimizer keeps working, every tensor really moves."""
+"""park / activate: the round trip is bit-exact, the optimizer keeps working, every tensor really moves the
+first time, and a park after that copies only what can change (trainable weights, gradients, optimizer state)."""
 from __future__ import annotations
 
 import lightning as L
@@ -99,6 +100,7 @@ def test_activate_sends_every_weight_grad_and_optimizer_state_to_the_device(monk
     """No GPU here: the copy is intercepted; it must be asked for every tensor, with the target device."""
     import ladalit.offload as offload
     fabric, module, opt = setup(lora=True)
+    assert park(module, opt)  # the first park: every tensor gets its host copy
     expected = {v.data_ptr() for k, v in tensors(module, opt).items() if not k.endswith(":step")}
     expected |= {p.grad.data_ptr() for p in module.module.parameters() if p.grad is not None}
     assert any(p.grad is not None for p in module.module.parameters())
@@ -120,16 +122,73 @@ def test_activate_sends_every_weight_grad_and_optimizer_state_to_the_device(monk
     assert steps and all(v.data_ptr() not in asked for v in steps)
 
     asked.clear()
-    current = {v.data_ptr() for k, v in tensors(module, opt).items() if not k.endswith(":step")}
-    current |= {p.grad.data_ptr() for p in module.module.parameters() if p.grad is not None}
-    assert park(module, opt)
-    assert set(asked) == current
-    assert {d for d, _ in asked.values()} == {torch.device("cpu")}
+    moved = park(module, opt)
+    # back on the host: the trainable (LoRA) weights, their gradients and the optimizer state are copied;
+    # the frozen base and the buffers still hold the copies activate made, unwritten: they move no byte
+    assert moved.bytes == changing_bytes(module, opt) < sum(_nbytes(v) for v in tensors(module, opt).values())
+    assert {d for d, _ in asked.values()} <= {torch.device("cpu")}
     assert module.device == torch.device("cpu")
 
 
+def _nbytes(t):
+    return t.numel() * t.element_size()
+
+
+def changing_bytes(module, opt) -> int:
+    """Trainable parameters + their gradients + the optimizer state that moves (not the CPU step counters)."""
+    params = [p for p in module.module.parameters() if p.requires_grad]
+    grads = [p.grad for p in module.module.parameters() if p.grad is not None]
+    state = [v for st in opt.optimizer.state.values() for k, v in st.items() if k != "step"]
+    return sum(_nbytes(t) for t in params + grads + state)
+
+
+@pytest.mark.parametrize("lora", [True, False])
+def test_every_park_after_the_first_moves_only_trainable_weights_grads_and_optimizer_state(lora):
+    """Two participants taking turns, a MARD step each turn: the byte counters, and one host copy per tensor."""
+    fabric, a, opt_a = setup(lora)
+    _, b, opt_b = setup(lora)
+    res = Residency("cpu")
+    res.attach(a)
+    res.attach(b)
+    first = res.parked.bytes
+    assert first == sum(_nbytes(v) for m, o in ((a, opt_a), (b, opt_b)) for k, v in tensors(m, o).items()
+                        if not k.endswith(":step")) + sum(_nbytes(p.grad) for m in (a, b)
+                                                           for p in m.module.parameters() if p.grad is not None)
+    frozen = [p for p in a.module.parameters() if not p.requires_grad]
+    assert frozen  # LoRA: the base; no LoRA: the reference copy
+    host_ptrs = [p.data_ptr() for p in frozen]
+    everything = sum(_nbytes(v) for v in tensors(a, opt_a).values())
+    for turn in range(3):
+        for m, o, key in ((a, opt_a, f"a{turn}"), (b, opt_b, f"b{turn}")):
+            before = res.parked.bytes
+            step(fabric, m, o, key)  # activates m (parking the other one), then trains it
+            other, other_opt = (b, opt_b) if m is a else (a, opt_a)
+            if res.swaps > 1:  # the other one was parked by this activation
+                assert res.parked.bytes - before == changing_bytes(other, other_opt) < everything
+    assert res.resident is b.module  # a parked 3 times after its first park
+    assert [p.data_ptr() for p in frozen] == host_ptrs  # a's frozen weights: the same host copy, allocated once
+    assert res.activated.bytes > 0 and res.activated.tensors > 0 and res.swaps == 6
+
+
+def test_a_frozen_weight_written_on_the_device_is_copied_back():
+    """The version counter sees an in-place write (here a no_grad copy_, as load_state_dict does)."""
+    fabric, a, opt = setup(lora=True)
+    res = Residency("cpu")
+    res.attach(a)
+    res.use(a)
+    name, w = next((n, p) for n, p in a.module.named_parameters() if not p.requires_grad)
+    with torch.no_grad():
+        w.add_(1.0)
+    expected = w.detach().clone()
+    moved = park(a)
+    assert moved.bytes >= _nbytes(w) + changing_bytes(a, opt)
+    assert torch.equal(w, expected)
+    activate(a, device="cpu")
+    assert torch.equal(dict(a.module.named_parameters())[name], expected)
+
+
 def test_a_sharded_participant_is_left_alone(tmp_path):
-    """FSDP2 owns the shard storage: park/activate report False and move nothing."""
+    """FSDP2 owns the shard storage: park/activate report None and move nothing."""
     import torch.distributed as dist
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
@@ -141,8 +200,8 @@ def test_a_sharded_participant_is_left_alone(tmp_path):
         model(torch.randn(3, 4)).sum().backward()
         opt.step()
         ptrs = [p.to_local().data_ptr() for p in model.parameters()]
-        assert park(model, opt) is False
-        assert activate(model, opt, "meta") is False
+        assert park(model, opt) is None
+        assert activate(model, opt, "meta") is None
         assert [p.to_local().data_ptr() for p in model.parameters()] == ptrs
         assert all(p.device.type == "cpu" for p in model.parameters())
     finally:

@@ -3,6 +3,7 @@ text encoders that embed the public questions for them."""
 
 import math
 import sys
+from collections import Counter
 import types
 
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 import torch
 
 from ladalit.encoder import Encoder, HashingEncoder, TextEncoder, make_encoder
-from ladalit.prototypes import kmeans_pp_init, num_prototypes, select_prototypes
+from ladalit.prototypes import kmeans, kmeans_pp_init, num_prototypes, select_prototypes
 
 
 def _clusters(seed=0, k=6, per=25, d=16, spread=0.05, sep=10.0):
@@ -66,6 +67,16 @@ def test_one_prototype_per_well_separated_cluster_nearest_its_centre():
             assert p == nearest
 
 
+@pytest.mark.parametrize("seed_points", [8192, 250])
+def test_one_prototype_per_cluster_for_many_clusters_and_seeds(seed_points):
+    # 20 clusters: FAISS's random-sample init found one per cluster in 3 of 20 seeds here,
+    # k-means++ seeding must find it in every seed (also from a 250-row seeding subsample)
+    x, labels = _clusters(seed=7, k=20, per=25)
+    for seed in range(10):
+        protos = select_prototypes(x, 20 / len(x), seed=seed, seed_points=seed_points)
+        assert sorted(labels[protos].tolist()) == list(range(20))
+
+
 def test_distinct_even_when_centroids_share_a_nearest_sample():
     # 2 tight duplicates-heavy groups, ask for more prototypes than distinct locations:
     # several centroids coincide, the greedy matching must still return distinct samples
@@ -82,12 +93,59 @@ def test_different_seeds_can_differ_but_each_is_reproducible():
     assert len({tuple(p) for p in a}) > 1
 
 
-def test_kmeans_pp_init_spreads_over_clusters():
+def test_kmeans_pp_init_spreads_over_clusters_and_is_deterministic():
     x, labels = _clusters(k=5, per=30)
-    init = kmeans_pp_init(x, 5, seed=0)
-    assert init.dtype == np.float32 and init.shape == (5, x.shape[1])
-    rows = [int(np.flatnonzero((x == c).all(1))[0]) for c in init]
-    assert sorted(labels[rows].tolist()) == [0, 1, 2, 3, 4]
+    xt = torch.from_numpy(x)
+    for seed in range(5):
+        init = kmeans_pp_init(xt, 5, seed=seed)
+        assert init.dtype == torch.float32 and init.shape == (5, x.shape[1])
+        rows = [int(np.flatnonzero((x == c.numpy()).all(1))[0]) for c in init]
+        assert sorted(labels[rows].tolist()) == [0, 1, 2, 3, 4]
+        assert torch.equal(init, kmeans_pp_init(xt, 5, seed=seed))
+
+
+def test_kmeans_pp_init_subsample_and_coincident_points():
+    x, labels = _clusters(k=4, per=50)
+    xt = torch.from_numpy(x)
+    init = kmeans_pp_init(xt, 4, seed=0, max_points=40)  # candidates: 40 of the 200 rows, seeded
+    rows = [int(np.flatnonzero((x == c.numpy()).all(1))[0]) for c in init]
+    assert sorted(labels[rows].tolist()) == [0, 1, 2, 3]
+    assert torch.equal(init, kmeans_pp_init(xt, 4, seed=0, max_points=40))
+    # 3 locations of 2 rows each, 5 centres: after all 3 are covered the rest are free rows
+    # (each location used at most twice), not a draw from an all-zero distribution
+    dup = torch.tensor([[0.0, 0], [0, 0], [1, 1], [1, 1], [5, 5], [5, 5]])
+    counts = Counter(map(tuple, kmeans_pp_init(dup, 5, seed=1).tolist()))
+    assert set(counts) == {(0.0, 0.0), (1.0, 1.0), (5.0, 5.0)} and max(counts.values()) <= 2
+
+
+def _inertia64(x, centroids):
+    x, c = np.asarray(x, np.float64), np.asarray(centroids, np.float64)
+    return float(((x[:, None, :] - c[None]) ** 2).sum(-1).min(1).sum())
+
+
+def test_kmeans_inertia_matches_float64_and_lloyd_never_worsens():
+    x = np.random.default_rng(2).standard_normal((600, 12)).astype(np.float32)
+    xt = torch.from_numpy(x)
+    seeded = kmeans_pp_init(xt, 20, seed=0)
+    prev = _inertia64(x, seeded)
+    for niter in (1, 2, 5):
+        centroids, inertia, iters = kmeans(xt, 20, seed=0, niter=niter, tol=0.0)
+        assert iters == niter
+        ref = _inertia64(x, centroids)
+        assert inertia == pytest.approx(ref, rel=1e-5)
+        assert ref <= prev * (1 + 1e-6)
+        prev = ref
+    # early stop: a huge tol stops after the first update
+    assert kmeans(xt, 20, seed=0, niter=20, tol=1.0)[2] == 1
+
+
+def test_kmeans_centroid_that_loses_every_point_stays_put():
+    # 2 locations, 3 centres: two centres share a location, ties go to the first, the
+    # other owns no point and must keep its position (not become 0/0 = NaN)
+    x = torch.tensor([[0.0, 0.0], [0.0, 0.0], [10.0, 10.0], [10.0, 10.0]])
+    centroids, inertia, _ = kmeans(x, 3, seed=0, niter=5, tol=0.0)
+    assert torch.isfinite(centroids).all() and inertia == 0.0
+    assert {tuple(r) for r in centroids.tolist()} == {(0.0, 0.0), (10.0, 10.0)}
 
 
 # --------------------------------------------------------------------- encoders
