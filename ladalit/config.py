@@ -311,7 +311,7 @@ class RunConfig:
     beta: float = 0.1
     # candidate batch size: D_p is streamed in batches of n_c
     n_c: int = 64
-    # fraction of D_p taken as first-round prototypes (FAISS k-means centroids)
+    # fraction of D_p taken as first-round prototypes (k-means centroids, ladalit.prototypes)
     init_fraction: float = 0.1
     # rewards (Eq. 5-7)
     reward: RewardConfig = field(default_factory=RewardConfig)

@@ -3,8 +3,9 @@ embeddings, then the nearest *distinct* real sample to each centroid.
 
 Plain float32 torch on the embeddings' device: k-means++ seeding, Lloyd
 iterations in chunked matrix products, and one last pass that finds each
-centroid's nearest samples. (FAISS's Lloyd iteration is ~4x slower than a torch
-matmul on the CPUs measured, and FAISS is not installed on every GPU node.)
+centroid's nearest samples. No FAISS: from the same k-means++ seeding on 100k x 384,
+k = 1000, one thread, faiss.Kmeans took 21.2 s for 4 Lloyd iterations, this code 5.5 s
+(the same 4 iterations, the same inertia to 6 digits), and FAISS is not on every GPU image.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Round-1 prototypes (FAISS k-means + nearest distinct sample) and the frozen
+"""Round-1 prototypes (float32 torch k-means + nearest distinct sample) and the frozen
 text encoders that embed the public questions for them."""
 
 import math
@@ -69,7 +69,7 @@ def test_one_prototype_per_well_separated_cluster_nearest_its_centre():
 
 @pytest.mark.parametrize("seed_points", [8192, 250])
 def test_one_prototype_per_cluster_for_many_clusters_and_seeds(seed_points):
-    # 20 clusters: FAISS's random-sample init found one per cluster in 3 of 20 seeds here,
+    # 20 clusters: a random-sample init (FAISS's default) found one per cluster in 3 of 20 seeds here,
     # k-means++ seeding must find it in every seed (also from a 250-row seeding subsample)
     x, labels = _clusters(seed=7, k=20, per=25)
     for seed in range(10):
