@@ -55,10 +55,14 @@ class ResponseCache:
     """Reasoning answers, generated once per (round, model, sample) in one batched call.
 
     `generators` (generation.backend=vllm): participant name -> ladalit.vllm_backend.VLLMGenerator;
-    without one a participant generates with HF `generate_text`."""
+    without one a participant generates with HF `generate_text`.
 
-    def __init__(self, max_new_tokens: int, batch_size: int, progress=None, generators: dict | None = None):
-        self.max_new_tokens, self.batch_size = max_new_tokens, batch_size
+    `mark_cut`: answers cut at max_new_tokens come back as `CutAnswer` (LaDa's loss appends no EOS to
+    them; they cross the channel with `send_answers`); otherwise as plain text."""
+
+    def __init__(self, max_new_tokens: int, batch_size: int, progress=None, generators: dict | None = None,
+                 mark_cut: bool = False):
+        self.max_new_tokens, self.batch_size, self.mark_cut = max_new_tokens, batch_size, mark_cut
         self.cache: dict[tuple[int, str, str], str] = {}  # an answer cut at max_new_tokens is a CutAnswer
         self.prompt_cut: dict[tuple[int, str, str], bool] = {}
         self.generated = 0
@@ -81,7 +85,8 @@ class ResponseCache:
                 self.cache[(round, participant.name, x.id)] = CutAnswer(y) if c else y
                 self.prompt_cut[(round, participant.name, x.id)] = pc
             self.generated += len(missing)
-        return [self.cache[(round, participant.name, x.id)] for x in samples]
+        answers = [self.cache[(round, participant.name, x.id)] for x in samples]
+        return answers if self.mark_cut else [str(y) for y in answers]
 
     def rows(self, round: int) -> list[dict]:
         return [{"round": r, "participant": p, "id": i, "text": y, "cut": isinstance(y, CutAnswer)}
@@ -298,7 +303,8 @@ def run(exp, channel: Channel, results: Results, tracker=None, start_round: int 
     if cfg.generation.backend == "vllm":
         from ladalit.vllm_backend import make_generators
         generators = make_generators(cfg, {"server": server, **clients})
-    responses = ResponseCache(cfg.generation.max_new_tokens, cfg.generation.batch_size, progress, generators)
+    responses = ResponseCache(cfg.generation.max_new_tokens, cfg.generation.batch_size, progress, generators,
+                              mark_cut=True)
     optimizers: dict = {}
     if state is not None:  # resume
         restore_state(exp, state, client_side, server_side, optimizers, results, channel)

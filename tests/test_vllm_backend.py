@@ -313,7 +313,7 @@ def test_the_loop_response_cache_sends_a_participant_with_a_generator_to_it(monk
     other, _ = make_participant("client2")
     monkeypatch.setattr(p, "generate_text", lambda *a, **k: pytest.fail("HF generate_text used with vllm"))
     gen = VLLMGenerator(p, hub_cfg(), OmegaConf.structured(GenerationConfig()))
-    cache = ResponseCache(max_new_tokens=5, batch_size=2, generators={"client1": gen})
+    cache = ResponseCache(max_new_tokens=5, batch_size=2, generators={"client1": gen}, mark_cut=True)
     xs = [MCRecord(id=f"x{i}", question=f"{i}+1?", options=("1", "2", "3", "4"), answer="B") for i in range(3)]
     got = cache.get(1, p, xs)
     assert [c[0] for c in vllm.calls] == ["init", "generate", "sleep"]
