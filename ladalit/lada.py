@@ -8,9 +8,11 @@ Read `run` top to bottom against Algorithm 1:
             for each candidate batch of D_p (size n_c):
                 score / select with U_k (Eq. 10)                      [client_select]
                 responses y^s (server, sent down) and y^k (local)     [ResponseCache]
-                MARD update of φ_k (Eq. 3), losses before/after       [distill_step]
+                train.epochs passes of MARD updates of φ_k (Eq. 3),
+                losses before the first / after the last              [train_selection]
                 rewards ❸❹❺ (Eq. 5–7), train U_k ❻❼ (Eq. 8, 9)        [reward_and_fit]
-        server: for each candidate batch, U_{s,k} selects for every k, y^k sent up,
+        server: for each candidate batch, U_{s,k} selects for every k, y^k sent up
+                (generated now, by φ_k after its round-t update, unless already cached),
                 weighted MARD update of ψ (Eq. 4), rewards, U_{s,k} training
         evaluate every participant
 
