@@ -75,9 +75,11 @@ class TrainConfig:
     batch_size: int = 8
     # epochs of supervised fine-tuning on private train (the reference SFT, Algorithm 1 ❶)
     sft_epochs: int = 1
-    # epochs over each round's distillation data
+    # epochs over each round's distillation data (LaDa: passes over each candidate batch's selection, the
+    # batch reward measured after the last; see the README's method section)
     epochs: int = 1
-    # tokens per prompt+response (prompts are cut from the left)
+    # tokens per prompt+response (an over-long pair loses the end of its response; a generation prompt
+    # over max_length - max_new_tokens loses its start, never its question)
     max_length: int = 384
     # gradient-norm clipping (0 = off)
     grad_clip: float = 1.0
@@ -239,6 +241,9 @@ class GenerationConfig:
     max_new_tokens: int = 96
     # prompts per generation batch
     batch_size: int = 16
+    # LaDa: at start, fail unless every participant's max_new_tokens and max_length fit a full answer and the
+    # longest zero-shot prompt in its own tokens (ladalit.budgets)
+    check_budgets: bool = True
     # backend=vllm: fraction of the GPU's memory one awake engine may use (weights, activations, KV cache)
     vllm_gpu_memory_utilization: float = 0.5
     # backend=vllm: GPUs one engine spreads its model over (vLLM tensor parallelism, its own worker processes)

@@ -5,11 +5,13 @@ import torch
 from torchmetrics.classification import MulticlassAccuracy
 
 from ladalit.data.records import LETTERS, MCRecord
-from ladalit.prompts import make_prompt, parse_answer
+from ladalit.prompts import make_prompt, parse_answer, stated_answer
 
 
 def score_answers(generations: list[str], records: list[MCRecord], num_options: int) -> dict:
-    """Accuracy (an unparseable answer counts as wrong) and the invalid-answer rate."""
+    """Accuracy (an unparseable answer counts as wrong), the invalid-answer rate after the parser's
+    fallback to the last option letter (`invalid_rate`) and the strict one: no answer statement
+    "answer is (X)" (`invalid_strict`)."""
     invalid = num_options  # an extra class that is never the gold one
     preds = []
     for g in generations:
@@ -18,17 +20,24 @@ def score_answers(generations: list[str], records: list[MCRecord], num_options: 
     gold = torch.tensor([r.gold_index for r in records])
     pred = torch.tensor(preds)
     acc = MulticlassAccuracy(num_classes=num_options + 1, average="micro")(pred, gold).item()
-    return {"accuracy": acc, "invalid_rate": (pred == invalid).float().mean().item(), "n": len(records)}
+    strict = sum(stated_answer(g, num_options) is None for g in generations) / max(len(generations), 1)
+    return {"accuracy": acc, "invalid_rate": (pred == invalid).float().mean().item(), "invalid_strict": strict,
+            "n": len(records)}
 
 
 def evaluate(participant, records: list[MCRecord], shots: int, example: MCRecord | None,
              max_new_tokens: int, batch_size: int, predictions: list | None = None) -> dict:
-    """Accuracy and invalid rate of greedy generations; `predictions`, when given, receives one
-    {"id", "gold", "parsed", "text"} per record."""
+    """Accuracy and invalid rates of greedy generations, and how many prompts lost their start to the
+    prompt budget (`prompts_cut`) and answers reached max_new_tokens (`answers_cut`); `predictions`,
+    when given, receives one {"id", "gold", "parsed", "stated", "prompt_cut", "answer_cut", "text"} per
+    record ("stated": the letter of an answer statement, without the parser's fallback)."""
     prompts = [make_prompt(r, shots, example) for r in records]
-    gens = participant.generate_text(prompts, max_new_tokens, batch_size)
+    cut: list[bool] = []
+    gens = participant.generate_text(prompts, max_new_tokens, batch_size, cut=cut)
+    _, prompt_cut = participant.prompt_ids(prompts, max_new_tokens)
     num_options = len(records[0].options)
     if predictions is not None:
-        predictions += [{"id": r.id, "gold": r.answer, "parsed": parse_answer(g, num_options), "text": g}
-                        for r, g in zip(records, gens)]
-    return score_answers(gens, records, num_options)
+        predictions += [{"id": r.id, "gold": r.answer, "parsed": parse_answer(g, num_options),
+                         "stated": stated_answer(g, num_options), "prompt_cut": pc, "answer_cut": ac, "text": g}
+                        for r, g, pc, ac in zip(records, gens, prompt_cut, cut)]
+    return {**score_answers(gens, records, num_options), "prompts_cut": sum(prompt_cut), "answers_cut": sum(cut)}

@@ -8,9 +8,11 @@ Read `run` top to bottom against Algorithm 1:
             for each candidate batch of D_p (size n_c):
                 score / select with U_k (Eq. 10)                      [client_select]
                 responses y^s (server, sent down) and y^k (local)     [ResponseCache]
-                MARD update of φ_k (Eq. 3), losses before/after       [distill_step]
+                train.epochs passes of MARD updates of φ_k (Eq. 3),
+                losses before the first / after the last              [train_selection]
                 rewards ❸❹❺ (Eq. 5–7), train U_k ❻❼ (Eq. 8, 9)        [reward_and_fit]
-        server: for each candidate batch, U_{s,k} selects for every k, y^k sent up,
+        server: for each candidate batch, U_{s,k} selects for every k, y^k sent up
+                (generated now, by φ_k after its round-t update, unless already cached),
                 weighted MARD update of ψ (Eq. 4), rewards, U_{s,k} training
         evaluate every participant
 
@@ -29,7 +31,8 @@ from ladalit.channel import DOWN, UP, Channel
 from ladalit.encoder import make_encoder
 from ladalit.filter import LearnabilityFilter, filter_class_from_path
 from ladalit.progress import Progress
-from ladalit.prompts import format_question, format_response, zero_shot_prompt
+from ladalit.budgets import check_budgets
+from ladalit.prompts import CutAnswer, format_question, format_response, zero_shot_prompt
 from ladalit.prototypes import select_prototypes
 from ladalit.results import Results
 from ladalit.training import NonFiniteGuard, minibatches, optimizer_step, supervised_finetune
@@ -42,17 +45,28 @@ class PairState:
     filter: LearnabilityFilter | None
     prev_round_losses: torch.Tensor | None = None  # losses of last round's selection, before it trained (Eq. 5, M)
     round_losses: list[torch.Tensor] = field(default_factory=list)
+    # this round's reward scale (results.json "reward_scale"): r_total of every trained sample, the filter's
+    # U^p and λ·U^q on every scored candidate, candidates and selected
+    round_rewards: list[torch.Tensor] = field(default_factory=list)
+    round_terms: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)
+    candidates: int = 0
+    selected: int = 0
 
 
 class ResponseCache:
     """Reasoning answers, generated once per (round, model, sample) in one batched call.
 
     `generators` (generation.backend=vllm): participant name -> ladalit.vllm_backend.VLLMGenerator;
-    without one a participant generates with HF `generate_text`."""
+    without one a participant generates with HF `generate_text`.
 
-    def __init__(self, max_new_tokens: int, batch_size: int, progress=None, generators: dict | None = None):
-        self.max_new_tokens, self.batch_size = max_new_tokens, batch_size
-        self.cache: dict[tuple[int, str, str], str] = {}
+    `mark_cut`: answers cut at max_new_tokens come back as `CutAnswer` (LaDa's loss appends no EOS to
+    them; they cross the channel with `send_answers`); otherwise as plain text."""
+
+    def __init__(self, max_new_tokens: int, batch_size: int, progress=None, generators: dict | None = None,
+                 mark_cut: bool = False):
+        self.max_new_tokens, self.batch_size, self.mark_cut = max_new_tokens, batch_size, mark_cut
+        self.cache: dict[tuple[int, str, str], str] = {}  # an answer cut at max_new_tokens is a CutAnswer
+        self.prompt_cut: dict[tuple[int, str, str], bool] = {}
         self.generated = 0
         self.progress = progress or Progress(quiet=True)
         self.generators = generators or {}
@@ -61,22 +75,49 @@ class ResponseCache:
         missing = [x for x in dict.fromkeys(samples, None) if (round, participant.name, x.id) not in self.cache]
         if missing:
             prompts = [zero_shot_prompt(x) for x in missing]
+            cut: list[bool] = []
             with self.progress.task(f"generate {participant.name}", len(missing)) as bar:
                 if participant.name in self.generators:
-                    texts = self.generators[participant.name].generate(participant, prompts, self.max_new_tokens)
+                    texts = self.generators[participant.name].generate(participant, prompts, self.max_new_tokens, cut)
                 else:
-                    texts = participant.generate_text(prompts, self.max_new_tokens, self.batch_size)
+                    texts = participant.generate_text(prompts, self.max_new_tokens, self.batch_size, cut=cut)
                 bar.advance(len(missing))
-            for x, y in zip(missing, texts):
-                self.cache[(round, participant.name, x.id)] = y
+            _, prompt_cut = participant.prompt_ids(prompts, self.max_new_tokens)
+            for x, y, c, pc in zip(missing, texts, cut, prompt_cut):
+                self.cache[(round, participant.name, x.id)] = CutAnswer(y) if c else y
+                self.prompt_cut[(round, participant.name, x.id)] = pc
             self.generated += len(missing)
-        return [self.cache[(round, participant.name, x.id)] for x in samples]
+        answers = [self.cache[(round, participant.name, x.id)] for x in samples]
+        return answers if self.mark_cut else [str(y) for y in answers]
 
     def rows(self, round: int) -> list[dict]:
-        return [{"round": r, "participant": p, "id": i, "text": y} for (r, p, i), y in self.cache.items() if r == round]
+        return [{"round": r, "participant": p, "id": i, "text": y, "cut": isinstance(y, CutAnswer)}
+                for (r, p, i), y in self.cache.items() if r == round]
+
+    def cut_counts(self, round: int) -> dict[str, dict]:
+        """Per participant: answers generated in `round`, prompts cut to the budget, answers cut at max_new_tokens."""
+        out: dict[str, dict] = {}
+        for (r, p, i), y in self.cache.items():
+            if r == round:
+                c = out.setdefault(p, {"n": 0, "prompts_cut": 0, "answers_cut": 0})
+                c["n"] += 1
+                c["prompts_cut"] += self.prompt_cut[(r, p, i)]
+                c["answers_cut"] += isinstance(y, CutAnswer)
+        return out
 
     def drop_before(self, round: int) -> None:
         self.cache = {k: v for k, v in self.cache.items() if k[0] >= round}
+        self.prompt_cut = {k: v for k, v in self.prompt_cut.items() if k[0] >= round}
+
+
+def send_answers(channel: Channel, round: int, direction: str, client: str, kind: str, answers: list[str]) -> list[str]:
+    """Reasoning answers through the channel: their texts and which of them were cut at max_new_tokens
+    (the receiver's loss appends no EOS to those)."""
+    got = channel.send(round, direction, client, kind,
+                       {"texts": [str(y) for y in answers],
+                        "cut": [i for i, y in enumerate(answers) if isinstance(y, CutAnswer)]})
+    cut = set(got["cut"])
+    return [CutAnswer(y) if i in cut else y for i, y in enumerate(got["texts"])]
 
 
 def make_filter(cfg, embed_dim: int, seed: int) -> LearnabilityFilter:
@@ -106,8 +147,10 @@ def per_sample_loss(cfg, participant, keys, prompts, chosen, rejected) -> torch.
 
 
 def distill_step(cfg, fabric, participant, optimizer, guard: NonFiniteGuard, round: int, batch: int,
-                 keys, prompts, chosen, rejected, weights: torch.Tensor | None = None):
-    """One MARD update on a selected batch; returns per-row losses before and after it.
+                 keys, prompts, chosen, rejected, weights: torch.Tensor | None = None,
+                 update: bool = True, measure_after: bool = True):
+    """One MARD update on a selected minibatch; returns per-row losses before and after it (after: None
+    unless `measure_after`; without `update` no step is taken and after = before).
 
     `weights` (server, Eq. 4): rows sharing a sample x carry w_k summing to one.
     """
@@ -115,21 +158,25 @@ def distill_step(cfg, fabric, participant, optimizer, guard: NonFiniteGuard, rou
     rank, world = data_parallel.world_of(fabric)
     if world > 1:  # FSDP2: each process its share of the rows (ladalit.data_parallel)
         return _distill_step_shared(cfg, fabric, participant, optimizer, guard, round, batch,
-                                    keys, prompts, chosen, rejected, weights, rank, world)
+                                    keys, prompts, chosen, rejected, weights, rank, world, update, measure_after)
     before = per_sample_loss(cfg, participant, keys, prompts, chosen, rejected)
     if weights is None:
         loss = before.mean()
     else:
         loss = losses.weighted_server_loss(before, weights.to(before.device))
+    if not update:
+        return before.detach().float().cpu(), before.detach().float().cpu()
     if guard.ok(loss, participant.name, round, batch):
         optimizer_step(fabric, participant, optimizer, loss)
+    if not measure_after:
+        return before.detach().float().cpu(), None
     with torch.no_grad():
         after = per_sample_loss(cfg, participant, keys, prompts, chosen, rejected)
     return before.detach().float().cpu(), after.float().cpu()
 
 
 def _distill_step_shared(cfg, fabric, participant, optimizer, guard, round, batch, keys, prompts, chosen, rejected,
-                         weights, rank, world):
+                         weights, rank, world, update=True, measure_after=True):
     """`distill_step` with the rows split over the processes; the same update and per-row losses."""
     n = len(prompts)
     rows, real = data_parallel.share(n, rank, world)
@@ -138,12 +185,32 @@ def _distill_step_shared(cfg, fabric, participant, optimizer, guard, round, batc
     before = per_sample_loss(cfg, participant, *mine)
     loss = data_parallel.share_loss(before, real, weights[rows].to(before.device), weights.sum(), world)
     whole = fabric.all_reduce(loss.detach(), reduce_op="sum") / world  # the whole batch's loss, on every process
-    if guard.ok(whole, participant.name, round, batch):
+    if update and guard.ok(whole, participant.name, round, batch):
         optimizer_step(fabric, participant, optimizer, loss)
+    before_all = data_parallel.gather_rows(fabric, before.detach().float(), n).cpu()
+    if not update:
+        return before_all, before_all
+    if not measure_after:
+        return before_all, None
     with torch.no_grad():
         after = per_sample_loss(cfg, participant, *mine)
-    return (data_parallel.gather_rows(fabric, before.detach().float(), n).cpu(),
-            data_parallel.gather_rows(fabric, after.float(), n).cpu())
+    return before_all, data_parallel.gather_rows(fabric, after.float(), n).cpu()
+
+
+def train_selection(cfg, fabric, participant, optimizer, guard: NonFiniteGuard, round: int, batch: int,
+                    minibatch_args: list[dict]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """`train.epochs` passes over one candidate batch's selection, one MARD update per minibatch and pass
+    (the same minibatches, in the same order, every pass); per minibatch, the per-row losses before its
+    first update and after its last (the batch reward, Eq. 6). `train.epochs=0`: no update, after = before."""
+    epochs = participant.train_cfg.epochs
+    out: list = [None] * len(minibatch_args)
+    for e in range(max(epochs, 1)):
+        last = e == max(epochs, 1) - 1
+        for m, args in enumerate(minibatch_args):
+            before, after = distill_step(cfg, fabric, participant, optimizer, guard, round, batch, **args,
+                                         update=epochs > 0, measure_after=last)
+            out[m] = (before if e == 0 else out[m][0], after)
+    return out
 
 
 def reward_and_fit(cfg, pair: PairState, emb: torch.Tensor, before: torch.Tensor, after: torch.Tensor,
@@ -158,6 +225,7 @@ def reward_and_fit(cfg, pair: PairState, emb: torch.Tensor, before: torch.Tensor
     r_batch = rewards.batch_reward(before, after, granularity=cfg.reward.granularity)
     r_total = rewards.total_reward(r_round, r_batch, cfg.reward.alpha)
     pair.round_losses.append(before)
+    pair.round_rewards.append(r_total.detach().float().cpu())
     if pair.filter is not None and guard.ok(r_total, who, round, batch, what="reward"):
         pair.filter.observe(emb, r_total)
         pair.filter.fit()
@@ -167,18 +235,46 @@ def reward_and_fit(cfg, pair: PairState, emb: torch.Tensor, before: torch.Tensor
 def close_round(pair: PairState) -> None:
     if pair.round_losses:
         pair.prev_round_losses = torch.cat(pair.round_losses)
-    pair.round_losses = []
+    pair.round_losses, pair.round_rewards, pair.round_terms = [], [], []
+    pair.candidates = pair.selected = 0
+
+
+def reward_scale(pair: PairState, tau: float) -> dict:
+    """The round's reward scale for one pair: r_total (Eq. 7) of the trained samples — mean, std, the
+    fraction above τ —, the fraction of candidates selected, and the mean exploitation U^p(x) and
+    exploration λ·U^q(h^p(x)) terms of Eq. 10 over the scored candidates (NaN when no filter scored, e.g.
+    round 1's prototypes)."""
+    nan = float("nan")
+    r = torch.cat(pair.round_rewards) if pair.round_rewards else torch.zeros(0)
+    row = {"observations": r.numel(),
+           "r_total_mean": r.mean().item() if r.numel() else nan,
+           "r_total_std": r.std(unbiased=False).item() if r.numel() else nan,
+           "r_total_above_tau": (r > tau).float().mean().item() if r.numel() else nan,
+           "selected_fraction": pair.selected / pair.candidates if pair.candidates else nan}
+    if pair.round_terms:
+        u_p = torch.cat([a for a, _ in pair.round_terms])
+        u_q = torch.cat([b for _, b in pair.round_terms])
+        row |= {"exploit_mean": u_p.mean().item(), "explore_mean": u_q.mean().item()}
+    else:
+        row |= {"exploit_mean": nan, "explore_mean": nan}
+    return row
 
 
 # ----------------------------------------------------------------------------- selection
 def select(cfg, pair: PairState, round: int, cand: list[int], emb: torch.Tensor, prototypes: set[int]):
     """Indices of D_p chosen from one candidate batch, and which bound fired (if any)."""
+    pair.candidates += len(cand)
     if cfg.filter == "none":
-        return list(cand), None
-    if round == 1:  # ❷ the filter is untrained: prototypes form the first selection
-        return [i for i in cand if i in prototypes], None
-    idx, bound = pair.filter.select(emb[cand])
-    return [cand[j] for j in idx.tolist()], bound
+        sel, bound = list(cand), None
+    elif round == 1:  # ❷ the filter is untrained: prototypes form the first selection
+        sel, bound = [i for i in cand if i in prototypes], None
+    else:
+        idx, bound = pair.filter.select(emb[cand])
+        sel = [cand[j] for j in idx.tolist()]
+        _, u_p, u_q = pair.filter.predict(emb[cand])
+        pair.round_terms.append((u_p.float().cpu(), pair.filter.lam * u_q.float().cpu()))
+    pair.selected += len(sel)
+    return sel, bound
 
 
 def predicted_rewards(pair: PairState, emb: torch.Tensor) -> torch.Tensor:
@@ -194,6 +290,7 @@ def run(exp, channel: Channel, results: Results, tracker=None, start_round: int 
     server, clients, public = exp.server, exp.clients, exp.data.public
     guard = NonFiniteGuard(cfg.on_nonfinite)
     private = {name: exp.data.clients[i] for i, name in enumerate(clients)}
+    check_budgets(exp)  # every participant's budgets fit in its own tokens, or one line naming it
 
     # Public questions are embedded once (cached per sample) for the filters and the prototypes.
     encoder = make_encoder(cfg.filter_net.encoder)
@@ -208,7 +305,8 @@ def run(exp, channel: Channel, results: Results, tracker=None, start_round: int 
     if cfg.generation.backend == "vllm":
         from ladalit.vllm_backend import make_generators
         generators = make_generators(cfg, {"server": server, **clients})
-    responses = ResponseCache(cfg.generation.max_new_tokens, cfg.generation.batch_size, progress, generators)
+    responses = ResponseCache(cfg.generation.max_new_tokens, cfg.generation.batch_size, progress, generators,
+                              mark_cut=True)
     optimizers: dict = {}
     if state is not None:  # resume
         restore_state(exp, state, client_side, server_side, optimizers, results, channel)
@@ -241,18 +339,22 @@ def run(exp, channel: Channel, results: Results, tracker=None, start_round: int 
                 xs = [public[i] for i in sel]
                 # the client asks for the server's answers to the samples it selected
                 asked = channel.send(t, UP, k, "selected_ids", [x.id for x in xs])
-                y_s = channel.send(t, DOWN, k, "server_answers", responses.get(t, server, [public_by_id(exp, i) for i in asked]))
+                y_s = send_answers(channel, t, DOWN, k, "server_answers",
+                                   responses.get(t, server, [public_by_id(exp, i) for i in asked]))
                 y_k = responses.get(t, client, xs)  # stays on the client
                 prompts = [zero_shot_prompt(x) for x in xs]
                 keys = [(t, x.id) for x in xs]
-                for mb in minibatches(len(xs), client.train_cfg.batch_size):
-                    before, after = distill_step(
-                        cfg, fabric, client, optimizers[k], guard, t, b, [keys[i] for i in mb],
-                        [prompts[i] for i in mb], [y_s[i] for i in mb], [y_k[i] for i in mb])
+                count_pairs(results, t, k, client, prompts, y_s, y_k)
+                mbs = minibatches(len(xs), client.train_cfg.batch_size)
+                losses_of = train_selection(cfg, fabric, client, optimizers[k], guard, t, b, [
+                    dict(keys=[keys[i] for i in mb], prompts=[prompts[i] for i in mb],
+                         chosen=[y_s[i] for i in mb], rejected=[y_k[i] for i in mb]) for mb in mbs])
+                for m, (mb, (before, after)) in enumerate(zip(mbs, losses_of)):
                     r = reward_and_fit(cfg, pair, emb[[sel[i] for i in mb]], before, after, guard, k, t, b)
-                    results.add_train(t, k, batch=b, loss_before=before.mean().item(),
+                    results.add_train(t, k, batch=b, minibatch=m, loss_before=before.mean().item(),
                                       loss_after=after.mean().item(), reward=r.mean().item())
             bar.done()
+            results.add_reward_scale(t, f"{k}<-server", "client", **reward_scale(pair, cfg.filter_net.tau))
             close_round(pair)
 
         # ---------------------------------------------------------------- server
@@ -276,7 +378,8 @@ def run(exp, channel: Channel, results: Results, tracker=None, start_round: int 
                 if not mine:
                     continue
                 asked = channel.send(t, DOWN, k, "selected_ids", [x.id for x in mine])
-                answers = channel.send(t, UP, k, "client_answers",
+                # answered by client k's policy as it is now, after its round-t update (README, method)
+                answers = send_answers(channel, t, UP, k, "client_answers",
                                        responses.get(t, clients[k], [public_by_id(exp, i) for i in asked]))
                 y_k.update({(k, x.id): y for x, y in zip(mine, answers)})
             xs = [public[i] for _, i in rows]
@@ -287,26 +390,34 @@ def run(exp, channel: Channel, results: Results, tracker=None, start_round: int 
             for j, (_, i) in enumerate(rows):
                 groups.setdefault(i, []).append(j)
             sample_order = list(groups)
-            for mb in minibatches(len(sample_order), server.train_cfg.batch_size):
-                js = [j for s in mb for j in groups[sample_order[s]]]
-                before, after = distill_step(
-                    cfg, fabric, server, optimizers["server"], guard, t, b,
-                    [(t, rows[j][0], xs[j].id) for j in js], [zero_shot_prompt(xs[j]) for j in js],
-                    [y_k[(rows[j][0], xs[j].id)] for j in js], [y_s[j] for j in js], weights=weights[js])
+            prompts = [zero_shot_prompt(x) for x in xs]
+            chosen = [y_k[(k, x.id)] for (k, _), x in zip(rows, xs)]
+            count_pairs(results, t, "server", server, prompts, chosen, y_s)
+            js_of = [[j for s in mb for j in groups[sample_order[s]]]
+                     for mb in minibatches(len(sample_order), server.train_cfg.batch_size)]
+            losses_of = train_selection(cfg, fabric, server, optimizers["server"], guard, t, b, [
+                dict(keys=[(t, rows[j][0], xs[j].id) for j in js], prompts=[prompts[j] for j in js],
+                     chosen=[chosen[j] for j in js], rejected=[y_s[j] for j in js], weights=weights[js])
+                for js in js_of])
+            for m, (js, (before, after)) in enumerate(zip(js_of, losses_of)):
                 for k in clients:
                     mine = [n for n, j in enumerate(js) if rows[j][0] == k]
                     if mine:
                         idx = torch.tensor(mine)
                         r = reward_and_fit(cfg, server_side[k], emb[[rows[js[n]][1] for n in mine]],
                                            before[idx], after[idx], guard, f"server<-{k}", t, b)
-                        results.add_train(t, "server", pair=k, batch=b, loss_before=before[idx].mean().item(),
+                        results.add_train(t, "server", pair=k, batch=b, minibatch=m,
+                                          loss_before=before[idx].mean().item(),
                                           loss_after=after[idx].mean().item(), reward=r.mean().item())
         bar.done()
         for k in clients:
+            results.add_reward_scale(t, f"server<-{k}", "server", **reward_scale(server_side[k], cfg.filter_net.tau))
             close_round(server_side[k])
 
         # ---------------------------------------------------------------- evaluation, end of round
         results.add_responses(responses.rows(t))
+        for name, counts in responses.cut_counts(t).items():
+            results.add_budget(t, name, "responses", **counts)
         responses.drop_before(t + 1)
         for p in [server, *clients.values()]:
             p.clear_reference_cache()
@@ -323,6 +434,13 @@ def run(exp, channel: Channel, results: Results, tracker=None, start_round: int 
     return {"nonfinite_skipped": guard.skipped, "responses_generated": responses.generated,
             "bound_hits": {f"{side}:{k}": dict(p.filter.bound_hits) for side, d in
                            (("client", client_side), ("server", server_side)) for k, p in d.items() if p.filter}}
+
+
+def count_pairs(results: Results, t: int, name: str, participant, prompts, chosen, rejected) -> None:
+    """Training pairs (prompt, chosen) and (prompt, rejected) of one selection that exceed the participant's
+    max_length and so lose the end of their response (Participant._rows)."""
+    n = participant.overlong_pairs(prompts, chosen) + participant.overlong_pairs(prompts, rejected)
+    results.add_budget(t, name, "pairs", n=2 * len(prompts), overlong=n)
 
 
 def public_by_id(exp, sample_id: str):
@@ -373,6 +491,19 @@ def log_round(tracker, results: Results, channel: Channel, t: int) -> None:
     metrics |= {f"invalid/{r['participant']}/{r['shots']}shot": r["invalid_rate"]
                 for r in results.accuracy if r["round"] == t}
     metrics |= {f"selected/{p}": n for (r, p), n in results.selected_per_round().items() if r == t}
+    for r in results.accuracy:
+        if r["round"] == t:
+            for key in ("invalid_strict", "prompts_cut", "answers_cut"):
+                if key in r:
+                    metrics[f"{key}/{r['participant']}/{r['shots']}shot"] = r[key]
+    for r in results.reward_scale:
+        if r["round"] == t:
+            metrics |= {f"reward_scale/{r['pair']}/{key}": v for key, v in r.items()
+                        if key not in ("round", "pair", "side")}
+    for r in results.budget:
+        if r["round"] == t:
+            metrics |= {f"budget/{r['participant']}/{r['what']}/{key}": v for key, v in r.items()
+                        if key not in ("round", "participant", "what")}
     by_participant: dict[str, list[dict]] = {}
     for row in results.train:
         if row["round"] == t and "loss_before" in row:

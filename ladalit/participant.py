@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from transformers import PreTrainedTokenizerBase
 
 from ladalit import data_parallel
+from ladalit.prompts import CutAnswer
 
 
 def on_device(method):
@@ -99,20 +100,58 @@ class Participant(L.LightningModule):
     def _rows(self, prompts: Sequence[str], responses: Sequence[str]) -> list[tuple[list[int], list[int]]]:
         """(prompt ids, response ids) per pair, in this participant's own tokenizer.
 
-        Prompt and response are tokenised separately, so the boundary is exact;
-        the response ends with EOS. Over-long pairs lose prompt tokens from the left.
+        Prompt and response are tokenised separately, so the boundary is exact. The response ends
+        with EOS unless it is a `CutAnswer` (generation stopped at the token budget: the model never
+        ended it). An over-long pair keeps its prompt (the question and instruction) and loses the end
+        of its response, then without EOS; only a prompt longer than max_length − 1 is cut, from the
+        left after its leading special tokens (`cut_left`).
         """
         if not len(prompts):
             return []
         tok, max_len = self.tokenizer, self.train_cfg.max_length
-        p_all = tok(list(prompts), add_special_tokens=True)["input_ids"]
-        r_all = tok(list(responses), add_special_tokens=False)["input_ids"]
+        p_all = tok([str(x) for x in prompts], add_special_tokens=True)["input_ids"]
+        r_all = tok([str(x) for x in responses], add_special_tokens=False)["input_ids"]
         eos = [tok.eos_token_id] if tok.eos_token_id is not None else []
         rows = []
-        for p_ids, r_ids in zip(p_all, r_all):
-            r_ids = (r_ids + eos)[: max_len - 1]
-            rows.append((p_ids[-(max_len - len(r_ids)):], r_ids))
+        for p_ids, r_ids, resp in zip(p_all, r_all, responses):
+            p_ids = self.cut_left(p_ids, max_len - 1)
+            room = max_len - len(p_ids)
+            end = [] if isinstance(resp, CutAnswer) or len(r_ids) + len(eos) > room else eos
+            rows.append((p_ids, r_ids[: room - len(end)] + end))
         return rows
+
+    def overlong_pairs(self, prompts: Sequence[str], responses: Sequence[str]) -> int:
+        """How many (prompt, response) pairs exceed max_length in this participant's tokens (with EOS),
+        so that `_rows` cuts their response."""
+        tok, max_len = self.tokenizer, self.train_cfg.max_length
+        if not len(prompts):
+            return 0
+        p_all = tok([str(x) for x in prompts], add_special_tokens=True)["input_ids"]
+        r_all = tok([str(x) for x in responses], add_special_tokens=False)["input_ids"]
+        end = 0 if tok.eos_token_id is None else 1
+        return sum(len(p) + len(r) + (0 if isinstance(y, CutAnswer) else end) > max_len
+                   for p, r, y in zip(p_all, r_all, responses))
+
+    def cut_left(self, ids: list[int], budget: int) -> list[int]:
+        """`ids` cut from the left to `budget` tokens, keeping a leading BOS: an over-long prompt loses
+        the start of its text (a one-shot prompt: its worked example first), never its end (the question
+        and "Answer: Let's think step by step.")."""
+        if len(ids) <= budget:
+            return ids
+        bos = self.tokenizer.bos_token_id
+        head = ids[:1] if bos is not None and ids and ids[0] == bos else []
+        return head + ids[len(ids) - (budget - len(head)):]
+
+    def prompt_budget(self, max_new_tokens: int) -> int:
+        """Prompt tokens that leave room for `max_new_tokens` within max_length."""
+        return max(self.train_cfg.max_length - max_new_tokens, 8)
+
+    def prompt_ids(self, prompts: Sequence[str], max_new_tokens: int) -> tuple[list[list[int]], list[bool]]:
+        """Generation prompts in this participant's tokens, cut from the left to `prompt_budget`
+        (`cut_left`), and whether each was cut. The one rule for the HF and vLLM backends."""
+        budget = self.prompt_budget(max_new_tokens)
+        ids = self.tokenizer([str(x) for x in prompts], add_special_tokens=True)["input_ids"]
+        return [self.cut_left(x, budget) for x in ids], [len(x) > budget for x in ids]
 
     def _encode(self, prompts: Sequence[str], responses: Sequence[str]):
         """Right-padded prompt+response ids, attention mask and a mask of the response tokens (see `_rows`)."""
@@ -241,44 +280,61 @@ class Participant(L.LightningModule):
     # ---------------------------------------------------------------- generation
     @torch.no_grad()
     @on_device
-    def generate_text(self, prompts: Sequence[str], max_new_tokens: int, batch_size: int) -> list[str]:
+    def generate_text(self, prompts: Sequence[str], max_new_tokens: int, batch_size: int,
+                      cut: list | None = None) -> list[str]:
         """Greedy generation with the KV cache, batched (left padding, similar lengths together).
+
+        Prompts longer than `prompt_budget(max_new_tokens)` lose their start (`prompt_ids`). `cut`, when
+        given, receives one bool per prompt: whether its answer reached max_new_tokens before EOS.
 
         Split over processes (FSDP2), every process must pass the same prompts: each generates its share
         (ladalit.data_parallel.share) and all get every answer back, in order."""
         rank, world = data_parallel.world_of(self.fabric)
         if world == 1 or not prompts:
-            return self.generate_local(prompts, max_new_tokens, batch_size)
+            return self.generate_local(prompts, max_new_tokens, batch_size, cut)
         rows, _ = data_parallel.share(len(prompts), rank, world)
-        mine = self.generate_local([prompts[i] for i in rows], max_new_tokens, batch_size)
-        return data_parallel.gather_objects(mine, len(prompts))
+        mine_cut: list[bool] = []
+        mine = self.generate_local([prompts[i] for i in rows], max_new_tokens, batch_size, mine_cut)
+        both = data_parallel.gather_objects(list(zip(mine, mine_cut)), len(prompts))
+        if cut is not None:
+            cut += [c for _, c in both]
+        return [t for t, _ in both]
 
     @torch.no_grad()
     @on_device
-    def generate_local(self, prompts: Sequence[str], max_new_tokens: int, batch_size: int) -> list[str]:
+    def generate_local(self, prompts: Sequence[str], max_new_tokens: int, batch_size: int,
+                       cut: list | None = None) -> list[str]:
         """`generate_text` on this process's own prompts, not split (under FSDP2 every process must call it,
         with the same number of prompts; HF's synced_gpus keeps the processes' decoding steps matched when
         their sequences end at different steps)."""
         tok = self.tokenizer
         was_training = self.model.training
         self.model.eval()
-        side, tok.padding_side = tok.padding_side, "left"
-        max_prompt = max(self.train_cfg.max_length - max_new_tokens, 8)
+        ids, _ = self.prompt_ids(prompts, max_new_tokens)
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
         out: list[str] = [""] * len(prompts)
+        stopped = [False] * len(prompts)
         try:
             for s in range(0, len(order), batch_size):
                 idx = order[s: s + batch_size]
-                enc = tok([prompts[i] for i in idx], return_tensors="pt", padding=True,
-                          truncation=True, max_length=max_prompt).to(self.device)
-                gen = self.model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
+                width = max(len(ids[i]) for i in idx)
+                enc = torch.full((len(idx), width), tok.pad_token_id, dtype=torch.long)
+                attn = torch.zeros((len(idx), width), dtype=torch.long)
+                for j, i in enumerate(idx):  # left padding
+                    enc[j, width - len(ids[i]):] = torch.tensor(ids[i])
+                    attn[j, width - len(ids[i]):] = 1
+                gen = self.model.generate(input_ids=enc.to(self.device), attention_mask=attn.to(self.device),
+                                          max_new_tokens=max_new_tokens, do_sample=False,
                                           pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
-                texts = tok.batch_decode(gen[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
-                for i, t in zip(idx, texts):
+                new = gen[:, width:]
+                texts = tok.batch_decode(new, skip_special_tokens=True)
+                for j, (i, t) in enumerate(zip(idx, texts)):
                     out[i] = t
+                    stopped[i] = new.shape[1] < max_new_tokens or bool((new[j] == tok.eos_token_id).any())
         finally:
-            tok.padding_side = side
             self.model.train(was_training)
+        if cut is not None:
+            cut += [not x for x in stopped]
         return out
 
     # ---------------------------------------------------------------- Lightning

@@ -67,6 +67,12 @@ def make_prompt(rec: MCRecord, shots: int, example: MCRecord | None = None) -> s
     raise ValueError(f"shots must be 0 or 1, got {shots}")
 
 
+class CutAnswer(str):
+    """A generated answer that reached its token budget before EOS: the loss appends no EOS to it
+    (the model never ended it). It stays on the side that generated or received it; the channel
+    carries the text and which answers were cut (`lada.send_answers`)."""
+
+
 _ANSWER_IS = re.compile(r"answer is\s*\(?([A-J])\)?")
 _PAREN_LETTER = re.compile(r"\(([A-J])\)")
 _BARE_LETTER = re.compile(r"(?<![A-Za-z])([A-J])(?![A-Za-z])")
@@ -84,3 +90,10 @@ def parse_answer(text: str, num_options: int = 4) -> str | None:
         if found:
             return found[-1]
     return None
+
+
+def stated_answer(text: str, num_options: int = 4) -> str | None:
+    """The letter of an answer statement ("answer is (X)"), without `parse_answer`'s fallback to the
+    last stray letter: None counts towards the strict invalid rate."""
+    m = _ANSWER_IS.search(text)
+    return m.group(1) if m and m.group(1) in LETTERS[:num_options] else None

@@ -26,6 +26,11 @@ class Results:
         # responses.jsonl): what the models actually said, for reading rather than for tables
         self.predictions: list[dict] = []
         self.responses: list[dict] = []
+        # per (round, pair): the distribution of r_total, the selected fraction, the Eq. 10 terms (LaDa)
+        self.reward_scale: list[dict] = []
+        # per (round, participant, what): prompts cut to their budget, answers cut at max_new_tokens
+        # ("responses": the exchanged answers), training pairs over max_length ("pairs")
+        self.budget: list[dict] = []
 
     def add_eval(self, round: int, participant: str, role: str, shots: int, metrics: dict,
                  predictions: list[dict] | None = None) -> None:
@@ -41,6 +46,19 @@ class Results:
         self.selection.append({"round": round, "pair": pair, "side": side, "candidates": candidates,
                                "selected": selected, "bound": bound or ""})
 
+    def add_reward_scale(self, round: int, pair: str, side: str, **metrics) -> None:
+        self.reward_scale.append({"round": round, "pair": pair, "side": side, **metrics})
+
+    def add_budget(self, round: int, participant: str, what: str, **counts: int) -> None:
+        """Counts summed per (round, participant, what)."""
+        row = next((r for r in self.budget if (r["round"], r["participant"], r["what"]) == (round, participant, what)),
+                   None)
+        if row is None:
+            self.budget.append({"round": round, "participant": participant, "what": what, **counts})
+        else:
+            for k, v in counts.items():
+                row[k] = row.get(k, 0) + v
+
     def add_train(self, round: int, participant: str, **metrics) -> None:
         self.train.append({"round": round, "participant": participant, **metrics})
 
@@ -52,11 +70,13 @@ class Results:
 
     def state_dict(self) -> dict:
         return {"accuracy": self.accuracy, "selection": self.selection, "train": self.train,
-                "predictions": self.predictions, "responses": self.responses}
+                "predictions": self.predictions, "responses": self.responses,
+                "reward_scale": self.reward_scale, "budget": self.budget}
 
     def load_state_dict(self, state: dict) -> None:
         self.accuracy, self.selection, self.train = state["accuracy"], state["selection"], state["train"]
         self.predictions, self.responses = state.get("predictions", []), state.get("responses", [])
+        self.reward_scale, self.budget = state.get("reward_scale", []), state.get("budget", [])
 
     def save(self, run_dir: Path, cfg, channel, extra: dict | None = None) -> dict:
         comm = [{"round": r, "direction": d, "client": c, "bytes": b}
@@ -69,6 +89,8 @@ class Results:
             "selection": self.selection,
             "selected_per_round": selected,
             "train": self.train,
+            "reward_scale": self.reward_scale,
+            "budget": self.budget,
             "communication": comm,
             "communication_mb_total": channel.total_mb(),
             **(extra or {}),

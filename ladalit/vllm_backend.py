@@ -139,8 +139,9 @@ class VLLMGenerator:
                    enable_sleep_mode=True, gpu_memory_utilization=g.vllm_gpu_memory_utilization,
                    tensor_parallel_size=g.vllm_tensor_parallel_size)
 
-    def generate(self, participant, prompts: list[str], max_new_tokens: int) -> list[str]:
-        """Greedy continuations of `prompts` (in their order) by the participant's current policy."""
+    def generate(self, participant, prompts: list[str], max_new_tokens: int, cut: list | None = None) -> list[str]:
+        """Greedy continuations of `prompts` (in their order) by the participant's current policy; `cut`,
+        when given, receives whether each answer reached max_new_tokens (as `Participant.generate_text`)."""
         if not prompts:
             return []
         try:
@@ -162,8 +163,7 @@ class VLLMGenerator:
             shutil.rmtree(old, ignore_errors=True)
         lora = LoRARequest(f"{self.name}-{lora_id}", lora_id, str(self.adapter_dir))
         # the prompts as the HF backend sees them: the participant's tokenizer, cut to leave room for the answer
-        max_prompt = max(participant.train_cfg.max_length - max_new_tokens, 8)
-        ids = participant.tokenizer(list(prompts), truncation=True, max_length=max_prompt)["input_ids"]
+        ids, _ = participant.prompt_ids(prompts, max_new_tokens)
         if self.llm is None:  # built awake; max_lora_rank covers every adapter the participant has
             self.llm = self._engine(LLM, sum(_rank(model, n) for n in model.peft_config))
         elif self.asleep:
@@ -176,6 +176,8 @@ class VLLMGenerator:
         finally:
             self.llm.sleep(level=1)  # weights to CPU memory, KV cache dropped
             self.asleep = True
+        if cut is not None:
+            cut += [o.outputs[0].finish_reason == "length" for o in outs]
         return [o.outputs[0].text for o in outs]
 
     def close(self) -> None:

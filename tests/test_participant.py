@@ -9,6 +9,7 @@ from omegaconf import OmegaConf
 from ladalit.config import LoraConfig, ModelConfig, TrainConfig
 from ladalit.models import build_model
 from ladalit.participant import Participant
+from ladalit.prompts import CutAnswer
 
 PROMPTS = ["Question: 2+3?\nAnswer: Let's think step by step.", "Question: a much longer prompt here?\nAnswer:"]
 CHOSEN = [" 2+3=5. The answer is (B).", " yes"]
@@ -140,3 +141,64 @@ def test_batched_greedy_generation_equals_one_by_one(arch):
     single = [p.generate_text([x], max_new_tokens=12, batch_size=1)[0] for x in prompts]
     assert batched == single
     assert any(len(t) > 0 for t in batched)
+
+
+def test_a_cut_answer_gets_no_eos_and_an_over_long_pair_keeps_its_prompt():
+    p = make("client", lora=False)
+    tok = p.tokenizer
+    answer = " 2+3=5. (A) 5 vs"
+    (_, whole), (_, cut) = p._rows(PROMPTS[:1] * 2, [answer, CutAnswer(answer)])
+    r_ids = tok(answer, add_special_tokens=False)["input_ids"]
+    assert whole == r_ids + [tok.eos_token_id] and cut == r_ids  # the model never ended a cut answer
+    ref = independent_logprob(p.model, tok, PROMPTS[0], answer)  # with the EOS term
+    eos_term = ref - independent_logprob_without_eos(p.model, tok, PROMPTS[0], answer)
+    got = p.sequence_logprobs(PROMPTS[:1] * 2, [answer, CutAnswer(answer)])
+    assert got[0].item() == pytest.approx(ref, rel=1e-5) and got[1].item() == pytest.approx(ref - eos_term, rel=1e-5)
+    # over max_length: the prompt (question and instruction) stays whole, the response loses its end and its EOS
+    p_ids = tok(PROMPTS[0])["input_ids"]
+    p.train_cfg = OmegaConf.structured(TrainConfig(max_length=len(p_ids) + 5))
+    [(prompt, resp)] = p._rows(PROMPTS[:1], [answer])
+    assert prompt == p_ids and resp == r_ids[:5]
+    assert p.overlong_pairs(PROMPTS[:1] * 3, [answer, CutAnswer(" 2+"), " 2"]) == 1
+
+
+def independent_logprob_without_eos(model, tok, prompt, response):
+    p_ids = tok(prompt)["input_ids"]
+    r_ids = tok(response, add_special_tokens=False)["input_ids"]
+    ids = torch.tensor([p_ids + r_ids])
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits[0].double()
+    return sum(torch.log_softmax(logits[len(p_ids) + j - 1], -1)[t].item() for j, t in enumerate(r_ids))
+
+
+def test_generation_reports_which_answers_reached_max_new_tokens():
+    torch.manual_seed(0)
+    p = make("client", lora=False)
+    opt = torch.optim.AdamW(p.model.parameters(), lr=1e-2)
+    for _ in range(100):  # PROMPTS[0] -> EOS at once; PROMPTS[1] -> a long answer
+        opt.zero_grad()
+        p.sft_loss(PROMPTS, ["", " yes yes yes yes yes yes yes yes"]).backward()
+        opt.step()
+    cut: list = []
+    texts = p.generate_text(PROMPTS, max_new_tokens=4, batch_size=2, cut=cut)
+    assert texts[0] == "" and cut == [False, True]
+    cut = []
+    p.generate_text(PROMPTS[:1], max_new_tokens=4, batch_size=1, cut=cut)
+    assert cut == [False]
+
+
+def test_an_over_long_generation_prompt_loses_its_start_never_its_question(monkeypatch):
+    p = make("client", lora=False)
+    tok = p.tokenizer
+    question = "Question: what is 7*6?\nOptions: (A) 42 (B) 13 (C) 76 (D) 1\nAnswer: Let's think step by step."
+    long = "Question: an earlier worked example " + "that goes on " * 40 + "\n\n" + question
+    budget = p.prompt_budget(8)
+    assert len(tok(long)["input_ids"]) > budget >= len(tok(question)["input_ids"])
+    seen = []
+    generate = p.model.generate
+    monkeypatch.setattr(p.model, "generate", lambda **kw: seen.append(kw["input_ids"]) or generate(**kw))
+    ids, cut = p.prompt_ids([long, question], 8)
+    assert cut == [True, False] and len(ids[0]) == budget
+    p.generate_text([long], max_new_tokens=8, batch_size=1)
+    fed = tok.decode(seen[0][0], skip_special_tokens=True)
+    assert fed.endswith(question) and len(seen[0][0]) == budget

@@ -106,7 +106,8 @@ class RecordingVLLM:
                 # peft loads the adapter now, while the engine would read it
                 rec.adapters.append((lora_request, PeftModel.from_pretrained(
                     copy.deepcopy(rec.fresh_base), lora_request.lora_path).eval()))
-                out = lambda ids: types.SimpleNamespace(outputs=[types.SimpleNamespace(text=f"len{len(ids)}")])
+                out = lambda ids: types.SimpleNamespace(outputs=[types.SimpleNamespace(
+                    text=f"len{len(ids)}", finish_reason="length" if len(ids) > 20 else "stop")])
                 return [out(p["prompt_token_ids"]) for p in prompts]
 
             def sleep(self, level):
@@ -161,9 +162,10 @@ def test_generate_drives_the_engine_with_the_current_lora_policy(monkeypatch):
                       max_loras=1, enable_sleep_mode=True, gpu_memory_utilization=0.3, tensor_parallel_size=1)
     assert [c[1] for c in vllm.calls if c[0] == "sleep"] == [1, 1]
 
-    # prompts: the participant's own token ids, cut as the HF backend cuts them (max_length 40 - 12 new tokens)
+    # prompts: the participant's own token ids, cut as the HF backend cuts them (max_length 40 - 12 new tokens):
+    # from the left, so that the end of a prompt (its question and instruction) survives
     sent = vllm.calls[1][1]
-    assert sent == p.tokenizer(prompts, truncation=True, max_length=28)["input_ids"]
+    assert sent == [x[-28:] for x in p.tokenizer(prompts)["input_ids"]]
     assert max(len(x) for x in sent) == 28 and len(sent[0]) < 28
     assert vllm.calls[1][2] == {"temperature": 0, "max_tokens": 12}
     assert outs[0] == outs[1] == [f"len{len(x)}" for x in sent]  # outputs in prompt order
@@ -303,6 +305,7 @@ def test_the_loop_response_cache_sends_a_participant_with_a_generator_to_it(monk
     VLLMGenerator (here over the recording double); the others keep HF generate_text."""
     from ladalit.data.records import MCRecord
     from ladalit.lada import ResponseCache
+    from ladalit.prompts import CutAnswer
     from ladalit.prompts import zero_shot_prompt
     vllm = RecordingVLLM()
     vllm.install(monkeypatch)
@@ -310,13 +313,14 @@ def test_the_loop_response_cache_sends_a_participant_with_a_generator_to_it(monk
     other, _ = make_participant("client2")
     monkeypatch.setattr(p, "generate_text", lambda *a, **k: pytest.fail("HF generate_text used with vllm"))
     gen = VLLMGenerator(p, hub_cfg(), OmegaConf.structured(GenerationConfig()))
-    cache = ResponseCache(max_new_tokens=5, batch_size=2, generators={"client1": gen})
+    cache = ResponseCache(max_new_tokens=5, batch_size=2, generators={"client1": gen}, mark_cut=True)
     xs = [MCRecord(id=f"x{i}", question=f"{i}+1?", options=("1", "2", "3", "4"), answer="B") for i in range(3)]
     got = cache.get(1, p, xs)
     assert [c[0] for c in vllm.calls] == ["init", "generate", "sleep"]
     sent = vllm.calls[1][1]
-    assert sent == p.tokenizer([zero_shot_prompt(x) for x in xs], truncation=True, max_length=35)["input_ids"]
+    assert sent == [x[-35:] for x in p.tokenizer([zero_shot_prompt(x) for x in xs])["input_ids"]]
     assert got == [f"len{len(ids)}" for ids in sent]
+    assert [isinstance(y, CutAnswer) for y in got] == [len(ids) > 20 for ids in sent]  # finish_reason "length"
     assert cache.get(1, p, xs[:2]) == got[:2] and len(vllm.calls) == 3  # cached: no second call
     assert len(cache.get(1, other, xs)) == 3 and len(vllm.calls) == 3  # client2: HF generate
     gen.close()
