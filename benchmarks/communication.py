@@ -61,7 +61,8 @@ def check_lada(rec) -> tuple[list[dict], list[str]]:
             continue
         if m.kind == "selected_ids" and not set(payload) <= public_ids:
             problems.append(f"round {m.round}: {m.kind} {m.direction} {m.client} names ids outside D_p")
-        counts[(m.round, m.direction, m.kind, m.client)] += len(payload)
+        items = payload["texts"] if isinstance(payload, dict) else payload  # answers travel as {texts, cut}
+        counts[(m.round, m.direction, m.kind, m.client)] += len(items)
     rows = []
     rounds = sorted({t for t, _ in selected})
     for t in rounds:

@@ -81,7 +81,7 @@ def test_resume_allows_only_larger_rounds_and_no_mistake_touches_a_finished_run(
     run.execute(cfg_of(*name, "rounds=1", "overwrite=true"), quiet=True)
     assert load_checkpoint(part_dir)["round"] == 1
     assert not (part_dir / "stale.txt").exists()
-    assert {r["round"] for r in json.loads((part_dir / "results.json").read_text())["accuracy"]} == {1}
+    assert {r["round"] for r in json.loads((part_dir / "results.json").read_text())["accuracy"]} == {0, 1}  # round 0: before any transfer
 
 
 def test_fingerprint_ignores_the_harmless_keys_and_names_every_other_change(tmp_path):
@@ -121,7 +121,7 @@ def test_interrupted_line_names_the_last_complete_round_and_the_resume_command(t
 
 @pytest.mark.parametrize("how,code", [("sigterm", 143), ("sigint", 130)])
 def test_a_signal_ends_main_with_one_line_and_130_or_143(how, code, tmp_path, capsys, monkeypatch):
-    def execute(cfg, quiet=False, status=None):
+    def execute(cfg, quiet=False, status=None, **_):
         status.update(run_dir=tmp_path / "r", round=1)
         os.kill(os.getpid(), signal.SIGTERM if how == "sigterm" else signal.SIGINT)
         raise AssertionError("the signal did not stop the run")
