@@ -31,7 +31,6 @@ from ladalit.channel import DOWN, UP, Channel
 from ladalit.encoder import make_encoder
 from ladalit.filter import LearnabilityFilter, filter_class_from_path
 from ladalit.progress import Progress
-from ladalit.budgets import check_budgets
 from ladalit.prompts import CutAnswer, format_question, format_response, zero_shot_prompt
 from ladalit.prototypes import select_prototypes
 from ladalit.results import Results
@@ -290,7 +289,6 @@ def run(exp, channel: Channel, results: Results, tracker=None, start_round: int 
     server, clients, public = exp.server, exp.clients, exp.data.public
     guard = NonFiniteGuard(cfg.on_nonfinite)
     private = {name: exp.data.clients[i] for i, name in enumerate(clients)}
-    check_budgets(exp)  # every participant's budgets fit in its own tokens, or one line naming it
 
     # Public questions are embedded once (cached per sample) for the filters and the prototypes.
     encoder = make_encoder(cfg.filter_net.encoder)

@@ -68,12 +68,14 @@ def execute(cfg, quiet: bool = False, status: dict | None = None, conf: str = ""
     `conf` (the config file given) is only shown in the header.
     """
     from ladalit.channel import Channel
+    from ladalit.budgets import check_budgets
     from ladalit.experiment import build_experiment
 
     quiet_transformers(cfg.verbose)
     status = {} if status is None else status
     ckpt = check_run_dir(cfg, run_dir_for(cfg))
     exp = build_experiment(cfg)
+    check_budgets(exp)  # every participant's token budgets fit, or one line naming it, before anything is written
     fabric = exp.fabric
     writer = fabric.is_global_zero
     run_dir = Path(fabric.broadcast(str(run_dir_for(cfg))))  # the name holds a time: rank 0's wins

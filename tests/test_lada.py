@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from ladalit import lada
-from ladalit.budgets import needs, reference_responses
+from ladalit.budgets import check_budgets, needs, reference_responses
 from ladalit.channel import DOWN, Channel
 from ladalit.config import ConfigError, load_config
 from ladalit.experiment import build_experiment
@@ -59,6 +59,7 @@ def test_epochs_zero_trains_nothing_and_the_batch_reward_is_neutral(tmp_path):
 def test_a_budget_that_does_not_fit_fails_naming_the_participant_and_the_length(tmp_path, capsys):
     args = ["conf=smoke.yaml", f"output_dir={tmp_path}", "run_name=b", "quiet=true", "generation.check_budgets=true"]
     assert main(args) == 2
+    assert not (tmp_path / "b").exists()  # checked before anything is written: the name stays free
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
     # the server is checked first: its tokens for the longest reference answer, plus EOS
@@ -79,11 +80,11 @@ def test_max_length_must_hold_the_longest_zero_shot_prompt_and_the_answer(tmp_pa
     n = max(a for _, a in need.values())
     fits = [f"generation.max_new_tokens={n}", f"eval.max_new_tokens={n}", f"server.train.max_length={need['server'][0] + n}"]
     fits += [f"clients.{k}.train.max_length={need[k][0] + n}" for k in exp.clients]
-    lada.check_budgets(build_experiment(smoke(tmp_path, "generation.check_budgets=true", *fits)))  # fits: no error
+    check_budgets(build_experiment(smoke(tmp_path, "generation.check_budgets=true", *fits)))  # fits: no error
     short = f"clients.client2.train.max_length={need['client2'][0] + n - 1}"
     with pytest.raises(ConfigError, match=rf"^clients\.client2: train\.max_length {need['client2'][0] + n - 1} must hold "
                                           rf"the longest zero-shot prompt \({need['client2'][0]} of its tokens\) and {n} new"):
-        lada.check_budgets(build_experiment(smoke(tmp_path, "generation.check_budgets=true", *fits, short)))
+        check_budgets(build_experiment(smoke(tmp_path, "generation.check_budgets=true", *fits, short)))
 
 
 def test_cut_answers_cross_the_channel_with_their_flag():
