@@ -33,15 +33,20 @@ UP, DOWN = "client->server", "server->client"
 
 def quiet_transformers(verbose: bool = False) -> None:
     """Silence transformers' per-load "Loading weights" / "Writing model shards" bars (about 20 per run)
-    and peft's use of a deprecated transformers property (a FutureWarning per LoRA model), unless `verbose`.
+    and peft's use of a deprecated transformers property (a FutureWarning per LoRA model), and
+    huggingface_hub's "Retrying in 1s [Retry 1/5]" warnings before an unreachable hub's error (which the
+    run reports as one line), unless `verbose`.
     The one place that decides it: `ladalit.run` calls it with the config's `verbose`."""
     import warnings
 
+    from huggingface_hub.utils import logging as hub_logging
     from transformers.utils import logging as hf_logging
     if verbose:
         hf_logging.enable_progress_bar()
+        hub_logging.set_verbosity_warning()
     else:
         hf_logging.disable_progress_bar()
+        hub_logging.set_verbosity_error()
         warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
 
 
