@@ -15,7 +15,7 @@ import json
 import statistics
 from pathlib import Path
 
-from ladalit.config import load_config
+from ladalit.core.config import load_config
 from ladalit.run import execute
 
 OUT = Path(__file__).resolve().parent / "results"

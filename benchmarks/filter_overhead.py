@@ -31,7 +31,7 @@ KINDS = {"fit": "train", "observe": "train", "select": "score", "predict": "scor
 @contextlib.contextmanager
 def timed_filters(acc: dict):
     """Accumulate seconds and calls per method of LearnabilityFilter into `acc` (outermost calls only)."""
-    from ladalit.filter import LearnabilityFilter
+    from ladalit.method.filter import LearnabilityFilter
     depth = [0]
     originals = {name: getattr(LearnabilityFilter, name) for name in KINDS}
 

@@ -43,8 +43,8 @@ def main(argv: list[str] | None = None) -> dict:
     if args.quick:
         args.prompts, args.batch, args.new_tokens, args.reps = 4, 4, 8, 1
         shape.update(hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1, intermediate_size=64)
-    from ladalit.experiment import build_participant, load_data
-    from ladalit.prompts import zero_shot_prompt
+    from ladalit.core.experiment import build_participant, load_data
+    from ladalit.core.prompts import zero_shot_prompt
 
     cfg = load("smoke.yaml", [f"server.model.{k}={v}" for k, v in shape.items()] +
                [f"data.public_size={max(args.prompts, 1)}"])

@@ -4,7 +4,7 @@
     benchmarks/gpu_check.sh --dry-run   # CPU, tiny shapes, the same code path, well under a minute
 
 Server Qwen3-4B; clients Qwen3-0.6B (K = 1) and 0.6B / 1.7B / 4B (K = 3). Idle
-participants are parked on the CPU (`ladalit.offload.Residency`, as
+participants are parked on the CPU (`ladalit.scale.offload.Residency`, as
 `fabric.offload_idle` does). A round, per client: ❶ SFT of the client on its private
 prompts (short answers), ❷ the round-1 selection (embeddings + prototypes), server and
 client generate answers (generation), reference log-probs of every pair (cached, as in a
@@ -76,15 +76,15 @@ class Phases:
 
 def one_round(args, k: int, fabric, shapes: dict, env: dict) -> dict:
     from benchmarks.gpu_round import make, word_tokenizer
-    from ladalit.encoder import HashingEncoder
-    from ladalit.filter import LearnabilityFilter
-    from ladalit.lada import distill_step
-    from ladalit.offload import Residency
-    from ladalit.prompts import parse_answer
-    from ladalit.prototypes import select_prototypes
-    from ladalit.rewards import batch_reward, total_reward
-    from ladalit.shapes import param_count
-    from ladalit.training import NonFiniteGuard, minibatches, supervised_finetune
+    from ladalit.core.encoder import HashingEncoder
+    from ladalit.method.filter import LearnabilityFilter
+    from ladalit.method.lada import distill_step
+    from ladalit.scale.offload import Residency
+    from ladalit.core.prompts import parse_answer
+    from ladalit.method.prototypes import select_prototypes
+    from ladalit.method.rewards import batch_reward, total_reward
+    from ladalit.scale.shapes import param_count
+    from ladalit.core.training import NonFiniteGuard, minibatches, supervised_finetune
 
     torch.manual_seed(0)
     if fabric.device.type == "cuda":
@@ -217,7 +217,7 @@ def main(argv=None) -> dict:
     args = ap.parse_args(argv)
     import lightning as L
 
-    from ladalit.shapes import SHAPES
+    from ladalit.scale.shapes import SHAPES
     env = environment()
     shapes = {m: SHAPES[m] for m in {SERVER, *CLIENTS}}
     if args.dry_run:

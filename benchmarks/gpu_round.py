@@ -11,7 +11,7 @@ prompts (gen_server, gen_client), then MARD updates of the client on them
 updates of the server on the K·n rows (server_update). Prompts and answers
 are words of a word-level tokenizer that covers the model's vocabulary, so one
 word is one token. With --offload the idle participants are parked on the CPU
-(ladalit.offload.Residency, as `fabric.offload_idle` does in a run): models are
+(ladalit.scale.offload.Residency, as `fabric.offload_idle` does in a run): models are
 built on the CPU and each is moved onto the GPU when it computes.
 Prints one JSON line per K.
 """
@@ -27,13 +27,13 @@ import lightning as L
 import torch
 from omegaconf import OmegaConf
 
-from ladalit.config import LoraConfig, TrainConfig
-from ladalit.experiment import setup_participant
-from ladalit.lada import distill_step
-from ladalit.offload import Residency
-from ladalit.participant import Participant
-from ladalit.shapes import SHAPES, build
-from ladalit.training import NonFiniteGuard, minibatches
+from ladalit.core.config import LoraConfig, TrainConfig
+from ladalit.core.experiment import setup_participant
+from ladalit.method.lada import distill_step
+from ladalit.scale.offload import Residency
+from ladalit.core.participant import Participant
+from ladalit.scale.shapes import SHAPES, build
+from ladalit.core.training import NonFiniteGuard, minibatches
 
 CLIENTS = ["Qwen/Qwen3-0.6B", "Qwen/Qwen3-1.7B", "Qwen/Qwen3-4B"]
 

@@ -93,8 +93,8 @@ def make_data(n: int, vocab_size: int, args) -> dict[str, list[str]]:
 def make_participant(model, tok, args):
     from omegaconf import OmegaConf
 
-    from ladalit.config import LoraConfig, TrainConfig
-    from ladalit.participant import Participant
+    from ladalit.core.config import LoraConfig, TrainConfig
+    from ladalit.core.participant import Participant
     lora = OmegaConf.structured(LoraConfig(enabled=True, r=args.r, alpha=2 * args.r, dropout=0.0,
                                            target_modules=["all-linear"]))
     train = OmegaConf.structured(TrainConfig(lr=args.lr, max_length=1024, grad_clip=1.0, weight_decay=0.0))
@@ -201,7 +201,7 @@ def main(argv=None) -> dict:
     from transformers import PrinterCallback, TrainerCallback
     from transformers.utils import logging as hf_logging
 
-    from ladalit.losses import mard_loss
+    from ladalit.method.losses import mard_loss
     hf_logging.set_verbosity_error()
     datasets.disable_progress_bars()
     warnings.filterwarnings("ignore", category=FutureWarning)

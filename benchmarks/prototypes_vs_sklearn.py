@@ -57,7 +57,7 @@ def sklearn_defaults(x, k, seed):
 
 
 def ladalit_select(x, k, seed):
-    from ladalit import prototypes
+    from ladalit.method import prototypes
     seen = {}
     orig = prototypes.kmeans
 

@@ -40,7 +40,7 @@ def participant_bytes(p) -> int:
 
 
 def measure_passes(cfg) -> list[dict]:
-    from ladalit.participant import Participant
+    from ladalit.core.participant import Participant
     requested: dict[str, list] = defaultdict(list)
     orig = Participant.reference_pair_logprobs
 
@@ -66,7 +66,7 @@ def measure_passes(cfg) -> list[dict]:
 
 def measure_memory(cfg_plain, cfg_lora) -> list[dict]:
     """Participants built as the run builds them; `freeze_reference` as the loop calls it."""
-    from ladalit.experiment import build_participant
+    from ladalit.core.experiment import build_participant
     rows = []
     for cfg, tag in ((cfg_plain, "as in smoke.yaml"), (cfg_lora, "LoRA on every participant")):
         for name, role, pcfg in [("server", "server", cfg.server), *[(n, "client", c) for n, c in cfg.clients.items()]]:

@@ -93,7 +93,7 @@ def fmt_bytes(n: float) -> str:
 
 def demo_world() -> tuple[str | None, str]:
     """("demo.yaml", note) if conf/demo.yaml exists and every zoo member it names is cached; else (None, why)."""
-    from ladalit.config import CONF_DIR, load_config
+    from ladalit.core.config import CONF_DIR, load_config
     path = CONF_DIR / "demo.yaml"
     if not path.is_file():
         return None, "conf/demo.yaml does not exist: measured on conf/smoke.yaml"
@@ -101,7 +101,7 @@ def demo_world() -> tuple[str | None, str]:
         cfg = load_config(["conf=demo.yaml"])
     except Exception as err:  # noqa: BLE001 - a broken demo config falls back to smoke
         return None, f"conf/demo.yaml does not load ({err}): measured on conf/smoke.yaml"
-    from ladalit import zoo
+    from ladalit.demo import zoo
     missing = []
     for pcfg in [cfg.server, *cfg.clients.values()]:
         if pcfg.model.source == "zoo":
@@ -117,7 +117,7 @@ def k_client_conf(k: int, path: Path, base: str = "smoke.yaml") -> Path:
     """A copy of conf/<base> whose clients are `k` copies of its first client (client1 ... clientK)."""
     from omegaconf import OmegaConf
 
-    from ladalit.config import CONF_DIR
+    from ladalit.core.config import CONF_DIR
     cfg = OmegaConf.load(CONF_DIR / base)
     first = OmegaConf.to_container(next(iter(cfg.clients.values())))
     cfg.clients = {f"client{i + 1}": first for i in range(k)}
@@ -126,7 +126,7 @@ def k_client_conf(k: int, path: Path, base: str = "smoke.yaml") -> Path:
 
 
 def load(conf: str | Path, overrides: list[str] = ()):
-    from ladalit.config import load_config
+    from ladalit.core.config import load_config
     return load_config([f"conf={conf}", "quiet=true", "tracking.wandb.mode=disabled", *overrides])
 
 
@@ -154,9 +154,10 @@ def run_method(cfg, keep_payloads: bool = False, data=None, on_round=None) -> Me
     loop's `on_round_end`) and the evaluation time inside it; `on_round(t)` is called
     at each round end, after the time is taken.
     """
-    from ladalit import experiment, lada
-    from ladalit.channel import Channel
-    from ladalit.results import Results
+    from ladalit.core import experiment
+    from ladalit.method import lada
+    from ladalit.core.channel import Channel
+    from ladalit.reporting.results import Results
     from ladalit.run import method_runner
 
     t0 = time.perf_counter()

@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = ap.parse_args(argv)
     setup(args.threads, args.out, args.quick)
     from ladalit.data.split import FederatedData
-    from ladalit.experiment import load_data
+    from ladalit.core.experiment import load_data
 
     ks, sizes, public_k = [1, 2, 4, 8], [16, 32, 64, 128], 32
     base = [f"rounds={args.rounds}", "data.synthetic.num_records=400"]

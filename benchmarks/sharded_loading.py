@@ -2,12 +2,12 @@
 
     python -m benchmarks.sharded_loading [--quick] [--shape Qwen/Qwen3-0.6B] [--processes 2]
 
-A model of a `ladalit.shapes` preset is saved once with random bf16 weights as local
+A model of a `ladalit.scale.shapes` preset is saved once with random bf16 weights as local
 safetensors (under ~/.cache/ladalit/bench/, kept for the next run). Then:
 
 - sharded: `--processes` processes (Fabric, `fabric.strategy: fsdp2`, gloo) build the
   participant (LoRA on, `source: hub`) on the meta device and load it with
-  `ladalit.strategy.load_sharded`: rank 0 reads the file, every process receives its shards;
+  `ladalit.scale.strategy.load_sharded`: rank 0 reads the file, every process receives its shards;
 - whole: one process loads the same participant with `from_pretrained` (what every FSDP2
   process did before, so the old sum was `--processes` x this).
 
@@ -56,7 +56,7 @@ def save_random(shape_name: str, quick: bool, cache: Path = CACHE) -> Path:
     import torch
     from transformers import AutoModelForCausalLM, ByT5Tokenizer
 
-    from ladalit.shapes import SHAPES
+    from ladalit.scale.shapes import SHAPES
     path = cache / (shape_name.replace("/", "--") + ("-quick" if quick else "") + "-random-bf16")
     if (path / "config.json").is_file() and any(path.glob("*.safetensors")):
         return path
@@ -91,7 +91,7 @@ def checkpoint_bytes(path: Path) -> int:
 def _participant_cfg(model_dir: Path, processes: int):
     from omegaconf import OmegaConf
 
-    from ladalit.config import RunConfig
+    from ladalit.core.config import RunConfig
     cfg = OmegaConf.structured(RunConfig())
     cfg.fabric.devices, cfg.fabric.accelerator = processes, "cpu"
     cfg.fabric.strategy = "fsdp2" if processes > 1 else "auto"
@@ -106,8 +106,8 @@ def worker(out: Path, model_dir: Path, processes: int) -> None:
     import torch
     from lightning.fabric import Fabric
 
-    from ladalit import strategy
-    from ladalit.experiment import build_participant, setup_participant
+    from ladalit.scale import strategy
+    from ladalit.core.experiment import build_participant, setup_participant
     import peft  # noqa: F401 - imported before the baseline: only the model counts
     from transformers import AutoConfig, AutoModelForCausalLM
     cfg = _participant_cfg(model_dir, processes)

@@ -12,18 +12,19 @@ from pathlib import Path
 
 import torch
 
-from ladalit.config import ConfigError, help_text, load_config, to_yaml
+from ladalit.core.config import ConfigError, help_text, load_config, to_yaml
 from ladalit.data.records import DataError
-from ladalit.plots import write_plots
-from ladalit.progress import Progress, header, quiet_transformers
-from ladalit.results import Results, Tracker
-from ladalit.run_identity import (CHECKPOINT, RunError, check_checkpoint, check_run_dir, load_checkpoint,  # noqa: F401
+from ladalit.reporting.plots import write_plots
+from ladalit.reporting.progress import Progress, header, quiet_transformers
+from ladalit.reporting.results import Results, Tracker
+from ladalit.core.run_identity import (CHECKPOINT, RunError, check_checkpoint, check_run_dir, load_checkpoint,  # noqa: F401
                                   prepare_run_dir, save_checkpoint)
-from ladalit.training import NonFiniteError
+from ladalit.core.training import NonFiniteError
 
 
 def method_runner(name: str):
-    from ladalit import baselines, fedmkt, lada, reasoning_baselines, wasp
+    from ladalit.baselines import fedmkt, reasoning as reasoning_baselines, standalone as baselines, wasp
+    from ladalit.method import lada
     return {"lada": lada.run, "standalone": baselines.run_standalone, "fedkd": baselines.run_fedkd,
             "fedmkt": fedmkt.run_fedmkt, "wasp": wasp.run_wasp, "sft_cot": reasoning_baselines.run_sft_cot,
             "socratic_cot": reasoning_baselines.run_socratic_cot, "rstar": reasoning_baselines.run_rstar}[name]
@@ -37,21 +38,22 @@ def run_dir_for(cfg) -> Path:
 def evaluate_round0(exp, results, tracker, channel, progress) -> None:
     """Round 0: every participant as it starts (the pre-trained models, before any transfer), evaluated
     like every round, so that the final table and the plots show what the run changed."""
-    from ladalit.lada import evaluate_all, log_round
+    from ladalit.core.evaluation import evaluate_all
+    from ladalit.reporting.results import log_round
     evaluate_all(exp, results, 0, progress)
     log_round(tracker, results, channel, 0)
     progress.summary(results, 0, channel)
 
 
 def export_models(exp, run_dir: Path, results, quiet: bool) -> None:
-    """The trained participants in RUN_DIR/models/ (ladalit.export); rank 0 only. Not under FSDP2
-    (sharded weights): `python -m ladalit.export RUN_DIR` writes them from the checkpoint afterwards."""
+    """The trained participants in RUN_DIR/models/ (ladalit.reporting.export); rank 0 only. Not under FSDP2
+    (sharded weights): `python -m ladalit.reporting.export RUN_DIR` writes them from the checkpoint afterwards."""
     from lightning.fabric.strategies import ModelParallelStrategy
 
-    from ladalit.export import export_participants
+    from ladalit.reporting.export import export_participants
     if isinstance(exp.fabric.strategy, ModelParallelStrategy):
         if not quiet:
-            print(f"models: not exported under fsdp2; run: python -m ladalit.export {run_dir}")
+            print(f"models: not exported under fsdp2; run: python -m ladalit.reporting.export {run_dir}")
         return
     paths = export_participants({"server": exp.server, **exp.clients}, exp.cfg, run_dir, exp.cfg.rounds, results)
     if paths and not quiet:
@@ -62,14 +64,14 @@ def execute(cfg, quiet: bool = False, status: dict | None = None, conf: str = ""
     """Run one experiment from a validated config; returns the run directory and the results.
 
     Nothing is written into the run directory before the run dir, the data, the models and (on
-    resume) the checkpoint have been checked (`ladalit.run_identity`). `status` is filled with the
+    resume) the checkpoint have been checked (`ladalit.core.run_identity`). `status` is filled with the
     run dir and the last complete round, for the message of an interrupted run.
     With several processes (FSDP2) every rank runs the loop; rank 0 alone writes files and W&B.
     `conf` (the config file given) is only shown in the header.
     """
-    from ladalit.channel import Channel
-    from ladalit.budgets import check_budgets
-    from ladalit.experiment import build_experiment
+    from ladalit.core.channel import Channel
+    from ladalit.core.budgets import check_budgets
+    from ladalit.core.experiment import build_experiment
 
     quiet_transformers(cfg.verbose)
     status = {} if status is None else status

@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 python - "${scenario%.yaml}" <<'PY'
 import sys
 from huggingface_hub import snapshot_download
-from ladalit.config import load_config
+from ladalit.core.config import load_config
 cfg = load_config([f"conf={sys.argv[1]}.yaml"])
 for p in [cfg.server, *cfg.clients.values()]:
     print(p.model.name_or_path, flush=True)

@@ -14,7 +14,7 @@ Ablations run `ours` (LaDa) with one extra override each (Table V). A cell whose
 complete (it holds the evaluation of the configured last round) is not run again, so the command is
 resumable; an interrupted LaDa cell continues from its checkpoint (`resume=true`).
 
-Methods the run config does not know (not registered in `ladalit.config.METHODS`), scenarios that do
+Methods the run config does not know (not registered in `ladalit.core.config.METHODS`), scenarios that do
 not exist and cells that fail are reported as "n/a" in the tables and listed with their reason in
 cells.csv; the exit status is 1 if a cell failed, 2 for a bad matrix config, else 0.
 
@@ -180,7 +180,7 @@ def _free_memory() -> None:
 
 
 def run_cell(m: dict, cell: Cell, execute=None, dry_run: bool = False, log=print) -> Cell:
-    from ladalit.config import ConfigError, load_config
+    from ladalit.core.config import ConfigError, load_config
     args = cell_args(m, cell)
     try:
         cfg = load_config(args)

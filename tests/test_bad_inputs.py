@@ -17,9 +17,11 @@ from typing import Callable
 import pytest
 import torch
 
-from ladalit import report, run
-from ladalit.config import load_config
-from ladalit.run_identity import CHECKPOINT, FINGERPRINT
+from ladalit.reporting import report
+
+from ladalit import run
+from ladalit.core.config import load_config
+from ladalit.core.run_identity import CHECKPOINT, FINGERPRINT
 
 BASE = ["conf=smoke.yaml", "quiet=true", "rounds=1", "eval.shots=[0]", "output_dir={tmp}/runs", "run_name=r"]
 AQUA_ROW = {"question": "What is 1 + {n}?", "options": ["A)1", "B)2", "C)3", "D)4", "E)5"], "rationale": "r",
@@ -92,8 +94,7 @@ def hub_dataset_unreachable(tmp, mp, done):
 
 
 def hub_model_unreachable(tmp, mp, done):
-    from ladalit import experiment
-
+    from ladalit.core import experiment
     def unreachable(*a, **kw):
         raise OSError("We couldn't connect to 'https://huggingface.co' to load the files, and couldn't find them "
                       "in the cached files.\nCheck your internet connection")
@@ -174,7 +175,7 @@ CASES = [
     Case("hub without a name", ["server.model.source=hub"], "config key 'server.model.name_or_path': required"),
     Case("fsdp2 without LoRA", ["fabric.strategy=fsdp2"], "config key 'server.model.lora.enabled'"),
     Case("unimportable encoder", ["filter_net.encoder=nosuch.module:Enc"], "config key 'filter_net.encoder'"),
-    Case("class path of the wrong kind", ["filter_net.class_path=ladalit.encoder:HashingEncoder"],
+    Case("class path of the wrong kind", ["filter_net.class_path=ladalit.core.encoder:HashingEncoder"],
          "config key 'filter_net.class_path'"),
     Case("data.path with synthetic data", ["data.path={tmp}/x.jsonl"], "config key 'data.path': not used"),
     Case("run_name a path", ["run_name=../elsewhere"], "config key 'run_name'"),
@@ -259,7 +260,7 @@ CASES = [
          "{tmp}/runs/r/checkpoint.pt: participant 'client1' weight", setup=finished_then(reshape_a_weight)),
     Case("checkpoint missing a participant", ["resume=true", "rounds=2"],
          "{tmp}/runs/r/checkpoint.pt: holds participants ['client1', 'server']", setup=finished_then(drop_a_participant)),
-    # ------------------------------------------------------------------ python -m ladalit.report
+    # ------------------------------------------------------------------ python -m ladalit.reporting.report
     Case("report: no results.json", ["{tmp}"], "{tmp}: no results.json", base=False, cli="report"),
     Case("report: not JSON", ["{tmp}/run"], "{tmp}/run/results.json: not valid JSON", base=False, cli="report",
          setup=results_file("{oops")),
@@ -342,7 +343,7 @@ def test_a_utf8_bom_is_accepted_in_config_and_data(tmp_path):
 
 def test_duplicate_questions_are_dropped_with_a_counted_warning_and_never_split(tmp_path, caplog):
     """AQuA ids are line numbers, so a repeated row is caught by its question text."""
-    from ladalit.experiment import load_data
+    from ladalit.core.experiment import load_data
     rows = aqua_lines(90).splitlines()
     data = tmp_path / "d.jsonl"
     data.write_text("\n".join(rows + rows[:7]) + "\n")  # rows 1..7 again as lines 91..97

@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from ladalit import lada, losses
-from ladalit.channel import Channel
-from ladalit.config import load_config
-from ladalit.experiment import build_experiment
-from ladalit.results import Results
-from ladalit.training import NonFiniteError
+from ladalit.method import lada, losses
+from ladalit.core.channel import Channel
+from ladalit.core.config import load_config
+from ladalit.core.experiment import build_experiment
+from ladalit.reporting.results import Results
+from ladalit.core.training import NonFiniteError
 
 BASE = ["conf=smoke.yaml", "quiet=true", "rounds=1", "eval.shots=[0]"]
 

@@ -4,10 +4,10 @@ import json
 import pytest
 import yaml
 
-from ladalit.channel import Channel
-from ladalit.config import load_config
-from ladalit.experiment import build_experiment
-from ladalit.results import Results
+from ladalit.core.channel import Channel
+from ladalit.core.config import load_config
+from ladalit.core.experiment import build_experiment
+from ladalit.reporting.results import Results
 from ladalit.run import execute, main
 from tests.channel_audit import decoded, strings_in
 
@@ -89,7 +89,7 @@ def test_fedkd_sends_the_llm_answers_for_all_of_the_public_set(tmp_path):
 
 def test_no_private_text_crosses_the_channel(tmp_path):
     cfg = load_config(["conf=smoke.yaml", f"output_dir={tmp_path}", "run_name=r", "quiet=true", "rounds=2"])
-    from ladalit import lada
+    from ladalit.method import lada
     exp = build_experiment(cfg)
     channel = Channel(keep_payloads=True)
     lada.run(exp, channel, Results())
@@ -121,8 +121,8 @@ def test_fedmkt_runs_from_the_cli_config_and_sends_only_sparse_topk(tmp_path):
 def test_zoo_models_run_lada_end_to_end(tmp_path, monkeypatch):
     """The conf/demo.yaml path: participants from `source: zoo` (pre-trained on first use, cached),
     with their own trained tokenizers, through a LaDa round."""
-    from ladalit import zoo
-    from ladalit.synthetic import SyntheticConfig
+    from ladalit.demo import zoo
+    from ladalit.demo.synthetic import SyntheticConfig
     monkeypatch.setenv("LADALIT_CACHE", str(tmp_path / "zoo"))
     corpus = SyntheticConfig(num_records=200, seed=11)
     for name, arch, tok in [("t-server", "qwen3", zoo.BPE), ("t-client", "llama", zoo.SP)]:

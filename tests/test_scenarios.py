@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from ladalit import shapes
-from ladalit.config import load_config
+from ladalit.scale import shapes
+from ladalit.core.config import load_config
 
 ROOT = Path(__file__).resolve().parent.parent
 TABLE_I = {  # client 1, client 2, client 3, server
@@ -44,7 +44,7 @@ def test_scenario_config_loads_with_the_table_i_models_and_paper_settings(name):
 def test_cot_collection_is_an_override_and_devices_are_the_computed_gpu_count(name):
     cfg = load_config([f"conf={name}.yaml", "data.name=cot_collection"])
     assert cfg.data.name == "cot_collection"
-    # fabric.devices is what ladalit.shapes computes for 80 GB GPUs (fsdp2 checkpoints activations by default)
+    # fabric.devices is what ladalit.scale.shapes computes for 80 GB GPUs (fsdp2 checkpoints activations by default)
     assert cfg.fabric.devices == shapes.gpus_needed(cfg, device_gb=80.0)
 
 
@@ -98,7 +98,7 @@ def test_memory_estimate_is_consistent():
 
 def test_docs_tables_are_the_computed_ones():
     text = (ROOT / "docs" / "scenarios.md").read_text()
-    assert shapes.scenarios_markdown() in text  # regenerate with `python -m ladalit.shapes`
+    assert shapes.scenarios_markdown() in text  # regenerate with `python -m ladalit.scale.shapes`
 
 
 def test_gpu_round_benchmark_dry_run_runs_on_cpu():

@@ -5,7 +5,7 @@ Every loader is `(path, hub_id, split) -> list[MCRecord]`: a local file when
 Malformed multiple-choice input raises DataError naming the file (or hub id),
 the 1-based row and the input field; so do a missing path, a directory, an empty file,
 a line that is not UTF-8 (a BOM is accepted), a duplicate id and a hub that cannot be reached.
-Repeated questions are not an error here: `ladalit.experiment.load_data` keeps the first
+Repeated questions are not an error here: `ladalit.core.experiment.load_data` keeps the first
 and warns with the count. `datasets` is imported only when needed.
 """
 from __future__ import annotations

@@ -1,0 +1,616 @@
+"""FedMKT baseline (Fan et al., COLING 2025; SPEC §8): mutual knowledge transfer between the
+server LLM and the client SLMs through per-token top-k logits on the public set.
+
+Every round (the order of FATE-LLM's `algo/fedmkt`):
+
+    clients: SFT on private train                                  [_private_sft]
+             top-k logits of every response token of the public texts  -> up       [snapshot]
+    server:  top-k of its own; for every public example choose, among its own and each
+             client's (aligned) distribution, the one with the lowest cross-entropy on
+             the text ("dual minimum cross-entropy"); train kd_alpha·LM + (1-kd_alpha)·KD
+             top-k after training                                   -> down
+    clients: choose between their own and the server's aligned distribution; train
+
+The public questions are unlabeled, so the text both sides score is the server's greedy
+answer to each public question (generated once with `ResponseCache`, sent down once,
+like FedKD). Only sparse top-k crosses the channel: fp16 values and int32 vocabulary
+indices per response token, the int32 token ids (so the receiver can align without
+re-tokenising), and one fp32 cross-entropy per example.
+
+Cross-tokenizer transfer:
+- `token_strings`: every vocabulary id as surface text ("Ġ"/"▁" -> " ", byte-level
+  symbols and "<0xNN>" byte fallback -> the bytes, "##" continuation stripped, the
+  special tokens by role so that EOS maps to EOS).
+- `align_tokens`: edit-distance alignment (dynamic programming over the two token
+  sequences, row-vectorised with numpy) -> one-to-one pairs of positions whose strings
+  are equal. A student position without such a partner gets a one-hot target on its own
+  label token (as in FATE).
+- `vocab_mapping`: sender id -> most similar receiver id (exact string first, else the
+  smallest edit distance among the receiver tokens sharing the longest prefix); once per
+  tokenizer pair, cached in memory and optionally on disk.
+"""
+from __future__ import annotations
+
+import bisect
+import hashlib
+import math
+import os
+import weakref
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from ladalit.baselines.standalone import _private_sft
+from ladalit.core.channel import DOWN, UP, Channel
+from ladalit.core.evaluation import evaluate_all
+from ladalit.core.responses import ResponseCache
+from ladalit.reporting.results import log_round
+from ladalit.core.prompts import zero_shot_prompt
+from ladalit.reporting.results import Results
+from ladalit.core.training import NonFiniteGuard, minibatches, optimizer_step
+
+# bump when a change here changes what a cached vocabulary mapping would contain
+MAPPING_VERSION = "fedmkt-vocab-1"
+
+
+# ----------------------------------------------------------------------------- token strings
+_BYTE_LEVEL_DECODE: dict[str, int] | None = None
+
+
+def _byte_level_decoder() -> dict[str, int]:
+    """Inverse of GPT-2's bytes -> printable unicode table."""
+    global _BYTE_LEVEL_DECODE
+    if _BYTE_LEVEL_DECODE is None:
+        bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + \
+            list(range(ord("®"), ord("ÿ") + 1))
+        cs = list(bs)
+        n = 0
+        for b in range(256):
+            if b not in bs:
+                bs.append(b)
+                cs.append(256 + n)
+                n += 1
+        _BYTE_LEVEL_DECODE = {chr(c): b for b, c in zip(bs, cs)}
+    return _BYTE_LEVEL_DECODE
+
+
+def normalise_token(tok: str) -> str:
+    """Surface text of one token string, tokenizer-agnostic: "Ġ"/"▁" -> space, "Ċ" -> newline,
+    a leading "##" (WordPiece continuation) dropped."""
+    if tok.startswith("##") and len(tok) > 2:
+        tok = tok[2:]
+    return tok.replace("\u0120", " ").replace("\u2581", " ").replace("\u010a", "\n").replace("\u0109", "\t")
+
+
+def _bytes_text(b: bytes) -> str:
+    # partial UTF-8 sequences keep a distinct, tokenizer-independent spelling
+    return b.decode("utf-8", errors="backslashreplace")
+
+
+def _scheme(tokenizer, raw: list[str]) -> str:
+    if type(tokenizer).__name__.startswith("ByT5"):
+        return "byt5"
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    desc = ""
+    if backend is not None:
+        desc = repr(backend.decoder) + repr(backend.pre_tokenizer)
+    if "ByteLevel" in desc:
+        return "bytelevel"
+    if "WordPiece" in desc:
+        return "wordpiece"
+    n_g = sum(1 for t in raw if t and t[0] == "\u0120")
+    n_m = sum(1 for t in raw if t and t[0] == "\u2581")
+    if "Metaspace" in desc or n_m > n_g:
+        return "metaspace"
+    if n_g > 0:
+        return "bytelevel"
+    if sum(1 for t in raw if t and t.startswith("##")) > 0:
+        return "wordpiece"
+    return "plain"
+
+
+def _surface(tok: str, scheme: str) -> str:
+    if scheme == "bytelevel":
+        table = _byte_level_decoder()
+        if all(c in table for c in tok):
+            return _bytes_text(bytes(table[c] for c in tok))
+        return tok
+    if scheme == "byt5":
+        return f"\\x{ord(tok):02x}" if len(tok) == 1 and ord(tok) >= 128 else tok
+    if scheme == "metaspace":
+        if len(tok) == 6 and tok.startswith("<0x") and tok.endswith(">"):
+            try:
+                return _bytes_text(bytes([int(tok[3:5], 16)]))
+            except ValueError:
+                pass
+        return tok.replace("\u2581", " ")
+    return normalise_token(tok)
+
+
+SPECIAL_ROLES = ("eos", "bos", "unk", "pad")
+
+
+@dataclass
+class TokenTable:
+    strings: list[str]           # surface text per id (special tokens: "<|role|>")
+    char_len: torch.Tensor       # surface length per id, special tokens count 1
+    digest: str                  # hash of `strings`: the key of vocabulary-mapping caches
+
+
+_TABLES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def token_table(tokenizer) -> TokenTable:
+    try:
+        return _TABLES[tokenizer]
+    except (KeyError, TypeError):
+        pass
+    n = len(tokenizer)
+    raw = tokenizer.convert_ids_to_tokens(list(range(n)))
+    raw = [r if isinstance(r, str) else f"<|id{i}|>" for i, r in enumerate(raw)]
+    scheme = _scheme(tokenizer, raw)
+    strings = [_surface(t, scheme) for t in raw]
+    special = set(i for i in getattr(tokenizer, "all_special_ids", []) if 0 <= i < n)
+    for role in reversed(SPECIAL_ROLES):  # eos wins where pad == eos
+        i = getattr(tokenizer, f"{role}_token_id", None)
+        if i is not None and 0 <= i < n:
+            strings[i] = f"<|{role}|>"
+            special.add(i)
+    lens = torch.tensor([1 if i in special else max(len(s), 1) for i, s in enumerate(strings)], dtype=torch.long)
+    digest = hashlib.sha256(("\x1f".join(strings)).encode("utf-8", "surrogatepass")).hexdigest()
+    table = TokenTable(strings, lens, digest)
+    try:
+        _TABLES[tokenizer] = table
+    except TypeError:
+        pass
+    return table
+
+
+def token_strings(tokenizer) -> list[str]:
+    """Surface text of every vocabulary id of `tokenizer` (see module docstring)."""
+    return token_table(tokenizer).strings
+
+
+# ----------------------------------------------------------------------------- alignment
+GAP, MISMATCH, SHIFTED = 1.0, 1.0, 0.25  # multiples of 1/4: the DP's sums stay exact in float64
+
+
+def align_tokens(src_tokens: Sequence[str], tgt_tokens: Sequence[str], normalise: bool = True,
+                 exact: bool = True) -> list[tuple[int, int]]:
+    """One-to-one alignment of two tokenisations of (about) the same text, by edit distance.
+
+    A Levenshtein DP over the token sequences: gap 1, substitution 0 for equal strings
+    (SHIFTED = 0.25 when they start at different character offsets -- not counting a leading
+    space that only one side has -- which breaks ties in favour of the pair at the same place
+    in the text), 1 for different strings. Returns
+    the substituted pairs (i, j), ascending; with `exact` only those with equal strings.
+    Rows are vectorised (the in-row gap recursion is a cumulative minimum): O(n·m) numpy.
+    """
+    a = [normalise_token(t) for t in src_tokens] if normalise else list(src_tokens)
+    b = [normalise_token(t) for t in tgt_tokens] if normalise else list(tgt_tokens)
+    n, m = len(a), len(b)
+    if n == 0 or m == 0:
+        return []
+    if a == b:
+        return [(i, i) for i in range(n)]
+    ids: dict[str, int] = {}
+    ai = np.array([ids.setdefault(s, len(ids)) for s in a])
+    bi = np.array([ids.setdefault(s, len(ids)) for s in b])
+    oa = np.cumsum([0] + [len(s) for s in a])[:-1]
+    ob = np.cumsum([0] + [len(s) for s in b])[:-1]
+    if a[0].startswith(" ") != b[0].startswith(" "):  # a SentencePiece "dummy prefix" on one side only
+        if a[0].startswith(" "):
+            oa = oa - 1
+        else:
+            ob = ob - 1
+    cost = np.where(ai[:, None] == bi[None, :], np.where(oa[:, None] == ob[None, :], 0.0, SHIFTED), MISMATCH)
+    D = np.empty((n + 1, m + 1))
+    D[0] = np.arange(m + 1) * GAP
+    D[:, 0] = np.arange(n + 1) * GAP
+    jr = np.arange(1, m + 1) * GAP
+    for i in range(1, n + 1):
+        cand = np.minimum(D[i - 1, :-1] + cost[i - 1], D[i - 1, 1:] + GAP)
+        # D[i, j] = min(cand[j], D[i, j-1] + GAP) = j·GAP + min_{j' <= j} (base[j'] - j'·GAP)
+        run = np.minimum.accumulate(np.concatenate(([D[i, 0]], cand - jr)))
+        D[i, 1:] = run[1:] + jr
+    pairs = []
+    i, j = n, m
+    while i > 0 and j > 0:
+        if D[i, j] == D[i - 1, j - 1] + cost[i - 1, j - 1]:
+            if not exact or ai[i - 1] == bi[j - 1]:
+                pairs.append((i - 1, j - 1))
+            i, j = i - 1, j - 1
+        elif D[i, j] == D[i - 1, j] + GAP:
+            i -= 1
+        else:
+            j -= 1
+    return pairs[::-1]
+
+
+def levenshtein(a: str, b: str) -> int:
+    if len(a) < len(b):
+        a, b = b, a
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        cur = [i]
+        for j, cb in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
+        prev = cur
+    return prev[-1]
+
+
+def _common_prefix(a: str, b: str) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def map_vocab_strings(src: Sequence[str], tgt: Sequence[str], window: int = 8) -> torch.Tensor:
+    """src id -> tgt id of the most similar string.
+
+    Exact: one dict over the target strings (lowest id wins among duplicates), one lookup
+    per source string -- O(V), about 0.1 s for 150k-token vocabularies. Fallback for the
+    U unmatched strings: the candidates are the `window` target strings on each side of
+    its position in the sorted target vocabulary (they share the longest prefix with it)
+    plus the longest target string that is a prefix of it; the smallest edit distance
+    wins, then the longer common prefix, then the lower id. O(U·(log V + 2·window·L²))
+    for strings of length L: seconds for ~10^4 unmatched tokens, hence the caches.
+    """
+    index: dict[str, int] = {}
+    for i, s in enumerate(tgt):
+        index.setdefault(s, i)
+    out = torch.tensor([index.get(s, -1) for s in src], dtype=torch.long)
+    missing = (out < 0).nonzero().flatten().tolist()
+    if not missing:
+        return out
+    ordered = sorted(index)
+    default = index.get("<|unk|>", index.get("<|eos|>", 0))
+    for i in missing:
+        s = src[i]
+        if not s:
+            out[i] = default
+            continue
+        pos = bisect.bisect_left(ordered, s)
+        cands = set(ordered[max(pos - window, 0): pos + window])
+        for length in range(len(s) - 1, 0, -1):
+            if s[:length] in index:
+                cands.add(s[:length])
+                break
+        if not cands:
+            out[i] = default
+            continue
+        best = min(cands, key=lambda c: (levenshtein(s, c), -_common_prefix(s, c), index[c]))
+        out[i] = index[best]
+    return out
+
+
+_MAPPINGS: dict[tuple[str, str], torch.Tensor] = {}
+
+
+def vocab_mapping(src_tokenizer, tgt_tokenizer, cache_dir: str | Path | None = None,
+                  window: int = 8) -> torch.Tensor:
+    """LongTensor [len(src_tokenizer)]: src id -> the most similar tgt id.
+
+    Computed once per pair of vocabularies: cached in memory, and under `cache_dir`
+    (a file named by hashes of both vocabularies' surface strings) when given.
+    """
+    s, t = token_table(src_tokenizer), token_table(tgt_tokenizer)
+    key = (s.digest, t.digest)
+    if key in _MAPPINGS:
+        return _MAPPINGS[key]
+    if s.digest == t.digest:
+        mapping = torch.arange(len(s.strings))
+    else:
+        path = None
+        if cache_dir:
+            tag = hashlib.sha256(f"{MAPPING_VERSION}:{window}:{s.digest}:{t.digest}".encode()).hexdigest()[:32]
+            path = Path(cache_dir).expanduser() / f"vocab-{tag}.pt"
+        if path is not None and path.exists():
+            mapping = torch.load(path, weights_only=True)
+        else:
+            mapping = map_vocab_strings(s.strings, t.strings, window)
+            if path is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+                torch.save(mapping, tmp)
+                os.replace(tmp, path)
+    _MAPPINGS[key] = mapping
+    return mapping
+
+
+# ----------------------------------------------------------------------------- top-k, KD, min-CE
+def topk_logits(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k largest logits per position and their vocabulary ids (k capped at the vocab size)."""
+    return logits.topk(min(k, logits.shape[-1]), dim=-1)
+
+
+def sparse_target(values: torch.Tensor, indices: torch.Tensor, mapping: torch.Tensor | None = None,
+                  temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(probs [.., k], receiver ids [.., k], ok [..]) of sparse top-k logits: softmax over the k
+    values, ids mapped through `mapping` (sender id -> receiver id). Ids outside the mapping
+    (padding rows of the sender's embedding) get probability 0 and the rest is renormalised;
+    `ok` is False where nothing was left."""
+    probs = torch.softmax(values.float() / temperature, dim=-1)
+    indices = indices.long()
+    if mapping is None:
+        return probs, indices, torch.ones(probs.shape[:-1], dtype=torch.bool)
+    valid = indices < len(mapping)
+    mapped = mapping.to(indices.device)[indices.clamp(max=len(mapping) - 1)]
+    probs = probs * valid
+    mass = probs.sum(-1, keepdim=True)
+    return probs / mass.clamp(min=1e-12), mapped, mass.squeeze(-1) > 0
+
+
+def sparse_kd_loss(student_logp: torch.Tensor, target_ids: torch.Tensor, target_probs: torch.Tensor,
+                   mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean over (masked) positions of -Σ_k p_k · log q(id_k): cross-entropy of the student's
+    log-probs [.., V] against a sparse target distribution [.., k]. Repeated ids (two teacher
+    tokens mapped to one student token) simply add their probabilities."""
+    per_pos = -(student_logp.gather(-1, target_ids) * target_probs).sum(-1)
+    if mask is None:
+        return per_pos.mean()
+    mask = mask.to(per_pos.dtype)
+    return (per_pos * mask).sum() / mask.sum().clamp(min=1)
+
+
+def sequence_ce(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor,
+                chars: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-example cross-entropy of `labels` [B, T] under `logits` [B, T, V] over `mask`: mean per
+    token, or, given `chars` [B], total nats per character of the text (comparable across
+    tokenizers)."""
+    logp = logits.float().log_softmax(-1).gather(-1, labels.long().unsqueeze(-1)).squeeze(-1)
+    mask = mask.to(logp.dtype)
+    nll = -(logp * mask).sum(-1)
+    return nll / (chars.to(nll) if chars is not None else mask.sum(-1)).clamp(min=1)
+
+
+def min_ce_choice(self_ce: torch.Tensor, *other_ces: torch.Tensor) -> torch.Tensor:
+    """Dual minimum cross-entropy: per example the index of the lowest CE among the
+    participant's own distribution (0) and each teacher's (1, 2, ...); ties keep the lower index."""
+    return torch.stack([self_ce, *other_ces], dim=-1).float().argmin(-1)
+
+
+# ----------------------------------------------------------------------------- per-example payloads
+@dataclass
+class TopK:
+    """One participant's sparse distributions on the public texts (what crosses the channel)."""
+    lengths: torch.Tensor    # int32 [N]: response tokens per example
+    token_ids: torch.Tensor  # int32 [L]: the tokens (labels) themselves, L = Σ lengths
+    values: torch.Tensor     # fp16 [L, k]: top-k logits predicting each token
+    indices: torch.Tensor    # int32 [L, k]
+    ce: torch.Tensor         # fp32 [N]: the sender's cross-entropy on each example (min-CE metric)
+
+    def payload(self, sample_ids: list[str]) -> dict:
+        return {"ids": list(sample_ids), "lengths": self.lengths, "token_ids": self.token_ids,
+                "values": self.values, "indices": self.indices, "ce": self.ce}
+
+    @classmethod
+    def from_payload(cls, p: dict) -> "TopK":
+        return cls(p["lengths"], p["token_ids"], p["values"], p["indices"], p["ce"])
+
+    def split(self) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        sizes = self.lengths.tolist()
+        return list(zip(self.token_ids.split(sizes), self.values.split(sizes), self.indices.split(sizes)))
+
+
+def _response_logits(participant, prompts, responses):
+    """Logits predicting each response token, flattened over the batch: ([L, V], labels [L],
+    row of each position [L], response tokens per row [B]). Rows keep their order, positions
+    theirs within a row."""
+    ids, attn, resp = participant._encode(prompts, responses)
+    mask = resp[:, 1:]
+    logits = participant(ids, attn)[:, :-1][mask].float()
+    return logits, ids[:, 1:][mask], mask.nonzero()[:, 0], mask.sum(-1)
+
+
+@torch.no_grad()
+def snapshot(participant, prompts: Sequence[str], responses: Sequence[str], k: int, batch_size: int,
+             ce_normalise: str = "char") -> TopK:
+    """Top-k logits at every response token of (prompt, response), in this participant's tokenizer,
+    and its cross-entropy per example (per character or per token, see `sequence_ce`)."""
+    table = token_table(participant.tokenizer)
+    was_training = participant.training
+    participant.eval()
+    lengths, toks, vals, idxs, ces = [], [], [], [], []
+    try:
+        for mb in minibatches(len(prompts), batch_size):
+            logits, labels, rows, counts = _response_logits(participant, [prompts[i] for i in mb],
+                                                            [responses[i] for i in mb])
+            nll_tok = logits.logsumexp(-1) - logits.gather(-1, labels.unsqueeze(-1)).squeeze(-1)
+            nll = torch.zeros(len(mb), device=logits.device).index_add_(0, rows, nll_tok)
+            if ce_normalise == "char":
+                lens = table.char_len.to(labels.device)[labels.clamp(max=len(table.char_len) - 1)]
+                denom = torch.zeros(len(mb), device=logits.device).index_add_(0, rows, lens.float())
+            else:
+                denom = counts.float()
+            ces.append((nll / denom.clamp(min=1)).cpu())
+            v, ix = topk_logits(logits, k)
+            vals.append(v.half().cpu())
+            idxs.append(ix.int().cpu())
+            toks.append(labels.int().cpu())
+            lengths.append(counts.int().cpu())
+    finally:
+        participant.train(was_training)
+    return TopK(torch.cat(lengths), torch.cat(toks), torch.cat(vals), torch.cat(idxs), torch.cat(ces).float())
+
+
+def own_targets(mine: TopK, temperature: float) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(receiver ids [n, k], probs [n, k]) per example from a participant's own top-k."""
+    out = []
+    for _, v, ix in mine.split():
+        probs, ids, _ = sparse_target(v, ix, None, temperature)
+        out.append((ids, probs))
+    return out
+
+
+def aligned_target(own_tokens: torch.Tensor, own_table: TokenTable, other_tokens: torch.Tensor,
+                   other_values: torch.Tensor, other_indices: torch.Tensor, other_table: TokenTable,
+                   mapping: torch.Tensor, temperature: float) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """A teacher's sparse distributions moved onto the student's tokens of one example.
+
+    Student position i aligned one-to-one (equal strings) with teacher position j takes the
+    teacher's top-k at j, mapped to student ids; any other position gets a one-hot target on
+    its own label token. Returns (ids [n, k], probs [n, k], number of aligned positions).
+    """
+    n, k = len(own_tokens), other_values.shape[-1]
+    ids = own_tokens.long().unsqueeze(-1).repeat(1, k)
+    probs = torch.zeros(n, k)
+    probs[:, 0] = 1.0
+    a = [own_table.strings[t] for t in own_tokens.tolist()]
+    b = [other_table.strings[t] for t in other_tokens.tolist()]
+    pairs = align_tokens(a, b, normalise=False)
+    if not pairs:
+        return ids, probs, 0
+    ii = torch.tensor([p[0] for p in pairs])
+    jj = torch.tensor([p[1] for p in pairs])
+    p, mapped, ok = sparse_target(other_values[jj], other_indices[jj], mapping, temperature)
+    ii, p, mapped = ii[ok], p[ok], mapped[ok]
+    ids[ii], probs[ii] = mapped, p
+    return ids, probs, len(ii)
+
+
+# ----------------------------------------------------------------------------- training
+def _stack_targets(targets: list[tuple[torch.Tensor, torch.Tensor]], counts: torch.Tensor):
+    """Per-example [n_b, k_b] targets stacked in row order to [Σ n_b, max k] (probability-0 padding)."""
+    found = [len(i) for i, _ in targets]
+    if found != counts.tolist():
+        raise RuntimeError(f"targets cover {found} response tokens, the encoding has {counts.tolist()}")
+    width = max(i.shape[-1] for i, _ in targets)
+    ids = torch.cat([torch.nn.functional.pad(i, (0, width - i.shape[-1])) for i, _ in targets])
+    probs = torch.cat([torch.nn.functional.pad(p, (0, width - p.shape[-1])) for _, p in targets])
+    return ids.to(counts.device), probs.to(counts.device)
+
+
+def distill(fabric, participant, optimizer, prompts, responses, targets, kd_alpha: float, epochs: int,
+            seed: int, guard: NonFiniteGuard, round: int) -> dict:
+    """kd_alpha·LM + (1 - kd_alpha)·KD on the response tokens, `epochs` passes; the last epoch's means.
+    Both terms are means over the batch's response tokens (log-softmax at those positions only)."""
+    participant.train()
+    last = {"loss": math.nan, "lm_loss": math.nan, "kd_loss": math.nan}
+    for epoch in range(epochs):
+        sums, steps = {"loss": 0.0, "lm_loss": 0.0, "kd_loss": 0.0}, 0
+        for b, mb in enumerate(minibatches(len(prompts), participant.train_cfg.batch_size, seed + epoch)):
+            logits, labels, _, counts = _response_logits(participant, [prompts[i] for i in mb],
+                                                         [responses[i] for i in mb])
+            logp = logits.log_softmax(-1)
+            lm = -logp.gather(-1, labels.unsqueeze(-1)).mean()
+            t_ids, t_probs = _stack_targets([targets[i] for i in mb], counts)
+            kd = sparse_kd_loss(logp, t_ids, t_probs)
+            loss = kd_alpha * lm + (1.0 - kd_alpha) * kd
+            if not guard.ok(loss, participant.name, round, b):
+                continue
+            optimizer_step(fabric, participant, optimizer, loss)
+            for key, v in (("loss", loss), ("lm_loss", lm), ("kd_loss", kd)):
+                sums[key] += v.item()
+            steps += 1
+        if steps:
+            last = {key: v / steps for key, v in sums.items()}
+    return last
+
+
+def choose_targets(mine: TopK, own_table: TokenTable, teachers: list[tuple[TopK, TokenTable, torch.Tensor]],
+                   temperature: float):
+    """Per example the lowest-CE distribution among the participant's own and the teachers'
+    (aligned to its tokens). Returns the targets, the choice per example and the fraction of
+    student positions aligned on the examples where a teacher won."""
+    choice = min_ce_choice(mine.ce, *[t.ce for t, _, _ in teachers])
+    own = own_targets(mine, temperature)
+    mine_rows = mine.split()
+    teacher_rows = [t.split() for t, _, _ in teachers]
+    targets, aligned, positions = [], 0, 0
+    for e, c in enumerate(choice.tolist()):
+        if c == 0:
+            targets.append(own[e])
+            continue
+        other, table, mapping = teachers[c - 1]
+        tok, v, ix = teacher_rows[c - 1][e]
+        ids, probs, n_al = aligned_target(mine_rows[e][0], own_table, tok, v, ix, table, mapping, temperature)
+        targets.append((ids, probs))
+        aligned, positions = aligned + n_al, positions + len(ids)
+    return targets, choice, (aligned / positions if positions else math.nan)
+
+
+# ----------------------------------------------------------------------------- the loop
+def run_fedmkt(exp, channel: Channel, results: Results, tracker=None, on_round_end=None, **_) -> dict:
+    """FedMKT through the same data split, evaluation and channel as every method (SPEC §8)."""
+    cfg, fabric = exp.cfg, exp.fabric
+    opts = cfg.fedmkt  # validated with the run config (ladalit.core.config)
+    guard, optimizers = NonFiniteGuard(cfg.on_nonfinite), {}
+    server, clients, public = exp.server, exp.clients, exp.data.public
+    sample_ids = [x.id for x in public]
+    prompts = [zero_shot_prompt(x) for x in public]
+    cache = ResponseCache(cfg.generation.max_new_tokens, cfg.generation.batch_size)
+    tables = {"server": token_table(server.tokenizer), **{k: token_table(c.tokenizer) for k, c in clients.items()}}
+    cache_dir = opts.vocab_cache_dir or None
+    # sender id -> receiver id, once per tokenizer pair
+    to_server = {k: vocab_mapping(c.tokenizer, server.tokenizer, cache_dir, opts.vocab_window)
+                 for k, c in clients.items()}
+    to_client = {k: vocab_mapping(server.tokenizer, c.tokenizer, cache_dir, opts.vocab_window)
+                 for k, c in clients.items()}
+    optimizers["server"] = fabric.setup_optimizers(server.configure_optimizers())
+    stats = {"teacher_chosen": {}, "aligned_fraction": {}}
+    server_answers: list[str] | None = None
+    received: dict[str, list[str]] = {}
+    server_top: TopK | None = None  # the server's top-k, valid until it trains or the texts change
+    version, down = 0, {}  # server_top's version; what each client last received: (version, TopK)
+
+    def snap(p, texts):
+        return snapshot(p, prompts, texts, opts.top_k, p.train_cfg.batch_size, opts.ce_normalise)
+
+    for t in range(1, cfg.rounds + 1):
+        # ---------------------------------------------------------------- public texts (the server's answers)
+        if server_answers is None or opts.regenerate:
+            cache.drop_before(t)
+            server_answers = cache.get(t, server, public)
+            received = {k: channel.send(t, DOWN, k, "server_answers", server_answers) for k in clients}
+            server_top, version = None, version + 1
+
+        # ---------------------------------------------------------------- clients: private SFT, top-k up
+        if t == 1:
+            _private_sft(exp, guard, results, optimizers, lambda c: c.train_cfg.sft_epochs, 0)
+        elif opts.private_every_round:
+            _private_sft(exp, guard, results, optimizers, lambda c: c.train_cfg.epochs, t)
+        client_top, up = {}, {}
+        for k, client in clients.items():
+            client_top[k] = snap(client, received[k])
+            up[k] = TopK.from_payload(channel.send(t, UP, k, "topk_logits", client_top[k].payload(sample_ids)))
+
+        # ---------------------------------------------------------------- server: min-CE over itself and every client
+        if server_top is None:
+            server_top = snap(server, server_answers)
+        if opts.server_training:
+            teachers = [(up[k], tables[k], to_server[k]) for k in clients]
+            targets, choice, frac = choose_targets(server_top, tables["server"], teachers, opts.temperature)
+            losses = distill(fabric, server, optimizers["server"], prompts, server_answers, targets, opts.kd_alpha,
+                             server.train_cfg.epochs, cfg.seed + t, guard, t)
+            chosen = {k: (choice == n + 1).float().mean().item() for n, k in enumerate(clients)}
+            results.add_train(t, "server", **losses, aligned_fraction=frac,
+                              **{f"chose_{k}": v for k, v in chosen.items()})
+            stats["teacher_chosen"][f"{t}:server"] = chosen
+            stats["aligned_fraction"][f"{t}:server"] = None if math.isnan(frac) else frac
+            server_top, version = snap(server, server_answers), version + 1
+
+        # ---------------------------------------------------------------- clients: min-CE between itself and the server
+        for k, client in clients.items():
+            if down.get(k, (None,))[0] != version:  # unchanged top-k (server_training=false) is sent once
+                payload = channel.send(t, DOWN, k, "topk_logits", server_top.payload(sample_ids))
+                down[k] = (version, TopK.from_payload(payload))
+            teacher = [(down[k][1], tables["server"], to_client[k])]
+            targets, choice, frac = choose_targets(client_top[k], tables[k], teacher, opts.temperature)
+            losses = distill(fabric, client, optimizers[k], prompts, received[k], targets, opts.kd_alpha,
+                             client.train_cfg.epochs, cfg.seed + t, guard, t)
+            chosen = (choice == 1).float().mean().item()
+            results.add_train(t, k, **losses, aligned_fraction=frac, chose_server=chosen)
+            stats["teacher_chosen"][f"{t}:{k}"] = chosen
+            stats["aligned_fraction"][f"{t}:{k}"] = None if math.isnan(frac) else frac
+
+        if cfg.eval.every_round or t == cfg.rounds:
+            evaluate_all(exp, results, t)
+        log_round(tracker, results, channel, t)
+    return {"nonfinite_skipped": guard.skipped, "responses_generated": cache.generated, "fedmkt": stats}

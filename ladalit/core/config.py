@@ -1,0 +1,732 @@
+"""Structured configs: every knob of a run, validated at start.
+
+`load_config(["conf=smoke.yaml", "rounds=3", ...])` merges, in order, the
+dataclass defaults, the YAML file and the dotted command-line overrides, then
+validates names and ranges. Any problem raises `ConfigError` whose message is
+one line naming the key; `ladalit.run` prints it and exits with status 2.
+"""
+from __future__ import annotations
+
+import importlib
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
+
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+
+
+class ConfigError(ValueError):
+    """A bad configuration; the message is one line naming the key."""
+
+
+@dataclass
+class LoraConfig:
+    # train LoRA adapters (peft) instead of all weights
+    enabled: bool = False
+    # LoRA rank
+    r: int = 8
+    # LoRA scaling alpha
+    alpha: int = 16
+    # dropout on the LoRA path
+    dropout: float = 0.0
+    # module names, or ["all-linear"]
+    target_modules: List[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+
+
+@dataclass
+class ModelConfig:
+    # tiny: random weights from the fields below; hub: hub id or local dir in name_or_path; zoo: a ladalit.demo.zoo member
+    source: str = "tiny"
+    # hub id or local directory (source=hub); zoo member name (source=zoo)
+    name_or_path: str = ""
+    # tiny: architecture family of the random model
+    arch: str = "qwen3"
+    # tiny: hidden size
+    hidden_size: int = 64
+    # tiny: decoder layers
+    num_layers: int = 2
+    # tiny: attention heads
+    num_heads: int = 4
+    # tiny: key/value heads
+    num_kv_heads: int = 2
+    # tiny: MLP width
+    intermediate_size: int = 128
+    # tiny: "byt5"; hub: "" means the model's own tokenizer, else a hub id or local dir
+    tokenizer: str = "byt5"
+    # run code shipped with a hub model (off unless a model needs it)
+    trust_remote_code: bool = False
+    # only safetensors weights unless this is set (pickle files can run code)
+    allow_unsafe_weights: bool = False
+    # weight dtype
+    dtype: str = "float32"
+    # LoRA adapters
+    lora: LoraConfig = field(default_factory=LoraConfig)
+
+
+@dataclass
+class TrainConfig:
+    # AdamW learning rate
+    lr: float = 1e-3
+    # samples per optimizer step
+    batch_size: int = 8
+    # epochs of supervised fine-tuning on private train (the reference SFT, Algorithm 1 ❶)
+    sft_epochs: int = 1
+    # epochs over each round's distillation data (LaDa: passes over each candidate batch's selection, the
+    # batch reward measured after the last; see the README's method section)
+    epochs: int = 1
+    # tokens per prompt+response (an over-long pair loses the end of its response; a generation prompt
+    # over max_length - max_new_tokens loses its start, never its question)
+    max_length: int = 384
+    # gradient-norm clipping (0 = off)
+    grad_clip: float = 1.0
+    # AdamW weight decay
+    weight_decay: float = 0.0
+
+
+@dataclass
+class ParticipantConfig:
+    # the causal LM and its tokenizer
+    model: ModelConfig = field(default_factory=ModelConfig)
+    # optimisation settings
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+@dataclass
+class SyntheticDataConfig:
+    # problems generated before the split
+    num_records: int = 6000
+    # fewest reasoning steps per problem (difficulty)
+    min_steps: int = 1
+    # most reasoning steps per problem (difficulty)
+    max_steps: int = 4
+
+
+@dataclass
+class DataConfig:
+    # data set loader
+    name: str = "synthetic"
+    # local file (JSONL / JSON) instead of the hub
+    path: Optional[str] = None
+    # hub id for the hub loaders (empty: the loader's default)
+    hub_id: Optional[str] = None
+    # hub split
+    split: str = "train"
+    # options per question after normalisation (gold + distractors)
+    num_options: int = 4
+    # private train records per client
+    train_per_client: int = 1000
+    # private test records per client
+    test_per_client: int = 500
+    # public distillation set size |D_p| (no answers)
+    public_size: int = 1000
+    # 0: iid clients; 1: every client draws only from its own domains
+    domain_skew: float = 0.0
+    # the generated task (name=synthetic)
+    synthetic: SyntheticDataConfig = field(default_factory=SyntheticDataConfig)
+
+
+@dataclass
+class RewardConfig:
+    # α of Eq. 7: weight of the round-level reward
+    alpha: float = 0.33
+    # sample: per-sample rewards (SPEC §5); set: the paper-literal Eq. 5/6 over the whole selection
+    granularity: str = "sample"
+
+
+@dataclass
+class FilterNetConfig:
+    # frozen text encoder: minilm | hashing | package.module:Class
+    encoder: str = "minilm"
+    # "package.module:Class", a LearnabilityFilter subclass; empty = the default
+    class_path: str = ""
+    # width of ExploitNet / ExploreNet
+    hidden: int = 128
+    # residual blocks per network
+    depth: int = 2
+    # filter learning rate
+    lr: float = 3e-4
+    # epochs over the replay buffer per filter update
+    epochs: int = 10
+    # filter minibatch size
+    batch_size: int = 64
+    # λ of Eq. 10: weight of the exploration bonus
+    lam: float = 0.33
+    # τ: select samples with predicted reward above it
+    tau: float = 0.5
+    # fewest samples selected per candidate batch (a bound; hits are counted)
+    min_select: int = 1
+    # most samples selected per candidate batch (empty = no bound)
+    max_select: Optional[int] = None
+    # replay buffer size (observations per model pair)
+    buffer_size: int = 4096
+
+
+@dataclass
+class FedMKTConfig:
+    """`method=fedmkt` (defaults follow FATE-LLM where it has one)."""
+    # weight of the LM loss; (1 - kd_alpha) weighs the KD loss
+    kd_alpha: float = 0.5
+    # logits kept per token (what crosses the channel)
+    top_k: int = 16
+    # softmax temperature over the kept top-k logits
+    temperature: float = 1.0
+    # min-CE metric per "char" of text (tokenizer-invariant) or per "token" (FATE)
+    ce_normalise: str = "char"
+    # FATE llm_training: false = the server only teaches
+    server_training: bool = True
+    # private SFT every round (round 1 sft_epochs, later train.epochs), as FATE does
+    private_every_round: bool = True
+    # regenerate the server's public answers every round (else once)
+    regenerate: bool = False
+    # vocabulary-mapping fallback: sorted neighbours examined on each side
+    vocab_window: int = 8
+    # on-disk cache of vocabulary mappings ("" = memory only)
+    vocab_cache_dir: str = ""
+
+
+@dataclass
+class WASPConfig:
+    """`wasp.*` (defaults used where the config has no such section)."""
+    # synthetic questions the LLM is asked for per round (before parsing / dedup / answer check)
+    samples_per_round: int = 64
+    # Top-Q voting: each private question votes for its top_q most similar synthetic questions
+    top_q: int = 8
+    # weight of the r-th nearest within one private question's vote: harmonic (1/r) | uniform
+    vote_decay: str = "harmonic"
+    # std of Gaussian noise added to each client's vote vector (0 = off)
+    noise_std: float = 0.0
+    # top- and bottom-voted samples kept as the next round's good / bad examples
+    pool_size: int = 8
+    # good examples shown in each generation prompt
+    good_per_prompt: int = 2
+    # bad examples shown in each generation prompt
+    bad_per_prompt: int = 2
+    # round 1: public questions shown as plain examples in each generation prompt
+    public_examples: int = 2
+    # training weights: global (summed votes, sent down) | local (each client's own votes)
+    weights: str = "global"
+    # train on every synthetic sample received so far (else only on this round's)
+    accumulate: bool = False
+    # tokens per generated question (None: generation.max_new_tokens)
+    max_new_tokens: Optional[int] = None
+    # sentence encoder for the votes ("" = filter_net.encoder): minilm | hashing | pkg.mod:Class
+    encoder: str = ""
+
+
+@dataclass
+class ReasoningConfig:
+    """`reasoning.*`: options of sft_cot, socratic_cot and rstar."""
+    # tokens per LLM decomposition / SLM trajectory / LLM completion (None: generation.max_new_tokens)
+    max_new_tokens: Optional[int] = None
+    # rStar: trajectories per question, one per prompt variant: 1 = zero-shot, 2 = zero-shot and one-shot
+    rstar_prompts: int = 2
+    # rStar: the discriminator sees the first ⌊u·steps⌋ steps, u ~ U[cut_min, cut_max] per trajectory
+    rstar_cut_min: float = 0.2
+    # rStar: upper end of that cut fraction
+    rstar_cut_max: float = 0.8
+    # rStar: public questions the generator answers each round (None: all of D_p)
+    rstar_questions: Optional[int] = None
+
+
+@dataclass
+class GenerationConfig:
+    # response generation backend: hf = HF generate with the KV cache; vllm = one vLLM engine per participant
+    # serving its LoRA policy (ladalit.scale.vllm_backend, pip install 'ladalit[vllm]'; needs a GPU, LoRA and source=hub)
+    backend: str = "hf"
+    # tokens per generated reasoning answer
+    max_new_tokens: int = 96
+    # prompts per generation batch
+    batch_size: int = 16
+    # LaDa: at start, fail unless every participant's max_new_tokens and max_length fit a full answer and the
+    # longest zero-shot prompt in its own tokens (ladalit.core.budgets)
+    check_budgets: bool = True
+    # backend=vllm: fraction of the GPU's memory one awake engine may use (weights, activations, KV cache)
+    vllm_gpu_memory_utilization: float = 0.5
+    # backend=vllm: GPUs one engine spreads its model over (vLLM tensor parallelism, its own worker processes)
+    vllm_tensor_parallel_size: int = 1
+
+
+@dataclass
+class EvalConfig:
+    # 0 = zero-shot, 1 = one-shot
+    shots: List[int] = field(default_factory=lambda: [0, 1])
+    # tokens per generated answer
+    max_new_tokens: int = 96
+    # prompts per generation batch
+    batch_size: int = 32
+    # evaluate after every round (else only after the last)
+    every_round: bool = True
+    # evaluate at most this many test records per client (None = all)
+    limit: Optional[int] = None
+
+
+@dataclass
+class FabricConfig:
+    # auto | cpu | cuda
+    accelerator: str = "auto"
+    # devices per node
+    devices: int = 1
+    # nodes
+    num_nodes: int = 1
+    # auto | fsdp2
+    strategy: str = "auto"
+    # Fabric precision, e.g. 32-true | bf16-mixed | bf16-true
+    precision: str = "32-true"
+    # keep participants that are not training on the CPU (accelerators only)
+    offload_idle: bool = True
+    # fsdp2: recompute decoder-layer activations in the backward pass (the 32B/72B scenarios need it)
+    activation_checkpointing: bool = True
+
+
+@dataclass
+class WandbConfig:
+    # offline (default) | online | disabled
+    mode: str = "offline"
+    # W&B project
+    project: str = "ladalit"
+    # W&B entity (team or user)
+    entity: Optional[str] = None
+
+
+@dataclass
+class TrackingConfig:
+    # Weights & Biases
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+
+
+@dataclass
+class RunConfig:
+    # the method to run
+    method: str = "lada"
+    # seed for the data split, models, filters and prototypes
+    seed: int = 0
+    # communication rounds T
+    rounds: int = 5
+    # client/server loss: MARD (Eq. 3, 4) or the cross-entropy ablation
+    loss: str = "mard"
+    # learnability-aware filter, or none (all of D_p; ablation)
+    filter: str = "lada"
+    # weights w_k of overlapping samples on the server (Eq. 4)
+    server_weights: str = "reward"
+    # β of the MARD loss
+    beta: float = 0.1
+    # candidate batch size: D_p is streamed in batches of n_c
+    n_c: int = 64
+    # fraction of D_p taken as first-round prototypes (k-means centroids, ladalit.method.prototypes)
+    init_fraction: float = 0.1
+    # rewards (Eq. 5-7)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    # the filter networks (Eq. 8-10)
+    filter_net: FilterNetConfig = field(default_factory=FilterNetConfig)
+    # data set, split sizes and skew
+    data: DataConfig = field(default_factory=DataConfig)
+    # the server LLM
+    server: ParticipantConfig = field(default_factory=ParticipantConfig)
+    # the client SLMs by name; K = number of entries.
+    clients: Dict[str, ParticipantConfig] = field(default_factory=dict)
+    # FedMKT baseline settings
+    fedmkt: FedMKTConfig = field(default_factory=FedMKTConfig)
+    # WASP baseline settings
+    wasp: WASPConfig = field(default_factory=WASPConfig)
+    # sft_cot / socratic_cot / rstar settings (paper Table IV)
+    reasoning: ReasoningConfig = field(default_factory=ReasoningConfig)
+    # response generation for distillation
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    # evaluation
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    # Lightning Fabric
+    fabric: FabricConfig = field(default_factory=FabricConfig)
+    # experiment tracking
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    # directory for run directories
+    output_dir: str = "runs"
+    # run directory name (empty: method-time-seed)
+    run_name: str = ""
+    # true: continue the run in output_dir/run_name from its last complete checkpoint (see README, Resume)
+    resume: bool = False
+    # true: replace the run already in output_dir/run_name (its files are removed once validation passes)
+    overwrite: bool = False
+    # skip: drop a step whose loss or reward is not finite (counted); raise: stop with a message
+    on_nonfinite: str = "skip"
+    # quiet progress output
+    quiet: bool = False
+    # also transformers' per-load "Loading weights" bars, and the full resolved config at start
+    verbose: bool = False
+
+
+METHODS = ("lada", "standalone", "fedkd", "fedmkt", "wasp", "sft_cot", "socratic_cot", "rstar")
+# Allowed values of the string-valued names. A key ending in ".*" applies to every entry of a dict.
+CHOICES: dict[str, tuple[str, ...]] = {
+    "method": METHODS,
+    "loss": ("mard", "ce"),
+    "filter": ("lada", "none"),
+    "server_weights": ("reward", "uniform"),
+    "reward.granularity": ("sample", "set"),
+    "data.name": ("synthetic", "aqua", "commonsenseqa", "mathinstruct", "cot_collection"),
+    "generation.backend": ("hf", "vllm"),
+    "fabric.strategy": ("auto", "fsdp2"),
+    "tracking.wandb.mode": ("offline", "online", "disabled"),
+    "fabric.accelerator": ("auto", "cpu", "cuda"),
+    "fabric.precision": ("32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true"),
+    "on_nonfinite": ("skip", "raise"),
+    "fedmkt.ce_normalise": ("char", "token"),
+    "wasp.vote_decay": ("harmonic", "uniform"),
+    "wasp.weights": ("global", "local"),
+    "*.model.source": ("tiny", "hub", "zoo"),
+    "*.model.arch": ("qwen3", "qwen2", "llama", "gemma2", "internlm3"),
+    "*.model.dtype": ("float32", "bfloat16", "float16"),
+}
+# (low, high) inclusive bounds; None = unbounded on that side.
+RANGES: dict[str, tuple[float | None, float | None]] = {
+    "seed": (0, None),
+    "rounds": (1, None),
+    "beta": (0.0, None),
+    "n_c": (1, None),
+    "init_fraction": (0.0, 1.0),
+    "reward.alpha": (0.0, 1.0),
+    "filter_net.lam": (0.0, None),
+    "filter_net.epochs": (0, None),
+    "filter_net.lr": (0.0, None),
+    "filter_net.min_select": (0, None),
+    "filter_net.max_select": (1, None),
+    "filter_net.hidden": (1, None),
+    "filter_net.depth": (0, None),
+    "filter_net.batch_size": (1, None),
+    "filter_net.buffer_size": (1, None),
+    "data.synthetic.num_records": (1, None),
+    "data.synthetic.min_steps": (1, None),
+    "data.synthetic.max_steps": (1, None),
+    "data.num_options": (2, 10),
+    "data.train_per_client": (1, None),
+    "data.test_per_client": (1, None),
+    "data.public_size": (1, None),
+    "data.domain_skew": (0.0, 1.0),
+    "*.train.lr": (0.0, None),
+    "*.train.batch_size": (1, None),
+    "*.train.sft_epochs": (0, None),
+    "*.train.epochs": (0, None),
+    "*.train.max_length": (1, None),
+    "*.train.grad_clip": (0.0, None),
+    "*.train.weight_decay": (0.0, None),
+    "*.model.hidden_size": (1, None),
+    "*.model.num_layers": (1, None),
+    "*.model.num_heads": (1, None),
+    "*.model.num_kv_heads": (1, None),
+    "*.model.intermediate_size": (1, None),
+    "*.model.lora.r": (1, None),
+    "*.model.lora.alpha": (1, None),
+    "*.model.lora.dropout": (0.0, 1.0),
+    "eval.max_new_tokens": (1, None),
+    "eval.batch_size": (1, None),
+    "eval.limit": (1, None),
+    "fedmkt.kd_alpha": (0.0, 1.0),
+    "fedmkt.top_k": (1, None),
+    "fedmkt.temperature": (1e-6, None),
+    "fedmkt.vocab_window": (1, None),
+    "wasp.samples_per_round": (1, None),
+    "wasp.top_q": (1, None),
+    "wasp.noise_std": (0.0, None),
+    "wasp.pool_size": (1, None),
+    "wasp.good_per_prompt": (0, None),
+    "wasp.bad_per_prompt": (0, None),
+    "wasp.public_examples": (0, None),
+    "wasp.max_new_tokens": (1, None),
+    "reasoning.rstar_prompts": (1, 2),
+    "reasoning.rstar_cut_min": (0.0, 1.0),
+    "reasoning.rstar_cut_max": (0.0, 1.0),
+    "reasoning.max_new_tokens": (1, None),
+    "reasoning.rstar_questions": (1, None),
+    "generation.max_new_tokens": (1, None),
+    "generation.batch_size": (1, None),
+    "fabric.devices": (1, None),
+    "fabric.num_nodes": (1, None),
+    "generation.vllm_gpu_memory_utilization": (0.01, 1.0),
+    "generation.vllm_tensor_parallel_size": (1, None),
+}
+
+
+def resolve_conf_path(name: str) -> Path:
+    """`conf=NAME` is a file in conf/ (with or without .yaml) or a path."""
+    p = Path(name)
+    for cand in (p, CONF_DIR / name, CONF_DIR / f"{name}.yaml"):
+        if cand.is_file():
+            return cand
+    available = ", ".join(list_configs()) or "none"
+    raise ConfigError(f"conf={name}: no such file (configs in conf/: {available})")
+
+
+def list_configs() -> list[str]:
+    """Run configs in conf/ (matrix.yaml describes an experiment matrix for launch/matrix.py, not a run)."""
+    return sorted(p.name for p in CONF_DIR.glob("*.yaml") if p.name != "matrix.yaml")
+
+
+def _keys_of(node: Any) -> list[str]:
+    return sorted(node.keys()) if isinstance(node, DictConfig) else []
+
+
+def _one_line(err: OmegaConfBaseException, schema: DictConfig, hint: str = "?") -> str:
+    key = getattr(err, "full_key", None) or hint
+    if isinstance(err, (ConfigKeyError, ConfigAttributeError)):
+        parent_key, _, leaf = key.rpartition(".")
+        parent = OmegaConf.select(schema, parent_key) if parent_key else schema
+        if parent is None and parent_key.startswith("clients."):  # a client not yet in the schema
+            rest = parent_key.split(".", 2)[2:]
+            participant = OmegaConf.structured(ParticipantConfig)
+            parent = OmegaConf.select(participant, rest[0]) if rest else participant
+        allowed = ", ".join(_keys_of(parent))
+        return f"unknown config key '{key}' (allowed keys here: {allowed})"
+    return f"config key '{key}': {str(err).splitlines()[0].removeprefix('Merge error: ')}"
+
+
+def _merge(base: DictConfig, other: Any, hint: str = "?") -> DictConfig:
+    """`hint` names the key being merged, for errors that do not carry one."""
+    try:
+        return OmegaConf.merge(base, other)
+    except OmegaConfBaseException as err:
+        raise ConfigError(_one_line(err, base, hint)) from None
+    except TypeError as err:  # e.g. a list merged onto a mapping
+        raise ConfigError(f"config key '{hint}': {err} (expected a mapping of keys)") from None
+
+
+def _read_yaml(path: Path) -> Any:
+    """The parsed YAML file (a UTF-8 BOM is accepted); errors keep their line and column."""
+    import yaml
+    try:  # OmegaConf's own loader: its float rules, and duplicate keys are errors
+        from omegaconf._yaml import get_yaml_loader
+    except ImportError:  # omegaconf < 2.4
+        from omegaconf._utils import get_yaml_loader
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {err.start})") from None
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot be read ({err.strerror})") from None
+    try:
+        return yaml.load(text, Loader=get_yaml_loader())
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+        raise ConfigError(f"{where}: not valid YAML: {err.problem or err.context}") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {str(err).splitlines()[0]}") from None
+
+
+def _load_file(cfg: DictConfig, path: Path) -> DictConfig:
+    raw = _read_yaml(path)
+    if raw is None:
+        return cfg
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of config keys (key: value lines) at the top level, "
+                          f"got {type(raw).__name__} {str(raw)[:40]!r}")
+    clients = raw.pop("clients", None)
+    if clients is not None and not isinstance(clients, dict):
+        raise ConfigError(f"{path}: config key 'clients': expected a mapping of client name to its settings, "
+                          f"got {type(clients).__name__}")
+    for key, value in raw.items():
+        cfg = _merge(cfg, {key: value}, str(key))
+    # a client entry is a ParticipantConfig: merge each onto the schema so its keys are checked
+    for name, client in (clients or {}).items():
+        if not isinstance(client, dict):
+            raise ConfigError(f"{path}: config key 'clients.{name}': expected a mapping (model, train), "
+                              f"got {type(client).__name__} {client!r}")
+        cfg = _merge(cfg, {"clients": {name: client}}, f"clients.{name}")
+    return cfg
+
+
+def _check_value(key: str, pattern: str, value: Any) -> None:
+    if pattern in CHOICES and value not in CHOICES[pattern]:
+        raise ConfigError(f"config key '{key}': unknown value {value!r} (allowed: {', '.join(CHOICES[pattern])})")
+    if pattern in RANGES and value is not None:
+        lo, hi = RANGES[pattern]
+        bad = (lo is not None and value < lo) or (hi is not None and value > hi) or (
+            isinstance(value, float) and not math.isfinite(value))
+        if bad:
+            rng = f"[{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}]"
+            raise ConfigError(f"config key '{key}': value {value} out of range {rng}")
+
+
+def validate(cfg: DictConfig) -> None:
+    """Names and ranges; raises ConfigError with a one-line message."""
+    for pattern in list(CHOICES) + list(RANGES):
+        if pattern.startswith("*."):
+            rest = pattern[2:]
+            places = [("server", cfg.server)] + [(f"clients.{n}", c) for n, c in cfg.clients.items()]
+            for prefix, node in places:
+                _check_value(f"{prefix}.{rest}", pattern, OmegaConf.select(node, rest))
+        else:
+            _check_value(pattern, pattern, OmegaConf.select(cfg, pattern))
+    if len(cfg.clients) == 0:
+        raise ConfigError("config key 'clients': at least one client is required")
+    for prefix, node in [("server", cfg.server)] + [(f"clients.{n}", c) for n, c in cfg.clients.items()]:
+        if node.model.source in ("hub", "zoo") and not node.model.name_or_path:
+            raise ConfigError(f"config key '{prefix}.model.name_or_path': required when source={node.model.source}")
+    if cfg.fabric.strategy == "fsdp2":
+        for prefix, node in [("server", cfg.server)] + [(f"clients.{n}", c) for n, c in cfg.clients.items()]:
+            if not node.model.lora.enabled:
+                raise ConfigError(f"config key '{prefix}.model.lora.enabled': fabric.strategy=fsdp2 needs LoRA "
+                                  "(the frozen reference copy of full fine-tuning cannot be sharded)")
+    fn = cfg.filter_net
+    if fn.max_select is not None and fn.max_select < max(fn.min_select, 1):
+        raise ConfigError(f"config key 'filter_net.max_select': {fn.max_select} is below min_select {fn.min_select}")
+    if cfg.reasoning.rstar_cut_min > cfg.reasoning.rstar_cut_max:
+        raise ConfigError(f"config key 'reasoning.rstar_cut_min': {cfg.reasoning.rstar_cut_min} is above "
+                          f"rstar_cut_max {cfg.reasoning.rstar_cut_max}")
+    if cfg.resume and not cfg.run_name:
+        raise ConfigError("config key 'run_name': resume=true needs the run_name of the run to continue")
+    if cfg.generation.backend == "vllm":
+        _check_vllm(cfg)
+    _check_consistency(cfg)
+
+
+def _participants(cfg) -> list[tuple[str, Any]]:
+    return [("server", cfg.server)] + [(f"clients.{n}", c) for n, c in cfg.clients.items()]
+
+
+def _check_consistency(cfg: DictConfig) -> None:
+    """Values that are each in range but do not fit together, lists, names and class paths."""
+    shots = list(cfg.eval.shots)
+    if not shots or any(s not in (0, 1) for s in shots) or len(set(shots)) != len(shots):
+        raise ConfigError(f"config key 'eval.shots': {shots} must be a non-empty list of distinct values from [0, 1] "
+                          "(0 = zero-shot, 1 = one-shot)")
+    syn = cfg.data.synthetic
+    if syn.min_steps > syn.max_steps:
+        raise ConfigError(f"config key 'data.synthetic.min_steps': {syn.min_steps} is above max_steps {syn.max_steps}")
+    if cfg.data.name == "synthetic" and (cfg.data.path or cfg.data.hub_id):
+        key = "data.path" if cfg.data.path else "data.hub_id"
+        raise ConfigError(f"config key '{key}': not used by data.name=synthetic (the data is generated); "
+                          "set data.name to the loader of that data")
+    for prefix, node in _participants(cfg):
+        m = node.model
+        if m.source == "tiny" and m.hidden_size % m.num_heads:
+            raise ConfigError(f"config key '{prefix}.model.hidden_size': {m.hidden_size} is not a multiple of "
+                              f"num_heads {m.num_heads}")
+        if m.source == "tiny" and m.num_heads % m.num_kv_heads:
+            raise ConfigError(f"config key '{prefix}.model.num_heads': {m.num_heads} is not a multiple of "
+                              f"num_kv_heads {m.num_kv_heads}")
+    if cfg.resume and cfg.overwrite:
+        raise ConfigError("config key 'overwrite': resume=true and overwrite=true contradict each other; choose one")
+    if cfg.resume and cfg.method != "lada":
+        raise ConfigError(f"config key 'resume': method={cfg.method} writes no checkpoints; only method=lada resumes "
+                          "(run it again with overwrite=true)")
+    name = cfg.run_name
+    if name in (".", "..") or "/" in name or "\\" in name:
+        raise ConfigError(f"config key 'run_name': {name!r} must be a plain directory name (output_dir says where)")
+    for key in ("filter_net.encoder", "wasp.encoder"):
+        value = OmegaConf.select(cfg, key)
+        if value in ("", "minilm", "hashing"):
+            continue
+        from ladalit.core.encoder import Encoder
+        _check_class(key, value, Encoder)
+    if cfg.filter_net.class_path:
+        from ladalit.method.filter import LearnabilityFilter
+        _check_class("filter_net.class_path", cfg.filter_net.class_path, LearnabilityFilter)
+
+
+def _check_class(key: str, path: str, base: type) -> None:
+    try:
+        import_class(path, base)
+    except (ValueError, TypeError, ImportError, AttributeError) as err:
+        raise ConfigError(f"config key '{key}': {path!r}: {str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
+
+
+def _check_vllm(cfg: DictConfig) -> None:
+    """generation.backend=vllm: one single-process run on a GPU, every participant a hub model with LoRA."""
+    single = "vLLM inside a multi-process Fabric world is not supported by this backend"
+    if cfg.fabric.strategy == "fsdp2":
+        raise ConfigError(f"config key 'fabric.strategy': generation.backend=vllm does not run under fsdp2 ({single}; "
+                          "generation.vllm_tensor_parallel_size spreads an engine over GPUs)")
+    for key in ("devices", "num_nodes"):
+        if cfg.fabric[key] > 1:
+            raise ConfigError(f"config key 'fabric.{key}': generation.backend=vllm needs 1, got {cfg.fabric[key]} "
+                              f"({single}; generation.vllm_tensor_parallel_size spreads an engine over GPUs)")
+    if cfg.fabric.accelerator == "cpu":
+        raise ConfigError("config key 'fabric.accelerator': generation.backend=vllm needs a GPU "
+                          "(vLLM's sleep mode, which parks idle engines, runs on CUDA and ROCm only)")
+    why = {"tiny": "a tiny model has random weights in memory only",
+           "zoo": "zoo members are the CPU proving ground's tiny models; to try one, set source=hub and "
+                  "name_or_path to its cached directory"}
+    for prefix, node in [("server", cfg.server)] + [(f"clients.{n}", c) for n, c in cfg.clients.items()]:
+        if not node.model.lora.enabled:
+            raise ConfigError(f"config key '{prefix}.model.lora.enabled': generation.backend=vllm needs LoRA "
+                              "(the trained weights reach the engine as a LoRA adapter; full fine-tuning cannot "
+                              "be synced into vLLM through its public API)")
+        if node.model.source != "hub":
+            raise ConfigError(f"config key '{prefix}.model.source': generation.backend=vllm needs source=hub "
+                              f"(a hub id or a local directory vLLM loads itself); {why[node.model.source]}")
+
+
+def import_class(path: str, base: type) -> type:
+    """The class named by a config string ``"pkg.mod:Class"`` (or ``"pkg.mod.Class"``); it must subclass `base`."""
+    if ":" in path:
+        mod_name, _, attr = path.partition(":")
+    else:
+        mod_name, _, attr = path.rpartition(".")
+    if not mod_name or not attr:
+        raise ValueError(f"expected 'pkg.mod:Class', got {path!r}")
+    obj: Any = importlib.import_module(mod_name)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    if not (isinstance(obj, type) and issubclass(obj, base)):
+        raise TypeError(f"{path} is not a subclass of {base.__module__}.{base.__name__}")
+    return obj
+
+
+def load_config(argv: list[str]) -> DictConfig:
+    """Build the run config from `conf=FILE` and dotted `key=value` overrides."""
+    schema = OmegaConf.structured(RunConfig)
+    conf_args = [a for a in argv if a.startswith("conf=")]
+    overrides = [a for a in argv if not a.startswith("conf=")]
+    for a in overrides:
+        if "=" not in a or a.startswith(("-", "=")):
+            raise ConfigError(f"argument {a!r}: expected key=value (see --help)")
+    cfg = schema
+    if conf_args:
+        cfg = _load_file(cfg, resolve_conf_path(conf_args[-1].split("=", 1)[1]))
+    for a in overrides:  # one at a time, so an error names its key
+        key = a.split("=", 1)[0]
+        try:
+            cli = OmegaConf.from_dotlist([a])
+        except (OmegaConfBaseException, ValueError) as err:
+            raise ConfigError(f"bad override {a!r}: {str(err).splitlines()[0]}") from None
+        cfg = _merge(cfg, cli, key)
+    validate(cfg)
+    OmegaConf.set_readonly(cfg, True)
+    return cfg
+
+
+def to_yaml(cfg: DictConfig) -> str:
+    return OmegaConf.to_yaml(cfg)
+
+
+HELP_KEYS = [
+    ("method", "lada | standalone | fedkd | fedmkt | wasp | sft_cot | socratic_cot | rstar"),
+    ("rounds", "communication rounds T"),
+    ("seed", "seed for data split, models, filters"),
+    ("loss / filter / server_weights", "LaDa ablations: mard|ce, lada|none, reward|uniform"),
+    ("beta, n_c, init_fraction", "MARD β, candidate batch size, prototype fraction"),
+    ("reward.alpha, reward.granularity", "α of Eq. 7; sample | set"),
+    ("filter_net.*", "filter network: encoder, lam (λ), tau (τ), lr, epochs, min_select, max_select, class_path"),
+    ("data.*", "name, path, hub_id, train_per_client, test_per_client, public_size, domain_skew"),
+    ("server.* / clients.NAME.*", "model (source, name_or_path, arch, sizes, lora.*), train (lr, epochs, ...)"),
+    ("eval.*", "shots [0, 1], max_new_tokens, batch_size, every_round, limit"),
+    ("fabric.*", "accelerator, devices, strategy (auto | fsdp2), precision"),
+    ("tracking.wandb.mode", "offline | online | disabled"),
+    ("output_dir, run_name, resume, overwrite", "where results go; resume=true continues run_name, overwrite=true replaces it"),
+]
+
+
+def help_text() -> str:
+    lines = [
+        "usage: python -m ladalit.run conf=NAME.yaml [key.sub=value ...]",
+        "",
+        "conf=      a file in conf/ or a path. Configs in conf/: " + ", ".join(list_configs()),
+        "",
+        "main keys (dotted overrides merge on top of the file):",
+    ]
+    lines += [f"  {k:<36} {v}" for k, v in HELP_KEYS]
+    lines += ["", "The full reference with defaults is in README.md (Configuration reference)."]
+    return "\n".join(lines)

@@ -1,0 +1,99 @@
+"""Prompts and answer parsing (SPEC §7): one place for the text formats every model speaks.
+
+A prompt ends with "Answer: Let's think step by step." and a response is
+" {rationale} The answer is (X)." — the same format in pre-training (zoo),
+reference SFT, generation, distillation and evaluation.
+"""
+from __future__ import annotations
+
+import re
+
+from ladalit.data.records import LETTERS, MCRecord
+
+INSTRUCTION = "Answer: Let's think step by step."
+
+
+def format_question(rec: MCRecord) -> str:
+    opts = " ".join(f"({LETTERS[i]}) {o}" for i, o in enumerate(rec.options))
+    return f"Question: {rec.question}\nOptions: {opts}\n"
+
+
+def zero_shot_prompt(rec: MCRecord) -> str:
+    return format_question(rec) + INSTRUCTION
+
+
+def answer_statement(letter: str) -> str:
+    return f"The answer is ({letter})."
+
+
+def format_response(rationale: str | None, letter: str) -> str:
+    """The target text a model produces after the prompt."""
+    body = f"{rationale.strip()} " if rationale and rationale.strip() else ""
+    return f" {body}{answer_statement(letter)}"
+
+
+# Worked chain-of-thought examples for the one-shot setting, by task family.
+ONE_SHOT_EXAMPLES: dict[str, MCRecord] = {
+    "math": MCRecord(
+        id="one-shot-math",
+        question="A shop sells pens at 3 dollars each. Ann buys 4 pens and pays with a 20 dollar bill. How much change does she get?",
+        options=("5", "8", "12", "17"),
+        answer="B",
+        rationale="4 pens cost 4*3=12 dollars. The change is 20-12=8 dollars.",
+    ),
+    "commonsense": MCRecord(
+        id="one-shot-commonsense",
+        question="Where would you put a plate after washing it?",
+        options=("oven", "cupboard", "garden", "car"),
+        answer="B",
+        rationale="Clean plates are stored until they are used again. Plates are stored in a cupboard.",
+    ),
+}
+DATA_FAMILY = {"synthetic": "math", "aqua": "math", "mathinstruct": "math",
+               "commonsenseqa": "commonsense", "cot_collection": "commonsense"}
+
+
+def one_shot_prompt(rec: MCRecord, example: MCRecord) -> str:
+    demo = zero_shot_prompt(example) + format_response(example.rationale, example.answer)
+    return f"{demo}\n\n{zero_shot_prompt(rec)}"
+
+
+def make_prompt(rec: MCRecord, shots: int, example: MCRecord | None = None) -> str:
+    if shots == 0:
+        return zero_shot_prompt(rec)
+    if shots == 1:
+        assert example is not None, "one-shot prompts need a worked example"
+        return one_shot_prompt(rec, example)
+    raise ValueError(f"shots must be 0 or 1, got {shots}")
+
+
+class CutAnswer(str):
+    """A generated answer that reached its token budget before EOS: the loss appends no EOS to it
+    (the model never ended it). It stays on the side that generated or received it; the channel
+    carries the text and which answers were cut (`ladalit.core.responses.send_answers`)."""
+
+
+_ANSWER_IS = re.compile(r"answer is\s*\(?([A-J])\)?")
+_PAREN_LETTER = re.compile(r"\(([A-J])\)")
+_BARE_LETTER = re.compile(r"(?<![A-Za-z])([A-J])(?![A-Za-z])")
+
+
+def parse_answer(text: str, num_options: int = 4) -> str | None:
+    """The answer letter of a generation: "answer is (X)", else the last standalone
+    option letter, else None (invalid)."""
+    valid = LETTERS[:num_options]
+    m = _ANSWER_IS.search(text)
+    if m and m.group(1) in valid:
+        return m.group(1)
+    for pattern in (_PAREN_LETTER, _BARE_LETTER):
+        found = [x for x in pattern.findall(text) if x in valid]
+        if found:
+            return found[-1]
+    return None
+
+
+def stated_answer(text: str, num_options: int = 4) -> str | None:
+    """The letter of an answer statement ("answer is (X)"), without `parse_answer`'s fallback to the
+    last stray letter: None counts towards the strict invalid rate."""
+    m = _ANSWER_IS.search(text)
+    return m.group(1) if m and m.group(1) in LETTERS[:num_options] else None

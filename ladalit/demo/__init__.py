@@ -1,0 +1,1 @@
+"""The CPU proving ground: the synthetic reasoning world and its model zoo."""

@@ -1,0 +1,407 @@
+"""A tiny zoo of pre-trained decoder models for the CPU proving ground.
+
+No pretrained LLM can be downloaded here, so the zoo builds its own: tokenizers
+trained with `tokenizers` on the synthetic task (`ladalit.demo.synthetic`), and small
+llama / qwen3 / gemma2 models pre-trained on it with a plain torch loop. The
+server is taught step-by-step rationales for every domain and step count; the
+clients are smaller and get a weaker curriculum (rationales only for short
+chains of their own domains, short "The answer is (X)." answers otherwise), so
+they are weak at long chains and at other domains -- the room LaDa needs.
+
+    model, tokenizer = load_member("server")      # trains once, then loads from the cache
+    quick_eval(model, tokenizer, records)          # accuracy of the parsed "answer is (X)"
+
+Cache: `cache_dir / f"{name}-{hash}"` (safetensors + tokenizer + zoo.json), the
+hash covering the member spec, its tokenizer spec, the corpus and CODE_VERSION.
+Default cache dir: $LADALIT_CACHE or ~/.cache/ladalit/zoo.
+
+`python -m ladalit.demo.zoo` pre-trains the whole zoo and prints accuracy per member
+and step count.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import random
+import re
+import shutil
+import string
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerFast
+
+from ladalit.data.records import LETTERS, MCRecord
+from ladalit.demo.synthetic import VERSION as SYNTHETIC_VERSION
+from ladalit.demo.synthetic import SyntheticConfig, generate, num_steps
+
+# bump when a change to this file changes what a cached member would contain
+CODE_VERSION = "zoo-2+" + SYNTHETIC_VERSION
+BOS, EOS, PAD, UNK = "<|bos|>", "<|eos|>", "<|pad|>", "<|unk|>"
+ANSWER_RE = re.compile(r"answer is \(([A-J])\)")
+
+
+# ----------------------------------------------------------------------------- prompt format
+
+def format_prompt(rec: MCRecord) -> str:
+    """The zero-shot prompt every zoo model is pre-trained to answer."""
+    opts = " ".join(f"({LETTERS[i]}) {o}" for i, o in enumerate(rec.options))
+    return f"Question: {rec.question}\nOptions: {opts}\nAnswer: Let's think step by step."
+
+
+def format_response(rationale: str | None, letter: str) -> str:
+    """' {rationale} The answer is (X).' -- or ' The answer is (X).' without a rationale."""
+    return f" {rationale} The answer is ({letter})." if rationale else f" The answer is ({letter})."
+
+
+def parse_answer(text: str) -> str | None:
+    m = ANSWER_RE.search(text)
+    return m.group(1) if m else None
+
+
+# ----------------------------------------------------------------------------- specs
+
+@dataclass(frozen=True)
+class TokenizerSpec:
+    name: str
+    # "bytebpe": GPT-2/Qwen-style byte-level BPE ("Ġ" marks a space), every byte representable;
+    # "metaspace": Llama/Gemma-style BPE over printable ASCII ("▁" marks a space, other characters -> unk)
+    kind: str = "bytebpe"
+    # vocab_size 0 (bytebpe only) keeps just the 256 byte symbols: a character-level tokenizer
+    vocab_size: int = 0
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    steps: int = 1000
+    batch_size: int = 32
+    lr: float = 3e-3
+    min_lr_ratio: float = 0.1
+    warmup: int = 50
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class ZooMember:
+    name: str
+    arch: str  # qwen3 | llama | gemma2 | qwen2 | internlm3
+    tokenizer: TokenizerSpec
+    hidden_size: int
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    intermediate_size: int
+    # curriculum: records of these domains with at most this many steps get the rationale...
+    rationale_domains: tuple[str, ...] = ("add_sub", "mul", "mixed")
+    rationale_max_steps: int = 4
+    # ...every other record gets the short answer only (short_answers) or is left out (not short_answers),
+    # and this fraction of the taught records gets the short answer too
+    short_answers: bool = True
+    short_fraction: float = 0.0
+    train: TrainSpec = field(default_factory=TrainSpec)
+    # the pre-training corpus (its own seed: the experiments' data use others)
+    corpus: SyntheticConfig = field(default_factory=lambda: SyntheticConfig(num_records=20000, seed=1000))
+    max_position_embeddings: int = 512
+    # std of the initial weights; HF's 0.02 is meant for hidden sizes in the thousands and leaves the
+    # attention of a hidden-64 model near uniform for hundreds of steps
+    init_std: float = 0.1
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads
+
+
+CHAR = TokenizerSpec("char", "bytebpe", 0)
+BPE = TokenizerSpec("bpe", "bytebpe", 448)
+SP = TokenizerSpec("sp", "metaspace", 320)
+
+# The server learns every domain and step count; each client sees only rationales of its own domain
+# with at most two steps (no short answers, so greedy decoding always reasons), and is smaller.
+ZOO: dict[str, ZooMember] = {m.name: m for m in [
+    ZooMember("server", "qwen3", BPE, hidden_size=128, num_layers=4, num_heads=4, num_kv_heads=2,
+              intermediate_size=384, train=TrainSpec(steps=800, seed=0)),
+    ZooMember("client-llama", "llama", SP, hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2,
+              intermediate_size=192, rationale_domains=("add_sub",), rationale_max_steps=2,
+              short_answers=False, train=TrainSpec(steps=800, seed=1)),
+    ZooMember("client-gemma2", "gemma2", CHAR, hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=1,
+              intermediate_size=192, rationale_domains=("mul",), rationale_max_steps=2,
+              short_answers=False, train=TrainSpec(steps=300, seed=2)),
+    ZooMember("client-qwen3", "qwen3", BPE, hidden_size=96, num_layers=3, num_heads=4, num_kv_heads=2,
+              intermediate_size=256, rationale_domains=("mixed",), rationale_max_steps=2,
+              short_answers=False, train=TrainSpec(steps=500, seed=3)),
+]}
+
+
+def _digest(*parts) -> str:
+    blob = json.dumps([asdict(p) if hasattr(p, "__dataclass_fields__") else p for p in parts], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def member_hash(member: ZooMember) -> str:
+    """Changes whenever the spec, its tokenizer, its corpus, its training or CODE_VERSION changes."""
+    return _digest(member, CODE_VERSION)
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("LADALIT_CACHE") or Path.home() / ".cache" / "ladalit" / "zoo")
+
+
+# ----------------------------------------------------------------------------- tokenizers
+
+def build_tokenizer(spec: TokenizerSpec, texts: list[str]) -> PreTrainedTokenizerFast:
+    """A BPE trained on `texts`; digits always split one by one; BOS added to every encoding."""
+    digits = pre_tokenizers.Digits(individual_digits=True)
+    specials = [PAD, BOS, EOS]
+    if spec.kind == "bytebpe":
+        tok = Tokenizer(models.BPE())
+        tok.pre_tokenizer = pre_tokenizers.Sequence([digits, pre_tokenizers.ByteLevel(add_prefix_space=False)])
+        tok.decoder = decoders.ByteLevel()
+        alphabet = pre_tokenizers.ByteLevel.alphabet()
+    elif spec.kind == "metaspace":
+        specials.append(UNK)
+        tok = Tokenizer(models.BPE(unk_token=UNK))
+        tok.pre_tokenizer = pre_tokenizers.Sequence([digits, pre_tokenizers.Metaspace(prepend_scheme="never")])
+        tok.decoder = decoders.Metaspace(prepend_scheme="never")
+        alphabet = [c for c in string.printable if c not in " \t\r\x0b\x0c"] + ["\u2581"]
+    else:
+        raise ValueError(f"unknown tokenizer kind {spec.kind!r} (bytebpe | metaspace)")
+    trainer = trainers.BpeTrainer(vocab_size=max(spec.vocab_size, len(alphabet) + len(specials)),
+                                  special_tokens=specials, initial_alphabet=alphabet, show_progress=False)
+    tok.train_from_iterator(texts, trainer)
+    tok.post_processor = processors.TemplateProcessing(
+        single=f"{BOS} $A", pair=f"{BOS} $A $B", special_tokens=[(BOS, tok.token_to_id(BOS))])
+    extra = {"unk_token": UNK} if spec.kind == "metaspace" else {}
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=BOS, eos_token=EOS, pad_token=PAD,
+                                   padding_side="left", **extra)
+
+
+def corpus_texts(cfg: SyntheticConfig) -> list[str]:
+    return [format_prompt(r) + format_response(r.rationale, r.answer) for r in generate(cfg)]
+
+
+def load_tokenizer(spec: TokenizerSpec, corpus: SyntheticConfig, cache_dir: Path | None = None) -> PreTrainedTokenizerFast:
+    """Train the tokenizer once per (spec, corpus); later calls load it from the cache."""
+    path = Path(cache_dir or default_cache_dir()) / f"tok-{spec.name}-{_digest(spec, corpus, CODE_VERSION)}"
+    if (path / "tokenizer.json").exists():
+        return PreTrainedTokenizerFast.from_pretrained(path)
+    tok = build_tokenizer(spec, corpus_texts(corpus))
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    tok.save_pretrained(tmp)
+    _publish(tmp, path)
+    return tok
+
+
+def _publish(tmp: Path, path: Path) -> None:
+    """Move a finished directory into place; if another process won the race, keep theirs."""
+    try:
+        tmp.rename(path)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------- models
+
+def build_model(member: ZooMember, tokenizer: PreTrainedTokenizerFast) -> PreTrainedModel:
+    extra = {"query_pre_attn_scalar": member.head_dim} if member.arch == "gemma2" else {}
+    cfg = AutoConfig.for_model(
+        member.arch, vocab_size=len(tokenizer), hidden_size=member.hidden_size,
+        num_hidden_layers=member.num_layers, num_attention_heads=member.num_heads,
+        num_key_value_heads=member.num_kv_heads, intermediate_size=member.intermediate_size,
+        head_dim=member.head_dim, max_position_embeddings=member.max_position_embeddings,
+        tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id, initializer_range=member.init_std, **extra)
+    torch.manual_seed(member.train.seed)
+    model = AutoModelForCausalLM.from_config(cfg)
+    gc = model.generation_config
+    gc.bos_token_id, gc.eos_token_id, gc.pad_token_id = cfg.bos_token_id, cfg.eos_token_id, cfg.pad_token_id
+    return model
+
+
+def curriculum(member: ZooMember, records: list[MCRecord], seed: int) -> list[tuple[str, str]]:
+    """(prompt, response) pairs: a rationale where the member's curriculum allows one, else the short answer."""
+    rng = random.Random(seed)
+    pairs = []
+    for r in records:
+        taught = r.domain in member.rationale_domains and num_steps(r) <= member.rationale_max_steps
+        if not taught and not member.short_answers:
+            continue
+        short = not taught or rng.random() < member.short_fraction
+        pairs.append((format_prompt(r), format_response(None if short else r.rationale, r.answer)))
+    return pairs
+
+
+def encode_pairs(tokenizer, pairs: list[tuple[str, str]]) -> list[tuple[list[int], list[float]]]:
+    """Token ids of BOS+prompt+response+EOS, and loss weights: 0 on the prompt, 1 on the response and EOS.
+    Prompt and response are encoded apart (both tokenizer kinds split at their boundary, so the ids equal
+    those of the joined text)."""
+    prompts = tokenizer([p for p, _ in pairs], add_special_tokens=True)["input_ids"]
+    responses = tokenizer([r for _, r in pairs], add_special_tokens=False)["input_ids"]
+    return [(p + r + [tokenizer.eos_token_id], [0.0] * len(p) + [1.0] * (len(r) + 1))
+            for p, r in zip(prompts, responses)]
+
+
+def _collate(items, pad_id: int):
+    n = max(len(ids) for ids, _ in items)
+    ids = torch.full((len(items), n), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(items), n), dtype=torch.long)
+    weights = torch.zeros((len(items), n))
+    for i, (x, w) in enumerate(items):
+        ids[i, : len(x)] = torch.tensor(x)
+        mask[i, : len(x)] = 1
+        weights[i, : len(w)] = torch.tensor(w)
+    return ids, mask, weights
+
+
+def weighted_lm_loss(model, ids, mask, weights) -> torch.Tensor:
+    logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
+    nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), ids[:, 1:], reduction="none")
+    w = weights[:, 1:]
+    return (nll * w).sum() / w.sum().clamp_min(1.0)
+
+
+def pretrain(model, tokenizer, member: ZooMember, progress=None) -> list[float]:
+    """Plain AdamW loop, loss on response tokens only. Returns the loss of every step.
+
+    `progress`: a `ladalit.reporting.progress.Task` advanced every step (a bar on a terminal, else a line every 30 s)."""
+    ts = member.train
+    records = generate(member.corpus)
+    data = encode_pairs(tokenizer, curriculum(member, records, ts.seed))
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": ts.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=ts.lr, betas=(0.9, 0.95))
+
+    def lr_at(step):
+        if step < ts.warmup:
+            return ts.lr * (step + 1) / ts.warmup
+        t = (step - ts.warmup) / max(1, ts.steps - ts.warmup)
+        return ts.lr * (ts.min_lr_ratio + (1 - ts.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t)))
+
+    g = torch.Generator().manual_seed(ts.seed)
+    order = torch.randperm(len(data), generator=g).tolist()
+    model.train()
+    losses, pos = [], 0
+    for step in range(ts.steps):
+        if pos + ts.batch_size > len(order):
+            order, pos = torch.randperm(len(data), generator=g).tolist(), 0
+        batch = [data[i] for i in order[pos: pos + ts.batch_size]]
+        pos += ts.batch_size
+        ids, mask, weights = _collate(batch, tokenizer.pad_token_id)
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step)
+        loss = weighted_lm_loss(model, ids, mask, weights)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), ts.grad_clip)
+        opt.step()
+        losses.append(loss.item())
+        if progress is not None:
+            progress.update(description=f"pre-training {member.name}, loss {sum(losses[-20:]) / len(losses[-20:]):.3f}")
+            progress.advance()
+    model.eval()
+    return losses
+
+
+def member_dir(member: ZooMember, cache_dir: Path | str | None = None) -> Path:
+    return Path(cache_dir or default_cache_dir()) / f"{member.name}-{member_hash(member)}"
+
+
+def load_member(name: str | ZooMember, cache_dir: Path | str | None = None, progress: bool = True):
+    """(model, tokenizer) of a zoo member, pre-training it on first use and loading it from the cache after."""
+    member = ZOO[name] if isinstance(name, str) else name
+    cache_dir = Path(cache_dir or default_cache_dir())
+    path = member_dir(member, cache_dir)
+    if not (path / "zoo.json").exists():
+        tokenizer = load_tokenizer(member.tokenizer, member.corpus, cache_dir)
+        model = build_model(member, tokenizer)
+        t0 = time.perf_counter()
+        if progress:
+            from ladalit.reporting.progress import Progress
+            with Progress() as prog, prog.task(f"pre-training {member.name}", member.train.steps) as task:
+                losses = pretrain(model, tokenizer, member, task)
+        else:
+            losses = pretrain(model, tokenizer, member)
+        seconds = time.perf_counter() - t0
+        tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        info = {"member": asdict(member), "code_version": CODE_VERSION, "train_seconds": seconds,
+                "num_parameters": sum(p.numel() for p in model.parameters()),
+                "first_loss": losses[0], "final_loss": sum(losses[-20:]) / len(losses[-20:])}
+        (tmp / "zoo.json").write_text(json.dumps(info, indent=1))
+        _publish(tmp, path)
+    model = AutoModelForCausalLM.from_pretrained(path)
+    model.eval()
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(path)
+    return model, tokenizer
+
+
+def member_info(name: str | ZooMember, cache_dir: Path | str | None = None) -> dict:
+    """What pre-training recorded (time, parameters, losses); the member must be cached."""
+    member = ZOO[name] if isinstance(name, str) else name
+    return json.loads((member_dir(member, cache_dir) / "zoo.json").read_text())
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+@torch.no_grad()
+def predict(model, tokenizer, records: list[MCRecord], max_new_tokens: int = 160, batch_size: int = 64) -> list[str]:
+    """Greedy generations (KV cache, left padding) for the zero-shot prompts of `records`."""
+    out = []
+    for i in range(0, len(records), batch_size):
+        prompts = [format_prompt(r) for r in records[i: i + batch_size]]
+        enc = tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left")
+        gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, use_cache=True,
+                             pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+        out += tokenizer.batch_decode(gen[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+    return out
+
+
+def quick_eval(model, tokenizer, records: list[MCRecord], max_new_tokens: int = 160, batch_size: int = 64) -> float:
+    """Accuracy of the letter parsed from "answer is (X)" in greedy generations; unparseable = wrong."""
+    if not records:
+        return float("nan")
+    texts = predict(model, tokenizer, records, max_new_tokens, batch_size)
+    return sum(parse_answer(t) == r.answer for t, r in zip(texts, records)) / len(records)
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    from rich.console import Console
+    from rich.table import Table
+
+    ap = argparse.ArgumentParser(description="pre-train the zoo and print accuracy per member and step count")
+    ap.add_argument("--members", nargs="*", default=list(ZOO))
+    ap.add_argument("--cache-dir", default=None)
+    ap.add_argument("--eval-records", type=int, default=400, help="test records per step count")
+    ap.add_argument("--threads", type=int, default=0)
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    test = generate(SyntheticConfig(num_records=4 * args.eval_records, seed=7))
+    by_steps = {k: [r for r in test if num_steps(r) == k] for k in range(1, 5)}
+    table = Table(title="zoo: zero-shot accuracy by number of steps")
+    for col in ["member", "arch", "params", "train s", "loss", "1", "2", "3", "4", "all", "eval s"]:
+        table.add_column(col)
+    for name in args.members:
+        model, tok = load_member(name, args.cache_dir)
+        info = member_info(name, args.cache_dir)
+        t0 = time.perf_counter()
+        accs = {k: quick_eval(model, tok, recs) for k, recs in by_steps.items()}
+        overall = sum(accs[k] * len(by_steps[k]) for k in accs) / len(test)
+        table.add_row(name, ZOO[name].arch, f"{info['num_parameters'] / 1e6:.2f}M", f"{info['train_seconds']:.0f}",
+                      f"{info['final_loss']:.3f}", *[f"{accs[k]:.2f}" for k in range(1, 5)], f"{overall:.2f}",
+                      f"{time.perf_counter() - t0:.0f}")
+    Console().print(table)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""What a run leaves behind: results, the report, plots, progress lines, the config reference, model export."""

@@ -1,0 +1,207 @@
+"""Results of a run: accuracy per round/participant/prompt setting, selections, training
+metrics and channel bytes. Written as JSON + CSV in the run directory (W&B is optional)."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections import defaultdict
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+class Results:
+    def __init__(self):
+        self.accuracy: list[dict] = []
+        self.selection: list[dict] = []
+        self.train: list[dict] = []
+        # every evaluated generation and every exchanged reasoning answer, as text (predictions.jsonl,
+        # responses.jsonl): what the models actually said, for reading rather than for tables
+        self.predictions: list[dict] = []
+        self.responses: list[dict] = []
+        # per (round, pair): the distribution of r_total, the selected fraction, the Eq. 10 terms (LaDa)
+        self.reward_scale: list[dict] = []
+        # per (round, participant, what): prompts cut to their budget, answers cut at max_new_tokens
+        # ("responses": the exchanged answers), training pairs over max_length ("pairs")
+        self.budget: list[dict] = []
+
+    def add_eval(self, round: int, participant: str, role: str, shots: int, metrics: dict,
+                 predictions: list[dict] | None = None) -> None:
+        self.accuracy.append({"round": round, "participant": participant, "role": role, "shots": shots, **metrics})
+        for p in predictions or []:
+            self.predictions.append({"round": round, "participant": participant, "shots": shots, **p})
+
+    def add_responses(self, rows: list[dict]) -> None:
+        self.responses += rows
+
+    def add_selection(self, round: int, pair: str, side: str, candidates: int, selected: int,
+                      bound: str | None = None) -> None:
+        self.selection.append({"round": round, "pair": pair, "side": side, "candidates": candidates,
+                               "selected": selected, "bound": bound or ""})
+
+    def add_reward_scale(self, round: int, pair: str, side: str, **metrics) -> None:
+        self.reward_scale.append({"round": round, "pair": pair, "side": side, **metrics})
+
+    def add_budget(self, round: int, participant: str, what: str, **counts: int) -> None:
+        """Counts summed per (round, participant, what)."""
+        row = next((r for r in self.budget if (r["round"], r["participant"], r["what"]) == (round, participant, what)),
+                   None)
+        if row is None:
+            self.budget.append({"round": round, "participant": participant, "what": what, **counts})
+        else:
+            for k, v in counts.items():
+                row[k] = row.get(k, 0) + v
+
+    def add_train(self, round: int, participant: str, **metrics) -> None:
+        self.train.append({"round": round, "participant": participant, **metrics})
+
+    def selected_per_round(self) -> dict[tuple[int, str], int]:
+        out: dict[tuple[int, str], int] = defaultdict(int)
+        for s in self.selection:
+            out[(s["round"], s["pair"])] += s["selected"]
+        return dict(out)
+
+    def state_dict(self) -> dict:
+        return {"accuracy": self.accuracy, "selection": self.selection, "train": self.train,
+                "predictions": self.predictions, "responses": self.responses,
+                "reward_scale": self.reward_scale, "budget": self.budget}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.accuracy, self.selection, self.train = state["accuracy"], state["selection"], state["train"]
+        self.predictions, self.responses = state.get("predictions", []), state.get("responses", [])
+        self.reward_scale, self.budget = state.get("reward_scale", []), state.get("budget", [])
+
+    def save(self, run_dir: Path, cfg, channel, extra: dict | None = None) -> dict:
+        comm = [{"round": r, "direction": d, "client": c, "bytes": b}
+                for (r, d, c), b in sorted(channel.bytes_by().items())]
+        selected = [{"round": r, "pair": p, "selected": n} for (r, p), n in sorted(self.selected_per_round().items())]
+        out = {
+            "method": cfg.method,
+            "config": OmegaConf.to_container(cfg, resolve=True),
+            "accuracy": self.accuracy,
+            "selection": self.selection,
+            "selected_per_round": selected,
+            "train": self.train,
+            "reward_scale": self.reward_scale,
+            "budget": self.budget,
+            "communication": comm,
+            "communication_mb_total": channel.total_mb(),
+            **(extra or {}),
+        }
+        atomic_write_text(run_dir / "results.json", json.dumps(out, indent=1))
+        _write_csv(run_dir / "accuracy.csv", self.accuracy)
+        _write_csv(run_dir / "selection.csv", self.selection)
+        _write_csv(run_dir / "communication.csv", comm)
+        _write_csv(run_dir / "train.csv", self.train)
+        for name, rows in (("predictions.jsonl", self.predictions), ("responses.jsonl", self.responses)):
+            atomic_write_text(run_dir / name, "".join(json.dumps(r) + "\n" for r in rows))
+        return out
+
+    def table(self, round: int | None = None) -> str:
+        """Accuracy (invalid-answer rate) per participant and prompt setting, for one round (default: last),
+        with each one's round-0 accuracy (before any transfer) and the change since then, where evaluated."""
+        if not self.accuracy:
+            return "(no evaluation yet)"
+        round = max(r["round"] for r in self.accuracy) if round is None else round
+        rows = [r for r in self.accuracy if r["round"] == round]
+        cell = {(r["participant"], r["shots"]): r for r in rows}
+        first = {(r["participant"], r["shots"]): r for r in self.accuracy if r["round"] == 0}
+        since = round != 0 and bool(first)
+        shots = sorted({r["shots"] for r in rows})
+        names = list(dict.fromkeys(r["participant"] for r in rows))
+        head = f"{'participant':<14}" + "".join(f"{f'{s}-shot acc (invalid)':>24}" + (
+            f"{'round 0':>10}{'change':>9}" if since else "") for s in shots)
+        lines = [f"round {round}", head]
+        for n in names:
+            cells = ""
+            for s in shots:
+                m, m0 = cell.get((n, s)), first.get((n, s))
+                c = f"{m['accuracy']:.3f} ({m['invalid_rate']:.2f})" if m else "-"
+                cells += f"{c:>24}"
+                if since:
+                    cells += (f"{m0['accuracy']:>10.3f}{m['accuracy'] - m0['accuracy']:>+9.3f}"
+                              if m and m0 else f"{'-':>10}{'-':>9}")
+            lines.append(f"{n:<14}" + cells)
+        return "\n".join(lines)
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys)
+        w.writeheader()
+        w.writerows(rows)
+    os.replace(tmp, path)
+
+
+class Tracker:
+    """W&B run (offline by default; `disabled` logs nothing). Results never depend on it."""
+
+    def __init__(self, cfg, run_dir: Path):
+        self.run = None
+        mode = cfg.tracking.wandb.mode
+        if mode == "disabled":
+            return
+        import wandb
+        os.environ.setdefault("WANDB_SILENT", "true")
+        self.run = wandb.init(project=cfg.tracking.wandb.project, entity=cfg.tracking.wandb.entity,
+                              mode=mode, dir=str(run_dir), name=run_dir.name,
+                              config=OmegaConf.to_container(cfg, resolve=True), reinit="finish_previous")
+
+    def log(self, metrics: dict, step: int) -> None:
+        if self.run is not None:
+            self.run.log(metrics, step=step)
+
+    def finish(self, results: Results | None = None, plots: list[Path] | None = None) -> None:
+        if self.run is None:
+            return
+        import wandb
+        from ladalit.reporting.plots import wandb_images
+        logged = wandb_images(plots) if plots else {}
+        if results is not None and results.accuracy:
+            keys = list(results.accuracy[0])
+            logged["results"] = wandb.Table(columns=keys, data=[[r.get(k) for k in keys] for r in results.accuracy])
+        if logged:
+            self.run.log(logged)
+        self.run.finish()
+
+
+def log_round(tracker, results: "Results", channel, t: int) -> None:
+    if tracker is None:
+        return
+    metrics = {f"acc/{r['participant']}/{r['shots']}shot": r["accuracy"] for r in results.accuracy if r["round"] == t}
+    metrics |= {f"invalid/{r['participant']}/{r['shots']}shot": r["invalid_rate"]
+                for r in results.accuracy if r["round"] == t}
+    metrics |= {f"selected/{p}": n for (r, p), n in results.selected_per_round().items() if r == t}
+    for r in results.accuracy:
+        if r["round"] == t:
+            for key in ("invalid_strict", "prompts_cut", "answers_cut"):
+                if key in r:
+                    metrics[f"{key}/{r['participant']}/{r['shots']}shot"] = r[key]
+    for r in results.reward_scale:
+        if r["round"] == t:
+            metrics |= {f"reward_scale/{r['pair']}/{key}": v for key, v in r.items()
+                        if key not in ("round", "pair", "side")}
+    for r in results.budget:
+        if r["round"] == t:
+            metrics |= {f"budget/{r['participant']}/{r['what']}/{key}": v for key, v in r.items()
+                        if key not in ("round", "participant", "what")}
+    by_participant: dict[str, list[dict]] = {}
+    for row in results.train:
+        if row["round"] == t and "loss_before" in row:
+            by_participant.setdefault(row["participant"], []).append(row)
+    for name, rows in by_participant.items():
+        metrics[f"loss/{name}"] = sum(r["loss_before"] for r in rows) / len(rows)
+        metrics[f"reward/{name}"] = sum(r["reward"] for r in rows) / len(rows)
+    for (r, d, c), nbytes in channel.bytes_by().items():
+        if r == t:
+            metrics[f"mb/{c}/{d}"] = nbytes / 1e6
+    tracker.log(metrics, step=t)

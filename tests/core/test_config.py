@@ -1,0 +1,99 @@
+"""Config errors exit 2 with one line naming the key; conf= resolution; --help."""
+import re
+import subprocess
+import sys
+
+import pytest
+
+from ladalit.core.config import ConfigError, help_text, load_config
+
+RUN = [sys.executable, "-m", "ladalit.run"]
+
+
+def cli(*args):
+    return subprocess.run([*RUN, *args], capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("override,expected", [
+    ("foo=1", "error: unknown config key 'foo' (allowed keys here: beta, clients, data, eval, fabric, fedmkt, filter, "
+              "filter_net, generation, init_fraction, loss, method, n_c, on_nonfinite, output_dir, overwrite, quiet, reasoning, resume, "
+              "reward, rounds, run_name, seed, server, server_weights, tracking, verbose, wasp)"),
+    ("reward.alph=0.5", "error: unknown config key 'reward.alph' (allowed keys here: alpha, granularity)"),
+    ("rounds=abc", "error: config key 'rounds': Value 'abc' of type 'str' could not be converted to Integer"),
+    ("method=fedavg", "error: config key 'method': unknown value 'fedavg' (allowed: lada, standalone, fedkd, fedmkt, wasp, sft_cot, socratic_cot, rstar)"),
+    ("data.name=mnist", "error: config key 'data.name': unknown value 'mnist' (allowed: synthetic, aqua, "
+                        "commonsenseqa, mathinstruct, cot_collection)"),
+    ("clients.client1.model.arch=gpt2", "error: config key 'clients.client1.model.arch': unknown value 'gpt2' "
+                                        "(allowed: qwen3, qwen2, llama, gemma2, internlm3)"),
+    ("reward.alpha=1.5", "error: config key 'reward.alpha': value 1.5 out of range [0.0, 1.0]"),
+])
+def test_cli_config_errors_exit_2_with_one_line(override, expected):
+    proc = cli("conf=smoke.yaml", override)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == expected
+    assert proc.stdout == ""
+
+
+def test_unknown_conf_file_names_the_available_ones():
+    proc = cli("conf=nope.yaml")
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: conf=nope.yaml: no such file (configs in conf/: ")
+    assert "smoke.yaml" in proc.stderr
+
+
+def test_help_lists_configs_and_main_keys():
+    proc = cli("--help")
+    assert proc.returncode == 0
+    assert "smoke.yaml" in proc.stdout and "filter_net.*" in proc.stdout and "method" in proc.stdout
+    assert help_text() in proc.stdout
+
+
+def test_file_then_overrides_merge_in_order(tmp_path):
+    conf = tmp_path / "c.yaml"
+    conf.write_text("rounds: 3\nclients:\n  a: {model: {arch: llama}}\n  b: {train: {lr: 0.5}}\n")
+    cfg = load_config([f"conf={conf}", "rounds=4", "clients.a.model.hidden_size=16"])
+    assert cfg.rounds == 4 and list(cfg.clients) == ["a", "b"]
+    assert cfg.clients.a.model.arch == "llama" and cfg.clients.a.model.hidden_size == 16
+    assert cfg.clients.b.train.lr == 0.5 and cfg.clients.b.model.arch == "qwen3"  # defaults fill in
+
+
+def test_unknown_key_inside_a_client_entry_names_the_client_keys(tmp_path):
+    conf = tmp_path / "c.yaml"
+    conf.write_text("clients:\n  a: {modle: {arch: llama}}\n")
+    with pytest.raises(ConfigError, match=r"^unknown config key 'clients.a.modle' \(allowed keys here: model, train\)$"):
+        load_config([f"conf={conf}"])
+
+
+def test_config_is_read_only_after_load():
+    cfg = load_config(["conf=smoke.yaml"])
+    with pytest.raises(Exception):
+        cfg.rounds = 7
+
+
+def test_every_method_name_has_a_runner():
+    from ladalit.core.config import METHODS
+    from ladalit.run import method_runner
+    assert all(callable(method_runner(m)) for m in METHODS)
+
+
+def test_method_sections_have_defaults_and_are_validated_at_load():
+    """fedmkt / wasp / reasoning options are read by their runners straight from the validated config."""
+    cfg = load_config(["conf=smoke.yaml"])
+    assert (cfg.fedmkt.kd_alpha, cfg.fedmkt.top_k) == (0.5, 16)
+    assert (cfg.wasp.samples_per_round, cfg.wasp.top_q, cfg.wasp.weights) == (64, 8, "global")
+    assert (cfg.reasoning.rstar_prompts, cfg.reasoning.max_new_tokens) == (2, None)
+    assert load_config(["conf=smoke.yaml", "wasp.top_q=3"]).wasp.top_q == 3
+    for override, message in [
+        ("fedmkt.kdalpha=0.3", "unknown config key 'fedmkt.kdalpha'"),
+        ("fedmkt.kd_alpha=2.0", "config key 'fedmkt.kd_alpha': value 2.0 out of range [0.0, 1.0]"),
+        ("fedmkt.ce_normalise=word", "config key 'fedmkt.ce_normalise': unknown value 'word' (allowed: char, token)"),
+        ("wasp.topq=3", "unknown config key 'wasp.topq'"),
+        ("wasp.weights=both", "config key 'wasp.weights': unknown value 'both' (allowed: global, local)"),
+        ("wasp.good_per_prompt=-1", "config key 'wasp.good_per_prompt': value -1 out of range [0, inf]"),
+        ("reasoning.cut=1", "unknown config key 'reasoning.cut'"),
+        ("reasoning.max_new_tokens=0", "config key 'reasoning.max_new_tokens': value 0 out of range [1, inf]"),
+    ]:
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            load_config(["conf=smoke.yaml", override])
+    with pytest.raises(ConfigError, match=r"^config key 'reasoning.rstar_cut_min': 0.9 is above rstar_cut_max 0.1$"):
+        load_config(["conf=smoke.yaml", "reasoning.rstar_cut_min=0.9", "reasoning.rstar_cut_max=0.1"])

@@ -1,0 +1,111 @@
+import re
+from collections import Counter
+from dataclasses import replace
+
+import pytest
+
+from ladalit.data.records import LETTERS, validate_record
+from ladalit.demo.synthetic import DOMAIN_OPS, SyntheticConfig, apply_op, generate, num_steps
+
+EQ = re.compile(r"(\d+)([-+*/])(\d+)=(\d+)\.")
+CHECK = re.compile(r"\(([A-D])\) (\d+) vs (\d+) (yes|no)\.")
+
+
+@pytest.fixture(scope="module")
+def records():
+    return generate(SyntheticConfig(num_records=2000, seed=3))
+
+
+def test_deterministic_by_seed(records):
+    again = generate(SyntheticConfig(num_records=2000, seed=3))
+    assert again == records
+    other = generate(SyntheticConfig(num_records=2000, seed=4))
+    assert [r.question for r in other] != [r.question for r in records]
+    assert [r.id for r in records[:3]] == ["syn-3-0", "syn-3-1", "syn-3-2"]
+    assert len({r.id for r in records}) == len(records)
+
+
+def test_gold_positions_exactly_balanced(records):
+    counts = Counter(r.answer for r in records)
+    assert counts == {L: 500 for L in LETTERS[:4]}
+    for k in range(0, 2000, 4):  # every block of four uses every position once
+        assert sorted(r.answer for r in records[k:k + 4]) == list("ABCD")
+    odd = generate(SyntheticConfig(num_records=10, seed=1))
+    assert max(Counter(r.answer for r in odd).values()) - min(Counter(r.answer for r in odd).values()) <= 1
+
+
+def test_rationale_arithmetic_and_gold(records):
+    for r in records:
+        validate_record(r, "synthetic", None)
+        assert "answer is" not in r.rationale.lower()
+        eqs = EQ.findall(r.rationale)
+        checks = CHECK.findall(r.rationale)
+        assert CHECK.sub("", EQ.sub("", r.rationale)).strip() == "", r.rationale  # equations, then the check
+        assert r.rationale.index("yes.") > r.rationale.rindex("=")
+        assert [(letter, value) for letter, value, _, _ in checks] == [(LETTERS[i], o) for i, o in enumerate(r.options)]
+        assert {computed for _, _, computed, _ in checks} == {r.gold_text}
+        assert [letter for letter, _, _, verdict in checks if verdict == "yes"] == [r.answer]
+        assert len(eqs) == num_steps(r) >= 1
+        prev = None
+        for a, op, b, c in eqs:
+            assert apply_op(int(a), op, int(b)) == int(c), r.rationale
+            assert op in DOMAIN_OPS[r.domain]
+            assert 0 <= int(c) <= 100
+            assert prev is None or int(a) == prev  # a chain: each step starts from the last value
+            prev = int(c)
+        assert r.question.startswith(f"{r.question.split()[0]} has {eqs[0][0]} ")
+        assert r.gold_text == str(prev)
+
+
+def test_options_distinct_numeric(records):
+    for r in records:
+        assert len(r.options) == 4
+        assert len(set(r.options)) == 4
+        assert all(o.isdigit() for o in r.options)
+
+
+def test_distractors_include_plausible_mistakes(records):
+    # for multi-step problems, a skipped step is usually among the options
+    multi = [r for r in records if num_steps(r) >= 2]
+    hits = 0
+    for r in multi:
+        eqs = EQ.findall(r.rationale)
+        start = int(eqs[0][0])
+        for skip in range(len(eqs)):
+            v = start
+            for i, (_, op, b, _) in enumerate(eqs):
+                if i != skip and v is not None:
+                    v = apply_op(v, op, int(b))
+            if v is not None and str(v) in r.options and str(v) != r.gold_text:
+                hits += 1
+                break
+    assert hits > 0.8 * len(multi)
+
+
+def test_private_and_public_views(records):
+    r = records[0]
+    assert r.private().rationale is None and r.private().answer == r.answer
+    assert r.public().answer is None and r.public().rationale is None
+    assert num_steps(r.public()) == num_steps(r)
+
+
+def test_difficulty_and_domain_knobs():
+    easy = generate(SyntheticConfig(num_records=200, min_steps=1, max_steps=1))
+    hard = generate(SyntheticConfig(num_records=200, min_steps=3, max_steps=4))
+    assert {num_steps(r) for r in easy} == {1}
+    assert {num_steps(r) for r in hard} == {3, 4}
+    assert all(r.rationale.count("=") == 1 for r in easy)
+    add = generate(SyntheticConfig(num_records=200, domains=("add_sub",)))
+    assert {r.domain for r in add} == {"add_sub"}
+    assert not any(c in r.rationale for r in add for c in "*/")
+    mul = generate(SyntheticConfig(num_records=200, domains=("mul",)))
+    assert not any(c in r.rationale for r in mul for c in "+-")
+    cfg = SyntheticConfig(num_records=300)
+    assert {r.domain for r in generate(cfg)} == set(cfg.domains)
+
+
+def test_bad_config_raises():
+    with pytest.raises(ValueError, match="min_steps"):
+        generate(SyntheticConfig(min_steps=3, max_steps=2))
+    with pytest.raises(ValueError, match="unknown domains"):
+        generate(replace(SyntheticConfig(), domains=("geometry",)))

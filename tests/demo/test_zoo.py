@@ -1,0 +1,170 @@
+import json
+from dataclasses import replace
+
+import pytest
+import torch
+
+from ladalit.demo import zoo
+from ladalit.data.records import MCRecord
+from ladalit.demo.synthetic import SyntheticConfig, generate, num_steps
+
+TINY_CORPUS = SyntheticConfig(num_records=400, seed=11)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # tiny models gain nothing from threads, and on a shared 2-core machine oversubscribed threads crawl
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def tiny(arch="qwen3", tokenizer=zoo.BPE, steps=40, **kw):
+    return zoo.ZooMember(f"tiny-{arch}", arch, tokenizer, hidden_size=32, num_layers=2, num_heads=2,
+                         num_kv_heads=1, intermediate_size=64, corpus=TINY_CORPUS,
+                         train=zoo.TrainSpec(steps=steps, batch_size=16, lr=3e-3, warmup=5), **kw)
+
+
+@pytest.fixture(scope="module")
+def texts():
+    return zoo.corpus_texts(TINY_CORPUS)
+
+
+def test_format_prompt_and_parse():
+    rec = MCRecord("x", "Tom has 6 apples. He gets 2 more. How many apples now?", ("8", "6", "4", "9"), "A", "6+2=8.")
+    assert zoo.format_prompt(rec) == ("Question: Tom has 6 apples. He gets 2 more. How many apples now?\n"
+                                      "Options: (A) 8 (B) 6 (C) 4 (D) 9\nAnswer: Let's think step by step.")
+    assert zoo.format_response(rec.rationale, "A") == " 6+2=8. The answer is (A)."
+    assert zoo.format_response(None, "C") == " The answer is (C)."
+    assert zoo.parse_answer(" 6+2=8. The answer is (B).") == "B"
+    assert zoo.parse_answer(" 6+2=8. The answer is") is None
+
+
+@pytest.mark.parametrize("spec", [zoo.CHAR, zoo.BPE, zoo.SP], ids=lambda s: s.name)
+def test_tokenizer_round_trip_digits_split(spec, texts):
+    tok = zoo.build_tokenizer(spec, texts)
+    for text in texts[:50] + ["Question: 100-37=63. 63*2=? The answer is (D)."]:
+        ids = tok(text)["input_ids"]
+        assert ids[0] == tok.bos_token_id
+        assert tok.decode(ids, skip_special_tokens=True) == text
+        for t in tok.convert_ids_to_tokens(ids):
+            if any(c.isdigit() for c in t):
+                assert len(t) == 1, t  # every digit is its own token
+    assert {tok.pad_token_id, tok.bos_token_id, tok.eos_token_id} == {0, 1, 2}
+    if spec is zoo.CHAR:
+        assert len(tok) == 256 + 3  # bytes only: character level
+    else:
+        assert len(tok(texts[0])["input_ids"]) < 0.7 * len(texts[0])  # merges shorten the text
+
+
+def test_tokenizers_differ_and_are_cached(tmp_path, texts):
+    toks = {s.name: zoo.load_tokenizer(s, TINY_CORPUS, tmp_path) for s in (zoo.CHAR, zoo.BPE, zoo.SP)}
+    encodings = {n: t.tokenize(texts[0]) for n, t in toks.items()}
+    assert len({tuple(e) for e in encodings.values()}) == 3
+    again = zoo.load_tokenizer(zoo.SP, TINY_CORPUS, tmp_path)
+    assert again.get_vocab() == toks["sp"].get_vocab()
+    assert len(list(tmp_path.glob("tok-*"))) == 3
+
+
+@pytest.mark.parametrize("spec", [zoo.CHAR, zoo.BPE, zoo.SP], ids=lambda s: s.name)
+def test_encode_pairs_masks_the_prompt(spec, texts):
+    tok = zoo.build_tokenizer(spec, texts)
+    for rec in generate(TINY_CORPUS)[:20]:
+        pair = (zoo.format_prompt(rec), zoo.format_response(rec.rationale, rec.answer))
+        (ids, w), = zoo.encode_pairs(tok, [pair])
+        n_prompt = len(tok(pair[0])["input_ids"])
+        assert ids[:-1] == tok(pair[0] + pair[1])["input_ids"]  # same as encoding the whole text
+        assert ids[-1] == tok.eos_token_id
+        assert w == [0.0] * n_prompt + [1.0] * (len(ids) - n_prompt)
+        assert tok.decode(ids[n_prompt:], skip_special_tokens=True) == pair[1]
+
+
+def test_curriculum_client_is_weaker():
+    recs = generate(SyntheticConfig(num_records=400, seed=2))
+    eligible = [r for r in recs if r.domain == "add_sub" and num_steps(r) <= 2]
+    # short answers for what the client is not taught, and for a quarter of what it is
+    client = tiny(rationale_domains=("add_sub",), rationale_max_steps=2, short_fraction=0.25)
+    pairs = zoo.curriculum(client, recs, seed=0)
+    assert [p for p, _ in pairs] == [zoo.format_prompt(r) for r in recs]
+    with_rationale = [r for r, (_, resp) in zip(recs, pairs) if "=" in resp]
+    assert with_rationale and all(r.domain == "add_sub" and num_steps(r) <= 2 for r in with_rationale)
+    assert 0.6 < len(with_rationale) / len(eligible) < 0.9
+    assert all(resp == zoo.format_response(None, r.answer) for r, (_, resp) in zip(recs, pairs) if r not in eligible)
+    # the zoo's clients: only their own short chains, always with the rationale
+    client = replace(client, short_answers=False, short_fraction=0.0)
+    pairs = zoo.curriculum(client, recs, seed=0)
+    assert pairs == [(zoo.format_prompt(r), zoo.format_response(r.rationale, r.answer)) for r in eligible]
+    server_pairs = zoo.curriculum(tiny(), recs, seed=0)
+    assert server_pairs == [(zoo.format_prompt(r), zoo.format_response(r.rationale, r.answer)) for r in recs]
+
+
+def test_pretraining_lowers_the_loss(texts):
+    member = tiny(steps=60)
+    tok = zoo.build_tokenizer(member.tokenizer, texts)
+    model = zoo.build_model(member, tok)
+    losses = zoo.pretrain(model, tok, member)
+    assert len(losses) == 60
+    assert sum(losses[-5:]) / 5 < 0.6 * losses[0]
+    assert not model.training
+
+
+def test_load_member_caches(tmp_path, monkeypatch):
+    member = tiny(steps=8)
+    calls = []
+    real = zoo.pretrain
+    monkeypatch.setattr(zoo, "pretrain", lambda *a, **k: calls.append(1) or real(*a, **k))
+    model, tok = zoo.load_member(member, cache_dir=tmp_path, progress=False)
+    path = zoo.member_dir(member, tmp_path)
+    assert path.parent == tmp_path and path.name == f"tiny-qwen3-{zoo.member_hash(member)}"
+    assert (path / "model.safetensors").exists() and (path / "tokenizer.json").exists()
+    info = json.loads((path / "zoo.json").read_text())
+    assert info["member"]["hidden_size"] == 32 and info["code_version"] == zoo.CODE_VERSION
+    mtime = (path / "model.safetensors").stat().st_mtime_ns
+    model2, tok2 = zoo.load_member(member, cache_dir=tmp_path, progress=False)
+    assert calls == [1]  # the second load did not train
+    assert (path / "model.safetensors").stat().st_mtime_ns == mtime
+    sd1, sd2 = model.state_dict(), model2.state_dict()
+    assert sd1.keys() == sd2.keys() and all(torch.equal(sd1[k], sd2[k]) for k in sd1)
+    assert tok2.get_vocab() == tok.get_vocab()
+    # a changed spec is a different cache entry and trains again
+    zoo.load_member(replace(member, train=replace(member.train, lr=1e-3)), cache_dir=tmp_path, progress=False)
+    assert calls == [1, 1]
+    monkeypatch.setenv("LADALIT_CACHE", str(tmp_path / "env"))
+    assert zoo.default_cache_dir() == tmp_path / "env"
+
+
+def test_member_hash_tracks_the_spec():
+    m = tiny()
+    assert zoo.member_hash(m) == zoo.member_hash(tiny())
+    changed = [
+        replace(m, hidden_size=48), replace(m, arch="llama"), replace(m, tokenizer=zoo.CHAR),
+        replace(m, train=replace(m.train, steps=41)), replace(m, corpus=replace(m.corpus, seed=12)),
+        replace(m, rationale_max_steps=2), replace(m, short_fraction=0.1),
+    ]
+    hashes = {zoo.member_hash(c) for c in changed}
+    assert len(hashes) == len(changed) and zoo.member_hash(m) not in hashes
+
+
+@pytest.mark.parametrize("arch,spec", [("llama", zoo.SP), ("gemma2", zoo.CHAR), ("qwen3", zoo.BPE)])
+def test_quick_eval_batched_matches_one_by_one(arch, spec, tmp_path):
+    model, tok = zoo.load_member(tiny(arch, spec, steps=30), cache_dir=tmp_path, progress=False)
+    assert model.config.model_type == arch
+    recs = generate(SyntheticConfig(num_records=6, seed=5))  # 1..4 steps: prompts of different lengths
+    batched = zoo.predict(model, tok, recs, max_new_tokens=12, batch_size=6)
+    single = [zoo.predict(model, tok, [r], max_new_tokens=12)[0] for r in recs]
+    assert batched == single  # left padding does not change greedy outputs
+    acc = zoo.quick_eval(model, tok, recs, max_new_tokens=12)
+    assert acc == sum(zoo.parse_answer(t) == r.answer for t, r in zip(batched, recs)) / len(recs)
+
+
+def test_zoo_is_heterogeneous():
+    assert len({m.arch for m in zoo.ZOO.values()}) >= 3
+    assert len({m.tokenizer for m in zoo.ZOO.values()}) >= 2
+    server = zoo.ZOO["server"]
+    clients = [m for n, m in zoo.ZOO.items() if n != "server"]
+    assert len(clients) >= 3
+    assert server.rationale_max_steps >= max(m.rationale_max_steps for m in clients)
+    assert set(server.rationale_domains) == set(server.corpus.domains)
+    size = lambda m: m.num_layers * m.hidden_size * (4 * m.hidden_size + 3 * m.intermediate_size)
+    assert all(size(server) > 2 * size(c) for c in clients)

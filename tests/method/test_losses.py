@@ -1,0 +1,171 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from ladalit.method.losses import (
+    client_mard_loss,
+    mard_loss,
+    overlap_weights,
+    server_mard_loss,
+    weighted_server_loss,
+)
+
+
+def _ref_loss_np(pc, pr, rc, rr, beta):
+    """Independent float64 reference: log(1 + exp(-z)) written as -log(1/(1+exp(-z)))."""
+    z = beta * ((pc - rc) - (pr - rr))
+    return -np.log(1.0 / (1.0 + np.exp(-z)))
+
+
+def _ref_grad_np(pc, pr, rc, rr, beta):
+    """d loss / d pc = -beta * sigma(-z); d loss / d pr = +beta * sigma(-z)."""
+    z = beta * ((pc - rc) - (pr - rr))
+    s = 1.0 / (1.0 + np.exp(z))  # sigma(-z)
+    return -beta * s, beta * s
+
+
+def _random_logps(seed, b=64):
+    """Summed response log-probs (tens to hundreds of nats); the policy differs
+    from the reference by up to 5 nats per response, so |z| <= 10 * beta. (The
+    naive reference loses relative precision once exp(-z) < 1e-11.)"""
+    rng = np.random.default_rng(seed)
+    rc, rr = -rng.uniform(5.0, 200.0, size=b), -rng.uniform(5.0, 200.0, size=b)
+    pc, pr = rc + rng.uniform(-5.0, 5.0, size=b), rr + rng.uniform(-5.0, 5.0, size=b)
+    return [pc, pr, rc, rr]
+
+
+@pytest.mark.parametrize("beta", [0.1, 0.5, 1.5])
+def test_mard_loss_and_grad_match_float64_reference(beta):
+    pc, pr, rc, rr = _random_logps(int(beta * 10))
+    tpc = torch.tensor(pc, dtype=torch.float64, requires_grad=True)
+    tpr = torch.tensor(pr, dtype=torch.float64, requires_grad=True)
+    loss = mard_loss(tpc, tpr, torch.tensor(rc), torch.tensor(rr), beta)
+    assert loss.shape == (64,)
+    ref = _ref_loss_np(pc, pr, rc, rr, beta)
+    np.testing.assert_allclose(loss.detach().numpy(), ref, rtol=1e-6)
+
+    loss.sum().backward()
+    g_c, g_r = _ref_grad_np(pc, pr, rc, rr, beta)
+    np.testing.assert_allclose(tpc.grad.numpy(), g_c, rtol=1e-6)
+    np.testing.assert_allclose(tpr.grad.numpy(), g_r, rtol=1e-6)
+
+
+def test_mard_loss_float32_close_to_float64_reference():
+    pc, pr, rc, rr = _random_logps(7)
+    t = [torch.tensor(a, dtype=torch.float32) for a in (pc, pr, rc, rr)]
+    loss = mard_loss(*t, beta=0.1)
+    assert loss.dtype == torch.float32
+    # float32 inputs of magnitude ~200 carry ~1e-5 absolute error into z
+    np.testing.assert_allclose(loss.numpy(), _ref_loss_np(pc, pr, rc, rr, 0.1), rtol=1e-4, atol=1e-5)
+
+
+def test_mard_loss_hand_values():
+    zeros = torch.zeros(3)
+    # policy == reference everywhere -> z = 0 -> -log(1/2) = log 2
+    torch.testing.assert_close(mard_loss(zeros, zeros, zeros, zeros, 0.1), torch.full((3,), math.log(2.0)))
+    # z = beta * ((-1 - -3) - (-4 - -2)) = 0.5 * (2 - (-2)) = 2 -> log(1 + e^-2)
+    out = mard_loss(torch.tensor([-1.0]), torch.tensor([-4.0]), torch.tensor([-3.0]), torch.tensor([-2.0]), 0.5)
+    torch.testing.assert_close(out, torch.tensor([math.log(1 + math.exp(-2.0))]))
+
+
+def test_mard_loss_is_stable_for_huge_margins():
+    big = torch.tensor([1e4, -1e4], dtype=torch.float32)
+    z0 = torch.zeros(2)
+    out = mard_loss(big, z0, z0, z0, 1.0)
+    assert torch.isfinite(out).all()
+    torch.testing.assert_close(out, torch.tensor([0.0, 1e4]))
+
+
+def test_client_and_server_wrappers_swap_roles():
+    pc, pr, rc, rr = (torch.tensor(a) for a in _random_logps(3, b=8))
+    # client (Eq. 3): chosen = y^s, rejected = y^k
+    ys_pol, yk_pol, ys_ref, yk_ref = pc, pr, rc, rr
+    torch.testing.assert_close(
+        client_mard_loss(ys_pol, yk_pol, ys_ref, yk_ref, 0.1), mard_loss(ys_pol, yk_pol, ys_ref, yk_ref, 0.1)
+    )
+    # server (Eq. 4): chosen = y^k, rejected = y^s
+    torch.testing.assert_close(
+        server_mard_loss(yk_pol, ys_pol, yk_ref, ys_ref, 0.1), mard_loss(yk_pol, ys_pol, yk_ref, ys_ref, 0.1)
+    )
+    # with the same numbers the two directions are different objectives: l(z) vs l(-z),
+    # and -log σ(z) - (-log σ(-z)) = -z
+    z = 0.1 * ((ys_pol - ys_ref) - (yk_pol - yk_ref))
+    diff = client_mard_loss(ys_pol, yk_pol, ys_ref, yk_ref, 0.1) - server_mard_loss(yk_pol, ys_pol, yk_ref, ys_ref, 0.1)
+    torch.testing.assert_close(diff, -z)
+
+
+def test_client_loss_gradient_raises_server_answer_likelihood():
+    pol_ys = torch.tensor([-10.0], requires_grad=True)
+    pol_yk = torch.tensor([-10.0], requires_grad=True)
+    ref = torch.tensor([-10.0])
+    client_mard_loss(pol_ys, pol_yk, ref, ref, 0.1).sum().backward()
+    # gradient descent increases log phi(y^s|x) and decreases log phi(y^k|x): -0.1 * σ(0) = -0.05
+    torch.testing.assert_close(pol_ys.grad, torch.tensor([-0.05]))
+    torch.testing.assert_close(pol_yk.grad, torch.tensor([0.05]))
+
+
+def test_overlap_weights_reward_mode_hand_example():
+    # sample "a" chosen by clients 0,1,2; "b" by client 1 only; "c" by clients 0 and 2
+    sample_ids = ["a", "a", "a", "b", "c", "c"]
+    client_ids = [0, 1, 2, 1, 0, 2]
+    scores = torch.tensor([0.6, 0.2, 0.2, 0.9, -0.3, 0.7])
+    w = overlap_weights(sample_ids, client_ids, scores, mode="reward")
+    # a: 0.6/1.0, 0.2/1.0, 0.2/1.0 ; b: alone -> 1 ; c: negative clamps to 0 -> 0, 1
+    torch.testing.assert_close(w, torch.tensor([0.6, 0.2, 0.2, 1.0, 0.0, 1.0]))
+
+
+def test_overlap_weights_uniform_mode_hand_example():
+    sample_ids = ["a", "a", "a", "b", "c", "c"]
+    client_ids = [0, 1, 2, 1, 0, 2]
+    scores = torch.tensor([0.6, 0.2, 0.2, 0.9, -0.3, 0.7])
+    w = overlap_weights(sample_ids, client_ids, scores, mode="uniform")
+    torch.testing.assert_close(w, torch.tensor([1 / 3, 1 / 3, 1 / 3, 1.0, 0.5, 0.5]))
+
+
+def test_overlap_weights_all_nonpositive_falls_back_to_uniform():
+    w = overlap_weights([5, 5, 7], [0, 1, 0], torch.tensor([0.0, -1.0, 0.0]), mode="reward")
+    torch.testing.assert_close(w, torch.tensor([0.5, 0.5, 1.0]))
+
+
+def test_overlap_weights_sum_to_one_per_sample_random():
+    rng = np.random.default_rng(0)
+    rows = [(int(s), k) for s in range(40) for k in range(3) if rng.random() < 0.6]
+    sample_ids = [s for s, _ in rows]
+    client_ids = [k for _, k in rows]
+    scores = torch.tensor(rng.uniform(-0.2, 1.0, size=len(rows)), dtype=torch.float32)
+    for mode in ("reward", "uniform"):
+        w = overlap_weights(sample_ids, client_ids, scores, mode=mode)
+        assert (w >= 0).all()
+        for s in set(sample_ids):
+            mask = torch.tensor([sid == s for sid in sample_ids])
+            torch.testing.assert_close(w[mask].sum(), torch.tensor(1.0))
+
+
+def test_overlap_weights_rejects_bad_input():
+    with pytest.raises(ValueError):
+        overlap_weights(["a", "a"], [0, 0], torch.tensor([0.5, 0.5]))  # same (sample, client) twice
+    with pytest.raises(ValueError):
+        overlap_weights(["a"], [0], torch.tensor([0.5]), mode="softmax")
+    with pytest.raises(ValueError):
+        overlap_weights(["a", "b"], [0], torch.tensor([0.5, 0.5]))
+
+
+def test_weighted_server_loss_is_expectation_over_samples():
+    sample_ids = ["a", "a", "b"]
+    client_ids = [0, 1, 0]
+    loss = torch.tensor([1.0, 3.0, 10.0], requires_grad=True)
+    w = overlap_weights(sample_ids, client_ids, torch.tensor([0.75, 0.25, 0.4]), mode="reward")
+    out = weighted_server_loss(loss, w)
+    # sample a: 0.75*1 + 0.25*3 = 1.5 ; sample b: 10 ; mean over 2 samples = 5.75
+    torch.testing.assert_close(out, torch.tensor(5.75))
+    out.backward()
+    torch.testing.assert_close(loss.grad, torch.tensor([0.375, 0.125, 0.5]))
+
+
+def test_weighted_server_loss_without_overlap_is_plain_mean():
+    loss = torch.tensor([0.2, 0.4, 0.9])
+    w = overlap_weights([1, 2, 3], [0, 1, 2], torch.tensor([0.1, 0.7, 0.3]))
+    torch.testing.assert_close(weighted_server_loss(loss, w), loss.mean())
+    assert weighted_server_loss(torch.zeros(0), torch.zeros(0)).item() == 0.0
