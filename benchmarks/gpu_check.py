@@ -78,7 +78,7 @@ def one_round(args, k: int, fabric, shapes: dict, env: dict) -> dict:
     from benchmarks.gpu_round import make, word_tokenizer
     from ladalit.core.encoder import HashingEncoder
     from ladalit.method.filter import LearnabilityFilter
-    from ladalit.method.lada import distill_step
+    from ladalit.method.distill import distill_step
     from ladalit.scale.offload import Residency
     from ladalit.core.prompts import parse_answer
     from ladalit.method.prototypes import select_prototypes

@@ -29,7 +29,7 @@ from omegaconf import OmegaConf
 
 from ladalit.core.config import LoraConfig, TrainConfig
 from ladalit.core.experiment import setup_participant
-from ladalit.method.lada import distill_step
+from ladalit.method.distill import distill_step
 from ladalit.scale.offload import Residency
 from ladalit.core.participant import Participant
 from ladalit.scale.shapes import SHAPES, build

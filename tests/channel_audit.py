@@ -1,12 +1,10 @@
 """Reading back what crossed a `Channel(keep_payloads=True)`, for tests that audit the channel."""
-import io
-
-import torch
+from ladalit.core.messages import as_dict, decode
 
 
-def decoded(channel) -> list:
-    """Every kept payload, decoded as its receiver decoded it."""
-    return [torch.load(io.BytesIO(raw), weights_only=True) for raw in channel.payloads]
+def decoded(channel) -> list[dict]:
+    """Every kept message, decoded as its receiver decoded it, as a dict of its fields (and its kind)."""
+    return [{"kind": m.kind, **as_dict(m)} for m in map(decode, channel.payloads)]
 
 
 def strings_in(obj):

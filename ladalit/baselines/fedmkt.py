@@ -45,6 +45,7 @@ import torch
 
 from ladalit.baselines.standalone import _private_sft
 from ladalit.core.channel import DOWN, UP, Channel
+from ladalit.core.messages import ServerAnswers, TopKLogits, as_dict
 from ladalit.core.evaluation import evaluate_all
 from ladalit.core.responses import ResponseCache
 from ladalit.reporting.results import log_round
@@ -568,7 +569,7 @@ def run_fedmkt(exp, channel: Channel, results: Results, tracker=None, on_round_e
         if server_answers is None or opts.regenerate:
             cache.drop_before(t)
             server_answers = cache.get(t, server, public)
-            received = {k: channel.send(t, DOWN, k, "server_answers", server_answers) for k in clients}
+            received = {k: channel.send(t, DOWN, k, ServerAnswers(t, server_answers)).texts for k in clients}
             server_top, version = None, version + 1
 
         # ---------------------------------------------------------------- clients: private SFT, top-k up
@@ -579,7 +580,7 @@ def run_fedmkt(exp, channel: Channel, results: Results, tracker=None, on_round_e
         client_top, up = {}, {}
         for k, client in clients.items():
             client_top[k] = snap(client, received[k])
-            up[k] = TopK.from_payload(channel.send(t, UP, k, "topk_logits", client_top[k].payload(sample_ids)))
+            up[k] = TopK.from_payload(as_dict(channel.send(t, UP, k, TopKLogits(t, **client_top[k].payload(sample_ids)))))
 
         # ---------------------------------------------------------------- server: min-CE over itself and every client
         if server_top is None:
@@ -599,7 +600,7 @@ def run_fedmkt(exp, channel: Channel, results: Results, tracker=None, on_round_e
         # ---------------------------------------------------------------- clients: min-CE between itself and the server
         for k, client in clients.items():
             if down.get(k, (None,))[0] != version:  # unchanged top-k (server_training=false) is sent once
-                payload = channel.send(t, DOWN, k, "topk_logits", server_top.payload(sample_ids))
+                payload = as_dict(channel.send(t, DOWN, k, TopKLogits(t, **server_top.payload(sample_ids))))
                 down[k] = (version, TopK.from_payload(payload))
             teacher = [(down[k][1], tables["server"], to_client[k])]
             targets, choice, frac = choose_targets(client_top[k], tables[k], teacher, opts.temperature)

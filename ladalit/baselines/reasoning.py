@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from ladalit.baselines.standalone import _private_sft
 from ladalit.core.config import ReasoningConfig
 from ladalit.core.channel import DOWN, UP, Channel
+from ladalit.core.messages import CompletionAnswers, PartialTrajectories, ServerRationales, SocraticChains, as_dict
 from ladalit.data.records import LETTERS, MCRecord
 from ladalit.core.evaluation import evaluate_all
 from ladalit.core.experiment import public_by_id
@@ -151,7 +152,7 @@ def _end_round(exp, results, channel, tracker, progress, t: int) -> None:
     (progress or Progress(quiet=True)).summary(results, t, channel)
 
 
-def _run_once_from_server(exp, channel: Channel, results: Results, tracker, progress, kind: str, what: str,
+def _run_once_from_server(exp, channel: Channel, results: Results, tracker, progress, message, what: str,
                           make_targets) -> dict:
     """The LLM's targets for D_p are made once (it does not train) and sent in round 1; every round each
     client fine-tunes train.epochs more on them. `make_targets` returns (ids kept, targets, stats)."""
@@ -167,11 +168,11 @@ def _run_once_from_server(exp, channel: Channel, results: Results, tracker, prog
                 if not ids:
                     received[k] = ([], [])
                     continue
-                got = channel.send(t, DOWN, k, kind, {"ids": ids, "targets": targets})
+                got = as_dict(channel.send(t, DOWN, k, message(t, ids, targets)))
                 received[k] = ([zero_shot_prompt(public_by_id(exp, i)) for i in got["ids"]], got["targets"])
         _finetune_all(exp, received, guard, optimizers, results, t, what)
         _end_round(exp, results, channel, tracker, progress, t)
-    return {"nonfinite_skipped": guard.skipped, kind: stats}
+    return {"nonfinite_skipped": guard.skipped, message.kind: stats}
 
 
 # ----------------------------------------------------------------------------- sft_cot
@@ -190,7 +191,7 @@ def run_sft_cot(exp, channel: Channel, results: Results, tracker=None, progress=
         kept = [(x.id, t) for x, a in zip(public, answers) if (t := normalised_target(a, n_opt)) is not None]
         return [i for i, _ in kept], [t for _, t in kept], {"generated": len(public), "kept": len(kept)}
 
-    return _run_once_from_server(exp, channel, results, tracker, progress, "server_rationales", "cot_loss",
+    return _run_once_from_server(exp, channel, results, tracker, progress, ServerRationales, "cot_loss",
                                  make_targets)
 
 
@@ -210,7 +211,7 @@ def run_socratic_cot(exp, channel: Channel, results: Results, tracker=None, prog
         kept = [(x.id, c) for x, g in zip(public, gens) if (c := socratic_chain(g, n_opt)) is not None]
         return [i for i, _ in kept], [c for _, c in kept], {"generated": len(public), "kept": len(kept)}
 
-    return _run_once_from_server(exp, channel, results, tracker, progress, "socratic_chains", "socratic_loss",
+    return _run_once_from_server(exp, channel, results, tracker, progress, SocraticChains, "socratic_loss",
                                  make_targets)
 
 
@@ -281,13 +282,13 @@ def run_rstar(exp, channel: Channel, results: Results, tracker=None, progress=No
             kept: list[Trajectory] = []
             if trajs:
                 # client -> server: the cut trajectories; server -> client: the answers its completions reach
-                up = channel.send(t, UP, k, "partial_trajectories",
-                                  {"ids": [z.sample_id for z in trajs], "partials": [z.partial for z in trajs]})
+                up = as_dict(channel.send(t, UP, k, PartialTrajectories(t, [z.sample_id for z in trajs],
+                                                                        [z.partial for z in trajs])))
                 recs = [public_by_id(exp, sid) for sid in up["ids"]]
                 completions = generate(exp.server, [discriminator_prompt(x, p) for x, p in zip(recs, up["partials"])],
                                        _max_new_tokens(cfg, opts), cfg.generation.batch_size)
                 letters = [final_answer(f"{p} {c}", n_opt) or "" for p, c in zip(up["partials"], completions)]
-                down = channel.send(t, DOWN, k, "completion_answers", {"ids": up["ids"], "answers": letters})
+                down = as_dict(channel.send(t, DOWN, k, CompletionAnswers(t, up["ids"], letters)))
                 kept = [z for z, a in zip(trajs, down["answers"]) if a == z.letter]
             received[k] = ([z.prompt for z in kept], [z.target for z in kept])
             stats[f"{t}:{k}"] = {"generated": generated, "answered": len(trajs), "consistent": len(kept)}

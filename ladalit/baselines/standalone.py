@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 
 from ladalit.core.channel import DOWN, Channel
+from ladalit.core.messages import ServerAnswers
 from ladalit.core.evaluation import evaluate_all
 from ladalit.core.responses import ResponseCache
 from ladalit.reporting.results import log_round
@@ -55,7 +56,7 @@ def run_fedkd(exp, channel: Channel, results: Results, tracker=None, progress=No
     for t in range(1, cfg.rounds + 1):
         if t == 1:
             _private_sft(exp, guard, results, optimizers, lambda c: c.train_cfg.sft_epochs, 0)
-            received = {k: channel.send(t, DOWN, k, "server_answers", llm_answers) for k in exp.clients}
+            received = {k: channel.send(t, DOWN, k, ServerAnswers(t, llm_answers)).texts for k in exp.clients}
         for k, client in exp.clients.items():
             ls = supervised_finetune(exp.fabric, client, optimizers[k], prompts, received[k],
                                      client.train_cfg.epochs, cfg.seed + t, guard, round=t)

@@ -37,6 +37,7 @@ import torch
 from ladalit.baselines.standalone import _private_sft
 from ladalit.core.config import WASPConfig
 from ladalit.core.channel import DOWN, UP, Channel
+from ladalit.core.messages import SampleWeights, SyntheticSamples, Votes, as_dict
 from ladalit.data.records import LETTERS, MCRecord
 from ladalit.core.encoder import make_encoder
 from ladalit.core.evaluation import evaluate_all
@@ -222,18 +223,18 @@ def run_wasp(exp, channel: Channel, results: Results, tracker=None, progress=Non
                        "options": [list(x.options) for x in synthetic], "targets": targets}
             votes = {}
             for i, k in enumerate(exp.clients):
-                got = channel.send(t, DOWN, k, "synthetic_samples", payload)
+                got = as_dict(channel.send(t, DOWN, k, SyntheticSamples(t, **payload)))
                 recs = [MCRecord(id=sid, question=q, options=tuple(o), domain="wasp")
                         for sid, q, o in zip(got["ids"], got["questions"], got["options"])]
                 mine = _client_votes(encoder, k, private[k], recs, opts, cfg.seed * 1_000_003 + t * 101 + i)
-                votes[k] = channel.send(t, UP, k, "votes", mine)
+                votes[k] = channel.send(t, UP, k, Votes(t, mine)).votes
                 held[k].append(([zero_shot_prompt(x) for x in recs], list(got["targets"]),
                                 vote_weights(mine) if opts.weights == "local" else None))
             total = torch.stack(list(votes.values())).sum(0)
             if opts.weights == "global":
                 w = vote_weights(total)
                 for k in exp.clients:
-                    received = channel.send(t, DOWN, k, "sample_weights", w)
+                    received = channel.send(t, DOWN, k, SampleWeights(t, w)).weights
                     p, y, _ = held[k][-1]
                     held[k][-1] = (p, y, received)
             top, bottom = contrastive_pools(total, opts.pool_size, cfg.seed * 7919 + t)

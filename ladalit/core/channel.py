@@ -1,23 +1,21 @@
-"""The channel: every server↔client message is serialised to bytes and counted here.
+"""The channel: every message between the server and a client is encoded to bytes and counted here.
 
-`send` returns what the receiver decodes from those bytes, so nothing can reach
-the other side without being counted. Payloads are plain Python containers of
-str/int/float and tensors (serialised with `torch.save`, read back with
-`weights_only=True`).
+`send` returns what the receiver decodes from those bytes (ladalit.core.messages), so nothing reaches
+the other side without being counted. The ledger (`messages`) holds, per message, its round, direction,
+client, kind and encoded size; `payloads` keeps the raw bytes for audits (tests scan them for private text).
 """
 from __future__ import annotations
 
-import io
 from collections import defaultdict
 from dataclasses import dataclass
 
-import torch
+from ladalit.core.messages import decode, encode
 
 UP, DOWN = "client->server", "server->client"
 
 
 @dataclass
-class Message:
+class Sent:
     round: int
     direction: str
     client: str
@@ -27,26 +25,30 @@ class Message:
 
 class Channel:
     def __init__(self, keep_payloads: bool = False):
-        self.messages: list[Message] = []
-        # raw bytes of every message, for audits (tests scan them for private text)
+        self.messages: list[Sent] = []
         self.keep_payloads = keep_payloads
         self.payloads: list[bytes] = []
 
-    def send(self, round: int, direction: str, client: str, kind: str, payload):
+    def send(self, round: int, direction: str, client: str, msg):
+        """Encode `msg`, count its bytes, and return it as the receiver decodes it."""
         assert direction in (UP, DOWN), direction
-        buf = io.BytesIO()
-        torch.save(payload, buf)
-        data = buf.getvalue()
-        self.messages.append(Message(round, direction, client, kind, len(data)))
+        data = encode(msg)
+        self.messages.append(Sent(round, direction, client, msg.kind, len(data)))
         if self.keep_payloads:
             self.payloads.append(data)
-        return torch.load(io.BytesIO(data), weights_only=True)
+        return decode(data)
 
     def bytes_by(self) -> dict[tuple[int, str, str], int]:
         """Total bytes per (round, direction, client)."""
         out: dict[tuple[int, str, str], int] = defaultdict(int)
         for m in self.messages:
             out[(m.round, m.direction, m.client)] += m.nbytes
+        return dict(out)
+
+    def bytes_by_kind(self) -> dict[str, int]:
+        out: dict[str, int] = defaultdict(int)
+        for m in self.messages:
+            out[m.kind] += m.nbytes
         return dict(out)
 
     def total_mb(self) -> float:
@@ -56,4 +58,4 @@ class Channel:
         return {"messages": [vars(m) for m in self.messages]}
 
     def load_state_dict(self, state: dict) -> None:
-        self.messages = [Message(**m) for m in state["messages"]]
+        self.messages = [Sent(**m) for m in state["messages"]]

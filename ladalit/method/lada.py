@@ -1,475 +1,263 @@
-"""LaDa's federated loop (paper Algorithm 1, SPEC §3–§5), driven by one Fabric instance.
+"""LaDa (paper Algorithm 1, SPEC §3–§5): the server's loop, driving K clients through messages only.
 
-Read `run` top to bottom against Algorithm 1:
+The server reaches a client only through its transport (ladalit.core.transport), with the messages of
+ladalit.core.messages; the client's handlers are in ladalit.method.client. Algorithm 1, block by block:
 
     for t = 1..T:
-        for each client k:
-            t = 1: ❶ SFT φ_k on train_k -> frozen φ_ref_k;  ❷ prototypes = first selection
-            for each candidate batch of D_p (size n_c):
-                score / select with U_k (Eq. 10)                      [client_select]
-                responses y^s (server, sent down) and y^k (local)     [ResponseCache]
-                train.epochs passes of MARD updates of φ_k (Eq. 3),
-                losses before the first / after the last              [train_selection]
-                rewards ❸❹❺ (Eq. 5–7), train U_k ❻❼ (Eq. 8, 9)        [reward_and_fit]
-        server: for each candidate batch, U_{s,k} selects for every k, y^k sent up
-                (generated now, by φ_k after its round-t update, unless already cached),
-                weighted MARD update of ψ (Eq. 4), rewards, U_{s,k} training
-        evaluate every participant
+      clients, for each k                                           [LadaServer.client_round]
+        t = 1: ❶ SFT φ_k on its private train -> frozen φ_ref_k      [client.LadaClient.reference_sft]
+               ❷ prototypes of D_p = the first selection             [public_set]
+        for each candidate batch of D_p (n_c):
+          select with U_k (Eq. 10)                                  [client.LadaClient.select, pair.select]
+          y^s for the selection, sent down                          [LadaServer.send_server_answers]
+          distill: train.epochs passes of MARD (Eq. 3)              [client.LadaClient.distill, distill.train_selection]
+          rewards ❸ r_round, ❹ r_batch, ❺ r_total (Eq. 5–7)         [pair.rewards_of]
+          filter fit ❻ ExploitNet, ❼ ExploreNet (Eq. 8, 9)          [pair.fit_filter]
+      server                                                        [LadaServer.server_round]
+        for each candidate batch of D_p:
+          server select: U_{s,k} picks for every k                   [LadaServer.server_select]
+          collect answers: y^k from each client                     [LadaServer.collect_answers]
+          weighted server step: MARD on ψ (Eq. 4), w_k               [LadaServer.weighted_server_step]
+          rewards ❸–❺ and filter fit ❻❼ for each U_{s,k}             [LadaServer.server_rewards]
+      evaluate every participant                                    [run]
 
-Everything that crosses between server and clients goes through `channel`.
+`run` is the experimenter's harness around the protocol: it builds the roles in this process, evaluates
+every participant (the server on the union of the clients' test sets, which no federated server could
+see), gathers every role's rows of results, and checkpoints the roles' local states. None of this
+crosses the transport, and none of it is something the server's loop can reach.
 """
 from __future__ import annotations
 
-import math
-import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
-from ladalit.scale import data_parallel
-
-from ladalit.method import losses, rewards
-from ladalit.core.channel import DOWN, UP, Channel
+from ladalit.core.channel import Channel
 from ladalit.core.encoder import make_encoder
-from ladalit.method.filter import LearnabilityFilter, filter_class_from_path
-from ladalit.reporting.progress import Progress
-from ladalit.core.prompts import format_question, format_response, zero_shot_prompt
-from ladalit.method.prototypes import select_prototypes
-from ladalit.reporting.results import Results
-from ladalit.core.training import NonFiniteGuard, minibatches, optimizer_step, supervised_finetune
 from ladalit.core.evaluation import evaluate_all
-from ladalit.core.experiment import public_by_id
-from ladalit.core.responses import ResponseCache, send_answers
-from ladalit.reporting.results import log_round
+from ladalit.core.messages import AskAnswers, BeginRound, EndClientRound, EndRound, SelectCandidates, ServerAnswers
+from ladalit.core.prompts import format_question, zero_shot_prompt
+from ladalit.core.responses import ResponseCache
+from ladalit.core.training import NonFiniteGuard, minibatches
+from ladalit.core.transport import InProcess, Transport
+from ladalit.method import checkpoint
+from ladalit.method.client import LadaClient, _generators, answers_message, received_answers, record_answers
+from ladalit.method.distill import count_pairs, train_selection
+from ladalit.method.pair import (PairState, candidate_batches, close_round, fit_filter, make_filter, reward_scale,
+                                 rewards_of, select, server_weights)
+from ladalit.method.prototypes import select_prototypes
+from ladalit.reporting.progress import Progress
+from ladalit.reporting.results import Results, log_round
 
 
-# ----------------------------------------------------------------------------- state
 @dataclass
-class PairState:
-    """What one side of one model pair (client k ↔ server) carries across batches and rounds."""
-    filter: LearnabilityFilter | None
-    prev_round_losses: torch.Tensor | None = None  # losses of last round's selection, before it trained (Eq. 5, M)
-    round_losses: list[torch.Tensor] = field(default_factory=list)
-    # this round's reward scale (results.json "reward_scale"): r_total of every trained sample, the filter's
-    # U^p and λ·U^q on every scored candidate, candidates and selected
-    round_rewards: list[torch.Tensor] = field(default_factory=list)
-    round_terms: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)
-    candidates: int = 0
-    selected: int = 0
+class PublicSet:
+    """D_p as every participant knows it: the records, their embeddings (for the filters) and ❷ the
+    prototypes, indices into `records`. Public, so the same on every side; built once here."""
+    records: list
+    emb: torch.Tensor
+    prototypes: set[int]
+    index: dict[str, int]
 
 
-def make_filter(cfg, embed_dim: int, seed: int) -> LearnabilityFilter:
-    f = cfg.filter_net
-    cls = filter_class_from_path(f.class_path) if f.class_path else LearnabilityFilter
-    return cls(embed_dim=embed_dim, hidden=f.hidden, depth=f.depth, lr=f.lr, epochs=f.epochs,
-               batch_size=f.batch_size, lam=f.lam, tau=f.tau, min_select=f.min_select,
-               max_select=f.max_select, buffer_size=f.buffer_size, seed=seed)
-
-
-def candidate_batches(n: int, n_c: int, seed: int, round: int) -> list[list[int]]:
-    """D_p streamed in candidate batches of n_c, in a fresh seeded order each round."""
-    order = list(range(n))
-    random.Random(seed * 7919 + round).shuffle(order)
-    return [order[i: i + n_c] for i in range(0, n, n_c)]
-
-
-# ----------------------------------------------------------------------------- one update
-def per_sample_loss(cfg, participant, keys, prompts, chosen, rejected) -> torch.Tensor:
-    """Eq. 3 / Eq. 4 per sample (chosen = the other side's answer), or the `loss=ce` ablation."""
-    if cfg.loss == "ce":
-        logp, mask = participant.token_logprobs(prompts, chosen)
-        return -(logp * mask).sum(-1) / mask.sum(-1).clamp(min=1)
-    pol_c, pol_r = participant.pair_logprobs(prompts, chosen, rejected)
-    ref_c, ref_r = participant.reference_pair_logprobs(keys, prompts, chosen, rejected)
-    return losses.mard_loss(pol_c, pol_r, ref_c, ref_r, cfg.beta)
-
-
-def distill_step(cfg, fabric, participant, optimizer, guard: NonFiniteGuard, round: int, batch: int,
-                 keys, prompts, chosen, rejected, weights: torch.Tensor | None = None,
-                 update: bool = True, measure_after: bool = True):
-    """One MARD update on a selected minibatch; returns per-row losses before and after it (after: None
-    unless `measure_after`; without `update` no step is taken and after = before).
-
-    `weights` (server, Eq. 4): rows sharing a sample x carry w_k summing to one.
-    """
-    participant.train()
-    rank, world = data_parallel.world_of(fabric)
-    if world > 1:  # FSDP2: each process its share of the rows (ladalit.scale.data_parallel)
-        return _distill_step_shared(cfg, fabric, participant, optimizer, guard, round, batch,
-                                    keys, prompts, chosen, rejected, weights, rank, world, update, measure_after)
-    before = per_sample_loss(cfg, participant, keys, prompts, chosen, rejected)
-    if weights is None:
-        loss = before.mean()
-    else:
-        loss = losses.weighted_server_loss(before, weights.to(before.device))
-    if not update:
-        return before.detach().float().cpu(), before.detach().float().cpu()
-    if guard.ok(loss, participant.name, round, batch):
-        optimizer_step(fabric, participant, optimizer, loss)
-    if not measure_after:
-        return before.detach().float().cpu(), None
-    with torch.no_grad():
-        after = per_sample_loss(cfg, participant, keys, prompts, chosen, rejected)
-    return before.detach().float().cpu(), after.float().cpu()
-
-
-def _distill_step_shared(cfg, fabric, participant, optimizer, guard, round, batch, keys, prompts, chosen, rejected,
-                         weights, rank, world, update=True, measure_after=True):
-    """`distill_step` with the rows split over the processes; the same update and per-row losses."""
-    n = len(prompts)
-    rows, real = data_parallel.share(n, rank, world)
-    mine = [[xs[i] for i in rows] for xs in (keys, prompts, chosen, rejected)]
-    weights = torch.ones(n) if weights is None else weights.detach().float().cpu()
-    before = per_sample_loss(cfg, participant, *mine)
-    loss = data_parallel.share_loss(before, real, weights[rows].to(before.device), weights.sum(), world)
-    whole = fabric.all_reduce(loss.detach(), reduce_op="sum") / world  # the whole batch's loss, on every process
-    if update and guard.ok(whole, participant.name, round, batch):
-        optimizer_step(fabric, participant, optimizer, loss)
-    before_all = data_parallel.gather_rows(fabric, before.detach().float(), n).cpu()
-    if not update:
-        return before_all, before_all
-    if not measure_after:
-        return before_all, None
-    with torch.no_grad():
-        after = per_sample_loss(cfg, participant, *mine)
-    return before_all, data_parallel.gather_rows(fabric, after.float(), n).cpu()
-
-
-def train_selection(cfg, fabric, participant, optimizer, guard: NonFiniteGuard, round: int, batch: int,
-                    minibatch_args: list[dict]) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """`train.epochs` passes over one candidate batch's selection, one MARD update per minibatch and pass
-    (the same minibatches, in the same order, every pass); per minibatch, the per-row losses before its
-    first update and after its last (the batch reward, Eq. 6). `train.epochs=0`: no update, after = before."""
-    epochs = participant.train_cfg.epochs
-    out: list = [None] * len(minibatch_args)
-    for e in range(max(epochs, 1)):
-        last = e == max(epochs, 1) - 1
-        for m, args in enumerate(minibatch_args):
-            before, after = distill_step(cfg, fabric, participant, optimizer, guard, round, batch, **args,
-                                         update=epochs > 0, measure_after=last)
-            out[m] = (before if e == 0 else out[m][0], after)
-    return out
-
-
-def reward_and_fit(cfg, pair: PairState, emb: torch.Tensor, before: torch.Tensor, after: torch.Tensor,
-                   guard: NonFiniteGuard, who: str, round: int, batch: int) -> torch.Tensor:
-    """❸ r_round (Eq. 5), ❹ r_batch (Eq. 6), ❺ r_total (Eq. 7); ❻❼ train the filter (Eq. 8, 9)."""
-    if cfg.reward.granularity == "set":
-        # paper-literal Eq. 5: N sums over this round's selection, known so far (the rest is not yet selected)
-        seen = torch.cat(pair.round_losses + [before])
-        r_round = rewards.round_reward(pair.prev_round_losses, seen, granularity="set")[-len(before):]
-    else:
-        r_round = rewards.round_reward(pair.prev_round_losses, before)
-    r_batch = rewards.batch_reward(before, after, granularity=cfg.reward.granularity)
-    r_total = rewards.total_reward(r_round, r_batch, cfg.reward.alpha)
-    pair.round_losses.append(before)
-    pair.round_rewards.append(r_total.detach().float().cpu())
-    if pair.filter is not None and guard.ok(r_total, who, round, batch, what="reward"):
-        pair.filter.observe(emb, r_total)
-        pair.filter.fit()
-    return r_total
-
-
-def close_round(pair: PairState) -> None:
-    if pair.round_losses:
-        pair.prev_round_losses = torch.cat(pair.round_losses)
-    pair.round_losses, pair.round_rewards, pair.round_terms = [], [], []
-    pair.candidates = pair.selected = 0
-
-
-def reward_scale(pair: PairState, tau: float) -> dict:
-    """The round's reward scale for one pair: r_total (Eq. 7) of the trained samples — mean, std, the
-    fraction above τ —, the fraction of candidates selected, and the mean exploitation U^p(x) and
-    exploration λ·U^q(h^p(x)) terms of Eq. 10 over the scored candidates (NaN when no filter scored, e.g.
-    round 1's prototypes)."""
-    nan = float("nan")
-    r = torch.cat(pair.round_rewards) if pair.round_rewards else torch.zeros(0)
-    row = {"observations": r.numel(),
-           "r_total_mean": r.mean().item() if r.numel() else nan,
-           "r_total_std": r.std(unbiased=False).item() if r.numel() else nan,
-           "r_total_above_tau": (r > tau).float().mean().item() if r.numel() else nan,
-           "selected_fraction": pair.selected / pair.candidates if pair.candidates else nan}
-    if pair.round_terms:
-        u_p = torch.cat([a for a, _ in pair.round_terms])
-        u_q = torch.cat([b for _, b in pair.round_terms])
-        row |= {"exploit_mean": u_p.mean().item(), "explore_mean": u_q.mean().item()}
-    else:
-        row |= {"exploit_mean": nan, "explore_mean": nan}
-    return row
-
-
-# ----------------------------------------------------------------------------- selection
-def select(cfg, pair: PairState, round: int, cand: list[int], emb: torch.Tensor, prototypes: set[int]):
-    """Indices of D_p chosen from one candidate batch, and which bound fired (if any)."""
-    pair.candidates += len(cand)
-    if cfg.filter == "none":
-        sel, bound = list(cand), None
-    elif round == 1:  # ❷ the filter is untrained: prototypes form the first selection
-        sel, bound = [i for i in cand if i in prototypes], None
-    else:
-        idx, bound = pair.filter.select(emb[cand])
-        sel = [cand[j] for j in idx.tolist()]
-        _, u_p, u_q = pair.filter.predict(emb[cand])
-        pair.round_terms.append((u_p.float().cpu(), pair.filter.lam * u_q.float().cpu()))
-    pair.selected += len(sel)
-    return sel, bound
-
-
-def predicted_rewards(pair: PairState, emb: torch.Tensor) -> torch.Tensor:
-    r_hat, _, _ = pair.filter.predict(emb)
-    return r_hat
-
-
-# ----------------------------------------------------------------------------- the loop
-def run(exp, channel: Channel, results: Results, tracker=None, start_round: int = 1, state: dict | None = None,
-        on_round_end=None, progress: Progress | None = None) -> dict:
-    cfg, fabric = exp.cfg, exp.fabric
-    progress = progress or Progress(quiet=True)
-    server, clients, public = exp.server, exp.clients, exp.data.public
-    guard = NonFiniteGuard(cfg.on_nonfinite)
-    private = {name: exp.data.clients[i] for i, name in enumerate(clients)}
-
-    # Public questions are embedded once (cached per sample) for the filters and the prototypes.
-    encoder = make_encoder(cfg.filter_net.encoder)
-    emb = encoder.encode_cached([x.id for x in public], [format_question(x) for x in public])
+def public_set(cfg, records) -> PublicSet:
+    """Embed the public questions once (cached per sample) and pick ❷ the prototypes (k-means on them)."""
+    emb = make_encoder(cfg.filter_net.encoder).encode_cached([x.id for x in records],
+                                                             [format_question(x) for x in records])
     prototypes = set(select_prototypes(emb, cfg.init_fraction, cfg.seed))
-    use_filter = cfg.filter == "lada"
-    client_side = {k: PairState(make_filter(cfg, emb.shape[1], cfg.seed + 2 * i) if use_filter else None)
-                   for i, k in enumerate(clients)}
-    server_side = {k: PairState(make_filter(cfg, emb.shape[1], cfg.seed + 2 * i + 1) if use_filter else None)
-                   for i, k in enumerate(clients)}
-    generators = {}
-    if cfg.generation.backend == "vllm":
-        from ladalit.scale.vllm_backend import make_generators
-        generators = make_generators(cfg, {"server": server, **clients})
-    responses = ResponseCache(cfg.generation.max_new_tokens, cfg.generation.batch_size, progress, generators,
-                              mark_cut=True)
-    optimizers: dict = {}
-    if state is not None:  # resume
-        restore_state(exp, state, client_side, server_side, optimizers, results, channel)
-        restore_counters(state, guard, responses)
+    return PublicSet(records, emb, prototypes, {x.id: i for i, x in enumerate(records)})
 
-    rounds_bar = progress.task("rounds", cfg.rounds - start_round + 1)
-    for t in range(start_round, cfg.rounds + 1):
-        # ---------------------------------------------------------------- clients
-        for k, client in clients.items():
-            pair = client_side[k]
-            if t == 1:
-                # ❶ reference SLM: SFT on private train (short answer statements), then frozen
-                sft_opt = fabric.setup_optimizers(client.configure_optimizers())
-                train = private[k].train
-                sft = supervised_finetune(fabric, client, sft_opt, [zero_shot_prompt(x) for x in train],
-                                          [format_response(None, x.answer) for x in train],
-                                          client.train_cfg.sft_epochs, cfg.seed, guard, round=0)
-                client.freeze_reference()
-                optimizers[k] = fabric.setup_optimizers(client.configure_optimizers())
-                results.add_train(0, k, sft_loss=sft[-1] if sft else math.nan)
-            batches = candidate_batches(len(public), cfg.n_c, cfg.seed, t)
-            bar = progress.task(f"round {t} {k}: candidate batches", len(batches))
-            for b, cand in enumerate(batches):
-                bar.advance()
-                # score and select (Eq. 10); round 1: ❷ prototypes
-                sel, bound = select(cfg, pair, t, cand, emb, prototypes)
-                results.add_selection(t, f"{k}<-server", "client", len(cand), len(sel), bound)
-                if not sel:
-                    continue
-                xs = [public[i] for i in sel]
-                # the client asks for the server's answers to the samples it selected
-                asked = channel.send(t, UP, k, "selected_ids", [x.id for x in xs])
-                y_s = send_answers(channel, t, DOWN, k, "server_answers",
-                                   responses.get(t, server, [public_by_id(exp, i) for i in asked]))
-                y_k = responses.get(t, client, xs)  # stays on the client
-                prompts = [zero_shot_prompt(x) for x in xs]
-                keys = [(t, x.id) for x in xs]
-                count_pairs(results, t, k, client, prompts, y_s, y_k)
-                mbs = minibatches(len(xs), client.train_cfg.batch_size)
-                losses_of = train_selection(cfg, fabric, client, optimizers[k], guard, t, b, [
-                    dict(keys=[keys[i] for i in mb], prompts=[prompts[i] for i in mb],
-                         chosen=[y_s[i] for i in mb], rejected=[y_k[i] for i in mb]) for mb in mbs])
-                for m, (mb, (before, after)) in enumerate(zip(mbs, losses_of)):
-                    r = reward_and_fit(cfg, pair, emb[[sel[i] for i in mb]], before, after, guard, k, t, b)
-                    results.add_train(t, k, batch=b, minibatch=m, loss_before=before.mean().item(),
-                                      loss_after=after.mean().item(), reward=r.mean().item())
-            bar.done()
-            results.add_reward_scale(t, f"{k}<-server", "client", **reward_scale(pair, cfg.filter_net.tau))
-            close_round(pair)
 
-        # ---------------------------------------------------------------- server
-        if t == 1:
-            server.freeze_reference()  # ψ_ref: the pretrained LLM
-            optimizers["server"] = fabric.setup_optimizers(server.configure_optimizers())
-        batches = candidate_batches(len(public), cfg.n_c, cfg.seed + 1, t)
-        bar = progress.task(f"round {t} server: candidate batches", len(batches))
+class LadaServer:
+    """The server role: ψ, the server-side filters U_{s,k}, ψ's optimizer, its answers y^s, its rows of results."""
+
+    def __init__(self, cfg, fabric, participant, public: PublicSet, transport: Transport,
+                 progress: Progress | None = None):
+        self.cfg, self.fabric, self.participant, self.public, self.transport = cfg, fabric, participant, public, transport
+        self.pairs = {k: PairState(make_filter(cfg, public.emb.shape[1], cfg.seed + 2 * i + 1)
+                                   if cfg.filter == "lada" else None) for i, k in enumerate(transport.names)}
+        self.guard, self.results, self.optimizer = NonFiniteGuard(cfg.on_nonfinite), Results(), None
+        self.progress = progress or Progress(quiet=True)
+        self.responses = ResponseCache(cfg.generation.max_new_tokens, cfg.generation.batch_size, self.progress,
+                                       _generators(cfg, "server", participant), mark_cut=True)
+
+    def run_round(self, t: int) -> None:
+        for k in self.transport.names:
+            self.client_round(t, k)
+        self.server_round(t)
+        for k in self.transport.names:
+            self.transport.request(k, EndRound(t))
+        record_answers(self.results, self.responses, t)
+        self.participant.clear_reference_cache()
+
+    # ----------------------------------------------------------------------- the clients' phase
+    def client_round(self, t: int, k: str) -> None:
+        """Client k's phase: it selects from each candidate batch and distills from the server's answers."""
+        self.transport.request(k, BeginRound(t))
+        batches = candidate_batches(len(self.public.records), self.cfg.n_c, self.cfg.seed, t)
+        bar = self.progress.task(f"round {t} {k}: candidate batches", len(batches))
         for b, cand in enumerate(batches):
             bar.advance()
-            rows = []  # (client k, index into D_p)
-            for k in clients:
-                sel, bound = select(cfg, server_side[k], t, cand, emb, prototypes)
-                results.add_selection(t, f"server<-{k}", "server", len(cand), len(sel), bound)
-                rows += [(k, i) for i in sel]
-            if not rows:
-                continue
-            y_k = {}
-            for k in clients:  # the server asks each client for its answers on the samples chosen for that pair
-                mine = [public[i] for kk, i in rows if kk == k]
-                if not mine:
-                    continue
-                asked = channel.send(t, DOWN, k, "selected_ids", [x.id for x in mine])
-                # answered by client k's policy as it is now, after its round-t update (README, method)
-                answers = send_answers(channel, t, UP, k, "client_answers",
-                                       responses.get(t, clients[k], [public_by_id(exp, i) for i in asked]))
-                y_k.update({(k, x.id): y for x, y in zip(mine, answers)})
-            xs = [public[i] for _, i in rows]
-            y_s = responses.get(t, server, xs)
-            weights = server_weights(cfg, rows, server_side, emb, t)
-            # minibatches of whole samples, so that the rows of one sample are weighted together
-            groups = {}
-            for j, (_, i) in enumerate(rows):
-                groups.setdefault(i, []).append(j)
-            sample_order = list(groups)
-            prompts = [zero_shot_prompt(x) for x in xs]
-            chosen = [y_k[(k, x.id)] for (k, _), x in zip(rows, xs)]
-            count_pairs(results, t, "server", server, prompts, chosen, y_s)
-            js_of = [[j for s in mb for j in groups[sample_order[s]]]
-                     for mb in minibatches(len(sample_order), server.train_cfg.batch_size)]
-            losses_of = train_selection(cfg, fabric, server, optimizers["server"], guard, t, b, [
-                dict(keys=[(t, rows[j][0], xs[j].id) for j in js], prompts=[prompts[j] for j in js],
-                     chosen=[chosen[j] for j in js], rejected=[y_s[j] for j in js], weights=weights[js])
-                for js in js_of])
-            for m, (js, (before, after)) in enumerate(zip(js_of, losses_of)):
-                for k in clients:
-                    mine = [n for n, j in enumerate(js) if rows[j][0] == k]
-                    if mine:
-                        idx = torch.tensor(mine)
-                        r = reward_and_fit(cfg, server_side[k], emb[[rows[js[n]][1] for n in mine]],
-                                           before[idx], after[idx], guard, f"server<-{k}", t, b)
-                        results.add_train(t, "server", pair=k, batch=b, minibatch=m,
-                                          loss_before=before[idx].mean().item(),
-                                          loss_after=after[idx].mean().item(), reward=r.mean().item())
+            asked = self.transport.request(k, SelectCandidates(t, b, [self.public.records[i].id for i in cand]))
+            if asked.ids:
+                self.send_server_answers(t, b, k, asked.ids)
         bar.done()
-        for k in clients:
-            results.add_reward_scale(t, f"server<-{k}", "server", **reward_scale(server_side[k], cfg.filter_net.tau))
-            close_round(server_side[k])
+        self.transport.request(k, EndClientRound(t))
 
-        # ---------------------------------------------------------------- evaluation, end of round
-        results.add_responses(responses.rows(t))
-        for name, counts in responses.cut_counts(t).items():
-            results.add_budget(t, name, "responses", **counts)
-        responses.drop_before(t + 1)
-        for p in [server, *clients.values()]:
-            p.clear_reference_cache()
+    def send_server_answers(self, t: int, b: int, k: str, ids: list[str]) -> None:
+        """y^s for the samples client k selected; the client distills from them."""
+        answers = self.responses.get(t, self.participant, [self.public.records[self.public.index[i]] for i in ids])
+        self.transport.request(k, answers_message(ServerAnswers, t, answers, batch=b))
+
+    # ----------------------------------------------------------------------- the server's phase
+    def server_round(self, t: int) -> None:
+        if t == 1:
+            self.participant.freeze_reference()  # ψ_ref: the pretrained LLM
+            self.optimizer = self.fabric.setup_optimizers(self.participant.configure_optimizers())
+        batches = candidate_batches(len(self.public.records), self.cfg.n_c, self.cfg.seed + 1, t)
+        bar = self.progress.task(f"round {t} server: candidate batches", len(batches))
+        for b, cand in enumerate(batches):
+            bar.advance()
+            rows = self.server_select(t, cand)
+            if rows:
+                self.weighted_server_step(t, b, rows, self.collect_answers(t, rows))
+        bar.done()
+        for k, pair in self.pairs.items():
+            self.results.add_reward_scale(t, f"server<-{k}", "server", **reward_scale(pair, self.cfg.filter_net.tau))
+            close_round(pair)
+
+    def server_select(self, t: int, cand: list[int]) -> list[tuple[str, int]]:
+        """U_{s,k} selects from the candidate batch for every pair k; rows (k, index into D_p)."""
+        rows = []
+        for k, pair in self.pairs.items():
+            sel, bound = select(self.cfg, pair, t, cand, self.public.emb, self.public.prototypes)
+            self.results.add_selection(t, f"server<-{k}", "server", len(cand), len(sel), bound)
+            rows += [(k, i) for i in sel]
+        return rows
+
+    def collect_answers(self, t: int, rows) -> dict[tuple[str, str], str]:
+        """Each client's answers y^k on the samples chosen for its pair."""
+        y_k = {}
+        for k in self.transport.names:
+            ids = [self.public.records[i].id for kk, i in rows if kk == k]
+            if ids:
+                reply = self.transport.request(k, AskAnswers(t, ids))
+                y_k.update({(k, i): y for i, y in zip(ids, received_answers(reply))})
+        return y_k
+
+    def weighted_server_step(self, t: int, b: int, rows, y_k) -> None:
+        """MARD updates of ψ (Eq. 4): y^k chosen over y^s, rows sharing a sample weighted by w_k."""
+        xs = [self.public.records[i] for _, i in rows]
+        y_s = self.responses.get(t, self.participant, xs)
+        weights = server_weights(self.cfg, rows, self.pairs, self.public.emb, t)
+        prompts = [zero_shot_prompt(x) for x in xs]
+        chosen = [y_k[(k, x.id)] for (k, _), x in zip(rows, xs)]
+        count_pairs(self.results, t, "server", self.participant, prompts, chosen, y_s)
+        js_of = sample_minibatches(rows, self.participant.train_cfg.batch_size)
+        losses_of = train_selection(self.cfg, self.fabric, self.participant, self.optimizer, self.guard, t, b, [
+            dict(keys=[(t, rows[j][0], xs[j].id) for j in js], prompts=[prompts[j] for j in js],
+                 chosen=[chosen[j] for j in js], rejected=[y_s[j] for j in js], weights=weights[js])
+            for js in js_of])
+        for m, (js, (before, after)) in enumerate(zip(js_of, losses_of)):
+            self.server_rewards(t, b, m, rows, js, before, after)
+
+    def server_rewards(self, t: int, b: int, m: int, rows, js, before, after) -> None:
+        """Rewards ❸–❺ and filter fit ❻❼ for each U_{s,k}, on the rows of its pair in one minibatch."""
+        for k, pair in self.pairs.items():
+            mine = [n for n, j in enumerate(js) if rows[j][0] == k]
+            if not mine:
+                continue
+            idx = torch.tensor(mine)
+            r = rewards_of(self.cfg, pair, before[idx], after[idx])
+            fit_filter(pair, self.public.emb[[rows[js[n]][1] for n in mine]], r, self.guard, f"server<-{k}", t, b)
+            self.results.add_train(t, "server", pair=k, batch=b, minibatch=m, loss_before=before[idx].mean().item(),
+                                   loss_after=after[idx].mean().item(), reward=r.mean().item())
+
+    # ----------------------------------------------------------------------- local state (checkpoints)
+    def state_dict(self) -> dict:
+        return checkpoint.side_state(self.fabric, self.participant, self.optimizer, self.pairs) | {
+            "skipped": self.guard.skipped, "generated": self.responses.generated}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.optimizer = checkpoint.load_side_state(self.fabric, self.participant, state, self.pairs)
+        self.guard.skipped, self.responses.generated = list(state["skipped"]), state["generated"]
+
+    def close(self) -> None:
+        for g in self.responses.generators.values():
+            g.close()
+
+
+def sample_minibatches(rows, batch_size: int) -> list[list[int]]:
+    """Minibatches of whole samples (the rows of one sample are weighted together, Eq. 4), as row indices."""
+    groups: dict[int, list[int]] = {}
+    for j, (_, i) in enumerate(rows):
+        groups.setdefault(i, []).append(j)
+    order = list(groups)
+    return [[j for s in mb for j in groups[order[s]]] for mb in minibatches(len(order), batch_size)]
+
+
+# ----------------------------------------------------------------------------- the experimenter's harness
+def build_roles(exp, channel: Channel, progress: Progress) -> tuple[LadaServer, dict[str, LadaClient]]:
+    """Every role in this process; the server gets the clients only behind an in-process transport."""
+    public = public_set(exp.cfg, exp.data.public)
+    clients = {k: LadaClient(exp.cfg, exp.fabric, k, i, p, exp.data.clients[i], public, progress)
+               for i, (k, p) in enumerate(exp.clients.items())}
+    server = LadaServer(exp.cfg, exp.fabric, exp.server, public, InProcess(channel, clients), progress)
+    return server, clients
+
+
+def run(exp, channel: Channel, results: Results, tracker=None, start_round: int = 1, state: dict | None = None,
+        on_round_end=None, progress: Progress | None = None) -> dict:
+    cfg = exp.cfg
+    progress = progress or Progress(quiet=True)
+    server, clients = build_roles(exp, channel, progress)
+    roles = {**clients, "server": server}
+    if state is not None:  # resume
+        restore(state, roles, results, channel)
+    rounds_bar = progress.task("rounds", cfg.rounds - start_round + 1)
+    for t in range(start_round, cfg.rounds + 1):
+        server.run_round(t)
+        gather_results(results, roles.values())
         if cfg.eval.every_round or t == cfg.rounds:
             evaluate_all(exp, results, t, progress)
         log_round(tracker, results, channel, t)
         progress.summary(results, t, channel)
         rounds_bar.advance()
         if on_round_end is not None:
-            on_round_end(t, snapshot_state(exp, client_side, server_side, optimizers, results, channel) |
-                         {"counters": {"nonfinite_skipped": guard.skipped, "responses_generated": responses.generated}})
-    for g in generators.values():
-        g.close()
-    return {"nonfinite_skipped": guard.skipped, "responses_generated": responses.generated,
-            "bound_hits": {f"{side}:{k}": dict(p.filter.bound_hits) for side, d in
-                           (("client", client_side), ("server", server_side)) for k, p in d.items() if p.filter}}
+            on_round_end(t, snapshot(roles, results, channel))
+    for role in roles.values():
+        role.close()
+    return extras(roles)
 
 
-def count_pairs(results: Results, t: int, name: str, participant, prompts, chosen, rejected) -> None:
-    """Training pairs (prompt, chosen) and (prompt, rejected) of one selection that exceed the participant's
-    max_length and so lose the end of their response (Participant._rows)."""
-    n = participant.overlong_pairs(prompts, chosen) + participant.overlong_pairs(prompts, rejected)
-    results.add_budget(t, name, "pairs", n=2 * len(prompts), overlong=n)
+def snapshot(roles: dict, results: Results, channel: Channel) -> dict:
+    """The checkpoint: every role's local state (its participant's weights apart, under "participants", as
+    every method keeps them), the run's results and the channel's ledger, and the counters results.json reports."""
+    local = {n: r.state_dict() for n, r in roles.items()}
+    counters = {k: v for k, v in extras(roles).items() if k != "bound_hits"}
+    return {"participants": {n: st.pop("participant") for n, st in local.items()}, "roles": local,
+            "results": results.state_dict(), "channel": channel.state_dict(), "counters": counters}
 
 
-def server_weights(cfg, rows, server_side, emb, t) -> torch.Tensor:
-    """w_k for rows sharing a sample (Eq. 4): ∝ the server filter's r̂_{s,k}(x), or uniform."""
-    ids = [i for _, i in rows]
-    index = {k: n for n, k in enumerate(server_side)}
-    client_ids = [index[k] for k, _ in rows]
-    mode = cfg.server_weights
-    if mode == "reward" and (cfg.filter == "none" or t == 1):
-        mode = "uniform"  # no trained server filter yet
-    if mode == "reward":
-        scores = torch.stack([predicted_rewards(server_side[k], emb[[i]])[0] for k, i in rows])
-    else:
-        scores = torch.ones(len(rows))
-    return losses.overlap_weights(ids, client_ids, scores, mode)
-
-
-# ----------------------------------------------------------------------------- evaluation and logging
-# ----------------------------------------------------------------------------- checkpoint state
-def _sharded(exp) -> bool:
-    from lightning.fabric.strategies import ModelParallelStrategy
-    return isinstance(exp.fabric.strategy, ModelParallelStrategy)
-
-
-def _full_options():
-    from torch.distributed.checkpoint.state_dict import StateDictOptions
-    return StateDictOptions(full_state_dict=True, cpu_offload=True)
-
-
-def participant_state(exp, p) -> dict:
-    """The participant's trainable weights, gathered in full under FSDP2 (a collective: all ranks call it)."""
-    if not _sharded(exp):
-        return p.trainable_state()
-    from torch.distributed.checkpoint.state_dict import get_model_state_dict
-    sd = get_model_state_dict(p.model, options=_full_options())
-    return {k: v for k, v in sd.items() if "lora_" in k}
-
-
-def optimizer_state(exp, p, opt) -> dict:
-    if not _sharded(exp):
-        return opt.state_dict()
-    from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
-    return get_optimizer_state_dict(p.model, opt.optimizer, options=_full_options())
-
-
-def snapshot_state(exp, client_side, server_side, optimizers, results, channel) -> dict:
-    parts = {"server": exp.server, **exp.clients}
-    return {
-        "participants": {n: participant_state(exp, p) for n, p in parts.items()},
-        "optimizers": {n: optimizer_state(exp, parts[n], o) for n, o in optimizers.items()},
-        "filters": {f"{side}:{k}": p.filter.state_dict() for side, d in (("client", client_side), ("server", server_side))
-                    for k, p in d.items() if p.filter is not None},
-        "prev_round_losses": {f"{side}:{k}": p.prev_round_losses for side, d in
-                              (("client", client_side), ("server", server_side)) for k, p in d.items()},
-        "ref_models": {n: p.ref_model.state_dict() for n, p in parts.items() if p.ref_model is not None},
-        "results": results.state_dict(),
-        "channel": channel.state_dict(),
-    }
-
-
-def restore_counters(state, guard: NonFiniteGuard, responses: ResponseCache) -> None:
-    """The counters results.json reports, as the checkpoint holds them (older checkpoints have none)."""
-    counters = state.get("counters", {})
-    guard.skipped = list(counters.get("nonfinite_skipped", []))
-    responses.generated = counters.get("responses_generated", 0)
-
-
-def restore_state(exp, state, client_side, server_side, optimizers, results, channel) -> None:
-    fabric = exp.fabric
-    parts = {"server": exp.server, **exp.clients}
-    for n, p in parts.items():
-        if _sharded(exp):
-            from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
-            set_model_state_dict(p.model, state["participants"][n],
-                                 options=StateDictOptions(full_state_dict=True, strict=False))
-        else:
-            p.model.load_state_dict(state["participants"][n], strict=False)
-        p.freeze_reference()
-        if n in state["ref_models"]:
-            p.ref_model.load_state_dict(state["ref_models"][n])
-        optimizers[n] = fabric.setup_optimizers(p.configure_optimizers())
-        if n in state["optimizers"]:
-            if _sharded(exp):
-                from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
-                set_optimizer_state_dict(p.model, optimizers[n].optimizer, state["optimizers"][n],
-                                         options=StateDictOptions(full_state_dict=True))
-            else:
-                optimizers[n].load_state_dict(state["optimizers"][n])
-    for side, d in (("client", client_side), ("server", server_side)):
-        for k, p in d.items():
-            if p.filter is not None:
-                p.filter.load_state_dict(state["filters"][f"{side}:{k}"])
-            p.prev_round_losses = state["prev_round_losses"][f"{side}:{k}"]
+def restore(state: dict, roles: dict, results: Results, channel: Channel) -> None:
+    for n, role in roles.items():
+        role.load_state_dict(state["roles"][n] | {"participant": state["participants"][n]})
     results.load_state_dict(state["results"])
     channel.load_state_dict(state["channel"])
+
+
+def gather_results(results: Results, roles) -> None:
+    """Every role's rows of the round, appended to the run's results (clients first, then the server)."""
+    for role in roles:
+        for key, rows in role.results.state_dict().items():
+            getattr(results, key).extend(rows)
+        role.results = Results()
+
+
+def extras(roles: dict) -> dict:
+    """results.json's counters: skipped non-finite steps, answers generated, filter bound hits."""
+    filters = {f"client:{k}": r.pair for k, r in roles.items() if k != "server"}
+    filters |= {f"server:{k}": p for k, p in roles["server"].pairs.items()}
+    return {"nonfinite_skipped": [s for r in roles.values() for s in r.guard.skipped],
+            "responses_generated": sum(r.responses.generated for r in roles.values()),
+            "bound_hits": {name: dict(p.filter.bound_hits) for name, p in filters.items() if p.filter}}

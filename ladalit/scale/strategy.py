@@ -22,7 +22,7 @@ also lets float32 LoRA weights sit beside a bfloat16 base in one unit.
 
 Work is split too: each process generates and trains on its share of a
 batch's rows and gathers the results (`ladalit.scale.data_parallel`, used by
-`Participant.generate_text`, `lada.distill_step` and the SFT of
+`Participant.generate_text`, `ladalit.method.distill.distill_step` and the SFT of
 `training.supervised_finetune`); the baselines' own steps still run the whole
 minibatch on every process.
 

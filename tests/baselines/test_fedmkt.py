@@ -1,6 +1,5 @@
 """FedMKT: token alignment, vocabulary mapping, top-k KD, dual minimum cross-entropy, and an
 end-to-end run on conf/smoke.yaml where only sparse top-k logits cross the channel."""
-import io
 import math
 
 import pytest
@@ -10,6 +9,7 @@ from transformers import PreTrainedTokenizerFast
 
 from ladalit.baselines import fedmkt
 from ladalit.core.channel import Channel
+from ladalit.core.messages import as_dict, decode
 from ladalit.core.config import load_config
 from ladalit.core.experiment import build_experiment
 from ladalit.baselines.fedmkt import (align_tokens, aligned_target, levenshtein, map_vocab_strings,
@@ -259,9 +259,9 @@ def test_fedmkt_smoke_run_exchanges_only_sparse_topk(tmp_path, monkeypatch):
         ("server->client", "server_answers"), ("client->server", "topk_logits"), ("server->client", "topk_logits")}
     topk_bytes, dense_bytes = 0, 0
     for msg, raw in zip(channel.messages, channel.payloads):
-        p = torch.load(io.BytesIO(raw), weights_only=True)
+        p = as_dict(decode(raw))
         if msg.kind != "topk_logits":
-            assert msg.round == 1 and all(isinstance(s, str) for s in p)
+            assert msg.round == 1 and all(isinstance(s, str) for s in p["texts"])
             continue
         L = int(p["lengths"].sum())
         assert p["values"].dtype == torch.float16 and p["values"].shape == (L, k)
@@ -316,7 +316,7 @@ def test_fedmkt_without_server_training_sends_the_server_topk_once(tmp_path, mon
     assert {r["round"] for r in results.accuracy} == {2}
     for msg, raw in zip(channel.messages, channel.payloads):
         if msg.kind == "topk_logits":
-            assert torch.load(io.BytesIO(raw), weights_only=True)["values"].shape[-1] == 4
+            assert decode(raw).values.shape[-1] == 4
 
 
 def test_snapshot_agrees_with_the_participants_own_log_probs():

@@ -140,10 +140,12 @@ def test_wasp_smoke_run_sends_samples_down_and_votes_up(monkeypatch, weights):
     payloads = decoded(channel)
     for m, p in zip(channel.messages, payloads):
         if m.kind == "synthetic_samples":
-            assert set(p) == {"ids", "questions", "options", "targets"} and len(p["ids"]) == 11
+            assert set(p) == {"kind", "round", "ids", "questions", "options", "targets"} and len(p["ids"]) == 11
             assert all(len(o) == 4 for o in p["options"])
             assert all(y.rstrip().endswith("The answer is (A).") for y in p["targets"])
         else:  # votes up / weights down: one float per synthetic sample, nothing else
+            assert set(p) == {"kind", "round", "votes" if m.kind == "votes" else "weights"}
+            p = p["votes"] if m.kind == "votes" else p["weights"]
             assert isinstance(p, torch.Tensor) and p.dtype == torch.float32 and p.shape == (11,)
             assert m.nbytes < 2500
         if m.kind == "votes":

@@ -1,20 +1,20 @@
 """LaDa's loop on conf/smoke.yaml: train.epochs passes per selection, budgets checked in each
 participant's own tokens, cut answers carried across the channel, the reward scale and the cut
 counts in results.json, and which policy answers the server."""
-import io
 import json
 import math
 
 import pytest
 import torch
 
-from ladalit.method import lada
+from ladalit.method import distill, lada
 from ladalit.core.budgets import check_budgets, needs, reference_responses
 from ladalit.core.channel import DOWN, Channel
 from ladalit.core.config import ConfigError, load_config
 from ladalit.core.experiment import build_experiment
 from ladalit.core.participant import Participant
-from ladalit.core.responses import send_answers
+from ladalit.core.messages import ServerAnswers, decode
+from ladalit.method.client import answers_message, received_answers
 from ladalit.core.prompts import CutAnswer, zero_shot_prompt
 from ladalit.reporting.results import Results
 from ladalit.run import CHECKPOINT, execute, main
@@ -31,10 +31,10 @@ def test_optimizer_steps_are_epochs_times_minibatches(tmp_path):
     cfg = smoke(tmp_path, "rounds=2", "eval.shots=[0]", "clients.client1.train.epochs=2",
                 "clients.client2.train.epochs=3", "server.train.epochs=2")
     run_dir, saved = execute(cfg, quiet=True)
-    state = torch.load(run_dir / CHECKPOINT, weights_only=False)["state"]["optimizers"]
+    state = torch.load(run_dir / CHECKPOINT, weights_only=False)["state"]["roles"]
 
     def adam_steps(name):
-        steps = {int(s["step"]) for s in state[name]["state"].values()}
+        steps = {int(s["step"]) for s in state[name]["optimizer"]["state"].values()}
         assert len(steps) == 1
         return steps.pop()
     for k in cfg.clients:
@@ -90,11 +90,12 @@ def test_max_length_must_hold_the_longest_zero_shot_prompt_and_the_answer(tmp_pa
 
 def test_cut_answers_cross_the_channel_with_their_flag():
     channel = Channel(keep_payloads=True)
-    got = send_answers(channel, 1, DOWN, "client1", "server_answers", [CutAnswer("6+2=8. (A) 8 vs"), "done."])
+    msg = answers_message(ServerAnswers, 1, [CutAnswer("6+2=8. (A) 8 vs"), "done."], batch=3)
+    got = received_answers(channel.send(1, DOWN, "client1", msg))
     assert got == ["6+2=8. (A) 8 vs", "done."]
     assert isinstance(got[0], CutAnswer) and not isinstance(got[1], CutAnswer)
-    sent = torch.load(io.BytesIO(channel.payloads[0]), weights_only=True)  # plain containers only
-    assert sent == {"texts": ["6+2=8. (A) 8 vs", "done."], "cut": [0]}
+    sent = decode(channel.payloads[0])  # plain fields only
+    assert sent == ServerAnswers(round=1, texts=["6+2=8. (A) 8 vs", "done."], cut=[0], batch=3)
     assert channel.messages[0].nbytes == len(channel.payloads[0])
 
 
@@ -143,7 +144,7 @@ def test_the_server_gets_answers_of_the_clients_policy_at_the_start_of_the_serve
     by the client's policy after its round-t update (README, method)."""
     events = []  # ("gen", name, policy fingerprint, prompts) and ("step", name)
     generate = Participant.generate_text
-    step = lada.distill_step
+    step = distill.distill_step
 
     def fingerprint(p):
         return round(sum(float(q.detach().double().sum()) for q in p.model.parameters()), 10)
@@ -156,7 +157,7 @@ def test_the_server_gets_answers_of_the_clients_policy_at_the_start_of_the_serve
         events.append(("step", participant.name))
         return step(cfg, fabric, participant, *a, **kw)
     monkeypatch.setattr(Participant, "generate_text", spy_generate)
-    monkeypatch.setattr(lada, "distill_step", spy_step)
+    monkeypatch.setattr(distill, "distill_step", spy_step)
     cfg = smoke(tmp_path, "rounds=2", "eval.shots=[0]", "eval.every_round=false")
     exp = build_experiment(cfg)
     rounds = []

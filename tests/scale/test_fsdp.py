@@ -257,7 +257,7 @@ def _data_parallel(fabric) -> dict:
 
     from ladalit.scale.data_parallel import world_of
     from ladalit.core.experiment import setup_participant
-    from ladalit.method.lada import distill_step
+    from ladalit.method.distill import distill_step
     from ladalit.core.training import NonFiniteGuard
     prompts = PROMPTS + ["Question: 9-4?\nAnswer:"]
     chosen, rejected = CHOSEN + [" 9-4=5. The answer is (D)."], REJECTED + [" 13. The answer is (A)."]

@@ -1,0 +1,199 @@
+"""Every message that crosses between the server and a client: one small dataclass per kind, one codec.
+
+A message carries the round it belongs to, so a receiver can refuse one from another round. `encode`
+turns a message into the bytes that cross (its plain fields as JSON, its tensors as safetensors); `decode`
+reads them back and rebuilds the dataclass; neither format can carry code. Nothing else crosses: the
+transport (ladalit.core.transport) counts exactly these bytes.
+
+LaDa's protocol (ladalit.method.lada drives it; ladalit.method.client answers), server → client ⇒ reply:
+
+    BeginRound                       ⇒ Ready          (round 1: the client's ❶ reference SFT)
+    SelectCandidates(candidate ids)  ⇒ SelectedIds    (the client's filter picks, Eq. 10; round 1: ❷)
+    ServerAnswers(y^s, cut)          ⇒ Distilled      (MARD update, rewards ❸–❺, filter fit ❻❼)
+    EndClientRound                   ⇒ Ready
+    AskAnswers(ids)                  ⇒ ClientAnswers  (y^k for the samples the server selected for this pair)
+    EndRound                         ⇒ Ready
+
+The baselines send their own kinds one way (`Channel.send`): ServerAnswers, TopKLogits, SyntheticSamples,
+Votes, SampleWeights, ServerRationales, SocraticChains, PartialTrajectories, CompletionAnswers.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+
+import safetensors.torch
+import torch
+
+KINDS: dict[str, type] = {}
+
+
+def message(kind: str):
+    """Register a dataclass as a message kind (its name on the wire and in communication.csv)."""
+    def wrap(cls):
+        cls = dataclass(cls)
+        cls.kind = kind
+        KINDS[kind] = cls
+        return cls
+    return wrap
+
+
+class ProtocolError(RuntimeError):
+    """A message the receiver cannot accept: an unknown kind, or one from another round."""
+
+
+def encode(msg) -> bytes:
+    """4 bytes of header length, the header (JSON: the kind and the plain fields), then the tensor fields
+    as safetensors. Both formats hold data only: decoding runs no code."""
+    plain, tensors = {}, {}
+    for f in fields(msg):
+        v = getattr(msg, f.name)
+        if isinstance(v, torch.Tensor):
+            tensors[f.name] = v.detach().cpu().contiguous()
+        else:
+            plain[f.name] = v
+    head = json.dumps({"kind": msg.kind, "fields": plain, "tensors": sorted(tensors)},
+                      ensure_ascii=False, separators=(",", ":")).encode()
+    return len(head).to_bytes(4, "big") + head + (safetensors.torch.save(tensors) if tensors else b"")
+
+
+def decode(data: bytes):
+    n = int.from_bytes(data[:4], "big")
+    head = json.loads(data[4: 4 + n].decode())
+    if head["kind"] not in KINDS:
+        raise ProtocolError(f"unknown message kind {head['kind']!r}")
+    tensors = safetensors.torch.load(data[4 + n:]) if head["tensors"] else {}
+    return KINDS[head["kind"]](**head["fields"], **tensors)
+
+
+def as_dict(msg) -> dict:
+    return asdict(msg)
+
+
+# ----------------------------------------------------------------------------- LaDa, server -> client
+@message("begin_round")
+class BeginRound:
+    round: int
+
+
+@message("select_candidates")
+class SelectCandidates:
+    round: int
+    batch: int
+    ids: list[str]  # one candidate batch of D_p
+
+
+@message("server_answers")
+class ServerAnswers:
+    """The server's reasoning answers y^s, for the ids the client selected (LaDa) or for all of D_p (FedKD,
+    FedMKT). `cut`: the positions of answers cut at max_new_tokens (the receiver's loss appends no EOS)."""
+    round: int
+    texts: list[str]
+    cut: list[int] = field(default_factory=list)
+    batch: int = -1
+
+
+@message("end_client_round")
+class EndClientRound:
+    round: int
+
+
+@message("ask_answers")
+class AskAnswers:
+    """Send me your answers y^k for these public ids (the server's selection for this pair)."""
+    round: int
+    ids: list[str]
+
+
+@message("end_round")
+class EndRound:
+    round: int
+
+
+# ----------------------------------------------------------------------------- LaDa, client -> server
+@message("ready")
+class Ready:
+    round: int
+
+
+@message("selected_ids")
+class SelectedIds:
+    round: int
+    batch: int
+    ids: list[str]
+
+
+@message("distilled")
+class Distilled:
+    round: int
+    batch: int
+
+
+@message("client_answers")
+class ClientAnswers:
+    round: int
+    texts: list[str]
+    cut: list[int] = field(default_factory=list)
+
+
+# ----------------------------------------------------------------------------- the baselines (one way)
+@message("topk_logits")
+class TopKLogits:
+    """FedMKT: per public sample, the top-k logits of a participant's distribution over its answer tokens."""
+    round: int
+    ids: list[str]
+    lengths: torch.Tensor
+    token_ids: torch.Tensor
+    values: torch.Tensor
+    indices: torch.Tensor
+    ce: torch.Tensor
+
+
+@message("synthetic_samples")
+class SyntheticSamples:
+    """WASP: the server's synthetic questions and its targets for them."""
+    round: int
+    ids: list[str]
+    questions: list[str]
+    options: list[list[str]]
+    targets: list[str]
+
+
+@message("votes")
+class Votes:
+    round: int
+    votes: torch.Tensor
+
+
+@message("sample_weights")
+class SampleWeights:
+    round: int
+    weights: torch.Tensor
+
+
+@message("server_rationales")
+class ServerRationales:
+    """SFT-CoT: the LLM's chain-of-thought targets for public ids."""
+    round: int
+    ids: list[str]
+    targets: list[str]
+
+
+@message("socratic_chains")
+class SocraticChains(ServerRationales):
+    """Socratic-CoT: the LLM's sub-question chains for public ids."""
+
+
+@message("partial_trajectories")
+class PartialTrajectories:
+    """rStar: a client's reasoning trajectories cut part-way, for the server to complete."""
+    round: int
+    ids: list[str]
+    partials: list[str]
+
+
+@message("completion_answers")
+class CompletionAnswers:
+    round: int
+    ids: list[str]
+    answers: list[str]

@@ -1,0 +1,93 @@
+"""One MARD update (Eq. 3 / Eq. 4) on a selection, and `train.epochs` passes of them over one candidate batch."""
+from __future__ import annotations
+
+import torch
+
+from ladalit.core.training import NonFiniteGuard, optimizer_step
+from ladalit.method import losses
+from ladalit.reporting.results import Results
+from ladalit.scale import data_parallel
+
+
+def per_sample_loss(cfg, participant, keys, prompts, chosen, rejected) -> torch.Tensor:
+    """Eq. 3 / Eq. 4 per sample (chosen = the other side's answer), or the `loss=ce` ablation."""
+    if cfg.loss == "ce":
+        logp, mask = participant.token_logprobs(prompts, chosen)
+        return -(logp * mask).sum(-1) / mask.sum(-1).clamp(min=1)
+    pol_c, pol_r = participant.pair_logprobs(prompts, chosen, rejected)
+    ref_c, ref_r = participant.reference_pair_logprobs(keys, prompts, chosen, rejected)
+    return losses.mard_loss(pol_c, pol_r, ref_c, ref_r, cfg.beta)
+
+
+def distill_step(cfg, fabric, participant, optimizer, guard: NonFiniteGuard, round: int, batch: int,
+                 keys, prompts, chosen, rejected, weights: torch.Tensor | None = None,
+                 update: bool = True, measure_after: bool = True):
+    """One MARD update on a selected minibatch; returns per-row losses before and after it (after: None
+    unless `measure_after`; without `update` no step is taken and after = before).
+
+    `weights` (server, Eq. 4): rows sharing a sample x carry w_k summing to one.
+    """
+    participant.train()
+    rank, world = data_parallel.world_of(fabric)
+    if world > 1:  # FSDP2: each process its share of the rows (ladalit.scale.data_parallel)
+        return _distill_step_shared(cfg, fabric, participant, optimizer, guard, round, batch,
+                                    keys, prompts, chosen, rejected, weights, rank, world, update, measure_after)
+    before = per_sample_loss(cfg, participant, keys, prompts, chosen, rejected)
+    if weights is None:
+        loss = before.mean()
+    else:
+        loss = losses.weighted_server_loss(before, weights.to(before.device))
+    if not update:
+        return before.detach().float().cpu(), before.detach().float().cpu()
+    if guard.ok(loss, participant.name, round, batch):
+        optimizer_step(fabric, participant, optimizer, loss)
+    if not measure_after:
+        return before.detach().float().cpu(), None
+    with torch.no_grad():
+        after = per_sample_loss(cfg, participant, keys, prompts, chosen, rejected)
+    return before.detach().float().cpu(), after.float().cpu()
+
+
+def _distill_step_shared(cfg, fabric, participant, optimizer, guard, round, batch, keys, prompts, chosen, rejected,
+                         weights, rank, world, update=True, measure_after=True):
+    """`distill_step` with the rows split over the processes; the same update and per-row losses."""
+    n = len(prompts)
+    rows, real = data_parallel.share(n, rank, world)
+    mine = [[xs[i] for i in rows] for xs in (keys, prompts, chosen, rejected)]
+    weights = torch.ones(n) if weights is None else weights.detach().float().cpu()
+    before = per_sample_loss(cfg, participant, *mine)
+    loss = data_parallel.share_loss(before, real, weights[rows].to(before.device), weights.sum(), world)
+    whole = fabric.all_reduce(loss.detach(), reduce_op="sum") / world  # the whole batch's loss, on every process
+    if update and guard.ok(whole, participant.name, round, batch):
+        optimizer_step(fabric, participant, optimizer, loss)
+    before_all = data_parallel.gather_rows(fabric, before.detach().float(), n).cpu()
+    if not update:
+        return before_all, before_all
+    if not measure_after:
+        return before_all, None
+    with torch.no_grad():
+        after = per_sample_loss(cfg, participant, *mine)
+    return before_all, data_parallel.gather_rows(fabric, after.float(), n).cpu()
+
+
+def train_selection(cfg, fabric, participant, optimizer, guard: NonFiniteGuard, round: int, batch: int,
+                    minibatch_args: list[dict]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """`train.epochs` passes over one candidate batch's selection, one MARD update per minibatch and pass
+    (the same minibatches, in the same order, every pass); per minibatch, the per-row losses before its
+    first update and after its last (the batch reward, Eq. 6). `train.epochs=0`: no update, after = before."""
+    epochs = participant.train_cfg.epochs
+    out: list = [None] * len(minibatch_args)
+    for e in range(max(epochs, 1)):
+        last = e == max(epochs, 1) - 1
+        for m, args in enumerate(minibatch_args):
+            before, after = distill_step(cfg, fabric, participant, optimizer, guard, round, batch, **args,
+                                         update=epochs > 0, measure_after=last)
+            out[m] = (before if e == 0 else out[m][0], after)
+    return out
+
+
+def count_pairs(results: Results, t: int, name: str, participant, prompts, chosen, rejected) -> None:
+    """Training pairs (prompt, chosen) and (prompt, rejected) of one selection that exceed the participant's
+    max_length and so lose the end of their response (Participant._rows)."""
+    n = participant.overlong_pairs(prompts, chosen) + participant.overlong_pairs(prompts, rejected)
+    results.add_budget(t, name, "pairs", n=2 * len(prompts), overlong=n)

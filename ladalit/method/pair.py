@@ -1,0 +1,135 @@
+"""One side of one model pair (client k ↔ server): its filter, its selection and its rewards.
+
+Both roles use these: client k for its pair's U_k, the server for each U_{s,k}. Pure bookkeeping and
+math around `LearnabilityFilter`; nothing here sends anything.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+import torch
+
+from ladalit.core.training import NonFiniteGuard
+from ladalit.method import losses, rewards
+from ladalit.method.filter import LearnabilityFilter, filter_class_from_path
+
+
+@dataclass
+class PairState:
+    """What one side of one model pair (client k ↔ server) carries across batches and rounds."""
+    filter: LearnabilityFilter | None
+    prev_round_losses: torch.Tensor | None = None  # losses of last round's selection, before it trained (Eq. 5, M)
+    round_losses: list[torch.Tensor] = field(default_factory=list)
+    # this round's reward scale (results.json "reward_scale"): r_total of every trained sample, the filter's
+    # U^p and λ·U^q on every scored candidate, candidates and selected
+    round_rewards: list[torch.Tensor] = field(default_factory=list)
+    round_terms: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)
+    candidates: int = 0
+    selected: int = 0
+
+
+def make_filter(cfg, embed_dim: int, seed: int) -> LearnabilityFilter:
+    f = cfg.filter_net
+    cls = filter_class_from_path(f.class_path) if f.class_path else LearnabilityFilter
+    return cls(embed_dim=embed_dim, hidden=f.hidden, depth=f.depth, lr=f.lr, epochs=f.epochs,
+               batch_size=f.batch_size, lam=f.lam, tau=f.tau, min_select=f.min_select,
+               max_select=f.max_select, buffer_size=f.buffer_size, seed=seed)
+
+
+def candidate_batches(n: int, n_c: int, seed: int, round: int) -> list[list[int]]:
+    """D_p streamed in candidate batches of n_c, in a fresh seeded order each round."""
+    order = list(range(n))
+    random.Random(seed * 7919 + round).shuffle(order)
+    return [order[i: i + n_c] for i in range(0, n, n_c)]
+
+
+def rewards_of(cfg, pair: PairState, before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
+    """❸ r_round (Eq. 5), ❹ r_batch (Eq. 6), ❺ r_total (Eq. 7) of the samples of one minibatch, from their
+    losses before their first update and after their last."""
+    if cfg.reward.granularity == "set":
+        # paper-literal Eq. 5: N sums over this round's selection, known so far (the rest is not yet selected)
+        seen = torch.cat(pair.round_losses + [before])
+        r_round = rewards.round_reward(pair.prev_round_losses, seen, granularity="set")[-len(before):]
+    else:
+        r_round = rewards.round_reward(pair.prev_round_losses, before)
+    r_batch = rewards.batch_reward(before, after, granularity=cfg.reward.granularity)
+    r_total = rewards.total_reward(r_round, r_batch, cfg.reward.alpha)
+    pair.round_losses.append(before)
+    pair.round_rewards.append(r_total.detach().float().cpu())
+    return r_total
+
+
+def fit_filter(pair: PairState, emb: torch.Tensor, r_total: torch.Tensor, guard: NonFiniteGuard, who: str,
+               round: int, batch: int) -> None:
+    """❻❼ the filter observes (x, r_total) and trains its ExploitNet (Eq. 8) and ExploreNet (Eq. 9)."""
+    if pair.filter is not None and guard.ok(r_total, who, round, batch, what="reward"):
+        pair.filter.observe(emb, r_total)
+        pair.filter.fit()
+
+
+def close_round(pair: PairState) -> None:
+    if pair.round_losses:
+        pair.prev_round_losses = torch.cat(pair.round_losses)
+    pair.round_losses, pair.round_rewards, pair.round_terms = [], [], []
+    pair.candidates = pair.selected = 0
+
+
+def reward_scale(pair: PairState, tau: float) -> dict:
+    """The round's reward scale for one pair: r_total (Eq. 7) of the trained samples — mean, std, the
+    fraction above τ —, the fraction of candidates selected, and the mean exploitation U^p(x) and
+    exploration λ·U^q(h^p(x)) terms of Eq. 10 over the scored candidates (NaN when no filter scored, e.g.
+    round 1's prototypes)."""
+    nan = float("nan")
+    r = torch.cat(pair.round_rewards) if pair.round_rewards else torch.zeros(0)
+    row = {"observations": r.numel(),
+           "r_total_mean": r.mean().item() if r.numel() else nan,
+           "r_total_std": r.std(unbiased=False).item() if r.numel() else nan,
+           "r_total_above_tau": (r > tau).float().mean().item() if r.numel() else nan,
+           "selected_fraction": pair.selected / pair.candidates if pair.candidates else nan}
+    if pair.round_terms:
+        u_p = torch.cat([a for a, _ in pair.round_terms])
+        u_q = torch.cat([b for _, b in pair.round_terms])
+        row |= {"exploit_mean": u_p.mean().item(), "explore_mean": u_q.mean().item()}
+    else:
+        row |= {"exploit_mean": nan, "explore_mean": nan}
+    return row
+
+
+def select(cfg, pair: PairState, round: int, cand: list[int], emb: torch.Tensor, prototypes: set[int]):
+    """Indices of D_p chosen from one candidate batch, and which bound fired (if any)."""
+    pair.candidates += len(cand)
+    if cfg.filter == "none":
+        sel, bound = list(cand), None
+    elif round == 1:  # ❷ the filter is untrained: prototypes form the first selection
+        sel, bound = [i for i in cand if i in prototypes], None
+    else:
+        idx, bound = pair.filter.select(emb[cand])
+        sel = [cand[j] for j in idx.tolist()]
+        _, u_p, u_q = pair.filter.predict(emb[cand])
+        pair.round_terms.append((u_p.float().cpu(), pair.filter.lam * u_q.float().cpu()))
+    pair.selected += len(sel)
+    return sel, bound
+
+
+def predicted_rewards(pair: PairState, emb: torch.Tensor) -> torch.Tensor:
+    r_hat, _, _ = pair.filter.predict(emb)
+    return r_hat
+
+
+def server_weights(cfg, rows, server_side, emb, t) -> torch.Tensor:
+    """w_k for rows sharing a sample (Eq. 4): ∝ the server filter's r̂_{s,k}(x), or uniform."""
+    ids = [i for _, i in rows]
+    index = {k: n for n, k in enumerate(server_side)}
+    client_ids = [index[k] for k, _ in rows]
+    mode = cfg.server_weights
+    if mode == "reward" and (cfg.filter == "none" or t == 1):
+        mode = "uniform"  # no trained server filter yet
+    if mode == "reward":
+        scores = torch.stack([predicted_rewards(server_side[k], emb[[i]])[0] for k, i in rows])
+    else:
+        scores = torch.ones(len(rows))
+    return losses.overlap_weights(ids, client_ids, scores, mode)
+
+
+# ----------------------------------------------------------------------------- evaluation and logging
