@@ -13,24 +13,22 @@ LaDa check: the channel keeps the payloads; each message is decoded and its leng
 compared with the selection the loop recorded (`selected_per_round`):
   client k -> server  "selected_ids"    = |selection of pair k<-server| in that round
   server -> client k  "server_answers"  = the same count
-  server -> client k  "selected_ids"    = |selection of pair server<-k|
+  server -> client k  "ask_answers"     = |selection of pair server<-k|
   client k -> server  "client_answers"  = the same count
-and nothing else goes up. Target: every count equal (LaDa sends only selected samples).
+and nothing else goes up but the acknowledgements "ready" and "distilled" (a round number, a batch number). Target: every count equal (LaDa sends only selected samples).
 """
 from __future__ import annotations
 
 import argparse
-import io
 from collections import defaultdict
 
-import torch
-
 from benchmarks.common import table, write_result
+from ladalit.core.messages import as_dict, decode
 from benchmarks.run import add_common_args, demo_world, load, run_method, setup, summary_row
 
 METHODS = ("lada", "fedkd", "fedmkt")
 PAIR_OF = {("client->server", "selected_ids"): "{k}<-server", ("server->client", "server_answers"): "{k}<-server",
-           ("server->client", "selected_ids"): "server<-{k}", ("client->server", "client_answers"): "server<-{k}"}
+           ("server->client", "ask_answers"): "server<-{k}", ("client->server", "client_answers"): "server<-{k}"}
 
 
 def mb_per_round_client(out: dict, rounds: int, clients: list[str]) -> dict:
@@ -53,15 +51,15 @@ def check_lada(rec) -> tuple[list[dict], list[str]]:
     counts = defaultdict(int)
     problems = []
     for m, data in zip(ch.messages, ch.payloads):
-        payload = torch.load(io.BytesIO(data), weights_only=True)
+        payload = as_dict(decode(data))
         key = (m.direction, m.kind)
         if key not in PAIR_OF:
-            if m.direction == "client->server":
+            if m.direction == "client->server" and set(payload) - {"round", "batch"}:
                 problems.append(f"round {m.round}: unexpected {m.kind} from {m.client}")
             continue
-        if m.kind == "selected_ids" and not set(payload) <= public_ids:
+        items = payload["texts"] if "texts" in payload else payload["ids"]
+        if "ids" in payload and not set(items) <= public_ids:
             problems.append(f"round {m.round}: {m.kind} {m.direction} {m.client} names ids outside D_p")
-        items = payload["texts"] if isinstance(payload, dict) else payload  # answers travel as {texts, cut}
         counts[(m.round, m.direction, m.kind, m.client)] += len(items)
     rows = []
     rounds = sorted({t for t, _ in selected})
