@@ -3,7 +3,7 @@ server LLM and the client SLMs through per-token top-k logits on the public set.
 
 Every round (the order of FATE-LLM's `algo/fedmkt`):
 
-    clients: SFT on private train                                  [_private_sft]
+    clients: SFT on private train                                  [private_sft]
              top-k logits of every response token of the public texts  -> up       [snapshot]
     server:  top-k of its own; for every public example choose, among its own and each
              client's (aligned) distribution, the one with the lowest cross-entropy on
@@ -43,11 +43,9 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ladalit.baselines.standalone import _private_sft
+from ladalit.baselines.standalone import end_round, private_sft, resume_state, round_state
 from ladalit.core.channel import DOWN, UP, Channel
-from ladalit.core.evaluation import evaluate_all
 from ladalit.core.responses import ResponseCache
-from ladalit.reporting.results import log_round
 from ladalit.core.prompts import zero_shot_prompt
 from ladalit.reporting.results import Results
 from ladalit.core.training import NonFiniteGuard, minibatches, optimizer_step
@@ -537,7 +535,8 @@ def choose_targets(mine: TopK, own_table: TokenTable, teachers: list[tuple[TopK,
 
 
 # ----------------------------------------------------------------------------- the loop
-def run_fedmkt(exp, channel: Channel, results: Results, tracker=None, on_round_end=None, **_) -> dict:
+def run_fedmkt(exp, channel: Channel, results: Results, tracker=None, start_round: int = 1, state=None,
+               on_round_end=None, progress=None) -> dict:
     """FedMKT through the same data split, evaluation and channel as every method (SPEC §8)."""
     cfg, fabric = exp.cfg, exp.fabric
     opts = cfg.fedmkt  # validated with the run config (ladalit.core.config)
@@ -553,17 +552,24 @@ def run_fedmkt(exp, channel: Channel, results: Results, tracker=None, on_round_e
                  for k, c in clients.items()}
     to_client = {k: vocab_mapping(server.tokenizer, c.tokenizer, cache_dir, opts.vocab_window)
                  for k, c in clients.items()}
-    optimizers["server"] = fabric.setup_optimizers(server.configure_optimizers())
     stats = {"teacher_chosen": {}, "aligned_fraction": {}}
     server_answers: list[str] | None = None
     received: dict[str, list[str]] = {}
     server_top: TopK | None = None  # the server's top-k, valid until it trains or the texts change
     version, down = 0, {}  # server_top's version; what each client last received: (version, TopK)
+    if state is not None:  # resume: what both sides carry from round to round
+        resume_state(exp, state, guard, optimizers, results, channel)
+        carried = state["fedmkt"]
+        server_answers, received, server_top = carried["server_answers"], carried["received"], carried["server_top"]
+        version, down, stats = carried["version"], carried["down"], carried["stats"]
+        cache.generated = state["counters"]["responses_generated"]
+    if "server" not in optimizers:
+        optimizers["server"] = fabric.setup_optimizers(server.configure_optimizers())
 
     def snap(p, texts):
         return snapshot(p, prompts, texts, opts.top_k, p.train_cfg.batch_size, opts.ce_normalise)
 
-    for t in range(1, cfg.rounds + 1):
+    for t in range(start_round, cfg.rounds + 1):
         # ---------------------------------------------------------------- public texts (the server's answers)
         if server_answers is None or opts.regenerate:
             cache.drop_before(t)
@@ -573,9 +579,9 @@ def run_fedmkt(exp, channel: Channel, results: Results, tracker=None, on_round_e
 
         # ---------------------------------------------------------------- clients: private SFT, top-k up
         if t == 1:
-            _private_sft(exp, guard, results, optimizers, lambda c: c.train_cfg.sft_epochs, 0)
+            private_sft(exp, guard, results, optimizers, lambda c: c.train_cfg.sft_epochs, 0)
         elif opts.private_every_round:
-            _private_sft(exp, guard, results, optimizers, lambda c: c.train_cfg.epochs, t)
+            private_sft(exp, guard, results, optimizers, lambda c: c.train_cfg.epochs, t)
         client_top, up = {}, {}
         for k, client in clients.items():
             client_top[k] = snap(client, received[k])
@@ -610,7 +616,8 @@ def run_fedmkt(exp, channel: Channel, results: Results, tracker=None, on_round_e
             stats["teacher_chosen"][f"{t}:{k}"] = chosen
             stats["aligned_fraction"][f"{t}:{k}"] = None if math.isnan(frac) else frac
 
-        if cfg.eval.every_round or t == cfg.rounds:
-            evaluate_all(exp, results, t)
-        log_round(tracker, results, channel, t)
+        end_round(exp, results, channel, tracker, progress, t, on_round_end, lambda: round_state(
+            exp, guard, optimizers, results, channel, counters={"responses_generated": cache.generated},
+            fedmkt={"server_answers": server_answers, "received": received, "server_top": server_top,
+                    "version": version, "down": down, "stats": stats}))
     return {"nonfinite_skipped": guard.skipped, "responses_generated": cache.generated, "fedmkt": stats}
