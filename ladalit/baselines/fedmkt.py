@@ -48,7 +48,7 @@ from ladalit.core.channel import DOWN, UP, Channel
 from ladalit.core.responses import ResponseCache
 from ladalit.core.prompts import zero_shot_prompt
 from ladalit.reporting.results import Results
-from ladalit.core.training import NonFiniteGuard, minibatches, optimizer_step
+from ladalit.core.training import NonFiniteGuard, RowLoss, minibatches, train_rows
 
 # bump when a change here changes what a cached vocabulary mapping would contain
 MAPPING_VERSION = "fedmkt-vocab-1"
@@ -345,12 +345,18 @@ def sparse_target(values: torch.Tensor, indices: torch.Tensor, mapping: torch.Te
     return probs / mass.clamp(min=1e-12), mapped, mass.squeeze(-1) > 0
 
 
+def sparse_kd_per_position(student_logp: torch.Tensor, target_ids: torch.Tensor,
+                           target_probs: torch.Tensor) -> torch.Tensor:
+    """-Σ_k p_k · log q(id_k) at every position [..]: the student's cross-entropy against a sparse target."""
+    return -(student_logp.gather(-1, target_ids) * target_probs).sum(-1)
+
+
 def sparse_kd_loss(student_logp: torch.Tensor, target_ids: torch.Tensor, target_probs: torch.Tensor,
                    mask: torch.Tensor | None = None) -> torch.Tensor:
     """Mean over (masked) positions of -Σ_k p_k · log q(id_k): cross-entropy of the student's
     log-probs [.., V] against a sparse target distribution [.., k]. Repeated ids (two teacher
     tokens mapped to one student token) simply add their probabilities."""
-    per_pos = -(student_logp.gather(-1, target_ids) * target_probs).sum(-1)
+    per_pos = sparse_kd_per_position(student_logp, target_ids, target_probs)
     if mask is None:
         return per_pos.mean()
     mask = mask.to(per_pos.dtype)
@@ -487,28 +493,22 @@ def _stack_targets(targets: list[tuple[torch.Tensor, torch.Tensor]], counts: tor
 
 def distill(fabric, participant, optimizer, prompts, responses, targets, kd_alpha: float, epochs: int,
             seed: int, guard: NonFiniteGuard, round: int) -> dict:
-    """kd_alpha·LM + (1 - kd_alpha)·KD on the response tokens, `epochs` passes; the last epoch's means.
-    Both terms are means over the batch's response tokens (log-softmax at those positions only)."""
-    participant.train()
+    """kd_alpha·LM + (1 - kd_alpha)·KD on the response tokens, `epochs` passes; the means of the last epoch
+    that stepped. Both terms are means over the batch's response tokens (log-softmax at those positions only)."""
+    def lm_and_kd(rows):
+        logits, labels, row_of, counts = _response_logits(participant, [prompts[i] for i in rows],
+                                                          [responses[i] for i in rows])
+        logp = logits.log_softmax(-1)
+        t_ids, t_probs = _stack_targets([targets[i] for i in rows], counts)
+        kd = sparse_kd_per_position(logp, t_ids, t_probs)
+        return RowLoss({"lm": -logp.gather(-1, labels.unsqueeze(-1)), "kd": kd}, count=counts, row_of=row_of)
+
+    per_epoch = train_rows(fabric, participant, optimizer, guard, len(prompts), lm_and_kd, epochs, seed, round,
+                           normalise="count", coefs={"lm": kd_alpha, "kd": 1.0 - kd_alpha})
     last = {"loss": math.nan, "lm_loss": math.nan, "kd_loss": math.nan}
-    for epoch in range(epochs):
-        sums, steps = {"loss": 0.0, "lm_loss": 0.0, "kd_loss": 0.0}, 0
-        for b, mb in enumerate(minibatches(len(prompts), participant.train_cfg.batch_size, seed + epoch)):
-            logits, labels, _, counts = _response_logits(participant, [prompts[i] for i in mb],
-                                                         [responses[i] for i in mb])
-            logp = logits.log_softmax(-1)
-            lm = -logp.gather(-1, labels.unsqueeze(-1)).mean()
-            t_ids, t_probs = _stack_targets([targets[i] for i in mb], counts)
-            kd = sparse_kd_loss(logp, t_ids, t_probs)
-            loss = kd_alpha * lm + (1.0 - kd_alpha) * kd
-            if not guard.ok(loss, participant.name, round, b):
-                continue
-            optimizer_step(fabric, participant, optimizer, loss)
-            for key, v in (("loss", loss), ("lm_loss", lm), ("kd_loss", kd)):
-                sums[key] += v.item()
-            steps += 1
-        if steps:
-            last = {key: v / steps for key, v in sums.items()}
+    for e in per_epoch:
+        if e:
+            last = {"loss": e["loss"], "lm_loss": e["lm"], "kd_loss": e["kd"]}
     return last
 
 

@@ -44,7 +44,7 @@ from ladalit.reporting.progress import Progress
 from ladalit.core.prompts import format_question, zero_shot_prompt
 from ladalit.baselines.reasoning import normalised_target
 from ladalit.reporting.results import Results
-from ladalit.core.training import NonFiniteGuard, minibatches, optimizer_step
+from ladalit.core.training import NonFiniteGuard, RowLoss, train_rows
 
 
 # ----------------------------------------------------------------------------- generation prompts
@@ -141,20 +141,13 @@ def weighted_finetune(fabric, participant, optimizer, prompts, responses, weight
                       seed: int, guard: NonFiniteGuard, round: int) -> list[float]:
     """Mean over a minibatch of w_i · CE_i (CE_i: sample i's mean token cross-entropy); returns the mean
     weighted loss per epoch."""
-    out = []
-    participant.train()
-    for epoch in range(epochs):
-        total, steps = 0.0, 0
-        for b, idx in enumerate(minibatches(len(prompts), participant.train_cfg.batch_size, seed + epoch)):
-            logp, mask = participant.token_logprobs([prompts[i] for i in idx], [responses[i] for i in idx])
-            ce = -(logp * mask).sum(-1) / mask.sum(-1).clamp(min=1)
-            loss = (weights[idx].to(ce.device) * ce).mean()
-            if not guard.ok(loss, participant.name, round, b):
-                continue
-            optimizer_step(fabric, participant, optimizer, loss)
-            total, steps = total + loss.item(), steps + 1
-        out.append(total / steps if steps else math.nan)
-    return out
+    def mean_token_ce(rows):
+        logp, mask = participant.token_logprobs([prompts[i] for i in rows], [responses[i] for i in rows])
+        return RowLoss({"loss": -(logp * mask).sum(-1) / mask.sum(-1).clamp(min=1)})
+
+    per_epoch = train_rows(fabric, participant, optimizer, guard, len(prompts), mean_token_ce, epochs, seed,
+                           round, weights=weights)
+    return [e.get("loss", math.nan) for e in per_epoch]
 
 
 # ----------------------------------------------------------------------------- the loop
