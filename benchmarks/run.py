@@ -158,7 +158,7 @@ def run_method(cfg, keep_payloads: bool = False, data=None, on_round=None) -> Me
     from ladalit.method import lada
     from ladalit.core.channel import Channel
     from ladalit.reporting.results import Results
-    from ladalit.run import method_runner
+    from ladalit.registry import runner as method_runner
 
     t0 = time.perf_counter()
     with contextlib.ExitStack() as stack:

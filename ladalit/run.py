@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from ladalit import registry
 from ladalit.core.config import ConfigError, help_text, load_config, to_yaml
 from ladalit.data.records import DataError
 from ladalit.reporting.plots import write_plots
@@ -20,14 +21,6 @@ from ladalit.reporting.results import Results, Tracker
 from ladalit.core.run_identity import (CHECKPOINT, RunError, check_checkpoint, check_run_dir, load_checkpoint,  # noqa: F401
                                   prepare_run_dir, save_checkpoint)
 from ladalit.core.training import NonFiniteError
-
-
-def method_runner(name: str):
-    from ladalit.baselines import fedmkt, reasoning as reasoning_baselines, standalone as baselines, wasp
-    from ladalit.method import lada
-    return {"lada": lada.run, "standalone": baselines.run_standalone, "fedkd": baselines.run_fedkd,
-            "fedmkt": fedmkt.run_fedmkt, "wasp": wasp.run_wasp, "sft_cot": reasoning_baselines.run_sft_cot,
-            "socratic_cot": reasoning_baselines.run_socratic_cot, "rstar": reasoning_baselines.run_rstar}[name]
 
 
 def run_dir_for(cfg) -> Path:
@@ -106,15 +99,12 @@ def execute(cfg, quiet: bool = False, status: dict | None = None, conf: str = ""
         status["round"] = t
         fabric.barrier()
 
-    runner = method_runner(cfg.method)
+    runner = registry.runner(cfg.method)
     with Progress(quiet=quiet) as progress:
         if start_round == 1:
             evaluate_round0(exp, results, tracker, channel, progress)
-        if cfg.method == "lada":
-            extra = runner(exp, channel, results, tracker=tracker, on_round_end=on_round_end,
-                           start_round=start_round, state=state, progress=progress)
-        else:
-            extra = runner(exp, channel, results, tracker=tracker, progress=progress)
+        extra = runner(exp, channel, results, tracker=tracker, start_round=start_round, state=state,
+                       on_round_end=on_round_end, progress=progress)
     if not writer:
         return run_dir, {}
     out = results.save(run_dir, cfg, channel, extra=extra)
@@ -185,9 +175,6 @@ def interrupted_line(cfg, argv: list[str], status: dict) -> str:
     run_dir, done = status.get("run_dir"), status.get("round", 0)
     if run_dir is None:
         return "interrupted before the run started; nothing was written"
-    if cfg.method != "lada":
-        return (f"interrupted; method={cfg.method} writes no checkpoints, so {run_dir} cannot be continued: "
-                f"start again with: {resume_command(argv, run_dir.name, 'overwrite=true')}")
     if done == 0:
         return (f"interrupted during round 1, no round complete in {run_dir}: start again with: "
                 f"{resume_command(argv, run_dir.name, 'overwrite=true')}")

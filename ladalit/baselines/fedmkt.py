@@ -3,7 +3,7 @@ server LLM and the client SLMs through per-token top-k logits on the public set.
 
 Every round (the order of FATE-LLM's `algo/fedmkt`):
 
-    clients: SFT on private train                                  [_private_sft]
+    clients: SFT on private train                                  [private_sft]
              top-k logits of every response token of the public texts  -> up       [snapshot]
     server:  top-k of its own; for every public example choose, among its own and each
              client's (aligned) distribution, the one with the lowest cross-entropy on
@@ -43,15 +43,13 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ladalit.baselines.standalone import _private_sft
+from ladalit.baselines.standalone import end_round, private_sft, resume_state, round_state
 from ladalit.core.channel import DOWN, UP, Channel
 from ladalit.core.messages import ServerAnswers, TopKLogits, as_dict
-from ladalit.core.evaluation import evaluate_all
 from ladalit.core.responses import ResponseCache
-from ladalit.reporting.results import log_round
 from ladalit.core.prompts import zero_shot_prompt
 from ladalit.reporting.results import Results
-from ladalit.core.training import NonFiniteGuard, minibatches, optimizer_step
+from ladalit.core.training import NonFiniteGuard, RowLoss, minibatches, train_rows
 
 # bump when a change here changes what a cached vocabulary mapping would contain
 MAPPING_VERSION = "fedmkt-vocab-1"
@@ -348,12 +346,18 @@ def sparse_target(values: torch.Tensor, indices: torch.Tensor, mapping: torch.Te
     return probs / mass.clamp(min=1e-12), mapped, mass.squeeze(-1) > 0
 
 
+def sparse_kd_per_position(student_logp: torch.Tensor, target_ids: torch.Tensor,
+                           target_probs: torch.Tensor) -> torch.Tensor:
+    """-Σ_k p_k · log q(id_k) at every position [..]: the student's cross-entropy against a sparse target."""
+    return -(student_logp.gather(-1, target_ids) * target_probs).sum(-1)
+
+
 def sparse_kd_loss(student_logp: torch.Tensor, target_ids: torch.Tensor, target_probs: torch.Tensor,
                    mask: torch.Tensor | None = None) -> torch.Tensor:
     """Mean over (masked) positions of -Σ_k p_k · log q(id_k): cross-entropy of the student's
     log-probs [.., V] against a sparse target distribution [.., k]. Repeated ids (two teacher
     tokens mapped to one student token) simply add their probabilities."""
-    per_pos = -(student_logp.gather(-1, target_ids) * target_probs).sum(-1)
+    per_pos = sparse_kd_per_position(student_logp, target_ids, target_probs)
     if mask is None:
         return per_pos.mean()
     mask = mask.to(per_pos.dtype)
@@ -490,28 +494,22 @@ def _stack_targets(targets: list[tuple[torch.Tensor, torch.Tensor]], counts: tor
 
 def distill(fabric, participant, optimizer, prompts, responses, targets, kd_alpha: float, epochs: int,
             seed: int, guard: NonFiniteGuard, round: int) -> dict:
-    """kd_alpha·LM + (1 - kd_alpha)·KD on the response tokens, `epochs` passes; the last epoch's means.
-    Both terms are means over the batch's response tokens (log-softmax at those positions only)."""
-    participant.train()
+    """kd_alpha·LM + (1 - kd_alpha)·KD on the response tokens, `epochs` passes; the means of the last epoch
+    that stepped. Both terms are means over the batch's response tokens (log-softmax at those positions only)."""
+    def lm_and_kd(rows):
+        logits, labels, row_of, counts = _response_logits(participant, [prompts[i] for i in rows],
+                                                          [responses[i] for i in rows])
+        logp = logits.log_softmax(-1)
+        t_ids, t_probs = _stack_targets([targets[i] for i in rows], counts)
+        kd = sparse_kd_per_position(logp, t_ids, t_probs)
+        return RowLoss({"lm": -logp.gather(-1, labels.unsqueeze(-1)), "kd": kd}, count=counts, row_of=row_of)
+
+    per_epoch = train_rows(fabric, participant, optimizer, guard, len(prompts), lm_and_kd, epochs, seed, round,
+                           normalise="count", coefs={"lm": kd_alpha, "kd": 1.0 - kd_alpha})
     last = {"loss": math.nan, "lm_loss": math.nan, "kd_loss": math.nan}
-    for epoch in range(epochs):
-        sums, steps = {"loss": 0.0, "lm_loss": 0.0, "kd_loss": 0.0}, 0
-        for b, mb in enumerate(minibatches(len(prompts), participant.train_cfg.batch_size, seed + epoch)):
-            logits, labels, _, counts = _response_logits(participant, [prompts[i] for i in mb],
-                                                         [responses[i] for i in mb])
-            logp = logits.log_softmax(-1)
-            lm = -logp.gather(-1, labels.unsqueeze(-1)).mean()
-            t_ids, t_probs = _stack_targets([targets[i] for i in mb], counts)
-            kd = sparse_kd_loss(logp, t_ids, t_probs)
-            loss = kd_alpha * lm + (1.0 - kd_alpha) * kd
-            if not guard.ok(loss, participant.name, round, b):
-                continue
-            optimizer_step(fabric, participant, optimizer, loss)
-            for key, v in (("loss", loss), ("lm_loss", lm), ("kd_loss", kd)):
-                sums[key] += v.item()
-            steps += 1
-        if steps:
-            last = {key: v / steps for key, v in sums.items()}
+    for e in per_epoch:
+        if e:
+            last = {"loss": e["loss"], "lm_loss": e["lm"], "kd_loss": e["kd"]}
     return last
 
 
@@ -538,7 +536,8 @@ def choose_targets(mine: TopK, own_table: TokenTable, teachers: list[tuple[TopK,
 
 
 # ----------------------------------------------------------------------------- the loop
-def run_fedmkt(exp, channel: Channel, results: Results, tracker=None, on_round_end=None, **_) -> dict:
+def run_fedmkt(exp, channel: Channel, results: Results, tracker=None, start_round: int = 1, state=None,
+               on_round_end=None, progress=None) -> dict:
     """FedMKT through the same data split, evaluation and channel as every method (SPEC §8)."""
     cfg, fabric = exp.cfg, exp.fabric
     opts = cfg.fedmkt  # validated with the run config (ladalit.core.config)
@@ -554,17 +553,24 @@ def run_fedmkt(exp, channel: Channel, results: Results, tracker=None, on_round_e
                  for k, c in clients.items()}
     to_client = {k: vocab_mapping(server.tokenizer, c.tokenizer, cache_dir, opts.vocab_window)
                  for k, c in clients.items()}
-    optimizers["server"] = fabric.setup_optimizers(server.configure_optimizers())
     stats = {"teacher_chosen": {}, "aligned_fraction": {}}
     server_answers: list[str] | None = None
     received: dict[str, list[str]] = {}
     server_top: TopK | None = None  # the server's top-k, valid until it trains or the texts change
     version, down = 0, {}  # server_top's version; what each client last received: (version, TopK)
+    if state is not None:  # resume: what both sides carry from round to round
+        resume_state(exp, state, guard, optimizers, results, channel)
+        carried = state["fedmkt"]
+        server_answers, received, server_top = carried["server_answers"], carried["received"], carried["server_top"]
+        version, down, stats = carried["version"], carried["down"], carried["stats"]
+        cache.generated = state["counters"]["responses_generated"]
+    if "server" not in optimizers:
+        optimizers["server"] = fabric.setup_optimizers(server.configure_optimizers())
 
     def snap(p, texts):
         return snapshot(p, prompts, texts, opts.top_k, p.train_cfg.batch_size, opts.ce_normalise)
 
-    for t in range(1, cfg.rounds + 1):
+    for t in range(start_round, cfg.rounds + 1):
         # ---------------------------------------------------------------- public texts (the server's answers)
         if server_answers is None or opts.regenerate:
             cache.drop_before(t)
@@ -574,9 +580,9 @@ def run_fedmkt(exp, channel: Channel, results: Results, tracker=None, on_round_e
 
         # ---------------------------------------------------------------- clients: private SFT, top-k up
         if t == 1:
-            _private_sft(exp, guard, results, optimizers, lambda c: c.train_cfg.sft_epochs, 0)
+            private_sft(exp, guard, results, optimizers, lambda c: c.train_cfg.sft_epochs, 0)
         elif opts.private_every_round:
-            _private_sft(exp, guard, results, optimizers, lambda c: c.train_cfg.epochs, t)
+            private_sft(exp, guard, results, optimizers, lambda c: c.train_cfg.epochs, t)
         client_top, up = {}, {}
         for k, client in clients.items():
             client_top[k] = snap(client, received[k])
@@ -611,7 +617,8 @@ def run_fedmkt(exp, channel: Channel, results: Results, tracker=None, on_round_e
             stats["teacher_chosen"][f"{t}:{k}"] = chosen
             stats["aligned_fraction"][f"{t}:{k}"] = None if math.isnan(frac) else frac
 
-        if cfg.eval.every_round or t == cfg.rounds:
-            evaluate_all(exp, results, t)
-        log_round(tracker, results, channel, t)
+        end_round(exp, results, channel, tracker, progress, t, on_round_end, lambda: round_state(
+            exp, guard, optimizers, results, channel, counters={"responses_generated": cache.generated},
+            fedmkt={"server_answers": server_answers, "received": received, "server_top": server_top,
+                    "version": version, "down": down, "stats": stats}))
     return {"nonfinite_skipped": guard.skipped, "responses_generated": cache.generated, "fedmkt": stats}

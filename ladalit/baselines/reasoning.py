@@ -9,7 +9,7 @@
   the completion reaches the same answer, and the SLM fine-tunes on the kept ones. Compact: instead of
   rStar's MCTS the generator proposes one greedy trajectory per prompt variant (zero-shot, one-shot).
 
-All three start with the private-train SFT of every method (``baselines._private_sft``); the LLM is not
+All three start with the private-train SFT of every method (``standalone.private_sft``); the LLM is not
 trained. Options (``reasoning.*``, see :class:`ReasoningConfig`) are validated with the run config.
 """
 from __future__ import annotations
@@ -19,14 +19,12 @@ import random
 import re
 from dataclasses import dataclass
 
-from ladalit.baselines.standalone import _private_sft
+from ladalit.baselines.standalone import end_round, private_sft, resume_state, round_state
 from ladalit.core.config import ReasoningConfig
 from ladalit.core.channel import DOWN, UP, Channel
 from ladalit.core.messages import CompletionAnswers, PartialTrajectories, ServerRationales, SocraticChains, as_dict
 from ladalit.data.records import LETTERS, MCRecord
-from ladalit.core.evaluation import evaluate_all
 from ladalit.core.experiment import public_by_id
-from ladalit.reporting.results import log_round
 from ladalit.reporting.progress import Progress
 from ladalit.core.prompts import format_question, format_response, one_shot_prompt, zero_shot_prompt
 from ladalit.reporting.results import Results
@@ -145,24 +143,21 @@ def _finetune_all(exp, received: dict[str, tuple[list[str], list[str]]], guard, 
         results.add_train(t, k, **{what: ls[-1] if ls else math.nan, "targets": len(prompts)})
 
 
-def _end_round(exp, results, channel, tracker, progress, t: int) -> None:
-    if exp.cfg.eval.every_round or t == exp.cfg.rounds:
-        evaluate_all(exp, results, t)
-    log_round(tracker, results, channel, t)
-    (progress or Progress(quiet=True)).summary(results, t, channel)
-
-
 def _run_once_from_server(exp, channel: Channel, results: Results, tracker, progress, message, what: str,
-                          make_targets) -> dict:
+                          make_targets, start_round: int, state, on_round_end) -> dict:
     """The LLM's targets for D_p are made once (it does not train) and sent in round 1; every round each
-    client fine-tunes train.epochs more on them. `make_targets` returns (ids kept, targets, stats)."""
+    client fine-tunes train.epochs more on them (the checkpoint keeps what each client received).
+    `make_targets` returns (ids kept, targets, stats)."""
     cfg = exp.cfg
     guard, optimizers = NonFiniteGuard(cfg.on_nonfinite), {}
     received: dict[str, tuple[list[str], list[str]]] = {}
     stats: dict = {}
-    for t in range(1, cfg.rounds + 1):
+    if state is not None:
+        resume_state(exp, state, guard, optimizers, results, channel)
+        received, stats = state["received"], state["stats"]
+    for t in range(start_round, cfg.rounds + 1):
         if t == 1:
-            _private_sft(exp, guard, results, optimizers, lambda c: c.train_cfg.sft_epochs, 0)
+            private_sft(exp, guard, results, optimizers, lambda c: c.train_cfg.sft_epochs, 0)
             ids, targets, stats = make_targets()
             for k in exp.clients:
                 if not ids:
@@ -171,12 +166,14 @@ def _run_once_from_server(exp, channel: Channel, results: Results, tracker, prog
                 got = as_dict(channel.send(t, DOWN, k, message(t, ids, targets)))
                 received[k] = ([zero_shot_prompt(public_by_id(exp, i)) for i in got["ids"]], got["targets"])
         _finetune_all(exp, received, guard, optimizers, results, t, what)
-        _end_round(exp, results, channel, tracker, progress, t)
+        end_round(exp, results, channel, tracker, progress, t, on_round_end,
+                  lambda: round_state(exp, guard, optimizers, results, channel, received=received, stats=stats))
     return {"nonfinite_skipped": guard.skipped, message.kind: stats}
 
 
 # ----------------------------------------------------------------------------- sft_cot
-def run_sft_cot(exp, channel: Channel, results: Results, tracker=None, progress=None, **_) -> dict:
+def run_sft_cot(exp, channel: Channel, results: Results, tracker=None, start_round: int = 1, state=None,
+                on_round_end=None, progress=None) -> dict:
     """SFT on the LLM's rationales for D_p, only those that end in a parseable answer (server-side filter,
     so only kept rationales cross the channel: "server_rationales" down, {ids, targets})."""
     cfg, opts = exp.cfg, exp.cfg.reasoning
@@ -192,11 +189,12 @@ def run_sft_cot(exp, channel: Channel, results: Results, tracker=None, progress=
         return [i for i, _ in kept], [t for _, t in kept], {"generated": len(public), "kept": len(kept)}
 
     return _run_once_from_server(exp, channel, results, tracker, progress, ServerRationales, "cot_loss",
-                                 make_targets)
+                                 make_targets, start_round, state, on_round_end)
 
 
 # ----------------------------------------------------------------------------- socratic_cot
-def run_socratic_cot(exp, channel: Channel, results: Results, tracker=None, progress=None, **_) -> dict:
+def run_socratic_cot(exp, channel: Channel, results: Results, tracker=None, start_round: int = 1, state=None,
+                     on_round_end=None, progress=None) -> dict:
     """The LLM decomposes each public question into answered sub-questions ("socratic_chains" down,
     {ids, targets}); the SLMs learn the chain after the usual zero-shot prompt."""
     cfg, opts = exp.cfg, exp.cfg.reasoning
@@ -212,7 +210,7 @@ def run_socratic_cot(exp, channel: Channel, results: Results, tracker=None, prog
         return [i for i, _ in kept], [c for _, c in kept], {"generated": len(public), "kept": len(kept)}
 
     return _run_once_from_server(exp, channel, results, tracker, progress, SocraticChains, "socratic_loss",
-                                 make_targets)
+                                 make_targets, start_round, state, on_round_end)
 
 
 # ----------------------------------------------------------------------------- rstar
@@ -259,7 +257,8 @@ def generator_trajectories(exp, client, questions: list[MCRecord], opts: Reasoni
     return out, len(gens)
 
 
-def run_rstar(exp, channel: Channel, results: Results, tracker=None, progress=None, **_) -> dict:
+def run_rstar(exp, channel: Channel, results: Results, tracker=None, start_round: int = 1, state=None,
+              on_round_end=None, progress=None) -> dict:
     """Mutual consistency each round: "partial_trajectories" up ({ids, partials}: the SLM's own text on
     public questions), "completion_answers" down ({ids, answers}: the letter the LLM's completion reaches,
     "" if none); the client keeps the trajectories whose answer agrees and fine-tunes on them."""
@@ -268,9 +267,12 @@ def run_rstar(exp, channel: Channel, results: Results, tracker=None, progress=No
     progress = progress or Progress(quiet=True)
     n_opt = _num_options(exp)
     stats: dict = {}
-    for t in range(1, cfg.rounds + 1):
+    if state is not None:
+        resume_state(exp, state, guard, optimizers, results, channel)
+        stats = state["stats"]
+    for t in range(start_round, cfg.rounds + 1):
         if t == 1:
-            _private_sft(exp, guard, results, optimizers, lambda c: c.train_cfg.sft_epochs, 0)
+            private_sft(exp, guard, results, optimizers, lambda c: c.train_cfg.sft_epochs, 0)
         questions = list(exp.data.public)
         if opts.rstar_questions is not None and opts.rstar_questions < len(questions):
             questions = random.Random(cfg.seed * 7919 + t).sample(questions, opts.rstar_questions)
@@ -293,5 +295,6 @@ def run_rstar(exp, channel: Channel, results: Results, tracker=None, progress=No
             received[k] = ([z.prompt for z in kept], [z.target for z in kept])
             stats[f"{t}:{k}"] = {"generated": generated, "answered": len(trajs), "consistent": len(kept)}
         _finetune_all(exp, received, guard, optimizers, results, t, "rstar_loss")
-        _end_round(exp, results, channel, tracker, progress, t)
+        end_round(exp, results, channel, tracker, progress, t, on_round_end,
+                  lambda: round_state(exp, guard, optimizers, results, channel, stats=stats))
     return {"nonfinite_skipped": guard.skipped, "rstar": stats}

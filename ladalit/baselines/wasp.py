@@ -34,20 +34,18 @@ import re
 
 import torch
 
-from ladalit.baselines.standalone import _private_sft
+from ladalit.baselines.standalone import end_round, private_sft, resume_state, round_state
 from ladalit.core.config import WASPConfig
 from ladalit.core.channel import DOWN, UP, Channel
 from ladalit.core.messages import SampleWeights, SyntheticSamples, Votes, as_dict
 from ladalit.data.records import LETTERS, MCRecord
 from ladalit.core.encoder import make_encoder
-from ladalit.core.evaluation import evaluate_all
 from ladalit.core.responses import ResponseCache
-from ladalit.reporting.results import log_round
 from ladalit.reporting.progress import Progress
 from ladalit.core.prompts import format_question, zero_shot_prompt
 from ladalit.baselines.reasoning import normalised_target
 from ladalit.reporting.results import Results
-from ladalit.core.training import NonFiniteGuard, minibatches, optimizer_step
+from ladalit.core.training import NonFiniteGuard, RowLoss, train_rows
 
 
 # ----------------------------------------------------------------------------- generation prompts
@@ -144,20 +142,13 @@ def weighted_finetune(fabric, participant, optimizer, prompts, responses, weight
                       seed: int, guard: NonFiniteGuard, round: int) -> list[float]:
     """Mean over a minibatch of w_i · CE_i (CE_i: sample i's mean token cross-entropy); returns the mean
     weighted loss per epoch."""
-    out = []
-    participant.train()
-    for epoch in range(epochs):
-        total, steps = 0.0, 0
-        for b, idx in enumerate(minibatches(len(prompts), participant.train_cfg.batch_size, seed + epoch)):
-            logp, mask = participant.token_logprobs([prompts[i] for i in idx], [responses[i] for i in idx])
-            ce = -(logp * mask).sum(-1) / mask.sum(-1).clamp(min=1)
-            loss = (weights[idx].to(ce.device) * ce).mean()
-            if not guard.ok(loss, participant.name, round, b):
-                continue
-            optimizer_step(fabric, participant, optimizer, loss)
-            total, steps = total + loss.item(), steps + 1
-        out.append(total / steps if steps else math.nan)
-    return out
+    def mean_token_ce(rows):
+        logp, mask = participant.token_logprobs([prompts[i] for i in rows], [responses[i] for i in rows])
+        return RowLoss({"loss": -(logp * mask).sum(-1) / mask.sum(-1).clamp(min=1)})
+
+    per_epoch = train_rows(fabric, participant, optimizer, guard, len(prompts), mean_token_ce, epochs, seed,
+                           round, weights=weights)
+    return [e.get("loss", math.nan) for e in per_epoch]
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -200,7 +191,8 @@ def _client_votes(encoder, client: str, train: list[MCRecord], synthetic: list[M
     return top_q_votes(priv, syn, opts.top_q, opts.vote_decay, opts.noise_std, gen)
 
 
-def run_wasp(exp, channel: Channel, results: Results, tracker=None, progress=None, **_) -> dict:
+def run_wasp(exp, channel: Channel, results: Results, tracker=None, start_round: int = 1, state=None,
+             on_round_end=None, progress=None) -> dict:
     cfg = exp.cfg
     opts = cfg.wasp  # validated with the run config (ladalit.core.config)
     progress = progress or Progress(quiet=True)
@@ -213,9 +205,13 @@ def run_wasp(exp, channel: Channel, results: Results, tracker=None, progress=Non
     # per client: what it has received so far, (prompt, target, weight) by round
     held: dict[str, list[tuple[list[str], list[str], torch.Tensor]]] = {k: [] for k in exp.clients}
     stats: dict = {}
-    for t in range(1, cfg.rounds + 1):
+    if state is not None:  # resume: the contrastive pools, what every client holds, the counters
+        resume_state(exp, state, guard, optimizers, results, channel)
+        good, bad, held, stats = state["good"], state["bad"], state["held"], state["stats"]
+        cache.generated = state["counters"]["responses_generated"]
+    for t in range(start_round, cfg.rounds + 1):
         if t == 1:
-            _private_sft(exp, guard, results, optimizers, lambda c: c.train_cfg.sft_epochs, 0)
+            private_sft(exp, guard, results, optimizers, lambda c: c.train_cfg.sft_epochs, 0)
         synthetic, targets, st = _synthesise(exp, opts, t, good, bad, cache, progress)
         cache.drop_before(t + 1)
         if synthetic:
@@ -256,8 +252,7 @@ def run_wasp(exp, channel: Channel, results: Results, tracker=None, progress=Non
                                    [targets_k[j] for j in use], weights[use], client.train_cfg.epochs,
                                    cfg.seed + t, guard, t)
             results.add_train(t, k, wasp_loss=ls[-1] if ls else math.nan, synthetic=len(use))
-        if cfg.eval.every_round or t == cfg.rounds:
-            evaluate_all(exp, results, t)
-        log_round(tracker, results, channel, t)
-        progress.summary(results, t, channel)
+        end_round(exp, results, channel, tracker, progress, t, on_round_end, lambda: round_state(
+            exp, guard, optimizers, results, channel, good=good, bad=bad, held=held, stats=stats,
+            counters={"responses_generated": cache.generated}))
     return {"nonfinite_skipped": guard.skipped, "responses_generated": cache.generated, "wasp": stats}

@@ -16,6 +16,8 @@ from typing import Any, Dict, List, Optional
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
+from ladalit.registry import METHODS as REGISTERED
+
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 
@@ -358,7 +360,7 @@ class RunConfig:
     verbose: bool = False
 
 
-METHODS = ("lada", "standalone", "fedkd", "fedmkt", "wasp", "sft_cot", "socratic_cot", "rstar")
+METHODS = tuple(REGISTERED)  # ladalit.registry: every method, registered once
 # Allowed values of the string-valued names. A key ending in ".*" applies to every entry of a dict.
 CHOICES: dict[str, tuple[str, ...]] = {
     "method": METHODS,
@@ -609,9 +611,6 @@ def _check_consistency(cfg: DictConfig) -> None:
                               f"num_kv_heads {m.num_kv_heads}")
     if cfg.resume and cfg.overwrite:
         raise ConfigError("config key 'overwrite': resume=true and overwrite=true contradict each other; choose one")
-    if cfg.resume and cfg.method != "lada":
-        raise ConfigError(f"config key 'resume': method={cfg.method} writes no checkpoints; only method=lada resumes "
-                          "(run it again with overwrite=true)")
     name = cfg.run_name
     if name in (".", "..") or "/" in name or "\\" in name:
         raise ConfigError(f"config key 'run_name': {name!r} must be a plain directory name (output_dir says where)")
@@ -703,7 +702,7 @@ def to_yaml(cfg: DictConfig) -> str:
 
 
 HELP_KEYS = [
-    ("method", "lada | standalone | fedkd | fedmkt | wasp | sft_cot | socratic_cot | rstar"),
+    ("method", " | ".join(METHODS)),
     ("rounds", "communication rounds T"),
     ("seed", "seed for data split, models, filters"),
     ("loss / filter / server_weights", "LaDa ablations: mard|ce, lada|none, reward|uniform"),

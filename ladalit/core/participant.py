@@ -54,6 +54,7 @@ class Participant(L.LightningModule):
             model = _add_lora(model, lora_cfg, ["sft", "policy"] if role == "client" else ["policy"])
         self.model = model
         self.ref_model: torch.nn.Module | None = None
+        self.reference_frozen = False  # freeze_reference() was called (a checkpoint restores it)
         self.reference_passes = 0  # reference computations, one per cache key (round, sample)
         self._ref_cache: dict[Hashable, tuple[float, float]] = {}
         self.optimizers_made: weakref.WeakSet = weakref.WeakSet()  # what ladalit.scale.offload parks with the weights
@@ -71,6 +72,7 @@ class Participant(L.LightningModule):
 
     def freeze_reference(self) -> None:
         """The current weights become the frozen reference; the policy starts from them."""
+        self.reference_frozen = True
         if self.use_lora:
             if self.role == "client":
                 self.train_adapters(["policy"])

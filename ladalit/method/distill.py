@@ -3,10 +3,9 @@ from __future__ import annotations
 
 import torch
 
-from ladalit.core.training import NonFiniteGuard, optimizer_step
+from ladalit.core.training import NonFiniteGuard, rows_step
 from ladalit.method import losses
 from ladalit.reporting.results import Results
-from ladalit.scale import data_parallel
 
 
 def per_sample_loss(cfg, participant, keys, prompts, chosen, rejected) -> torch.Tensor:
@@ -23,51 +22,15 @@ def distill_step(cfg, fabric, participant, optimizer, guard: NonFiniteGuard, rou
                  keys, prompts, chosen, rejected, weights: torch.Tensor | None = None,
                  update: bool = True, measure_after: bool = True):
     """One MARD update on a selected minibatch; returns per-row losses before and after it (after: None
-    unless `measure_after`; without `update` no step is taken and after = before).
+    unless `measure_after`; without `update` no step is taken and after = before). Under FSDP2 each process
+    takes its share of the rows (ladalit.core.training.rows_step).
 
     `weights` (server, Eq. 4): rows sharing a sample x carry w_k summing to one.
     """
-    participant.train()
-    rank, world = data_parallel.world_of(fabric)
-    if world > 1:  # FSDP2: each process its share of the rows (ladalit.scale.data_parallel)
-        return _distill_step_shared(cfg, fabric, participant, optimizer, guard, round, batch,
-                                    keys, prompts, chosen, rejected, weights, rank, world, update, measure_after)
-    before = per_sample_loss(cfg, participant, keys, prompts, chosen, rejected)
-    if weights is None:
-        loss = before.mean()
-    else:
-        loss = losses.weighted_server_loss(before, weights.to(before.device))
-    if not update:
-        return before.detach().float().cpu(), before.detach().float().cpu()
-    if guard.ok(loss, participant.name, round, batch):
-        optimizer_step(fabric, participant, optimizer, loss)
-    if not measure_after:
-        return before.detach().float().cpu(), None
-    with torch.no_grad():
-        after = per_sample_loss(cfg, participant, keys, prompts, chosen, rejected)
-    return before.detach().float().cpu(), after.float().cpu()
-
-
-def _distill_step_shared(cfg, fabric, participant, optimizer, guard, round, batch, keys, prompts, chosen, rejected,
-                         weights, rank, world, update=True, measure_after=True):
-    """`distill_step` with the rows split over the processes; the same update and per-row losses."""
-    n = len(prompts)
-    rows, real = data_parallel.share(n, rank, world)
-    mine = [[xs[i] for i in rows] for xs in (keys, prompts, chosen, rejected)]
-    weights = torch.ones(n) if weights is None else weights.detach().float().cpu()
-    before = per_sample_loss(cfg, participant, *mine)
-    loss = data_parallel.share_loss(before, real, weights[rows].to(before.device), weights.sum(), world)
-    whole = fabric.all_reduce(loss.detach(), reduce_op="sum") / world  # the whole batch's loss, on every process
-    if update and guard.ok(whole, participant.name, round, batch):
-        optimizer_step(fabric, participant, optimizer, loss)
-    before_all = data_parallel.gather_rows(fabric, before.detach().float(), n).cpu()
-    if not update:
-        return before_all, before_all
-    if not measure_after:
-        return before_all, None
-    with torch.no_grad():
-        after = per_sample_loss(cfg, participant, *mine)
-    return before_all, data_parallel.gather_rows(fabric, after.float(), n).cpu()
+    def per_sample(rows):
+        return per_sample_loss(cfg, participant, *([xs[i] for i in rows] for xs in (keys, prompts, chosen, rejected)))
+    return rows_step(fabric, participant, optimizer, guard, round, batch, len(prompts), per_sample, weights,
+                     update, measure_after)
 
 
 def train_selection(cfg, fabric, participant, optimizer, guard: NonFiniteGuard, round: int, batch: int,

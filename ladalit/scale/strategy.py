@@ -330,7 +330,7 @@ def load_participant(fabric, participant, path, optimizer=None, extra_keys: tupl
     """Restore what `save_participant` wrote (sharded directory or full file); returns the extra metadata."""
     inner = _participant_of(participant)
     state = {"model": inner, **{k: None for k in extra_keys}}
-    if isinstance(fabric.strategy, ModelParallelStrategy):
+    if is_sharded(fabric):
         if optimizer is not None:
             state["optimizer"] = optimizer
         rest = fabric.load(Path(path), state, strict=False)
@@ -341,6 +341,11 @@ def load_participant(fabric, participant, path, optimizer=None, extra_keys: tupl
         if optimizer is not None:
             set_optimizer_state_dict(inner, _plain_optimizer(optimizer), state.pop("optimizer"))
     return {**{k: state[k] for k in extra_keys}, **rest}
+
+
+def is_sharded(fabric) -> bool:
+    """The run is under fsdp2 (Fabric's ModelParallelStrategy): weights and optimizer states are sharded."""
+    return isinstance(fabric.strategy, ModelParallelStrategy)
 
 
 def _plain_optimizer(optimizer):

@@ -70,10 +70,17 @@ def test_config_is_read_only_after_load():
         cfg.rounds = 7
 
 
-def test_every_method_name_has_a_runner():
-    from ladalit.core.config import METHODS
-    from ladalit.run import method_runner
-    assert all(callable(method_runner(m)) for m in METHODS)
+def test_every_registered_method_is_allowed_and_has_a_runner_with_the_one_contract():
+    import inspect
+
+    from ladalit.core.config import CHOICES
+    from ladalit import registry
+    assert CHOICES["method"] == tuple(registry.METHODS)
+    contract = ["exp", "channel", "results", "tracker", "start_round", "state", "on_round_end", "progress"]
+    for m in registry.METHODS:
+        assert list(inspect.signature(registry.runner(m)).parameters) == contract, m
+    with pytest.raises(ConfigError, match=r"method"):
+        load_config(["conf=smoke.yaml", "method=nope"])
 
 
 def test_method_sections_have_defaults_and_are_validated_at_load():

@@ -6,7 +6,8 @@ an unsharded copy of the same participant in the same process, and writes what
 it measured to a JSON file; the tests below assert on both ranks' files.
 Checked: the reference (adapter disabled / "sft" only) and the policy log-probs,
 greedy generation (also with different prompts per process that stop at
-different steps), one MARD step (adapters move exactly as an unsharded AdamW
+different steps), a baseline training step (SFT, WASP, FedMKT) split over the
+processes, one MARD step (adapters move exactly as an unsharded AdamW
 step would, the base does not), the client's switch from the "sft" to the
 "policy" adapter after sharding, activation checkpointing, bf16 gathers over a
 bf16 base with float32 adapters, the no-LoRA guard, and sharded and full
@@ -297,20 +298,39 @@ def _data_parallel(fabric) -> dict:
         out[f"dp_{name}_grad_rel_diff"] = max((grads[n] - exp_g[n]).abs().max().item() for n in exp_g) / max(
             exp_g[n].abs().max().item() for n in exp_g)
         out[f"dp_{name}_reference_passes"] = sharded.reference_passes  # this process's share only
+        # the same step through the training skeleton (ladalit.core.training.rows_step)
+        from ladalit.core.training import rows_step
+        from ladalit.method.lada import per_sample_loss
+        sharded, module, opt, plain, plain_m, plain_opt = pair()
+        b2, a2 = rows_step(fabric, module, opt, NonFiniteGuard("raise"), 1, 0, len(idx), lambda rows: per_sample_loss(
+            cfg, module, *[[xs[i] for i in rows] for xs in (keys, *args)]), weights=w)
+        out[f"dp_{name}_rows_step_diff"] = max((b2 - eb).abs().max().item(), (a2 - ea).abs().max().item())
+        out[f"dp_{name}_rows_step_weights_diff"] = _max_diff(_full_state(module), exp, [k for k in exp if "lora_" in k])
 
-    # SFT (round 1's reference): 3 rows split over the processes vs the whole minibatch on one
-    from ladalit.core.training import optimizer_step, sft_loss_of_share
-    sharded, module, opt, plain, plain_m, plain_opt = pair()
-    loss, whole = sft_loss_of_share(fabric, module, prompts, chosen)
-    optimizer_step(fabric, module, opt, loss)
-    expected = plain_m.sft_loss(prompts, chosen)
-    optimizer_step(single, plain_m, plain_opt, expected)
-    out["dp_sft_whole_diff"] = abs(whole.item() - expected.item())
-    grads = {n: q.grad.full_tensor() for n, q in sharded.named_parameters() if q.grad is not None}
-    exp_g = {n: q.grad for n, q in plain.named_parameters() if q.grad is not None}
-    out["dp_sft_grad_keys"] = sorted(grads) == sorted(exp_g) and len(grads) > 0
-    out["dp_sft_grad_rel_diff"] = max((grads[n] - exp_g[n]).abs().max().item() for n in exp_g) / max(
-        exp_g[n].abs().max().item() for n in exp_g)
+    # Every method's training goes through one skeleton (ladalit.core.training.train_rows): SFT (round 1's
+    # reference, every baseline), WASP's vote-weighted SFT and FedMKT's LM + KD step, 3 rows split over the
+    # processes vs the whole minibatch on one
+    from ladalit.baselines import fedmkt, wasp
+    from ladalit.core.training import supervised_finetune
+    targets = fedmkt.own_targets(fedmkt.snapshot(_participant("server", seed=11), prompts, chosen, 4, 8), 1.0)
+    steps = {
+        "sft": lambda f, m, o: supervised_finetune(f, m, o, prompts, chosen, 1, 0, NonFiniteGuard("raise"))[0],
+        "wasp": lambda f, m, o: wasp.weighted_finetune(f, m, o, prompts, chosen, torch.tensor([0.5, 2.0, 1.0]), 1, 0,
+                                                       NonFiniteGuard("raise"), 1)[0],
+        "fedmkt": lambda f, m, o: fedmkt.distill(f, m, o, prompts, chosen, targets, 0.3, 1, 0,
+                                                 NonFiniteGuard("raise"), 1)["loss"],
+    }
+    for name, step in steps.items():
+        sharded, module, opt, plain, plain_m, plain_opt = pair()
+        loss, expected = step(fabric, module, opt), step(single, plain_m, plain_opt)
+        out[f"dp_{name}_loss_diff"] = abs(loss - expected)
+        grads = {n: q.grad.full_tensor() for n, q in sharded.named_parameters() if q.grad is not None}
+        exp_g = {n: q.grad for n, q in plain.named_parameters() if q.grad is not None}
+        out[f"dp_{name}_grad_keys"] = sorted(grads) == sorted(exp_g) and len(grads) > 0
+        out[f"dp_{name}_grad_rel_diff"] = max((grads[n] - exp_g[n]).abs().max().item() for n in exp_g) / max(
+            exp_g[n].abs().max().item() for n in exp_g)
+        full, exp = _full_state(module), _plain_state(plain)
+        out[f"dp_{name}_weights_diff"] = _max_diff(full, exp, [k for k in exp if "lora_" in k])
     return out
 
 
@@ -368,14 +388,19 @@ def test_a_mard_step_split_over_processes_equals_the_whole_batch_on_one(ranks, r
         assert r[f"dp_{rows}_before_diff"] < 1e-5 and r[f"dp_{rows}_after_diff"] < 1e-5
         assert r[f"dp_{rows}_grad_keys"] and r[f"dp_{rows}_grad_rel_diff"] < 1e-5
         assert r[f"dp_{rows}_weights_diff"] < 1e-4  # lr 1e-2: an AdamW step moves each weight by ~1e-2
+        assert r[f"dp_{rows}_rows_step_diff"] < 1e-5 and r[f"dp_{rows}_rows_step_weights_diff"] < 1e-4  # rows_step
         # each process ran the reference on its share: 2 rows of 3 (rank 1: row 2 + padding), 1 of 1
         assert r[f"dp_{rows}_reference_passes"] == (2 if rows == "three" else 1)
 
 
-def test_an_sft_step_split_over_processes_equals_the_whole_minibatch_on_one(ranks):
+@pytest.mark.parametrize("step", ["sft", "wasp", "fedmkt"])
+def test_a_baseline_training_step_split_over_processes_equals_the_whole_minibatch_on_one(ranks, step):
+    """supervised_finetune, wasp.weighted_finetune and fedmkt.distill under FSDP2: each process its share
+    of the rows (ladalit.core.training), the same reported loss, gradients and adapters as one process."""
     for r in ranks:
-        assert r["dp_sft_whole_diff"] < 1e-5  # the reported loss is the whole minibatch's token mean
-        assert r["dp_sft_grad_keys"] and r["dp_sft_grad_rel_diff"] < 1e-5
+        assert r[f"dp_{step}_loss_diff"] < 1e-5  # the reported loss is the whole minibatch's
+        assert r[f"dp_{step}_grad_keys"] and r[f"dp_{step}_grad_rel_diff"] < 1e-5
+        assert r[f"dp_{step}_weights_diff"] < 1e-4
 
 
 def test_one_mard_step_moves_only_the_adapters_like_an_unsharded_step(ranks):

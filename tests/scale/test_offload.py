@@ -233,7 +233,7 @@ def _run(method, offload: bool, tmp_path):
     from ladalit.core.config import load_config
     from ladalit.core.experiment import build_experiment
     from ladalit.reporting.results import Results
-    from ladalit.run import method_runner
+    from ladalit.registry import runner as method_runner
     cfg = load_config(["conf=smoke.yaml", f"method={method}", f"output_dir={tmp_path}", "quiet=true",
                        "clients.client1.model.lora.enabled=true"])
     exp = build_experiment(cfg, offload=offload)

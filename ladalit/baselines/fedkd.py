@@ -1,0 +1,41 @@
+"""FedKD baseline (SPEC §8): the clients distil the LLM's chain-of-thought answers on the public set."""
+from __future__ import annotations
+
+import math
+
+from ladalit.baselines.standalone import end_round, private_sft, resume_state, round_state
+from ladalit.core.channel import DOWN, Channel
+from ladalit.core.messages import ServerAnswers
+from ladalit.core.prompts import zero_shot_prompt
+from ladalit.core.responses import ResponseCache
+from ladalit.core.training import NonFiniteGuard, supervised_finetune
+from ladalit.reporting.results import Results
+
+
+def run_fedkd(exp, channel: Channel, results: Results, tracker=None, start_round: int = 1, state=None,
+              on_round_end=None, progress=None) -> dict:
+    """Clients fine-tune on private train, then on the LLM's chain-of-thought answers for the
+    whole public set. The LLM is not trained, so its answers are generated and sent once (round 1;
+    the checkpoint keeps what each client received); each round every client fine-tunes train.epochs
+    more epochs on them."""
+    cfg = exp.cfg
+    guard, optimizers = NonFiniteGuard(cfg.on_nonfinite), {}
+    public = exp.data.public
+    prompts = [zero_shot_prompt(x) for x in public]
+    received: dict[str, list[str]] = {}
+    if state is not None:
+        resume_state(exp, state, guard, optimizers, results, channel)
+        received = state["received"]
+    for t in range(start_round, cfg.rounds + 1):
+        if t == 1:
+            cache = ResponseCache(cfg.generation.max_new_tokens, cfg.generation.batch_size, progress)
+            llm_answers = cache.get(1, exp.server, public)
+            private_sft(exp, guard, results, optimizers, lambda c: c.train_cfg.sft_epochs, 0)
+            received = {k: channel.send(t, DOWN, k, ServerAnswers(t, llm_answers)).texts for k in exp.clients}
+        for k, client in exp.clients.items():
+            ls = supervised_finetune(exp.fabric, client, optimizers[k], prompts, received[k],
+                                     client.train_cfg.epochs, cfg.seed + t, guard, round=t)
+            results.add_train(t, k, kd_loss=ls[-1] if ls else math.nan)
+        end_round(exp, results, channel, tracker, progress, t, on_round_end,
+                  lambda: round_state(exp, guard, optimizers, results, channel, received=received))
+    return {"nonfinite_skipped": guard.skipped}
