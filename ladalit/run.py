@@ -41,10 +41,9 @@ def evaluate_round0(exp, results, tracker, channel, progress) -> None:
 def export_models(exp, run_dir: Path, results, quiet: bool) -> None:
     """The trained participants in RUN_DIR/models/ (ladalit.reporting.export); rank 0 only. Not under FSDP2
     (sharded weights): `python -m ladalit.reporting.export RUN_DIR` writes them from the checkpoint afterwards."""
-    from lightning.fabric.strategies import ModelParallelStrategy
-
     from ladalit.reporting.export import export_participants
-    if isinstance(exp.fabric.strategy, ModelParallelStrategy):
+    from ladalit.scale.strategy import is_sharded
+    if is_sharded(exp.fabric):
         if not quiet:
             print(f"models: not exported under fsdp2; run: python -m ladalit.reporting.export {run_dir}")
         return

@@ -26,6 +26,7 @@ from ladalit.core.messages import CompletionAnswers, PartialTrajectories, Server
 from ladalit.data.records import LETTERS, MCRecord
 from ladalit.core.experiment import public_by_id
 from ladalit.reporting.progress import Progress
+from ladalit.core.seeds import client_seed, round_seed
 from ladalit.core.prompts import format_question, format_response, one_shot_prompt, zero_shot_prompt
 from ladalit.reporting.results import Results
 from ladalit.core.training import NonFiniteGuard, supervised_finetune
@@ -241,7 +242,7 @@ def generator_trajectories(exp, client, questions: list[MCRecord], opts: Reasoni
     prompts = [v(x) for v in variants for x in questions]
     recs = [x for _ in variants for x in questions]
     gens = generate(client, prompts, _max_new_tokens(cfg, opts), cfg.generation.batch_size)
-    rng = random.Random(cfg.seed * 1_000_003 + t * 101 + client_index)
+    rng = random.Random(client_seed(cfg.seed, t, client_index))
     out, seen = [], set()
     for x, g in zip(recs, gens):
         c = clean_rationale(g, n_opt)
@@ -275,7 +276,7 @@ def run_rstar(exp, channel: Channel, results: Results, tracker=None, start_round
             private_sft(exp, guard, results, optimizers, lambda c: c.train_cfg.sft_epochs, 0)
         questions = list(exp.data.public)
         if opts.rstar_questions is not None and opts.rstar_questions < len(questions):
-            questions = random.Random(cfg.seed * 7919 + t).sample(questions, opts.rstar_questions)
+            questions = random.Random(round_seed(cfg.seed, t)).sample(questions, opts.rstar_questions)
         received: dict[str, tuple[list[str], list[str]]] = {}
         for i, (k, client) in enumerate(exp.clients.items()):
             with progress.task(f"round {t} {k}: trajectories", len(questions)) as bar:

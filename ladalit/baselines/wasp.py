@@ -41,9 +41,10 @@ from ladalit.core.messages import SampleWeights, SyntheticSamples, Votes, as_dic
 from ladalit.data.records import LETTERS, MCRecord
 from ladalit.core.encoder import make_encoder
 from ladalit.core.responses import ResponseCache
+from ladalit.core.seeds import client_seed, item_seed, round_seed
 from ladalit.reporting.progress import Progress
 from ladalit.core.prompts import format_question, zero_shot_prompt
-from ladalit.baselines.reasoning import normalised_target
+from ladalit.baselines.reasoning import generate, normalised_target
 from ladalit.reporting.results import Results
 from ladalit.core.training import NonFiniteGuard, RowLoss, train_rows
 
@@ -86,13 +87,6 @@ def parse_question(generation: str, num_options: int) -> tuple[str, tuple[str, .
             or len(set(options)) != len(options)):
         return None
     return question, options
-
-
-def generate(participant, prompts: list[str], max_new_tokens: int, batch_size: int) -> list[str]:
-    """Greedy generation (one place, so that tests can stand in canned texts)."""
-    if not prompts:
-        return []
-    return participant.generate_text(prompts, max_new_tokens, batch_size)
 
 
 # ----------------------------------------------------------------------------- votes and weights
@@ -158,7 +152,7 @@ def _synthesise(exp, opts: WASPConfig, t: int, good: list[MCRecord], bad: list[M
     n_opt = len(public[0].options) if public else cfg.data.num_options
     prompts = []
     for i in range(opts.samples_per_round):
-        rng = random.Random((cfg.seed * 1_000_003 + t) * 100_003 + i)
+        rng = random.Random(item_seed(cfg.seed, t, i))
         if good or bad:
             g = rng.sample(good, min(opts.good_per_prompt, len(good)))
             b = rng.sample(bad, min(opts.bad_per_prompt, len(bad)))
@@ -222,7 +216,7 @@ def run_wasp(exp, channel: Channel, results: Results, tracker=None, start_round:
                 got = as_dict(channel.send(t, DOWN, k, SyntheticSamples(t, **payload)))
                 recs = [MCRecord(id=sid, question=q, options=tuple(o), domain="wasp")
                         for sid, q, o in zip(got["ids"], got["questions"], got["options"])]
-                mine = _client_votes(encoder, k, private[k], recs, opts, cfg.seed * 1_000_003 + t * 101 + i)
+                mine = _client_votes(encoder, k, private[k], recs, opts, client_seed(cfg.seed, t, i))
                 votes[k] = channel.send(t, UP, k, Votes(t, mine)).votes
                 held[k].append(([zero_shot_prompt(x) for x in recs], list(got["targets"]),
                                 vote_weights(mine) if opts.weights == "local" else None))
@@ -233,7 +227,7 @@ def run_wasp(exp, channel: Channel, results: Results, tracker=None, start_round:
                     received = channel.send(t, DOWN, k, SampleWeights(t, w)).weights
                     p, y, _ = held[k][-1]
                     held[k][-1] = (p, y, received)
-            top, bottom = contrastive_pools(total, opts.pool_size, cfg.seed * 7919 + t)
+            top, bottom = contrastive_pools(total, opts.pool_size, round_seed(cfg.seed, t))
             good, bad = [synthetic[i] for i in top], [synthetic[i] for i in bottom]
             st |= {"voted": int((total > 0).sum()), "good": [x.id for x in good], "bad": [x.id for x in bad]}
         stats[str(t)] = st

@@ -556,18 +556,18 @@ def validate(cfg: DictConfig) -> None:
     for pattern in list(CHOICES) + list(RANGES):
         if pattern.startswith("*."):
             rest = pattern[2:]
-            places = [("server", cfg.server)] + [(f"clients.{n}", c) for n, c in cfg.clients.items()]
+            places = participant_configs(cfg)
             for prefix, node in places:
                 _check_value(f"{prefix}.{rest}", pattern, OmegaConf.select(node, rest))
         else:
             _check_value(pattern, pattern, OmegaConf.select(cfg, pattern))
     if len(cfg.clients) == 0:
         raise ConfigError("config key 'clients': at least one client is required")
-    for prefix, node in [("server", cfg.server)] + [(f"clients.{n}", c) for n, c in cfg.clients.items()]:
+    for prefix, node in participant_configs(cfg):
         if node.model.source in ("hub", "zoo") and not node.model.name_or_path:
             raise ConfigError(f"config key '{prefix}.model.name_or_path': required when source={node.model.source}")
     if cfg.fabric.strategy == "fsdp2":
-        for prefix, node in [("server", cfg.server)] + [(f"clients.{n}", c) for n, c in cfg.clients.items()]:
+        for prefix, node in participant_configs(cfg):
             if not node.model.lora.enabled:
                 raise ConfigError(f"config key '{prefix}.model.lora.enabled': fabric.strategy=fsdp2 needs LoRA "
                                   "(the frozen reference copy of full fine-tuning cannot be sharded)")
@@ -584,7 +584,8 @@ def validate(cfg: DictConfig) -> None:
     _check_consistency(cfg)
 
 
-def _participants(cfg) -> list[tuple[str, Any]]:
+def participant_configs(cfg) -> list[tuple[str, Any]]:
+    """(config prefix, node) of every participant: ("server", cfg.server), then ("clients.NAME", ...) in order."""
     return [("server", cfg.server)] + [(f"clients.{n}", c) for n, c in cfg.clients.items()]
 
 
@@ -601,7 +602,7 @@ def _check_consistency(cfg: DictConfig) -> None:
         key = "data.path" if cfg.data.path else "data.hub_id"
         raise ConfigError(f"config key '{key}': not used by data.name=synthetic (the data is generated); "
                           "set data.name to the loader of that data")
-    for prefix, node in _participants(cfg):
+    for prefix, node in participant_configs(cfg):
         m = node.model
         if m.source == "tiny" and m.hidden_size % m.num_heads:
             raise ConfigError(f"config key '{prefix}.model.hidden_size': {m.hidden_size} is not a multiple of "
@@ -648,7 +649,7 @@ def _check_vllm(cfg: DictConfig) -> None:
     why = {"tiny": "a tiny model has random weights in memory only",
            "zoo": "zoo members are the CPU proving ground's tiny models; to try one, set source=hub and "
                   "name_or_path to its cached directory"}
-    for prefix, node in [("server", cfg.server)] + [(f"clients.{n}", c) for n, c in cfg.clients.items()]:
+    for prefix, node in participant_configs(cfg):
         if not node.model.lora.enabled:
             raise ConfigError(f"config key '{prefix}.model.lora.enabled': generation.backend=vllm needs LoRA "
                               "(the trained weights reach the engine as a LoRA adapter; full fine-tuning cannot "

@@ -1,16 +1,17 @@
 """Assemble a run from its config: Fabric, the federated data split, the participants."""
 from __future__ import annotations
 
-import zlib
 from dataclasses import dataclass, field
 
 import lightning as L
 
-from ladalit.core.config import ConfigError
+from ladalit.core.config import ConfigError, participant_configs
 from ladalit.data.records import MCRecord
 from ladalit.data.split import FederatedData, domain_groups, drop_duplicate_questions, federated_split, normalise_options
 from ladalit.core.models import build_model, check_model_source
 from ladalit.scale.offload import Residency
+from ladalit.core.seeds import name_seed
+from ladalit.scale.strategy import is_sharded
 from ladalit.core.participant import Participant
 from ladalit.core.prompts import DATA_FAMILY, ONE_SHOT_EXAMPLES
 
@@ -100,10 +101,6 @@ def make_fabric(cfg) -> L.Fabric:
     return fabric
 
 
-def name_seed(seed: int, name: str) -> int:
-    return (seed * 1_000_003 + zlib.crc32(name.encode())) % (2**31)
-
-
 def build_participant(cfg, name: str, role: str, pcfg) -> Participant:
     key = "server" if role == "server" else f"clients.{name}"
     from ladalit.scale.strategy import loads_sharded  # fsdp2 + hub: built on meta, rank 0 reads the weights
@@ -126,9 +123,8 @@ def _first_line(err: BaseException) -> str:
 def setup_participant(fabric: L.Fabric, participant: Participant, residency: Residency | None = None):
     """Fabric-wrap a participant. Under FSDP2 its shards go onto the devices (moving the whole model first
     would not fit); with an enabled `residency` it stays parked on the CPU until its first call."""
-    from lightning.fabric.strategies import ModelParallelStrategy
     parked = residency is not None and residency.enabled
-    module = fabric.setup_module(participant, move_to_device=not (parked or isinstance(fabric.strategy, ModelParallelStrategy)))
+    module = fabric.setup_module(participant, move_to_device=not (parked or is_sharded(fabric)))
     for m in FORWARD_METHODS:
         module.mark_forward_method(m)
     if residency is not None:
@@ -141,15 +137,13 @@ def make_residency(cfg, fabric: L.Fabric, offload: bool | None = None) -> Reside
 
     Not under FSDP2 (every participant is already split across the devices), not on the CPU (nothing to
     save); `offload=True` forces it on, e.g. to test the moves on the CPU."""
-    from lightning.fabric.strategies import ModelParallelStrategy
     if offload is None:
-        offload = (cfg.fabric.offload_idle and fabric.device.type != "cpu"
-                   and not isinstance(fabric.strategy, ModelParallelStrategy))
+        offload = cfg.fabric.offload_idle and fabric.device.type != "cpu" and not is_sharded(fabric)
     return Residency(fabric.device, enabled=offload)
 
 
 def build_experiment(cfg, fabric: L.Fabric | None = None, offload: bool | None = None) -> Experiment:
-    for key, pcfg in [("server", cfg.server)] + [(f"clients.{n}", c) for n, c in cfg.clients.items()]:
+    for key, pcfg in participant_configs(cfg):
         check_model_source(key, pcfg.model)
     fabric = fabric or make_fabric(cfg)
     fabric.launch()

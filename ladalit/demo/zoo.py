@@ -36,7 +36,8 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerFast
 
-from ladalit.data.records import LETTERS, MCRecord
+from ladalit.core.prompts import format_response, zero_shot_prompt
+from ladalit.data.records import MCRecord
 from ladalit.demo.synthetic import VERSION as SYNTHETIC_VERSION
 from ladalit.demo.synthetic import SyntheticConfig, generate, num_steps
 
@@ -47,17 +48,6 @@ ANSWER_RE = re.compile(r"answer is \(([A-J])\)")
 
 
 # ----------------------------------------------------------------------------- prompt format
-
-def format_prompt(rec: MCRecord) -> str:
-    """The zero-shot prompt every zoo model is pre-trained to answer."""
-    opts = " ".join(f"({LETTERS[i]}) {o}" for i, o in enumerate(rec.options))
-    return f"Question: {rec.question}\nOptions: {opts}\nAnswer: Let's think step by step."
-
-
-def format_response(rationale: str | None, letter: str) -> str:
-    """' {rationale} The answer is (X).' -- or ' The answer is (X).' without a rationale."""
-    return f" {rationale} The answer is ({letter})." if rationale else f" The answer is ({letter})."
-
 
 def parse_answer(text: str) -> str | None:
     m = ANSWER_RE.search(text)
@@ -183,7 +173,7 @@ def build_tokenizer(spec: TokenizerSpec, texts: list[str]) -> PreTrainedTokenize
 
 
 def corpus_texts(cfg: SyntheticConfig) -> list[str]:
-    return [format_prompt(r) + format_response(r.rationale, r.answer) for r in generate(cfg)]
+    return [zero_shot_prompt(r) + format_response(r.rationale, r.answer) for r in generate(cfg)]
 
 
 def load_tokenizer(spec: TokenizerSpec, corpus: SyntheticConfig, cache_dir: Path | None = None) -> PreTrainedTokenizerFast:
@@ -233,7 +223,7 @@ def curriculum(member: ZooMember, records: list[MCRecord], seed: int) -> list[tu
         if not taught and not member.short_answers:
             continue
         short = not taught or rng.random() < member.short_fraction
-        pairs.append((format_prompt(r), format_response(None if short else r.rationale, r.answer)))
+        pairs.append((zero_shot_prompt(r), format_response(None if short else r.rationale, r.answer)))
     return pairs
 
 
@@ -356,7 +346,7 @@ def predict(model, tokenizer, records: list[MCRecord], max_new_tokens: int = 160
     """Greedy generations (KV cache, left padding) for the zero-shot prompts of `records`."""
     out = []
     for i in range(0, len(records), batch_size):
-        prompts = [format_prompt(r) for r in records[i: i + batch_size]]
+        prompts = [zero_shot_prompt(r) for r in records[i: i + batch_size]]
         enc = tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left")
         gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, use_cache=True,
                              pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)

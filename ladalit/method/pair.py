@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ladalit.core.seeds import round_seed
 from ladalit.core.training import NonFiniteGuard
 from ladalit.method import losses, rewards
 from ladalit.method.filter import LearnabilityFilter, filter_class_from_path
@@ -40,7 +41,7 @@ def make_filter(cfg, embed_dim: int, seed: int) -> LearnabilityFilter:
 def candidate_batches(n: int, n_c: int, seed: int, round: int) -> list[list[int]]:
     """D_p streamed in candidate batches of n_c, in a fresh seeded order each round."""
     order = list(range(n))
-    random.Random(seed * 7919 + round).shuffle(order)
+    random.Random(round_seed(seed, round)).shuffle(order)
     return [order[i: i + n_c] for i in range(0, n, n_c)]
 
 

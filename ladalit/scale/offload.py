@@ -37,6 +37,8 @@ from dataclasses import dataclass
 import torch
 from torch.utils.weak import WeakIdKeyDictionary
 
+from ladalit.scale.strategy import plain_optimizer
+
 
 @dataclass
 class Moved:
@@ -60,11 +62,6 @@ _STATE_HOST: WeakIdKeyDictionary = WeakIdKeyDictionary()  # parameter -> {state 
 def _plain_module(m):
     from lightning.fabric.wrappers import _FabricModule
     return m.module if isinstance(m, _FabricModule) else m
-
-
-def _plain_optimizer(o):
-    from lightning.fabric.wrappers import _FabricOptimizer
-    return o.optimizer if isinstance(o, _FabricOptimizer) else o
 
 
 def _is_sharded(module: torch.nn.Module) -> bool:
@@ -113,7 +110,7 @@ def _optimizers_of(module, optimizer) -> list:
 
 def _optimizer_states(module, optimizer):
     """(param, state dict, key, tensor) for every optimizer-state tensor that moves (not CPU step counters)."""
-    for opt in map(_plain_optimizer, _optimizers_of(module, optimizer)):
+    for opt in map(plain_optimizer, _optimizers_of(module, optimizer)):
         for group in opt.param_groups:
             for p in group["params"]:
                 state = opt.state.get(p, {})

@@ -311,9 +311,9 @@ def save_participant(fabric, participant, path, full: bool, optimizer=None, extr
     if optimizer is not None:
         state["optimizer"] = optimizer
     strategy = fabric.strategy
-    sharded = isinstance(strategy, ModelParallelStrategy) and not full
+    sharded = is_sharded(fabric) and not full
     filt = None if sharded or not getattr(inner, "use_lora", False) else {"model": _lora_only}
-    if isinstance(strategy, ModelParallelStrategy):
+    if is_sharded(fabric):
         previous = strategy._save_distributed_checkpoint  # chosen per call, not per strategy
         strategy._save_distributed_checkpoint = sharded
         try:
@@ -322,7 +322,7 @@ def save_participant(fabric, participant, path, full: bool, optimizer=None, extr
             strategy._save_distributed_checkpoint = previous
     else:  # optimizer state keyed by parameter names, as under fsdp2: the file loads under either
         if optimizer is not None:
-            state["optimizer"] = get_optimizer_state_dict(inner, _plain_optimizer(optimizer))
+            state["optimizer"] = get_optimizer_state_dict(inner, plain_optimizer(optimizer))
         fabric.save(Path(path), state, filter=filt)
 
 
@@ -339,7 +339,7 @@ def load_participant(fabric, participant, path, optimizer=None, extra_keys: tupl
             state["optimizer"] = None
         rest = fabric.load(Path(path), state, strict=False)
         if optimizer is not None:
-            set_optimizer_state_dict(inner, _plain_optimizer(optimizer), state.pop("optimizer"))
+            set_optimizer_state_dict(inner, plain_optimizer(optimizer), state.pop("optimizer"))
     return {**{k: state[k] for k in extra_keys}, **rest}
 
 
@@ -348,6 +348,7 @@ def is_sharded(fabric) -> bool:
     return isinstance(fabric.strategy, ModelParallelStrategy)
 
 
-def _plain_optimizer(optimizer):
+def plain_optimizer(optimizer):
+    """The torch optimizer inside a Fabric-wrapped one (or the optimizer itself)."""
     from lightning.fabric.wrappers import _FabricOptimizer
     return optimizer.optimizer if isinstance(optimizer, _FabricOptimizer) else optimizer

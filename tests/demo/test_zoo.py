@@ -4,6 +4,7 @@ from dataclasses import replace
 import pytest
 import torch
 
+from ladalit.core.prompts import format_response, zero_shot_prompt
 from ladalit.demo import zoo
 from ladalit.data.records import MCRecord
 from ladalit.demo.synthetic import SyntheticConfig, generate, num_steps
@@ -33,10 +34,10 @@ def texts():
 
 def test_format_prompt_and_parse():
     rec = MCRecord("x", "Tom has 6 apples. He gets 2 more. How many apples now?", ("8", "6", "4", "9"), "A", "6+2=8.")
-    assert zoo.format_prompt(rec) == ("Question: Tom has 6 apples. He gets 2 more. How many apples now?\n"
+    assert zero_shot_prompt(rec) == ("Question: Tom has 6 apples. He gets 2 more. How many apples now?\n"
                                       "Options: (A) 8 (B) 6 (C) 4 (D) 9\nAnswer: Let's think step by step.")
-    assert zoo.format_response(rec.rationale, "A") == " 6+2=8. The answer is (A)."
-    assert zoo.format_response(None, "C") == " The answer is (C)."
+    assert format_response(rec.rationale, "A") == " 6+2=8. The answer is (A)."
+    assert format_response(None, "C") == " The answer is (C)."
     assert zoo.parse_answer(" 6+2=8. The answer is (B).") == "B"
     assert zoo.parse_answer(" 6+2=8. The answer is") is None
 
@@ -71,7 +72,7 @@ def test_tokenizers_differ_and_are_cached(tmp_path, texts):
 def test_encode_pairs_masks_the_prompt(spec, texts):
     tok = zoo.build_tokenizer(spec, texts)
     for rec in generate(TINY_CORPUS)[:20]:
-        pair = (zoo.format_prompt(rec), zoo.format_response(rec.rationale, rec.answer))
+        pair = (zero_shot_prompt(rec), format_response(rec.rationale, rec.answer))
         (ids, w), = zoo.encode_pairs(tok, [pair])
         n_prompt = len(tok(pair[0])["input_ids"])
         assert ids[:-1] == tok(pair[0] + pair[1])["input_ids"]  # same as encoding the whole text
@@ -86,17 +87,17 @@ def test_curriculum_client_is_weaker():
     # short answers for what the client is not taught, and for a quarter of what it is
     client = tiny(rationale_domains=("add_sub",), rationale_max_steps=2, short_fraction=0.25)
     pairs = zoo.curriculum(client, recs, seed=0)
-    assert [p for p, _ in pairs] == [zoo.format_prompt(r) for r in recs]
+    assert [p for p, _ in pairs] == [zero_shot_prompt(r) for r in recs]
     with_rationale = [r for r, (_, resp) in zip(recs, pairs) if "=" in resp]
     assert with_rationale and all(r.domain == "add_sub" and num_steps(r) <= 2 for r in with_rationale)
     assert 0.6 < len(with_rationale) / len(eligible) < 0.9
-    assert all(resp == zoo.format_response(None, r.answer) for r, (_, resp) in zip(recs, pairs) if r not in eligible)
+    assert all(resp == format_response(None, r.answer) for r, (_, resp) in zip(recs, pairs) if r not in eligible)
     # the zoo's clients: only their own short chains, always with the rationale
     client = replace(client, short_answers=False, short_fraction=0.0)
     pairs = zoo.curriculum(client, recs, seed=0)
-    assert pairs == [(zoo.format_prompt(r), zoo.format_response(r.rationale, r.answer)) for r in eligible]
+    assert pairs == [(zero_shot_prompt(r), format_response(r.rationale, r.answer)) for r in eligible]
     server_pairs = zoo.curriculum(tiny(), recs, seed=0)
-    assert server_pairs == [(zoo.format_prompt(r), zoo.format_response(r.rationale, r.answer)) for r in recs]
+    assert server_pairs == [(zero_shot_prompt(r), format_response(r.rationale, r.answer)) for r in recs]
 
 
 def test_pretraining_lowers_the_loss(texts):

@@ -42,7 +42,8 @@ def worker(out_dir: Path, model_dir: Path) -> None:
 
     from ladalit.scale import strategy
     from ladalit.core.config import RunConfig
-    from ladalit.core.experiment import build_participant, name_seed, setup_participant
+    from ladalit.core.experiment import build_participant, setup_participant
+    from ladalit.core.seeds import name_seed
     from ladalit.core.models import build_model
     from ladalit.core.participant import Participant
 
