@@ -181,7 +181,6 @@ CASES = [
     Case("run_name a path", ["run_name=../elsewhere"], "config key 'run_name'"),
     Case("resume without run_name", ["conf=smoke.yaml", "resume=true"], "config key 'run_name'", base=False),
     Case("resume and overwrite", ["resume=true", "overwrite=true"], "config key 'overwrite'"),
-    Case("resume a method without checkpoints", ["method=fedmkt", "resume=true"], "config key 'resume'"),
     # ------------------------------------------------------------------ config files
     Case("no such conf file", ["conf=nope.yaml"], "conf=nope.yaml: no such file", base=False),
     Case("YAML syntax error", ["conf={tmp}/c.yaml"], "{tmp}/c.yaml:3:1: not valid YAML",
@@ -242,6 +241,9 @@ CASES = [
          setup=finished_then(lambda d: (d / CHECKPOINT).unlink())),
     Case("resume a complete run", ["resume=true"], "{tmp}/runs/r is complete (1 of 1 rounds)", setup=finished),
     Case("resume with another seed", ["resume=true", "rounds=2", "seed=5"], "seed: 0 -> 5", setup=finished),
+    # every method checkpoints (ladalit/registry.py), so resuming with another method is a config difference
+    Case("resume with another method", ["resume=true", "rounds=2", "method=fedmkt"], "method: 'lada' -> 'fedmkt'",
+         setup=finished),
     Case("resume with another data set", ["resume=true", "rounds=2", "data.name=commonsenseqa"],
          "data.name: 'synthetic' -> 'commonsenseqa'", setup=finished),
     Case("resume with another architecture", ["resume=true", "rounds=2", "server.model.hidden_size=32"],

@@ -1,6 +1,6 @@
 """The distilled models in the formats the ecosystem loads: `python -m ladalit.reporting.export RUN_DIR [--round N] [--merge]`.
 
-Every run ends with this export (`ladalit.run`); the command redoes it for an existing LaDa run from its
+Every run ends with this export (`ladalit.run`); the command redoes it for an existing run (any method) from its
 `checkpoint.pt` (the last complete round; a stopped run included). Each participant the run trained goes
 to `RUN_DIR/models/<participant>/`:
 
@@ -185,7 +185,7 @@ def export_run(run_dir, round: int | None = None, merge: bool = False) -> list[P
     except RunError as err:  # truncated or not a checkpoint
         raise ExportError(str(err)) from None
     if ckpt is None:
-        raise ExportError(f"{run_dir}: no {CHECKPOINT}; only LaDa runs keep their weights after the run "
+        raise ExportError(f"{run_dir}: no {CHECKPOINT}; the run completed no round "
                           f"(a finished run's {MODELS}/ were written at its end)")
     if round is not None and round != ckpt["round"]:
         raise ExportError(f"{run_dir}: --round {round}: the run keeps the weights of round {ckpt['round']} only "

@@ -135,15 +135,23 @@ def test_cli_refuses_with_one_line(lada_run, tmp_path, capsys):
     assert capsys.readouterr().err.strip() == f"error: {bare}: no config.yaml (not a run directory)"
     shutil.copy(run_dir / "config.yaml", bare / "config.yaml")
     assert export_main([str(bare)]) == 2
-    assert capsys.readouterr().err.strip().startswith(f"error: {bare}: no checkpoint.pt; only LaDa runs keep")
+    assert capsys.readouterr().err.strip().startswith(f"error: {bare}: no checkpoint.pt; the run completed no round")
 
 
-def test_standalone_exports_the_clients_it_trained_and_not_the_untrained_server(tmp_path):
+def test_standalone_exports_the_clients_it_trained_and_not_the_untrained_server(tmp_path, capsys):
     run_dir, exp = smoke(tmp_path, "method=standalone")
     assert sorted(p.name for p in (run_dir / "models").iterdir()) == ["client1", "client2"]
     text = prompt_of(exp)
     torch.testing.assert_close(export_logits(run_dir / "models" / "client1", text, peft=False),
                                run_logits(exp.clients["client1"], text), atol=1e-5, rtol=1e-5)
+    # every method checkpoints: the export is rebuilt from it, client2 with the "sft" adapter it trained
+    copy = tmp_path / "copy"
+    shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("models"))
+    assert export_main([str(copy)]) == 0
+    assert capsys.readouterr().out.split() == [str(copy / "models" / n) for n in ("client1", "client2")]
+    for name, peft in (("client1", False), ("client2", True)):
+        torch.testing.assert_close(export_logits(copy / "models" / name, text, peft=peft),
+                                   run_logits(exp.clients[name], text), atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("text", ["Question: 6+2=?\nOptions: (A) 8 (B) 9", "ünïcödé — ∑ 😀", " lead and trail "])
