@@ -18,8 +18,7 @@ from ladalit.data.records import DataError
 from ladalit.reporting.plots import write_plots
 from ladalit.reporting.progress import Progress, header, quiet_transformers
 from ladalit.reporting.results import Results, Tracker
-from ladalit.core.run_identity import (CHECKPOINT, RunError, check_checkpoint, check_run_dir, load_checkpoint,  # noqa: F401
-                                  prepare_run_dir, save_checkpoint)
+from ladalit.core.run_identity import RunError, check_checkpoint, check_run_dir, prepare_run_dir, save_checkpoint
 from ladalit.core.training import NonFiniteError
 
 

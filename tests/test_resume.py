@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from ladalit import registry, run
-from ladalit.run import CHECKPOINT, load_checkpoint, save_checkpoint
+from ladalit.core.run_identity import CHECKPOINT, load_checkpoint, save_checkpoint
 from ladalit.core.run_identity import RunError
 
 ARGS = ["conf=smoke.yaml", "rounds=3", "quiet=true", "eval.shots=[0]"]

@@ -17,7 +17,8 @@ from ladalit.core.messages import ServerAnswers, decode
 from ladalit.method.client import answers_message, received_answers
 from ladalit.core.prompts import CutAnswer, zero_shot_prompt
 from ladalit.reporting.results import Results
-from ladalit.run import CHECKPOINT, execute, main
+from ladalit.core.run_identity import CHECKPOINT
+from ladalit.run import execute, main
 
 
 def smoke(tmp_path, *overrides):
