@@ -300,7 +300,7 @@ def _data_parallel(fabric) -> dict:
         out[f"dp_{name}_reference_passes"] = sharded.reference_passes  # this process's share only
         # the same step through the training skeleton (ladalit.core.training.rows_step)
         from ladalit.core.training import rows_step
-        from ladalit.method.lada import per_sample_loss
+        from ladalit.method.distill import per_sample_loss
         sharded, module, opt, plain, plain_m, plain_opt = pair()
         b2, a2 = rows_step(fabric, module, opt, NonFiniteGuard("raise"), 1, 0, len(idx), lambda rows: per_sample_loss(
             cfg, module, *[[xs[i] for i in rows] for xs in (keys, *args)]), weights=w)
