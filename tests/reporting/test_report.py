@@ -13,7 +13,7 @@ import pytest
 from matplotlib.image import imread
 from rich.console import Console
 
-from ladalit.core.channel import Channel, Message
+from ladalit.core.channel import Channel, Sent
 from ladalit.reporting.plots import (accuracy_figure, partial_label, plot_accuracy, plot_communication, plot_selection,
                            wandb_images, write_plots)
 from ladalit.reporting.progress import Progress, duration, summary_rows
@@ -158,7 +158,7 @@ def test_report_exits_2_with_one_line_when_a_dir_has_no_results(tmp_path):
 def as_results_and_channel(saved: dict) -> tuple[Results, Channel]:
     results, channel = Results(), Channel()
     results.accuracy, results.selection = copy.deepcopy(saved["accuracy"]), copy.deepcopy(saved["selection"])
-    channel.messages = [Message(c["round"], c["direction"], c["client"], "x", c["bytes"]) for c in saved["communication"]]
+    channel.messages = [Sent(c["round"], c["direction"], c["client"], "x", c["bytes"]) for c in saved["communication"]]
     return results, channel
 
 
