@@ -18,7 +18,7 @@ vllm/entrypoints/llm.py, vllm/config/lora.py (the max_lora_rank values) and
 vllm/lora/peft_helper.py (the adapter_config.json fields vLLM reads).
 
 Verified, and not:
-- verified on CPU (tests/test_vllm_backend.py): `merge_adapters` is exact: the
+- verified on CPU (tests/scale/test_vllm_backend.py): `merge_adapters` is exact: the
   written directory, loaded by `peft.PeftModel.from_pretrained` onto the same
   base, gives the logits of the base with both adapters active (tiny qwen3,
   adapters of different rank, alpha and target modules);
