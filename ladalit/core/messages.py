@@ -20,7 +20,7 @@ Votes, SampleWeights, ServerRationales, SocraticChains, PartialTrajectories, Com
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 
 import safetensors.torch
 import torch
@@ -46,12 +46,11 @@ def encode(msg) -> bytes:
     """4 bytes of header length, the header (JSON: the kind and the plain fields), then the tensor fields
     as safetensors. Both formats hold data only: decoding runs no code."""
     plain, tensors = {}, {}
-    for f in fields(msg):
-        v = getattr(msg, f.name)
+    for name, v in as_dict(msg).items():
         if isinstance(v, torch.Tensor):
-            tensors[f.name] = v.detach().cpu().contiguous()
+            tensors[name] = v.detach().cpu().contiguous()
         else:
-            plain[f.name] = v
+            plain[name] = v
     head = json.dumps({"kind": msg.kind, "fields": plain, "tensors": sorted(tensors)},
                       ensure_ascii=False, separators=(",", ":")).encode()
     return len(head).to_bytes(4, "big") + head + (safetensors.torch.save(tensors) if tensors else b"")
@@ -67,7 +66,8 @@ def decode(data: bytes):
 
 
 def as_dict(msg) -> dict:
-    return asdict(msg)
+    """The message's fields by name (the objects themselves: no copy, unlike dataclasses.asdict)."""
+    return {f.name: getattr(msg, f.name) for f in fields(msg)}
 
 
 # ----------------------------------------------------------------------------- LaDa, server -> client

@@ -41,7 +41,7 @@ class LadaClient:
         self.guard, self.results, self.optimizer = NonFiniteGuard(cfg.on_nonfinite), Results(), None
         self.progress = progress or Progress(quiet=True)
         self.responses = ResponseCache(cfg.generation.max_new_tokens, cfg.generation.batch_size, self.progress,
-                                       _generators(cfg, name, participant), mark_cut=True)
+                                       generators_for(cfg, name, participant), mark_cut=True)
         self.round, self.selection = 0, []
 
     def handle(self, msg):
@@ -140,7 +140,7 @@ def record_answers(results: Results, responses: ResponseCache, round: int) -> No
     responses.drop_before(round + 1)
 
 
-def _generators(cfg, name, participant) -> dict:
+def generators_for(cfg, name, participant) -> dict:
     if cfg.generation.backend != "vllm":
         return {}
     from ladalit.scale.vllm_backend import make_generators

@@ -41,7 +41,7 @@ from ladalit.core.responses import ResponseCache
 from ladalit.core.training import NonFiniteGuard, minibatches
 from ladalit.core.transport import InProcess, Transport
 from ladalit.method import checkpoint
-from ladalit.method.client import LadaClient, _generators, answers_message, received_answers, record_answers
+from ladalit.method.client import LadaClient, answers_message, generators_for, received_answers, record_answers
 from ladalit.method.distill import count_pairs, train_selection
 from ladalit.method.pair import (PairState, candidate_batches, close_round, fit_filter, make_filter, reward_scale,
                                  rewards_of, select, server_weights)
@@ -79,7 +79,7 @@ class LadaServer:
         self.guard, self.results, self.optimizer = NonFiniteGuard(cfg.on_nonfinite), Results(), None
         self.progress = progress or Progress(quiet=True)
         self.responses = ResponseCache(cfg.generation.max_new_tokens, cfg.generation.batch_size, self.progress,
-                                       _generators(cfg, "server", participant), mark_cut=True)
+                                       generators_for(cfg, "server", participant), mark_cut=True)
 
     def run_round(self, t: int) -> None:
         for k in self.transport.names:
