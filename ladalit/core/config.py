@@ -285,6 +285,18 @@ class FabricConfig:
 
 
 @dataclass
+class FederationConfig:
+    # LaDa's exchange: per_batch = Algorithm 1's (the server's answers per candidate batch, for the selected
+    # samples only); per_round = a few messages per client per round (every answer on D_p at once, as a
+    # deployment on Flower needs: ladalit.federation); the results are the same
+    protocol: str = "per_batch"
+    # Flower: seconds the server waits for a client's reply before that client counts as failed
+    client_timeout_s: float = 600.0
+    # Flower: a failed client stops the run with its last checkpoint (raise), or the run goes on without it (skip)
+    on_client_failure: str = "raise"
+
+
+@dataclass
 class WandbConfig:
     # offline (default) | online | disabled
     mode: str = "offline"
@@ -342,6 +354,8 @@ class RunConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     # Lightning Fabric
     fabric: FabricConfig = field(default_factory=FabricConfig)
+    # how the server and the clients exchange messages (the Flower deployment: ladalit.federation)
+    federation: FederationConfig = field(default_factory=FederationConfig)
     # experiment tracking
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     # directory for run directories
@@ -375,6 +389,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "fabric.accelerator": ("auto", "cpu", "cuda"),
     "fabric.precision": ("32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true"),
     "on_nonfinite": ("skip", "raise"),
+    "federation.protocol": ("per_batch", "per_round"),
+    "federation.on_client_failure": ("raise", "skip"),
     "fedmkt.ce_normalise": ("char", "token"),
     "wasp.vote_decay": ("harmonic", "uniform"),
     "wasp.weights": ("global", "local"),
@@ -388,6 +404,7 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
     "rounds": (1, None),
     "beta": (0.0, None),
     "n_c": (1, None),
+    "federation.client_timeout_s": (1.0, None),
     "init_fraction": (0.0, 1.0),
     "reward.alpha": (0.0, 1.0),
     "filter_net.lam": (0.0, None),

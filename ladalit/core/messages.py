@@ -14,6 +14,14 @@ LaDa's protocol (ladalit.method.lada drives it; ladalit.method.client answers), 
     AskAnswers(ids)                  ⇒ ClientAnswers  (y^k for the samples the server selected for this pair)
     EndRound                         ⇒ Ready
 
+With `federation.protocol: per_round` (what a deployment on Flower needs: a small constant number of
+messages per client per round, ladalit.federation) the clients' phase is one exchange, and the server's
+AskAnswers names all of D_p once:
+
+    ClientRound(candidate batches, y^s for all of D_p)  ⇒ ClientRoundDone(the selected ids per batch)
+    AskAnswers(every id of D_p)                          ⇒ ClientAnswers
+    EndRound                                             ⇒ Ready
+
 The baselines send their own kinds one way (`Channel.send`): ServerAnswers, TopKLogits, SyntheticSamples,
 Votes, SampleWeights, ServerRationales, SocraticChains, PartialTrajectories, CompletionAnswers.
 """
@@ -93,6 +101,17 @@ class ServerAnswers:
     batch: int = -1
 
 
+@message("client_round")
+class ClientRound:
+    """per_round: the client's whole phase of round t in one message: the candidate batches of D_p (ids, in
+    stream order) and the server's answers y^s for every id of `ids`, of which the client uses those it selects."""
+    round: int
+    batches: list[list[str]]
+    ids: list[str]
+    texts: list[str]
+    cut: list[int] = field(default_factory=list)
+
+
 @message("end_client_round")
 class EndClientRound:
     round: int
@@ -121,6 +140,12 @@ class SelectedIds:
     round: int
     batch: int
     ids: list[str]
+
+
+@message("client_round_done")
+class ClientRoundDone:
+    round: int
+    selected: list[list[str]]  # per candidate batch, the ids the client's filter picked
 
 
 @message("distilled")
@@ -197,3 +222,51 @@ class CompletionAnswers:
     round: int
     ids: list[str]
     answers: list[str]
+
+
+# ----------------------------------------------------------------------------- a deployment (ladalit.federation)
+# The experimenter's messages around the protocol when the clients are other processes or hosts (Flower):
+# who is where, what the run is, and each client's rows of results. None carries private text or ids.
+@message("hello")
+class Hello:
+    round: int = 0
+
+
+@message("node_name")
+class NodeName:
+    round: int
+    name: str  # the client's name, from its own node config
+
+
+@message("join")
+class Join:
+    """The run as the client needs it: the resolved config (it names no private path) and D_p."""
+    round: int
+    run: str  # the run's name: the site keeps one state directory per run
+    config: str
+    public: list[dict]
+    evaluate: bool
+
+
+@message("refused")
+class Refused:
+    """The client cannot take the message (another round, no such run, bad local data): why, in one line."""
+    round: int
+    client: str
+    why: str
+
+
+@message("report")
+class Report:
+    """Send me your rows of results of this round (and evaluate yourself first, when `evaluate`)."""
+    round: int
+    evaluate: bool
+
+
+@message("round_report")
+class RoundReport:
+    """The client's rows of results of the round (Results.state_dict(); its private predictions stay with
+    it) and its counters: skipped non-finite steps, answers generated, its filter's bound hits."""
+    round: int
+    results: dict
+    counters: dict

@@ -58,6 +58,16 @@ class ResponseCache:
                 c["answers_cut"] += isinstance(y, CutAnswer)
         return out
 
+    def state_dict(self) -> dict:
+        """The cached answers (for a client whose process ends between messages: ladalit.federation.site)."""
+        return {"cache": [[*k, str(y), isinstance(y, CutAnswer), self.prompt_cut[k]] for k, y in self.cache.items()],
+                "generated": self.generated}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.cache = {(r, p, i): CutAnswer(y) if c else y for r, p, i, y, c, _ in state["cache"]}
+        self.prompt_cut = {(r, p, i): pc for r, p, i, _, _, pc in state["cache"]}
+        self.generated = state["generated"]
+
     def drop_before(self, round: int) -> None:
         self.cache = {k: v for k, v in self.cache.items() if k[0] >= round}
         self.prompt_cut = {k: v for k, v in self.prompt_cut.items() if k[0] >= round}

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import math
 
-from ladalit.core.messages import (AskAnswers, BeginRound, ClientAnswers, Distilled, EndClientRound, EndRound,
-                                   ProtocolError, Ready, SelectCandidates, SelectedIds, ServerAnswers)
+from ladalit.core.messages import (AskAnswers, BeginRound, ClientAnswers, ClientRound, ClientRoundDone, Distilled,
+                                   EndClientRound, EndRound, ProtocolError, Ready, SelectCandidates, SelectedIds,
+                                   ServerAnswers)
 from ladalit.core.prompts import CutAnswer, format_response, zero_shot_prompt
 from ladalit.core.responses import ResponseCache
 from ladalit.core.training import NonFiniteGuard, minibatches, supervised_finetune
@@ -46,10 +47,11 @@ class LadaClient:
 
     def handle(self, msg):
         handlers = {BeginRound: self.begin_round, SelectCandidates: self.select, ServerAnswers: self.distill,
-                    EndClientRound: self.end_client_round, AskAnswers: self.answers, EndRound: self.end_round}
+                    EndClientRound: self.end_client_round, AskAnswers: self.answers, EndRound: self.end_round,
+                    ClientRound: self.client_round}
         if type(msg) not in handlers:
             raise ProtocolError(f"client '{self.name}': no handler for message kind {msg.kind!r}")
-        if not isinstance(msg, BeginRound) and msg.round != self.round:
+        if not isinstance(msg, (BeginRound, ClientRound)) and msg.round != self.round:
             raise ProtocolError(f"client '{self.name}' is in round {self.round}, got {msg.kind!r} for round {msg.round}")
         return handlers[type(msg)](msg)
 
@@ -61,6 +63,20 @@ class LadaClient:
         if msg.round == 1:
             self.reference_sft()
         return Ready(msg.round)
+
+    def client_round(self, msg: ClientRound) -> ClientRoundDone:
+        """per_round: the whole phase of round t, as the per-batch messages would drive it, with y^s for all of D_p."""
+        t = msg.round
+        self.begin_round(BeginRound(t))
+        y_s = dict(zip(msg.ids, received_answers(msg)))
+        selected = []
+        for b, ids in enumerate(msg.batches):
+            chosen = self.select(SelectCandidates(t, b, ids)).ids
+            if chosen:
+                self.distill(answers_message(ServerAnswers, t, [y_s[i] for i in chosen], batch=b))
+            selected.append(chosen)
+        self.end_client_round(EndClientRound(t))
+        return ClientRoundDone(t, selected)
 
     def reference_sft(self) -> None:
         """❶ the reference SLM: SFT on private train (short answer statements), then frozen as φ_ref_k."""

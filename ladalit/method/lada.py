@@ -32,10 +32,11 @@ from dataclasses import dataclass
 
 import torch
 
-from ladalit.core.channel import Channel
+from ladalit.core.channel import DOWN, UP, Channel
 from ladalit.core.encoder import make_encoder
 from ladalit.core.evaluation import evaluate_all
-from ladalit.core.messages import AskAnswers, BeginRound, EndClientRound, EndRound, SelectCandidates, ServerAnswers
+from ladalit.core.messages import (AskAnswers, BeginRound, ClientRound, EndClientRound, EndRound, SelectCandidates,
+                                   ServerAnswers)
 from ladalit.core.prompts import format_question, zero_shot_prompt
 from ladalit.core.responses import ResponseCache
 from ladalit.core.training import NonFiniteGuard, minibatches
@@ -80,15 +81,20 @@ class LadaServer:
         self.progress = progress or Progress(quiet=True)
         self.responses = ResponseCache(cfg.generation.max_new_tokens, cfg.generation.batch_size, self.progress,
                                        generators_for(cfg, "server", participant), mark_cut=True)
+        self.y_k: dict | None = None  # per_round: every client's answers on D_p, asked once per round
 
     def run_round(self, t: int) -> None:
-        for k in self.transport.names:
-            self.client_round(t, k)
+        if self.cfg.federation.protocol == "per_round":
+            self.clients_phase(t)
+            self.y_k = self.ask_all_answers(t)
+        else:
+            for k in list(self.transport.names):
+                self.client_round(t, k)
         self.server_round(t)
-        for k in self.transport.names:
-            self.transport.request(k, EndRound(t))
+        self.transport.request_all({k: EndRound(t) for k in self.transport.names})
         record_answers(self.results, self.responses, t)
         self.participant.clear_reference_cache()
+        self.y_k = None
 
     # ----------------------------------------------------------------------- the clients' phase
     def client_round(self, t: int, k: str) -> None:
@@ -108,6 +114,30 @@ class LadaServer:
         """y^s for the samples client k selected; the client distills from them."""
         answers = self.responses.get(t, self.participant, [self.public.records[self.public.index[i]] for i in ids])
         self.transport.request(k, answers_message(ServerAnswers, t, answers, batch=b))
+        self.transport.channel.count_answers(t, DOWN, k, answers, answers)
+
+    def clients_phase(self, t: int) -> None:
+        """per_round: every client's phase in one message each, sent at once: the candidate batches and y^s for
+        all of D_p (the client uses the answers of the samples it selects)."""
+        records = self.public.records
+        answers = self.responses.get(t, self.participant, records)
+        batches = [[records[i].id for i in cand] for cand in
+                   candidate_batches(len(records), self.cfg.n_c, self.cfg.seed, t)]
+        msg = answers_message(ClientRound, t, answers, batches=batches, ids=[x.id for x in records])
+        replies = self.transport.request_all({k: msg for k in self.transport.names})
+        for k, done in replies.items():
+            used = {i for ids in done.selected for i in ids}
+            self.transport.channel.count_answers(t, DOWN, k, answers, [y for x, y in zip(records, answers) if x.id in used])
+
+    def ask_all_answers(self, t: int) -> dict[tuple[str, str], str]:
+        """per_round: each client's answers y^k on every id of D_p, asked once (the server's selections come
+        batch by batch, after its own updates)."""
+        ids = [x.id for x in self.public.records]
+        replies = self.transport.request_all({k: AskAnswers(t, ids) for k in self.transport.names})
+        for k, reply in replies.items():
+            self.transport.channel.count_answers(t, UP, k, reply.texts, [])
+        return {(k, i): y for k, reply in replies.items() for i, y in zip(ids, received_answers(reply))}
+
 
     # ----------------------------------------------------------------------- the server's phase
     def server_round(self, t: int) -> None:
@@ -122,27 +152,34 @@ class LadaServer:
             if rows:
                 self.weighted_server_step(t, b, rows, self.collect_answers(t, rows))
         bar.done()
-        for k, pair in self.pairs.items():
-            self.results.add_reward_scale(t, f"server<-{k}", "server", **reward_scale(pair, self.cfg.filter_net.tau))
-            close_round(pair)
+        for k in self.transport.names:
+            self.results.add_reward_scale(t, f"server<-{k}", "server", **reward_scale(self.pairs[k], self.cfg.filter_net.tau))
+            close_round(self.pairs[k])
 
     def server_select(self, t: int, cand: list[int]) -> list[tuple[str, int]]:
         """U_{s,k} selects from the candidate batch for every pair k; rows (k, index into D_p)."""
         rows = []
-        for k, pair in self.pairs.items():
+        for k in self.transport.names:
+            pair = self.pairs[k]
             sel, bound = select(self.cfg, pair, t, cand, self.public.emb, self.public.prototypes)
             self.results.add_selection(t, f"server<-{k}", "server", len(cand), len(sel), bound)
             rows += [(k, i) for i in sel]
         return rows
 
     def collect_answers(self, t: int, rows) -> dict[tuple[str, str], str]:
-        """Each client's answers y^k on the samples chosen for its pair."""
+        """Each client's answers y^k on the samples chosen for its pair (per_round: from those asked at once)."""
         y_k = {}
         for k in self.transport.names:
             ids = [self.public.records[i].id for kk, i in rows if kk == k]
-            if ids:
-                reply = self.transport.request(k, AskAnswers(t, ids))
-                y_k.update({(k, i): y for i, y in zip(ids, received_answers(reply))})
+            if not ids:
+                continue
+            if self.y_k is not None:
+                got = [self.y_k[(k, i)] for i in ids]
+                self.transport.channel.count_answers(t, UP, k, [], got)
+            else:
+                got = received_answers(self.transport.request(k, AskAnswers(t, ids)))
+                self.transport.channel.count_answers(t, UP, k, got, got)
+            y_k.update({(k, i): y for i, y in zip(ids, got)})
         return y_k
 
     def weighted_server_step(self, t: int, b: int, rows, y_k) -> None:

@@ -79,7 +79,8 @@ class Results:
         self.reward_scale, self.budget = state.get("reward_scale", []), state.get("budget", [])
 
     def save(self, run_dir: Path, cfg, channel, extra: dict | None = None) -> dict:
-        comm = [{"round": r, "direction": d, "client": c, "bytes": b}
+        comm = [{"round": r, "direction": d, "client": c, "bytes": b,
+                 **channel.answers.get((r, d, c), {"answers_sent": 0, "answers_needed": 0})}
                 for (r, d, c), b in sorted(channel.bytes_by().items())]
         selected = [{"round": r, "pair": p, "selected": n} for (r, p), n in sorted(self.selected_per_round().items())]
         out = {

@@ -1,0 +1,1 @@
+"""Flower deployment of ladalit: a localhost launcher (SuperLink + SuperNodes) and a probe app."""

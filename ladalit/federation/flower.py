@@ -1,0 +1,131 @@
+"""LaDa on Flower (pip install 'ladalit[flower]'): the ServerApp runs the server's side
+(ladalit.federation.server), the ClientApp hands every message to the client's site
+(ladalit.federation.site). They talk only by Flower Messages of type "query.ladalit", whose content is
+one ConfigRecord holding the ladalit message's bytes; the channel counts the size of that content as
+Flower serialises it (per round, direction and client).
+
+The ServerApp's run config (`flwr run APP CONNECTION --run-config '...'`):
+
+    conf          the ladalit config file, on the server's host
+    overrides     key=value overrides, space-separated (output_dir=..., rounds=..., resume=true, ...)
+    server-data   the server's directory: public.jsonl and eval.jsonl (ladalit.federation.prepare)
+
+A SuperNode's node config names its client (`name`, `data`, and optionally `model`, `state`: see
+ladalit.federation.site). A node that does not answer within federation.client_timeout_s counts as failed
+(federation.on_client_failure).
+"""
+from __future__ import annotations
+
+import shlex
+import sys
+import time
+from pathlib import Path
+
+from flwr.app import ConfigRecord, Context, Message, RecordDict
+from flwr.clientapp import ClientApp
+from flwr.common.serde import recorddict_to_proto
+from flwr.serverapp import Grid, ServerApp
+
+from ladalit.federation.transport import Crossed, Lost, SiteTransport
+
+MESSAGE_TYPE = "query.ladalit"
+
+
+def content_of(data: bytes) -> RecordDict:
+    return RecordDict({"ladalit": ConfigRecord({"message": data})})
+
+
+def content_bytes(content: RecordDict) -> int:
+    """The size of the content as Flower serialises it (what crosses, before gRPC/HTTP framing)."""
+    return recorddict_to_proto(content).ByteSize()
+
+
+class FlowerTransport(SiteTransport):
+    """The clients are SuperNodes, reached through the ServerApp's Grid; addressed by node id until they
+    say who they are (ladalit.federation.server.name_nodes)."""
+
+    def __init__(self, grid: Grid, channel, clients: int, timeout_s: float, on_failure: str = "raise"):
+        super().__init__(channel, {str(n): n for n in wait_for_nodes(grid, clients, timeout_s)}, on_failure)
+        self.grid, self.timeout_s = grid, timeout_s
+
+    def carry(self, requests: dict[str, bytes]) -> dict[str, Crossed | Lost]:
+        contents = {k: content_of(data) for k, data in requests.items()}
+        msgs = [Message(contents[k], dst_node_id=self.address[k], message_type=MESSAGE_TYPE, ttl=self.timeout_s)
+                for k in requests]
+        replies = {r.metadata.src_node_id: r for r in self.grid.send_and_receive(msgs, timeout=self.timeout_s)}
+        out: dict[str, Crossed | Lost] = {}
+        for k in requests:
+            down, r = content_bytes(contents[k]), replies.get(self.address[k])
+            if r is None:
+                out[k] = Lost(f"no reply within federation.client_timeout_s={self.timeout_s:g} s", down)
+            elif r.has_error():
+                out[k] = Lost(f"its ClientApp failed: {first_line(r.error.reason)}", down)
+            else:
+                out[k] = Crossed(r.content["ladalit"]["message"], down, content_bytes(r.content))
+        return out
+
+
+def wait_for_nodes(grid: Grid, clients: int, timeout_s: float, poll_s: float = 1.0) -> list[int]:
+    """The connected nodes, once there are as many as the config has clients (or whatever is there at the
+    timeout: the clients that are missing are named when the nodes say who they are)."""
+    end = time.time() + timeout_s
+    while True:
+        nodes = sorted(grid.get_node_ids())
+        if len(nodes) >= clients or time.time() >= end:
+            return nodes
+        time.sleep(poll_s)
+
+
+def first_line(text: str | None) -> str:
+    lines = [x for x in (text or "").strip().splitlines() if x.strip()]
+    return lines[-1][:300] if lines else "no reason given"
+
+
+# ----------------------------------------------------------------------------- the apps
+server_app = ServerApp()
+client_app = ClientApp()
+
+
+@server_app.main()
+def server_main(grid: Grid, context: Context) -> None:
+    code = serve_main(grid, dict(context.run_config))
+    if code:
+        raise SystemExit(code)
+
+
+def serve_main(grid: Grid, run_config: dict) -> int:
+    """The ServerApp's body: exit status 0, 1 (a client failed under raise) or 2 (bad config or input),
+    with one line on stderr."""
+    from ladalit.core.channel import Channel
+    from ladalit.core.config import ConfigError, load_config
+    from ladalit.core.messages import ProtocolError
+    from ladalit.core.run_identity import RunError
+    from ladalit.core.transport import ClientFailure
+    from ladalit.data.records import DataError
+    from ladalit.federation.server import serve
+    try:
+        argv = [f"conf={run_config['conf']}", *shlex.split(str(run_config.get("overrides", ""))),
+                "federation.protocol=per_round"]
+        cfg = load_config(argv)
+        fed = cfg.federation
+        transport = FlowerTransport(grid, Channel(), len(cfg.clients), fed.client_timeout_s, fed.on_client_failure)
+        run_dir, out = serve(cfg, transport, Path(str(run_config["server-data"])), quiet=cfg.quiet)
+    except KeyError as err:
+        print(f"error: the ServerApp's run config has no {err} (conf, overrides, server-data)", file=sys.stderr)
+        return 2
+    except (ConfigError, DataError, RunError, ProtocolError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except ClientFailure as err:
+        print(f"error: {err}; the run stopped (federation.on_client_failure=raise), its last complete round is "
+              "checkpointed: resume=true continues it", file=sys.stderr)
+        return 1
+    print(f"results: {run_dir} ({out['communication_mb_total']:.3f} MB)", flush=True)
+    return 0
+
+
+@client_app.query("ladalit")
+def client_query(msg: Message, context: Context) -> Message:
+    from ladalit.federation.site import ClientSite
+    reply = ClientSite(dict(context.node_config)).handle_bytes(msg.content["ladalit"]["message"])
+    return Message(content_of(reply), reply_to=msg)

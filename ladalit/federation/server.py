@@ -1,0 +1,146 @@
+"""The server's side of a deployment: the usual run directory, the server role and its checkpoints, with the
+clients reached only through a transport of bytes (ladalit.federation.transport) — other processes or hosts.
+
+It is `ladalit.run.execute` with the clients elsewhere. The server holds ψ, D_p and its own evaluation set,
+read from SERVER_DATA (public.jsonl, eval.jsonl; `ladalit.federation.prepare` writes them for a local
+federation); no client's private path or record is here. Around LaDa's protocol it sends, per client:
+
+    Hello ⇒ NodeName                  (which client a node is, from the node's own config)
+    Join(config, D_p) ⇒ RoundReport   (round 0: the client evaluates itself, before any transfer)
+    ... LaDa's rounds, federation.protocol=per_round (ladalit.core.messages) ...
+    Report(t) ⇒ RoundReport           (the client's rows of results of round t, and its scores)
+
+Every crossing is counted on the channel; results.json adds `failed_clients` and `engine`.
+A resumed server (resume=true) sends Join again and goes on from its checkpoint's round; each site starts
+that round from its own copy of the round before (ladalit.federation.site).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from ladalit.core.channel import Channel
+from ladalit.core.config import ConfigError, to_yaml
+from ladalit.core.evaluation import evaluate
+from ladalit.core.experiment import build_participant, make_fabric, one_shot_example, setup_participant
+from ladalit.core.messages import Hello, Join, Report
+from ladalit.core.run_identity import check_run_dir, prepare_run_dir, save_checkpoint
+from ladalit.federation.site import read_records
+from ladalit.method.lada import LadaServer, public_set
+from ladalit.reporting.plots import write_plots
+from ladalit.reporting.progress import Progress, quiet_transformers
+from ladalit.reporting.results import Results, Tracker, log_round
+
+
+def check_deployable(cfg) -> None:
+    if cfg.method != "lada":
+        raise ConfigError(f"config key 'method': {cfg.method!r} does not run on a deployment yet (only lada)")
+    if cfg.federation.protocol != "per_round":
+        raise ConfigError("config key 'federation.protocol': a deployment needs per_round (a few messages per client "
+                          f"per round), not {cfg.federation.protocol!r}")
+
+
+def name_nodes(transport, expected: list[str]) -> None:
+    """Ask every node which client it is; every configured client must be there, once."""
+    names = {k: r.name for k, r in transport.request_all({k: Hello() for k in transport.names}).items()}
+    transport.rename(names)
+    missing = sorted(set(expected) - set(transport.names))
+    if missing:
+        raise ConfigError(f"config key 'clients': no node is {', '.join(missing)} (nodes: {sorted(transport.names)})")
+    transport.keep(expected)
+
+
+def serve(cfg, transport, server_data: Path, quiet: bool = True) -> tuple[Path, dict]:
+    """Run LaDa with the clients behind `transport` (a SiteTransport); returns the run dir and results.json."""
+    from ladalit.run import run_dir_for
+    check_deployable(cfg)
+    quiet_transformers(cfg.verbose)
+    run_dir = run_dir_for(cfg)
+    ckpt = check_run_dir(cfg, run_dir)
+    public = read_records(Path(server_data) / "public.jsonl", require_answer=False)
+    eval_set = read_records(Path(server_data) / "eval.jsonl")
+    fabric = make_fabric(cfg)
+    fabric.launch()
+    fabric.seed_everything(cfg.seed, verbose=False)
+    participant = setup_participant(fabric, build_participant(cfg, "server", "server", cfg.server))
+    name_nodes(transport, list(cfg.clients))
+    prepare_run_dir(cfg, run_dir, to_yaml(cfg))
+    channel, results, tracker = transport.channel, Results(), Tracker(cfg, run_dir)
+    start = 1 if ckpt is None else ckpt["round"] + 1
+    joined = transport.request_all({k: Join(0, run_dir.name, to_yaml(cfg), [asdict(x) for x in public], start == 1)
+                                    for k in transport.names})
+    with Progress(quiet=quiet) as progress:
+        server = LadaServer(cfg, fabric, participant, public_set(cfg, public), transport, progress)
+        counters = {k: r.counters for k, r in joined.items()}
+        if ckpt is None:
+            gather(cfg, results, 0, joined, Results(), participant, eval_set, True)
+            log_round(tracker, results, channel, 0)
+        else:
+            counters = restore(ckpt, server, results, channel, transport)
+        for t in range(start, cfg.rounds + 1):
+            server.run_round(t)
+            evaluated = cfg.eval.every_round or t == cfg.rounds
+            reports = transport.request_all({k: Report(t, evaluated) for k in transport.names})
+            counters |= {k: r.counters for k, r in reports.items()}
+            gather(cfg, results, t, reports, server.results, participant, eval_set, evaluated)
+            server.results = Results()
+            log_round(tracker, results, channel, t)
+            progress.summary(results, t, channel)
+            save_checkpoint(run_dir, t, snapshot(server, results, channel, counters, transport))
+            results.save(run_dir, cfg, channel, extra=extras(server, counters, transport))
+    server.close()
+    out = results.save(run_dir, cfg, channel, extra=extras(server, counters, transport))
+    tracker.finish(results, write_plots(out, run_dir))
+    return run_dir, out
+
+
+def gather(cfg, results: Results, t: int, reports: dict, server_rows: Results, participant, eval_set,
+           evaluated: bool) -> None:
+    """The round's rows as the in-process run orders them: the clients' (in config order), the server's,
+    then per prompt setting every client's score and the server's own, on its evaluation set."""
+    accuracy = {}
+    for k, r in reports.items():
+        rows = dict(r.results)
+        accuracy[k] = rows.pop("accuracy", [])
+        for key, got in rows.items():
+            getattr(results, key).extend(got)
+    for key, got in server_rows.state_dict().items():
+        getattr(results, key).extend(got)
+    if not evaluated:
+        return
+    for shots in cfg.eval.shots:
+        results.accuracy.extend(row for k in reports for row in accuracy[k] if row["shots"] == shots)
+        preds: list[dict] = []
+        m = evaluate(participant, eval_set, shots, one_shot_example(cfg), cfg.eval.max_new_tokens,
+                     cfg.eval.batch_size, preds)
+        results.add_eval(t, "server", "server", shots, m, preds)
+
+
+def snapshot(server: LadaServer, results: Results, channel: Channel, counters: dict, transport) -> dict:
+    state = server.state_dict()
+    return {"participants": {"server": state.pop("participant")}, "roles": {"server": state},
+            "results": results.state_dict(), "channel": channel.state_dict(), "counters": counters,
+            "failed_clients": transport.failed, "names": transport.names}
+
+
+def restore(ckpt: dict, server: LadaServer, results: Results, channel: Channel, transport) -> dict:
+    state = ckpt["state"]
+    torch.set_rng_state(ckpt["torch_rng"])
+    server.load_state_dict(state["roles"]["server"] | {"participant": state["participants"]["server"]})
+    results.load_state_dict(state["results"])
+    channel.load_state_dict(state["channel"])
+    transport.failed = list(state["failed_clients"])
+    transport.keep([k for k in state["names"] if k in transport.names])
+    return dict(state["counters"])
+
+
+def extras(server: LadaServer, counters: dict, transport) -> dict:
+    """results.json's counters, as the in-process run has them, and the deployment's own rows."""
+    clients = [counters[k] for k in counters]
+    return {"nonfinite_skipped": [s for c in clients for s in c.get("nonfinite_skipped", [])] + server.guard.skipped,
+            "responses_generated": sum(c.get("responses_generated", 0) for c in clients) + server.responses.generated,
+            "bound_hits": {**{f"client:{k}": c["bound_hits"] for k, c in counters.items() if c.get("bound_hits")},
+                           **{f"server:{k}": dict(p.filter.bound_hits) for k, p in server.pairs.items() if p.filter}},
+            "failed_clients": transport.failed, "engine": type(transport).__name__}

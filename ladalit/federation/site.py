@@ -1,0 +1,191 @@
+"""A client's site in a deployment: it answers the server's messages with the client role (LaDa's
+ladalit.method.client), holding its own private data, model and local state.
+
+The client learns who it is and where its data are from its own node config, never from the server:
+
+    name   the client's name, a key of the config's `clients`
+    data   a directory with its private train.jsonl and test.jsonl (ladalit records, one JSON object a line)
+    model  optional: a local Hugging Face model directory, instead of the config's model spec
+    state  optional: where its local state lives (default DATA/.ladalit-state), one directory per run
+
+A Flower ClientApp is a fresh process for every message, so the site keeps the role's whole local state
+on its own disk (`current.pt`, after every message) and a copy at every round's end (`round-T.pt`). A
+client round starts from the copy of the round before: a server that resumed from its last checkpoint
+and a site that went on after it agree again; any other mismatch of rounds is refused (ProtocolError).
+Its predictions on its private test set stay here (`predictions.jsonl`); only their scores cross.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from ladalit.core.messages import (ClientRound, Hello, Join, NodeName, ProtocolError, Refused, Report, RoundReport,
+                                   decode, encode)
+from ladalit.data.records import DataError, MCRecord, validate_record
+from ladalit.data.split import ClientData
+
+STATE_VERSION = 1
+
+
+def write_records(path: Path, records) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(asdict(r)) + "\n" for r in records))
+
+
+def read_records(path: Path, require_answer: bool = True) -> list[MCRecord]:
+    """ladalit records, one JSON object a line; a malformed one is a DataError naming the file and line."""
+    if not path.is_file():
+        raise DataError(str(path), None, "file", "not found")
+    out = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            rec = MCRecord(**{**row, "options": tuple(row["options"])})
+        except (json.JSONDecodeError, TypeError, KeyError) as err:
+            raise DataError(str(path), n, "record", f"not a ladalit record ({err})") from None
+        out.append(validate_record(rec, str(path), n, require_answer=require_answer))
+    return out
+
+
+def records_of(rows: list[dict]) -> list[MCRecord]:
+    return [MCRecord(**{**r, "options": tuple(r["options"])}) for r in rows]
+
+
+class ClientSite:
+    def __init__(self, node_config: dict):
+        missing = [k for k in ("name", "data") if not node_config.get(k)]
+        if missing:
+            raise ValueError(f"node config: missing {', '.join(missing)} (flower-supernode --node-config "
+                             "'name=\"client1\" data=\"/path/to/private\"')")
+        self.name, self.data = str(node_config["name"]), Path(str(node_config["data"]))
+        self.model = str(node_config["model"]) if node_config.get("model") else None
+        self.root = Path(str(node_config.get("state") or self.data / ".ladalit-state"))
+        self.dir: Path | None = None
+
+    # ----------------------------------------------------------------------- the entry point
+    def handle_bytes(self, data: bytes) -> bytes:
+        """One message in, its reply out; a message the role refuses comes back as Refused (one line)."""
+        msg = decode(data)
+        try:
+            return encode(self.handle(msg))
+        except (ProtocolError, DataError, ValueError) as err:
+            return encode(Refused(msg.round, self.name, f"{type(err).__name__}: {err}"))
+
+    def handle(self, msg):
+        if isinstance(msg, Hello):
+            return NodeName(0, self.name)
+        if isinstance(msg, Join):
+            return self.join(msg)
+        self.dir = self.run_dir_of(msg)
+        role = self.load(msg)
+        reply = self.report(role, msg) if isinstance(msg, Report) else role.handle(msg)
+        self.save(role, "current.pt")
+        if isinstance(msg, Report):
+            shutil.copyfile(self.dir / "current.pt", self.dir / f"round-{msg.round}.pt")
+        return reply
+
+    # ----------------------------------------------------------------------- the run
+    def join(self, msg: Join) -> RoundReport:
+        """Keep the run's config and D_p (a resumed run keeps its state); round 0: evaluate, when asked."""
+        from omegaconf import OmegaConf
+        cfg = OmegaConf.create(msg.config)
+        if self.name not in cfg.clients:
+            raise ProtocolError(f"client '{self.name}' is not in the run's clients {sorted(cfg.clients)}")
+        self.dir = self.root / str(msg.run)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        _atomic_write(self.dir / "config.yaml", msg.config.encode())
+        _atomic_write(self.dir / "public.json", json.dumps(msg.public).encode())
+        _atomic_write(self.root / "active", str(msg.run).encode())
+        role = self.build() if msg.evaluate else None
+        return self.report(role, Report(0, msg.evaluate)) if role else RoundReport(0, {}, {})
+
+    def run_dir_of(self, msg) -> Path:
+        """The directory of the run this site joined last (STATE/active names it)."""
+        active = self.root / "active"
+        if not active.is_file():
+            raise ProtocolError(f"client '{self.name}' got {msg.kind!r} before joining a run")
+        return self.root / active.read_text().strip()
+
+    def config(self):
+        from ladalit.core.config import load_config
+        cfg = load_config([f"conf={self.dir / 'config.yaml'}"])
+        if self.model is not None:  # the site's own copy of its model
+            cfg.clients[self.name].model.source = "hub"
+            cfg.clients[self.name].model.name_or_path = self.model
+        return cfg
+
+    def build(self):
+        """The client role, as the process starts: config, private data, its model (Fabric-wrapped), D_p."""
+        from ladalit.core.experiment import build_participant, make_fabric, setup_participant
+        from ladalit.method.client import LadaClient
+        from ladalit.method.lada import public_set
+        cfg = self.config()
+        fabric = make_fabric(cfg)
+        fabric.launch()
+        fabric.seed_everything(cfg.seed, verbose=False)
+        participant = setup_participant(fabric, build_participant(cfg, self.name, "client", cfg.clients[self.name]))
+        private = ClientData(read_records(self.data / "train.jsonl"), read_records(self.data / "test.jsonl"))
+        public = public_set(cfg, records_of(json.loads((self.dir / "public.json").read_text())))
+        return LadaClient(cfg, fabric, self.name, list(cfg.clients).index(self.name), participant, private, public)
+
+    # ----------------------------------------------------------------------- local state
+    def load(self, msg):
+        """The role with its local state: a client round starts from the end of the round before."""
+        role = self.build()
+        if isinstance(msg, ClientRound):
+            if msg.round == 1:
+                return role
+            path = self.dir / f"round-{msg.round - 1}.pt"
+            if not path.is_file():
+                raise ProtocolError(f"client '{self.name}' has no state of round {msg.round - 1} "
+                                    f"(in {self.dir}), the server starts round {msg.round}")
+        else:
+            path = self.dir / "current.pt"
+            if not path.is_file():
+                raise ProtocolError(f"client '{self.name}' got {msg.kind!r} of round {msg.round} before any round")
+        state = torch.load(path, weights_only=False)
+        role.load_state_dict(state["role"])
+        role.responses.load_state_dict(state["responses"])
+        role.results.load_state_dict(state["results"])
+        return role
+
+    def save(self, role, name: str) -> None:
+        path = self.dir / name
+        torch.save({"version": STATE_VERSION, "role": role.state_dict(), "responses": role.responses.state_dict(),
+                    "results": role.results.state_dict()}, path.with_name(name + ".tmp"))
+        os.replace(path.with_name(name + ".tmp"), path)
+
+    # ----------------------------------------------------------------------- reports
+    def report(self, role, msg: Report) -> RoundReport:
+        """The round's rows of results (then forgotten here), after evaluating on the private test set when
+        asked; the predictions are kept in this site's predictions.jsonl, only their scores are sent."""
+        from ladalit.core.evaluation import evaluate
+        from ladalit.core.experiment import one_shot_example
+        from ladalit.reporting.results import Results
+        cfg = role.cfg
+        if msg.evaluate:
+            test = role.private.test[: cfg.eval.limit]
+            for shots in cfg.eval.shots:
+                preds: list[dict] = []
+                m = evaluate(role.participant, test, shots, one_shot_example(cfg), cfg.eval.max_new_tokens,
+                             cfg.eval.batch_size, preds)
+                role.results.add_eval(msg.round, self.name, "client", shots, m)
+                with open(self.dir / "predictions.jsonl", "a") as f:
+                    f.writelines(json.dumps({"round": msg.round, "shots": shots, **p}) + "\n" for p in preds)
+        rows = role.results.state_dict()
+        role.results = Results()
+        counters = {"nonfinite_skipped": list(role.guard.skipped), "responses_generated": role.responses.generated,
+                    "bound_hits": dict(role.pair.filter.bound_hits) if role.pair.filter else None}
+        return RoundReport(msg.round, rows, counters)
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.with_name(path.name + ".tmp").write_bytes(data)
+    os.replace(path.with_name(path.name + ".tmp"), path)

@@ -1,0 +1,127 @@
+"""The deployment's server side (ladalit.federation.server) with client sites reached by bytes only
+(LocalSites: each message handled as a fresh process would, from the site's own disk) gives the results of
+the in-process run; failures follow federation.on_client_failure; a resumed server and its sites agree."""
+import json
+import shutil
+
+import pytest
+
+from ladalit.core.channel import Channel
+from ladalit.core.config import ConfigError, load_config
+from ladalit.core.messages import ClientRound, ProtocolError, decode, encode
+from ladalit.core.transport import ClientFailure
+from ladalit.federation.prepare import prepare_sites
+from ladalit.federation.server import serve
+from ladalit.federation.site import ClientSite, read_records
+from ladalit.federation.transport import LocalSites, Lost
+from ladalit.run import execute
+
+SAME = ("accuracy", "selection", "selected_per_round", "train", "reward_scale", "bound_hits", "nonfinite_skipped")
+
+
+def same(a, b) -> bool:
+    """Equal, NaN included (an untrained filter's score means are NaN on both sides)."""
+    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+
+
+def smoke(out, *extra):
+    return load_config(["conf=smoke.yaml", f"output_dir={out}", "quiet=true", *extra])
+
+
+def local_federation(tmp, cfg, transport_cls=LocalSites, **kw):
+    nodes = prepare_sites(cfg, tmp / "fed")
+    sites = {f"node{i}": ClientSite(n) for i, n in enumerate(nodes.values())}
+    return transport_cls(Channel(keep_payloads=True), sites, cfg.federation.on_client_failure, **kw)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("sites")
+    _, inproc = execute(smoke(tmp, "run_name=inproc"), quiet=True)
+    cfg = smoke(tmp, "run_name=sites", "federation.protocol=per_round")
+    transport = local_federation(tmp, cfg)
+    run_dir, deployed = serve(cfg, transport, tmp / "fed" / "server")
+    return tmp, inproc, deployed, transport, run_dir
+
+
+def test_deployment_gives_the_in_process_results(runs):
+    _, inproc, deployed, _, _ = runs
+    for key in SAME:
+        assert same(deployed[key], inproc[key]), key
+    assert deployed["engine"] == "LocalSites" and deployed["failed_clients"] == []
+
+
+def test_report_shows_answer_bytes_sent_and_needed(runs):
+    _, inproc, deployed, _, _ = runs
+    for row in inproc["communication"]:  # Algorithm 1's exchange sends only what the receiver uses
+        assert row["answers_sent"] == row["answers_needed"]
+    rounds = [r for r in deployed["communication"] if r["round"] >= 1]
+    assert all(r["answers_sent"] >= r["answers_needed"] for r in rounds)
+    assert sum(r["answers_sent"] for r in rounds) > sum(r["answers_needed"] for r in rounds) > 0
+    needed = {(r["round"], r["direction"], r["client"]): r["answers_needed"] for r in inproc["communication"]}
+    assert {k: v for k, v in needed.items() if v} == {(r["round"], r["direction"], r["client"]): r["answers_needed"]
+                                                     for r in rounds if r["answers_needed"]}
+
+
+def test_no_private_text_or_id_crosses(runs):
+    tmp, _, _, transport, _ = runs
+    private = [x for name in ("client1", "client2") for f in ("train.jsonl", "test.jsonl")
+               for x in read_records(tmp / "fed" / name / f)]
+    assert transport.channel.payloads and private
+    wire = b"".join(transport.channel.payloads)
+    for x in private:  # as the JSON header holds a string: quoted (an id is not a prefix of another)
+        assert json.dumps(x.id).encode() not in wire, x.id
+        assert json.dumps(x.question, ensure_ascii=False)[1:-1].encode() not in wire, x.id
+    public = read_records(tmp / "fed" / "server" / "public.jsonl", require_answer=False)
+    assert json.dumps(public[0].id).encode() in wire  # the scan sees ids where they do cross
+
+
+def test_site_refuses_a_round_it_cannot_be_in(runs):
+    tmp, *_ = runs
+    site = ClientSite({"name": "client1", "data": str(tmp / "fed" / "client1")})
+    reply = decode(site.handle_bytes(encode(ClientRound(7, [], [], []))))
+    assert reply.kind == "refused" and "no state of round 6" in reply.why
+
+
+class LosesClient2InRound2(LocalSites):
+    """client2 stops answering at its first message of round 2."""
+
+    def carry(self, requests):
+        if decode(next(iter(requests.values()))).round != 2 or "client2" not in requests:
+            return super().carry(requests)
+        out = super().carry({k: d for k, d in requests.items() if k != "client2"})
+        return {k: out[k] if k != "client2" else Lost("gone", len(requests[k])) for k in requests}
+
+
+def test_skip_goes_on_without_the_failed_client(tmp_path):
+    cfg = smoke(tmp_path, "run_name=skip", "federation.protocol=per_round", "federation.on_client_failure=skip")
+    transport = local_federation(tmp_path, cfg, LosesClient2InRound2)
+    run_dir, out = serve(cfg, transport, tmp_path / "fed" / "server")
+    assert out["failed_clients"] == [{"round": 2, "client": "client2", "why": "gone"}]
+    last = {r["participant"] for r in out["accuracy"] if r["round"] == 2}
+    assert last == {"client1", "server"}
+    assert not [s for s in out["selection"] if s["round"] == 2 and "client2" in s["pair"]]
+    assert json.loads((run_dir / "results.json").read_text())["failed_clients"] == out["failed_clients"]
+
+
+def test_raise_stops_with_the_last_round_checkpointed_and_resume_agrees(tmp_path, runs):
+    _, _, deployed, _, _ = runs
+    cfg = smoke(tmp_path, "run_name=raise", "federation.protocol=per_round")
+    transport = local_federation(tmp_path, cfg, LosesClient2InRound2)
+    with pytest.raises(ClientFailure, match="client 'client2' failed in round 2: gone"):
+        serve(cfg, transport, tmp_path / "fed" / "server")
+    assert (tmp_path / "raise" / "checkpoint.pt").is_file()
+    # the server resumes from round 1; client1's site had gone on into round 2 and starts it again
+    cfg = smoke(tmp_path, "run_name=raise", "federation.protocol=per_round", "resume=true")
+    sites = {f"node{i}": ClientSite({"name": n, "data": str(tmp_path / "fed" / n)})
+             for i, n in enumerate(["client1", "client2"])}
+    _, out = serve(cfg, LocalSites(Channel(), sites), tmp_path / "fed" / "server")
+    for key in SAME:
+        assert same(out[key], deployed[key]), key
+
+
+def test_a_deployment_needs_lada_and_per_round(tmp_path):
+    with pytest.raises(ConfigError, match="federation.protocol"):
+        serve(smoke(tmp_path), None, tmp_path)
+    with pytest.raises(ConfigError, match="'method'"):
+        serve(smoke(tmp_path, "method=fedkd", "federation.protocol=per_round"), None, tmp_path)
