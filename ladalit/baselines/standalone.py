@@ -8,6 +8,7 @@ import math
 from ladalit.core import checkpoint
 from ladalit.core.channel import Channel
 from ladalit.core.evaluation import evaluate_all
+from ladalit.core.messages import LocalRound, ProtocolError, Ready
 from ladalit.core.prompts import format_response, zero_shot_prompt
 from ladalit.core.training import NonFiniteGuard, supervised_finetune
 from ladalit.reporting.progress import Progress
@@ -66,3 +67,78 @@ def run_standalone(exp, channel: Channel, results: Results, tracker=None, start_
         end_round(exp, results, channel, tracker, progress, t, on_round_end,
                   lambda: round_state(exp, guard, optimizers, results, channel))
     return {"nonfinite_skipped": guard.skipped}
+
+
+# ----------------------------------------------------------------------------- the roles, for a deployment
+class PrivateClient:
+    """Standalone's client role on a deployment (ladalit.federation): LocalRound(t) ⇒ Ready, the same private
+    fine-tuning as `run_standalone` gives that client. FedKD's client role extends it."""
+
+    def __init__(self, cfg, fabric, name: str, participant, private):
+        self.cfg, self.fabric, self.name, self.participant, self.private = cfg, fabric, name, participant, private
+        self.guard, self.results, self.optimizer, self.round = NonFiniteGuard(cfg.on_nonfinite), Results(), None, 0
+
+    def handle(self, msg):
+        if not isinstance(msg, LocalRound):
+            raise ProtocolError(f"client '{self.name}': no handler for message kind {msg.kind!r}")
+        self.start_round(msg.round)
+        train_cfg = self.participant.train_cfg
+        self.private_sft(train_cfg.sft_epochs if msg.round == 1 else train_cfg.epochs, msg.round)
+        return Ready(msg.round)
+
+    def start_round(self, t: int) -> None:
+        if t != self.round + 1:
+            raise ProtocolError(f"client '{self.name}' finished round {self.round}, the server starts round {t}")
+        self.round = t
+
+    def private_sft(self, epochs: int, round: int) -> None:
+        """`private_sft` for this client alone."""
+        if self.optimizer is None:
+            self.optimizer = self.fabric.setup_optimizers(self.participant.configure_optimizers())
+        train = self.private.train
+        ls = supervised_finetune(self.fabric, self.participant, self.optimizer, [zero_shot_prompt(x) for x in train],
+                                 [format_response(None, x.answer) for x in train], epochs, self.cfg.seed + round,
+                                 self.guard, round=round)
+        self.results.add_train(round, self.name, sft_loss=ls[-1] if ls else math.nan)
+
+    def counters(self) -> dict:
+        return {"nonfinite_skipped": list(self.guard.skipped)}
+
+    def state_dict(self) -> dict:
+        return {"participant": checkpoint.participant_state(self.fabric, self.participant), "round": self.round,
+                "optimizer": None if self.optimizer is None else
+                checkpoint.optimizer_state(self.fabric, self.participant, self.optimizer),
+                "skipped": self.guard.skipped, "results": self.results.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        checkpoint.load_participant_state(self.fabric, self.participant, state["participant"])
+        if state["optimizer"] is not None:
+            self.optimizer = self.fabric.setup_optimizers(self.participant.configure_optimizers())
+            checkpoint.load_optimizer_state(self.fabric, self.participant, self.optimizer, state["optimizer"])
+        self.round, self.guard.skipped = state["round"], list(state["skipped"])
+        self.results.load_state_dict(state["results"])
+
+    def close(self) -> None:
+        pass
+
+
+class LocalRoundsServer:
+    """Standalone's server role on a deployment: it starts every client's round and trains nothing."""
+
+    def __init__(self, cfg, transport):
+        self.cfg, self.transport, self.results = cfg, transport, Results()
+
+    def run_round(self, t: int) -> None:
+        self.transport.request_all({k: LocalRound(t) for k in self.transport.names})
+
+    def counters(self) -> dict:
+        return {"nonfinite_skipped": []}
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+    def close(self) -> None:
+        pass

@@ -226,26 +226,16 @@ class CompletionAnswers:
 
 # ----------------------------------------------------------------------------- a deployment (ladalit.federation)
 # The experimenter's messages around the protocol when the clients are other processes or hosts (Flower):
-# who is where, what the run is, and each client's rows of results. None carries private text or ids.
-@message("hello")
-class Hello:
-    round: int = 0
-
-
-@message("node_name")
-class NodeName:
-    round: int
-    name: str  # the client's name, from its own node config
-
-
+# what the run is, who is where, and each client's rows of results. None carries private text or ids.
 @message("join")
 class Join:
-    """The run as the client needs it: the resolved config (it names no private path) and D_p."""
+    """The run as a client needs it: the resolved config (it names no private path) and D_p; the same for
+    every node. The reply (RoundReport) names the client, from the node's own config."""
     round: int
     run: str  # the run's name: the site keeps one state directory per run
     config: str
     public: list[dict]
-    evaluate: bool
+    evaluate: bool  # round 0: evaluate yourself before any transfer
 
 
 @message("refused")
@@ -256,17 +246,25 @@ class Refused:
     why: str
 
 
-@message("report")
-class Report:
-    """Send me your rows of results of this round (and evaluate yourself first, when `evaluate`)."""
-    round: int
-    evaluate: bool
-
-
 @message("round_report")
 class RoundReport:
-    """The client's rows of results of the round (Results.state_dict(); its private predictions stay with
-    it) and its counters: skipped non-finite steps, answers generated, its filter's bound hits."""
+    """The reply to Join and to the client's last message of a round (EndRound; Standalone's and FedKD's
+    LocalRound) on a deployment: the client's rows of results of the round (Results.state_dict(), with its
+    scores when it evaluated itself; its private predictions stay with it) and its counters: skipped
+    non-finite steps, answers generated, its filter's bound hits."""
     round: int
+    client: str
     results: dict
     counters: dict
+
+
+@message("local_round")
+class LocalRound:
+    """Standalone and FedKD on a deployment: train round t on what you hold; FedKD's round 1 brings the
+    LLM's answers on all of D_p (`texts`)."""
+    round: int
+    texts: list[str] = field(default_factory=list)
+
+
+ROUND_STARTS = (ClientRound, LocalRound)  # the message that starts a client's round (a site restores round t-1)
+ROUND_ENDS = (EndRound, LocalRound)  # a client's last message of a round (a site replies with its RoundReport)

@@ -58,6 +58,12 @@ class ResponseCache:
                 c["answers_cut"] += isinstance(y, CutAnswer)
         return out
 
+    def forget(self, round: int, participant: str, ids) -> None:
+        """Drop these answers of `round` (generated ahead of need; generated again when asked for)."""
+        for i in ids:
+            self.cache.pop((round, participant, i), None)
+            self.prompt_cut.pop((round, participant, i), None)
+
     def state_dict(self) -> dict:
         """The cached answers (for a client whose process ends between messages: ladalit.federation.site)."""
         return {"cache": [[*k, str(y), isinstance(y, CutAnswer), self.prompt_cut[k]] for k, y in self.cache.items()],

@@ -1,6 +1,6 @@
 """LaDa on Flower (pip install 'ladalit[flower]'): the ServerApp runs the server's side
-(ladalit.federation.server), the ClientApp hands every message to the client's site
-(ladalit.federation.site). They talk only by Flower Messages of type "query.ladalit", whose content is
+(ladalit.federation.server), the ClientApp (ladalit.federation.client_app) hands every message to the
+client's site (ladalit.federation.site, held by a long-lived worker: ladalit.federation.worker). They talk only by Flower Messages of type "query.ladalit", whose content is
 one ConfigRecord holding the ladalit message's bytes; the channel counts the size of that content as
 Flower serialises it (per round, direction and client).
 
@@ -9,6 +9,8 @@ The ServerApp's run config (`flwr run APP CONNECTION --run-config '...'`):
     conf          the ladalit config file, on the server's host
     overrides     key=value overrides, space-separated (output_dir=..., rounds=..., resume=true, ...)
     server-data   the server's directory: public.jsonl and eval.jsonl (ladalit.federation.prepare)
+    audit         optional: a file to write every ladalit message that crossed into (4-byte length, bytes;
+                  `read_audit`), for checking what left each side
 
 A SuperNode's node config names its client (`name`, `data`, and optionally `model`, `state`: see
 ladalit.federation.site). A node that does not answer within federation.client_timeout_s counts as failed
@@ -21,18 +23,14 @@ import sys
 import time
 from pathlib import Path
 
-from flwr.app import ConfigRecord, Context, Message, RecordDict
-from flwr.clientapp import ClientApp
+from flwr.app import Context, Message, RecordDict
 from flwr.common.serde import recorddict_to_proto
 from flwr.serverapp import Grid, ServerApp
 
+from ladalit.federation.client_app import content_of
 from ladalit.federation.transport import Crossed, Lost, SiteTransport
 
 MESSAGE_TYPE = "query.ladalit"
-
-
-def content_of(data: bytes) -> RecordDict:
-    return RecordDict({"ladalit": ConfigRecord({"message": data})})
 
 
 def content_bytes(content: RecordDict) -> int:
@@ -52,7 +50,7 @@ class FlowerTransport(SiteTransport):
         contents = {k: content_of(data) for k, data in requests.items()}
         msgs = [Message(contents[k], dst_node_id=self.address[k], message_type=MESSAGE_TYPE, ttl=self.timeout_s)
                 for k in requests]
-        replies = {r.metadata.src_node_id: r for r in self.grid.send_and_receive(msgs, timeout=self.timeout_s)}
+        replies = {r.metadata.src_node_id: r for r in send_and_receive(self.grid, msgs, self.timeout_s)}
         out: dict[str, Crossed | Lost] = {}
         for k in requests:
             down, r = content_bytes(contents[k]), replies.get(self.address[k])
@@ -63,6 +61,19 @@ class FlowerTransport(SiteTransport):
             else:
                 out[k] = Crossed(r.content["ladalit"]["message"], down, content_bytes(r.content))
         return out
+
+
+def send_and_receive(grid: Grid, msgs: list, timeout_s: float, poll_s: float = 0.2) -> list:
+    """Grid.send_and_receive, polling every `poll_s` instead of every 3 s (a round is a few exchanges, each
+    waiting for its slowest client)."""
+    pending, replies, end = set(grid.push_messages(msgs)), [], time.time() + timeout_s
+    while pending and time.time() < end:
+        got = list(grid.pull_messages(pending))
+        replies += got
+        pending -= {r.metadata.reply_to_message_id for r in got}
+        if pending:
+            time.sleep(poll_s)
+    return replies
 
 
 def wait_for_nodes(grid: Grid, clients: int, timeout_s: float, poll_s: float = 1.0) -> list[int]:
@@ -83,14 +94,17 @@ def first_line(text: str | None) -> str:
 
 # ----------------------------------------------------------------------------- the apps
 server_app = ServerApp()
-client_app = ClientApp()
+
+
+class RunFailed(RuntimeError):
+    """The ServerApp's run failed (its one line is already on stderr); Flower marks the run failed."""
 
 
 @server_app.main()
 def server_main(grid: Grid, context: Context) -> None:
     code = serve_main(grid, dict(context.run_config))
-    if code:
-        raise SystemExit(code)
+    if code:  # an Exception, not SystemExit: Flower then records the failure and flushes the log
+        raise RunFailed(f"ladalit exit status {code}")
 
 
 def serve_main(grid: Grid, run_config: dict) -> int:
@@ -107,9 +121,14 @@ def serve_main(grid: Grid, run_config: dict) -> int:
         argv = [f"conf={run_config['conf']}", *shlex.split(str(run_config.get("overrides", ""))),
                 "federation.protocol=per_round"]
         cfg = load_config(argv)
-        fed = cfg.federation
-        transport = FlowerTransport(grid, Channel(), len(cfg.clients), fed.client_timeout_s, fed.on_client_failure)
-        run_dir, out = serve(cfg, transport, Path(str(run_config["server-data"])), quiet=cfg.quiet)
+        fed, audit = cfg.federation, str(run_config.get("audit", ""))
+        transport = FlowerTransport(grid, Channel(keep_payloads=bool(audit)), len(cfg.clients), fed.client_timeout_s,
+                                    fed.on_client_failure)
+        try:
+            run_dir, out = serve(cfg, transport, Path(str(run_config["server-data"])), quiet=cfg.quiet)
+        finally:
+            if audit:
+                write_audit(Path(audit), transport.channel.payloads)
     except KeyError as err:
         print(f"error: the ServerApp's run config has no {err} (conf, overrides, server-data)", file=sys.stderr)
         return 2
@@ -124,8 +143,14 @@ def serve_main(grid: Grid, run_config: dict) -> int:
     return 0
 
 
-@client_app.query("ladalit")
-def client_query(msg: Message, context: Context) -> Message:
-    from ladalit.federation.site import ClientSite
-    reply = ClientSite(dict(context.node_config)).handle_bytes(msg.content["ladalit"]["message"])
-    return Message(content_of(reply), reply_to=msg)
+def write_audit(path: Path, payloads: list[bytes]) -> None:
+    path.write_bytes(b"".join(len(p).to_bytes(4, "big") + p for p in payloads))
+
+
+def read_audit(path: Path) -> list[bytes]:
+    data, out, i = Path(path).read_bytes(), [], 0
+    while i < len(data):
+        n = int.from_bytes(data[i:i + 4], "big")
+        out.append(data[i + 4:i + 4 + n])
+        i += 4 + n
+    return out

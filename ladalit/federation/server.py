@@ -5,10 +5,10 @@ It is `ladalit.run.execute` with the clients elsewhere. The server holds ψ, D_p
 read from SERVER_DATA (public.jsonl, eval.jsonl; `ladalit.federation.prepare` writes them for a local
 federation); no client's private path or record is here. Around LaDa's protocol it sends, per client:
 
-    Hello ⇒ NodeName                  (which client a node is, from the node's own config)
-    Join(config, D_p) ⇒ RoundReport   (round 0: the client evaluates itself, before any transfer)
-    ... LaDa's rounds, federation.protocol=per_round (ladalit.core.messages) ...
-    Report(t) ⇒ RoundReport           (the client's rows of results of round t, and its scores)
+    Join(config, D_p) ⇒ RoundReport   (to every node: which client it is, from the node's own config;
+                                       round 0: the client evaluates itself, before any transfer)
+    ... the method's rounds (LaDa: federation.protocol=per_round, ladalit.core.messages); the client's
+    last reply of a round is its RoundReport: its rows of results of round t, and its scores ...
 
 Every crossing is counted on the channel; results.json adds `failed_clients` and `engine`.
 A resumed server (resume=true) sends Join again and goes on from its checkpoint's round; each site starts
@@ -16,6 +16,7 @@ that round from its own copy of the round before (ladalit.federation.site).
 """
 from __future__ import annotations
 
+import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from ladalit.core.channel import Channel
 from ladalit.core.config import ConfigError, to_yaml
 from ladalit.core.evaluation import evaluate
 from ladalit.core.experiment import build_participant, make_fabric, one_shot_example, setup_participant
-from ladalit.core.messages import Hello, Join, Report
+from ladalit.core.messages import Join
 from ladalit.core.run_identity import check_run_dir, prepare_run_dir, save_checkpoint
 from ladalit.federation.site import read_records
 from ladalit.method.lada import LadaServer, public_set
@@ -34,22 +35,29 @@ from ladalit.reporting.progress import Progress, quiet_transformers
 from ladalit.reporting.results import Results, Tracker, log_round
 
 
+DEPLOYABLE = ("lada", "fedkd", "standalone")  # the methods whose server and client roles are split
+
+
 def check_deployable(cfg) -> None:
-    if cfg.method != "lada":
-        raise ConfigError(f"config key 'method': {cfg.method!r} does not run on a deployment yet (only lada)")
-    if cfg.federation.protocol != "per_round":
+    if cfg.method not in DEPLOYABLE:
+        raise ConfigError(f"config key 'method': {cfg.method!r} does not run on a deployment yet "
+                          f"({', '.join(DEPLOYABLE)} do)")
+    if cfg.method == "lada" and cfg.federation.protocol != "per_round":
         raise ConfigError("config key 'federation.protocol': a deployment needs per_round (a few messages per client "
                           f"per round), not {cfg.federation.protocol!r}")
 
 
-def name_nodes(transport, expected: list[str]) -> None:
-    """Ask every node which client it is; every configured client must be there, once."""
-    names = {k: r.name for k, r in transport.request_all({k: Hello() for k in transport.names}).items()}
-    transport.rename(names)
-    missing = sorted(set(expected) - set(transport.names))
+def join(transport, cfg, run_name: str, public, evaluate: bool) -> dict:
+    """Join every node to the run; each says which client it is. Every configured client must be there,
+    once; the transport then addresses them by name, in config order."""
+    msg = Join(0, run_name, to_yaml(cfg), [asdict(x) for x in public], evaluate)
+    joined = transport.request_all({k: msg for k in transport.names}, unknown_ok=True)
+    transport.rename({k: r.client for k, r in joined.items()})
+    missing = sorted(set(cfg.clients) - set(transport.names))
     if missing:
         raise ConfigError(f"config key 'clients': no node is {', '.join(missing)} (nodes: {sorted(transport.names)})")
-    transport.keep(expected)
+    transport.keep(list(cfg.clients))
+    return transport.take_reports(0)
 
 
 def serve(cfg, transport, server_data: Path, quiet: bool = True) -> tuple[Path, dict]:
@@ -65,27 +73,29 @@ def serve(cfg, transport, server_data: Path, quiet: bool = True) -> tuple[Path, 
     fabric.launch()
     fabric.seed_everything(cfg.seed, verbose=False)
     participant = setup_participant(fabric, build_participant(cfg, "server", "server", cfg.server))
-    name_nodes(transport, list(cfg.clients))
+    start = 1 if ckpt is None else ckpt["round"] + 1
+    joined = join(transport, cfg, run_dir.name, public, start == 1)
     prepare_run_dir(cfg, run_dir, to_yaml(cfg))
     channel, results, tracker = transport.channel, Results(), Tracker(cfg, run_dir)
-    start = 1 if ckpt is None else ckpt["round"] + 1
-    joined = transport.request_all({k: Join(0, run_dir.name, to_yaml(cfg), [asdict(x) for x in public], start == 1)
-                                    for k in transport.names})
     with Progress(quiet=quiet) as progress:
-        server = LadaServer(cfg, fabric, participant, public_set(cfg, public), transport, progress)
+        server = server_role(cfg, fabric, participant, public, transport, progress)
         counters = {k: r.counters for k, r in joined.items()}
         if ckpt is None:
             gather(cfg, results, 0, joined, Results(), participant, eval_set, True)
             log_round(tracker, results, channel, 0)
         else:
+            rejoined = list(channel.messages)  # this start's Join crossed too
             counters = restore(ckpt, server, results, channel, transport)
+            channel.messages += rejoined
         for t in range(start, cfg.rounds + 1):
+            began = time.perf_counter()
             server.run_round(t)
             evaluated = cfg.eval.every_round or t == cfg.rounds
-            reports = transport.request_all({k: Report(t, evaluated) for k in transport.names})
+            reports = transport.take_reports(t)
             counters |= {k: r.counters for k, r in reports.items()}
             gather(cfg, results, t, reports, server.results, participant, eval_set, evaluated)
             server.results = Results()
+            transport.round_seconds.append({"round": t, "seconds": time.perf_counter() - began})
             log_round(tracker, results, channel, t)
             progress.summary(results, t, channel)
             save_checkpoint(run_dir, t, snapshot(server, results, channel, counters, transport))
@@ -94,6 +104,16 @@ def serve(cfg, transport, server_data: Path, quiet: bool = True) -> tuple[Path, 
     out = results.save(run_dir, cfg, channel, extra=extras(server, counters, transport))
     tracker.finish(results, write_plots(out, run_dir))
     return run_dir, out
+
+
+def server_role(cfg, fabric, participant, public, transport, progress):
+    if cfg.method == "standalone":
+        from ladalit.baselines.standalone import LocalRoundsServer
+        return LocalRoundsServer(cfg, transport)
+    if cfg.method == "fedkd":
+        from ladalit.baselines.fedkd import FedKDServer
+        return FedKDServer(cfg, participant, public, transport, progress)
+    return LadaServer(cfg, fabric, participant, public_set(cfg, public), transport, progress)
 
 
 def gather(cfg, results: Results, t: int, reports: dict, server_rows: Results, participant, eval_set,
@@ -118,29 +138,35 @@ def gather(cfg, results: Results, t: int, reports: dict, server_rows: Results, p
         results.add_eval(t, "server", "server", shots, m, preds)
 
 
-def snapshot(server: LadaServer, results: Results, channel: Channel, counters: dict, transport) -> dict:
+def snapshot(server, results: Results, channel: Channel, counters: dict, transport) -> dict:
     state = server.state_dict()
-    return {"participants": {"server": state.pop("participant")}, "roles": {"server": state},
+    return {"participants": {"server": state.pop("participant", {})}, "roles": {"server": state},
             "results": results.state_dict(), "channel": channel.state_dict(), "counters": counters,
-            "failed_clients": transport.failed, "names": transport.names}
+            "failed_clients": transport.failed, "names": transport.names,
+            "timing": {"rounds": transport.round_seconds, "exchanges": transport.exchanges}}
 
 
-def restore(ckpt: dict, server: LadaServer, results: Results, channel: Channel, transport) -> dict:
+def restore(ckpt: dict, server, results: Results, channel: Channel, transport) -> dict:
     state = ckpt["state"]
     torch.set_rng_state(ckpt["torch_rng"])
     server.load_state_dict(state["roles"]["server"] | {"participant": state["participants"]["server"]})
     results.load_state_dict(state["results"])
     channel.load_state_dict(state["channel"])
     transport.failed = list(state["failed_clients"])
+    transport.round_seconds, transport.exchanges = state["timing"]["rounds"], state["timing"]["exchanges"]
     transport.keep([k for k in state["names"] if k in transport.names])
     return dict(state["counters"])
 
 
-def extras(server: LadaServer, counters: dict, transport) -> dict:
-    """results.json's counters, as the in-process run has them, and the deployment's own rows."""
-    clients = [counters[k] for k in counters]
-    return {"nonfinite_skipped": [s for c in clients for s in c.get("nonfinite_skipped", [])] + server.guard.skipped,
-            "responses_generated": sum(c.get("responses_generated", 0) for c in clients) + server.responses.generated,
-            "bound_hits": {**{f"client:{k}": c["bound_hits"] for k, c in counters.items() if c.get("bound_hits")},
-                           **{f"server:{k}": dict(p.filter.bound_hits) for k, p in server.pairs.items() if p.filter}},
-            "failed_clients": transport.failed, "engine": type(transport).__name__}
+def extras(server, counters: dict, transport) -> dict:
+    """results.json's counters, as the in-process run has them (the clients', then the server's), and the
+    deployment's own: failed clients, the engine, wall seconds per round and per exchange."""
+    own, clients = server.counters(), list(counters.values())
+    out = {"nonfinite_skipped": [s for c in clients for s in c.get("nonfinite_skipped", [])] + own["nonfinite_skipped"]}
+    if "responses_generated" in own:
+        out["responses_generated"] = sum(c.get("responses_generated", 0) for c in clients) + own["responses_generated"]
+    if "bound_hits" in own:
+        out["bound_hits"] = {**{f"client:{k}": c["bound_hits"] for k, c in counters.items() if c.get("bound_hits")},
+                             **{f"server:{k}": v for k, v in own["bound_hits"].items()}}
+    return out | {"failed_clients": transport.failed, "engine": type(transport).__name__,
+                  "timing": {"rounds": transport.round_seconds, "exchanges": transport.exchanges}}

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import torch
 
-from ladalit.core.messages import (ClientRound, Hello, Join, NodeName, ProtocolError, Refused, Report, RoundReport,
-                                   decode, encode)
+from ladalit.core.messages import (ROUND_ENDS, ROUND_STARTS, Join, ProtocolError, Refused, RoundReport, decode,
+                                   encode)
 from ladalit.data.records import DataError, MCRecord, validate_record
 from ladalit.data.split import ClientData
 
@@ -64,10 +64,14 @@ class ClientSite:
         if missing:
             raise ValueError(f"node config: missing {', '.join(missing)} (flower-supernode --node-config "
                              "'name=\"client1\" data=\"/path/to/private\"')")
+        self.node_config = dict(node_config)
         self.name, self.data = str(node_config["name"]), Path(str(node_config["data"]))
         self.model = str(node_config["model"]) if node_config.get("model") else None
         self.root = Path(str(node_config.get("state") or self.data / ".ladalit-state"))
         self.dir: Path | None = None
+        # a long-lived site (ladalit.federation.worker) keeps its role between messages: (dir, role, the round
+        # it ended, or None in mid-round); the state on disk is written all the same
+        self.held: tuple | None = None
 
     # ----------------------------------------------------------------------- the entry point
     def handle_bytes(self, data: bytes) -> bytes:
@@ -79,16 +83,20 @@ class ClientSite:
             return encode(Refused(msg.round, self.name, f"{type(err).__name__}: {err}"))
 
     def handle(self, msg):
-        if isinstance(msg, Hello):
-            return NodeName(0, self.name)
+        held, self.held = self.held, None
         if isinstance(msg, Join):
             return self.join(msg)
         self.dir = self.run_dir_of(msg)
-        role = self.load(msg)
-        reply = self.report(role, msg) if isinstance(msg, Report) else role.handle(msg)
+        role = self.load(msg, held)
+        reply = role.handle(msg)
+        ended = isinstance(msg, ROUND_ENDS)
+        if ended:  # the round's rows go back with its last reply
+            cfg = role.cfg
+            reply = self.report(role, msg.round, cfg.eval.every_round or msg.round == cfg.rounds)
         self.save(role, "current.pt")
-        if isinstance(msg, Report):
+        if ended:
             shutil.copyfile(self.dir / "current.pt", self.dir / f"round-{msg.round}.pt")
+        self.held = (self.dir, role, msg.round if ended else None)
         return reply
 
     # ----------------------------------------------------------------------- the run
@@ -103,8 +111,9 @@ class ClientSite:
         _atomic_write(self.dir / "config.yaml", msg.config.encode())
         _atomic_write(self.dir / "public.json", json.dumps(msg.public).encode())
         _atomic_write(self.root / "active", str(msg.run).encode())
-        role = self.build() if msg.evaluate else None
-        return self.report(role, Report(0, msg.evaluate)) if role else RoundReport(0, {}, {})
+        if not msg.evaluate:
+            return RoundReport(0, self.name, {}, {})
+        return self.report(self.build(), 0, True)
 
     def run_dir_of(self, msg) -> Path:
         """The directory of the run this site joined last (STATE/active names it)."""
@@ -124,22 +133,27 @@ class ClientSite:
     def build(self):
         """The client role, as the process starts: config, private data, its model (Fabric-wrapped), D_p."""
         from ladalit.core.experiment import build_participant, make_fabric, setup_participant
-        from ladalit.method.client import LadaClient
-        from ladalit.method.lada import public_set
         cfg = self.config()
         fabric = make_fabric(cfg)
         fabric.launch()
         fabric.seed_everything(cfg.seed, verbose=False)
         participant = setup_participant(fabric, build_participant(cfg, self.name, "client", cfg.clients[self.name]))
         private = ClientData(read_records(self.data / "train.jsonl"), read_records(self.data / "test.jsonl"))
-        public = public_set(cfg, records_of(json.loads((self.dir / "public.json").read_text())))
-        return LadaClient(cfg, fabric, self.name, list(cfg.clients).index(self.name), participant, private, public)
+        public = records_of(json.loads((self.dir / "public.json").read_text()))
+        return client_role(cfg, fabric, self.name, participant, private, public)
 
     # ----------------------------------------------------------------------- local state
-    def load(self, msg):
-        """The role with its local state: a client round starts from the end of the round before."""
+    def load(self, msg, held=None):
+        """The role with its local state: a client round starts from the end of the round before. A role
+        held in memory is used where it is exactly that state (else the state is read from disk)."""
+        if held is not None and held[0] == self.dir:
+            _, role, ended = held
+            if isinstance(msg, ROUND_STARTS) and ended == msg.round - 1 and ended is not None:
+                return role
+            if not isinstance(msg, ROUND_STARTS) and ended is None and role.round == msg.round:
+                return role
         role = self.build()
-        if isinstance(msg, ClientRound):
+        if isinstance(msg, ROUND_STARTS):
             if msg.round == 1:
                 return role
             path = self.dir / f"round-{msg.round - 1}.pt"
@@ -150,40 +164,47 @@ class ClientSite:
             path = self.dir / "current.pt"
             if not path.is_file():
                 raise ProtocolError(f"client '{self.name}' got {msg.kind!r} of round {msg.round} before any round")
-        state = torch.load(path, weights_only=False)
-        role.load_state_dict(state["role"])
-        role.responses.load_state_dict(state["responses"])
-        role.results.load_state_dict(state["results"])
+        role.load_state_dict(torch.load(path, weights_only=False)["role"])
         return role
 
     def save(self, role, name: str) -> None:
         path = self.dir / name
-        torch.save({"version": STATE_VERSION, "role": role.state_dict(), "responses": role.responses.state_dict(),
-                    "results": role.results.state_dict()}, path.with_name(name + ".tmp"))
+        torch.save({"version": STATE_VERSION, "role": role.state_dict()}, path.with_name(name + ".tmp"))
         os.replace(path.with_name(name + ".tmp"), path)
 
     # ----------------------------------------------------------------------- reports
-    def report(self, role, msg: Report) -> RoundReport:
+    def report(self, role, round: int, evaluated: bool) -> RoundReport:
         """The round's rows of results (then forgotten here), after evaluating on the private test set when
-        asked; the predictions are kept in this site's predictions.jsonl, only their scores are sent."""
+        `evaluated`; the predictions are kept in this site's predictions.jsonl, only their scores are sent."""
         from ladalit.core.evaluation import evaluate
         from ladalit.core.experiment import one_shot_example
         from ladalit.reporting.results import Results
         cfg = role.cfg
-        if msg.evaluate:
+        if evaluated:
             test = role.private.test[: cfg.eval.limit]
             for shots in cfg.eval.shots:
                 preds: list[dict] = []
                 m = evaluate(role.participant, test, shots, one_shot_example(cfg), cfg.eval.max_new_tokens,
                              cfg.eval.batch_size, preds)
-                role.results.add_eval(msg.round, self.name, "client", shots, m)
+                role.results.add_eval(round, self.name, "client", shots, m)
                 with open(self.dir / "predictions.jsonl", "a") as f:
-                    f.writelines(json.dumps({"round": msg.round, "shots": shots, **p}) + "\n" for p in preds)
+                    f.writelines(json.dumps({"round": round, "shots": shots, **p}) + "\n" for p in preds)
         rows = role.results.state_dict()
         role.results = Results()
-        counters = {"nonfinite_skipped": list(role.guard.skipped), "responses_generated": role.responses.generated,
-                    "bound_hits": dict(role.pair.filter.bound_hits) if role.pair.filter else None}
-        return RoundReport(msg.round, rows, counters)
+        return RoundReport(round, self.name, rows, role.counters())
+
+
+def client_role(cfg, fabric, name: str, participant, private, public):
+    """The method's client role (the methods that run on a deployment: ladalit.federation.server.ROLES)."""
+    if cfg.method == "standalone":
+        from ladalit.baselines.standalone import PrivateClient
+        return PrivateClient(cfg, fabric, name, participant, private)
+    if cfg.method == "fedkd":
+        from ladalit.baselines.fedkd import FedKDClient
+        return FedKDClient(cfg, fabric, name, participant, private, public)
+    from ladalit.method.client import LadaClient
+    from ladalit.method.lada import public_set
+    return LadaClient(cfg, fabric, name, list(cfg.clients).index(name), participant, private, public_set(cfg, public))
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

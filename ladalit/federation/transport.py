@@ -13,10 +13,11 @@ Flower messages.
 from __future__ import annotations
 
 import sys
+import time
 from dataclasses import dataclass
 
 from ladalit.core.channel import DOWN, UP, Channel
-from ladalit.core.messages import ProtocolError, Refused, decode, encode
+from ladalit.core.messages import ProtocolError, Refused, RoundReport, decode, encode
 from ladalit.core.transport import ClientFailure, Transport
 
 
@@ -41,21 +42,34 @@ class SiteTransport(Transport):
     def __init__(self, channel: Channel, address: dict, on_failure: str = "raise"):
         self.channel, self.address, self.on_failure, self.failed = channel, dict(address), on_failure, []
         self.names = list(self.address)
+        self.round_seconds: list[dict] = []  # per round: the wall seconds of the round (ladalit.federation.server)
+        self.exchanges: list[dict] = []
+        self.reports: dict = {}  # client -> its last RoundReport (ladalit.federation.server takes them)  # per request_all: round, kind, clients, wall seconds (the overhead benchmark)
 
     def carry(self, requests: dict[str, bytes]) -> dict[str, Crossed | Lost]:
         """The bytes to each client (`self.address[name]`), and what came back."""
         raise NotImplementedError
 
     def rename(self, names: dict[str, str]) -> None:
-        """Address the clients by the names they gave (NodeName), instead of the engine's keys."""
+        """Address the clients by the names they gave (RoundReport.client), instead of the engine's keys."""
         seen = [n for n in names.values()]
         twice = sorted({n for n in seen if seen.count(n) > 1})
         if twice:
             raise ProtocolError(f"more than one node says it is client {', '.join(twice)}: check their node configs")
         self.address = {names[k]: self.address[k] for k in self.names if k in names}
         self.names = list(self.address)
-        for m in self.channel.messages:  # the Hello exchange, counted before the names were known
+        for m in self.channel.messages:  # the Join exchange, counted before the names were known
             m.client = names.get(m.client, m.client)
+        self.reports = {names[k]: r for k, r in self.reports.items() if k in names}
+
+    def take_reports(self, round: int) -> dict:
+        """Every client's RoundReport of `round`, in `names` order; a client still in the run without one
+        counts as failed."""
+        for k in list(self.names):
+            if k not in self.reports or self.reports[k].round != round:
+                self.fail(k, round, f"no report of round {round}")
+        got = {k: self.reports.pop(k) for k in self.names}
+        return got
 
     def keep(self, names: list[str]) -> None:
         """Only these clients, in this order (the config's)."""
@@ -64,15 +78,24 @@ class SiteTransport(Transport):
     def request(self, client: str, msg):
         return self.request_all({client: msg})[client]
 
-    def request_all(self, msgs: dict) -> dict:
+    def request_all(self, msgs: dict, unknown_ok: bool = False) -> dict:
+        """`unknown_ok`: a node that does not answer is left out silently (Join: a node that died before
+        saying which client it is; the clients that are missing are named afterwards)."""
         out = {}
         sent = {k: encode(m) for k, m in msgs.items()}
+        start = time.perf_counter()
         got = self.carry(sent)
+        first = next(iter(msgs.values()))
+        self.exchanges.append({"round": first.round, "kind": first.kind, "clients": len(msgs),
+                               "seconds": time.perf_counter() - start})
         for k, m in msgs.items():
             r = got[k]
             self.channel.record(m.round, DOWN, k, m.kind, r.down_bytes, sent[k])
             if isinstance(r, Lost):
-                self.fail(k, m.round, r.why)
+                if unknown_ok:
+                    self.names.remove(k)
+                else:
+                    self.fail(k, m.round, r.why)
                 continue
             reply = decode(r.data)
             self.channel.record(reply.round, UP, k, reply.kind, r.up_bytes, r.data)
@@ -80,6 +103,8 @@ class SiteTransport(Transport):
                 raise ProtocolError(f"client '{k}' refused {m.kind!r} of round {m.round}: {reply.why}")
             if reply.round != m.round:
                 raise ProtocolError(f"client '{k}' answered {m.kind!r} of round {m.round} for round {reply.round}")
+            if isinstance(reply, RoundReport):  # the round's rows, with the client's last reply of the round
+                self.reports[k] = reply
             out[k] = reply
         return out
 
@@ -93,12 +118,19 @@ class SiteTransport(Transport):
 
 
 class LocalSites(SiteTransport):
-    """Client sites in this process, reached by bytes only (each message handled as a fresh process would:
-    the site rebuilds its role from its own disk)."""
+    """Client sites in this process (ClientSite, or a worker's Forwarder), reached by bytes only. `fresh`: each
+    message goes to a new site object built from the node config, as a fresh ClientApp process would take it
+    (the role is rebuilt from the site's disk); otherwise the site keeps its role between messages, as a
+    site's worker does."""
+
+    def __init__(self, channel: Channel, sites: dict, on_failure: str = "raise", fresh: bool = True):
+        super().__init__(channel, sites, on_failure)
+        self.fresh = fresh
 
     def carry(self, requests: dict[str, bytes]) -> dict[str, Crossed | Lost]:
         out = {}
         for k, data in requests.items():
-            reply = self.address[k].handle_bytes(data)
+            site = self.address[k]
+            reply = (type(site)(site.node_config) if self.fresh else site).handle_bytes(data)
             out[k] = Crossed(reply, len(data), len(reply))
         return out

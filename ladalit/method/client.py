@@ -135,13 +135,24 @@ class LadaClient:
 
     # ----------------------------------------------------------------------- local state (checkpoints)
     def state_dict(self) -> dict:
+        """Everything the client carries: at a round's end the answers and rows are empty (the harness has
+        them); between two messages of a round (a deployment's site) they are the round so far."""
         return checkpoint.side_state(self.fabric, self.participant, self.optimizer, {"pair": self.pair}) | {
-            "round": self.round, "skipped": self.guard.skipped, "generated": self.responses.generated}
+            "round": self.round, "skipped": self.guard.skipped, "generated": self.responses.generated,
+            "responses": self.responses.state_dict(), "results": self.results.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         self.optimizer = checkpoint.load_side_state(self.fabric, self.participant, state, {"pair": self.pair})
         self.round, self.guard.skipped = state["round"], list(state["skipped"])
+        if "responses" in state:  # checkpoints before the deployment's sites have neither
+            self.responses.load_state_dict(state["responses"])
+            self.results.load_state_dict(state["results"])
         self.responses.generated = state["generated"]
+
+    def counters(self) -> dict:
+        """results.json's counters of this client (ladalit.method.lada.extras has them in-process)."""
+        return {"nonfinite_skipped": list(self.guard.skipped), "responses_generated": self.responses.generated,
+                "bound_hits": dict(self.pair.filter.bound_hits) if self.pair.filter else None}
 
     def close(self) -> None:
         for g in self.responses.generators.values():

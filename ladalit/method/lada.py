@@ -125,9 +125,14 @@ class LadaServer:
                    candidate_batches(len(records), self.cfg.n_c, self.cfg.seed, t)]
         msg = answers_message(ClientRound, t, answers, batches=batches, ids=[x.id for x in records])
         replies = self.transport.request_all({k: msg for k in self.transport.names})
+        used = set()
         for k, done in replies.items():
-            used = {i for ids in done.selected for i in ids}
-            self.transport.channel.count_answers(t, DOWN, k, answers, [y for x, y in zip(records, answers) if x.id in used])
+            mine = {i for ids in done.selected for i in ids}
+            self.transport.channel.count_answers(t, DOWN, k, answers, [y for x, y in zip(records, answers) if x.id in mine])
+            used |= mine
+        # per_batch has by now generated y^s only for the samples some client selected; the others it generates
+        # when its own step needs them, with ψ as it is then: so does this protocol
+        self.responses.forget(t, self.participant.name, [x.id for x in records if x.id not in used])
 
     def ask_all_answers(self, t: int) -> dict[tuple[str, str], str]:
         """per_round: each client's answers y^k on every id of D_p, asked once (the server's selections come
@@ -211,6 +216,11 @@ class LadaServer:
                                    loss_after=after[idx].mean().item(), reward=r.mean().item())
 
     # ----------------------------------------------------------------------- local state (checkpoints)
+    def counters(self) -> dict:
+        """results.json's counters of the server (with the clients': `extras`)."""
+        return {"nonfinite_skipped": list(self.guard.skipped), "responses_generated": self.responses.generated,
+                "bound_hits": {k: dict(p.filter.bound_hits) for k, p in self.pairs.items() if p.filter}}
+
     def state_dict(self) -> dict:
         return checkpoint.side_state(self.fabric, self.participant, self.optimizer, self.pairs) | {
             "skipped": self.guard.skipped, "generated": self.responses.generated}

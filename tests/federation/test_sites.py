@@ -2,13 +2,12 @@
 (LocalSites: each message handled as a fresh process would, from the site's own disk) gives the results of
 the in-process run; failures follow federation.on_client_failure; a resumed server and its sites agree."""
 import json
-import shutil
 
 import pytest
 
 from ladalit.core.channel import Channel
 from ladalit.core.config import ConfigError, load_config
-from ladalit.core.messages import ClientRound, ProtocolError, decode, encode
+from ladalit.core.messages import ClientRound, decode, encode
 from ladalit.core.transport import ClientFailure
 from ladalit.federation.prepare import prepare_sites
 from ladalit.federation.server import serve
@@ -120,8 +119,19 @@ def test_raise_stops_with_the_last_round_checkpointed_and_resume_agrees(tmp_path
         assert same(out[key], deployed[key]), key
 
 
-def test_a_deployment_needs_lada_and_per_round(tmp_path):
+def test_a_deployment_needs_a_split_method_and_lada_per_round(tmp_path):
     with pytest.raises(ConfigError, match="federation.protocol"):
         serve(smoke(tmp_path), None, tmp_path)
     with pytest.raises(ConfigError, match="'method'"):
-        serve(smoke(tmp_path, "method=fedkd", "federation.protocol=per_round"), None, tmp_path)
+        serve(smoke(tmp_path, "method=wasp"), None, tmp_path)
+
+
+@pytest.mark.parametrize("method", ["standalone", "fedkd"])
+def test_baselines_on_a_deployment_give_the_in_process_results(tmp_path, method):
+    _, inproc = execute(smoke(tmp_path, f"method={method}", "run_name=inproc"), quiet=True)
+    cfg = smoke(tmp_path, f"method={method}", "run_name=deployed")
+    _, deployed = serve(cfg, local_federation(tmp_path, cfg), tmp_path / "fed" / "server")
+    assert same(deployed["accuracy"], inproc["accuracy"]) and deployed["nonfinite_skipped"] == []
+    # the same rows; FedKD's in-process loop does every client's SFT before any client's KD epochs
+    assert sorted(map(json.dumps, deployed["train"])) == sorted(map(json.dumps, inproc["train"]))
+    assert len(deployed["train"]) == len(inproc["train"]) > 0
