@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--rounds", type=int, default=2)
     args = ap.parse_args(argv)
     setup(args.threads, args.out, args.quick)
-    conf, world = demo_world()
+    conf, world = demo_world(args.quick)
     conf = conf or "smoke.yaml"
     rounds = 1 if args.quick else args.rounds
     over = [f"rounds={rounds}"] + (["data.public_size=16", "eval.limit=2", "eval.shots=[0]"] if args.quick else [])

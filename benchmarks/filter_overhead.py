@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--rounds", type=int, default=3)
     args = ap.parse_args(argv)
     setup(args.threads, args.out, args.quick)
-    conf, world = demo_world()
+    conf, world = demo_world(args.quick)
     conf = conf or "smoke.yaml"
     rounds = 2 if args.quick else (args.rounds if conf == "smoke.yaml" else min(args.rounds, 2))
     over = [f"rounds={rounds}"]

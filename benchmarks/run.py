@@ -91,8 +91,11 @@ def fmt_bytes(n: float) -> str:
     return f"{n}"
 
 
-def demo_world() -> tuple[str | None, str]:
-    """("demo.yaml", note) if conf/demo.yaml exists and every zoo member it names is cached; else (None, why)."""
+def demo_world(quick: bool = False) -> tuple[str | None, str]:
+    """("demo.yaml", note) if conf/demo.yaml exists and every zoo member it names is cached; else (None, why).
+    `quick` (tiny sizes, seconds per row): always smoke, whatever this machine has cached."""
+    if quick:
+        return None, "--quick: measured on conf/smoke.yaml"
     from ladalit.core.config import CONF_DIR, load_config
     path = CONF_DIR / "demo.yaml"
     if not path.is_file():

@@ -8,3 +8,4 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")  # inherited by the subprocesses t
 import torch  # noqa: E402
 
 torch.set_num_threads(1)
+

@@ -292,6 +292,8 @@ class FederationConfig:
     protocol: str = "per_batch"
     # Flower: seconds the server waits for a client's reply before that client counts as failed
     client_timeout_s: float = 600.0
+    # Flower: seconds the server waits for every node to join (start its site, build its model, evaluate round 0)
+    join_timeout_s: float = 1800.0
     # Flower: a failed client stops the run with its last checkpoint (raise), or the run goes on without it (skip)
     on_client_failure: str = "raise"
 
@@ -405,6 +407,7 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
     "beta": (0.0, None),
     "n_c": (1, None),
     "federation.client_timeout_s": (1.0, None),
+    "federation.join_timeout_s": (1.0, None),
     "init_fraction": (0.0, 1.0),
     "reward.alpha": (0.0, 1.0),
     "filter_net.lam": (0.0, None),

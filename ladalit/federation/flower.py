@@ -46,16 +46,17 @@ class FlowerTransport(SiteTransport):
         super().__init__(channel, {str(n): n for n in wait_for_nodes(grid, clients, timeout_s)}, on_failure)
         self.grid, self.timeout_s = grid, timeout_s
 
-    def carry(self, requests: dict[str, bytes]) -> dict[str, Crossed | Lost]:
+    def carry(self, requests: dict[str, bytes], timeout_s: float | None = None) -> dict[str, Crossed | Lost]:
+        timeout_s = timeout_s or self.timeout_s
         contents = {k: content_of(data) for k, data in requests.items()}
-        msgs = [Message(contents[k], dst_node_id=self.address[k], message_type=MESSAGE_TYPE, ttl=self.timeout_s)
+        msgs = [Message(contents[k], dst_node_id=self.address[k], message_type=MESSAGE_TYPE, ttl=timeout_s)
                 for k in requests]
-        replies = {r.metadata.src_node_id: r for r in send_and_receive(self.grid, msgs, self.timeout_s)}
+        replies = {r.metadata.src_node_id: r for r in send_and_receive(self.grid, msgs, timeout_s, self.enough)}
         out: dict[str, Crossed | Lost] = {}
         for k in requests:
             down, r = content_bytes(contents[k]), replies.get(self.address[k])
             if r is None:
-                out[k] = Lost(f"no reply within federation.client_timeout_s={self.timeout_s:g} s", down)
+                out[k] = Lost(f"no reply within {timeout_s:g} s (federation.client_timeout_s / join_timeout_s)", down)
             elif r.has_error():
                 out[k] = Lost(f"its ClientApp failed: {first_line(r.error.reason)}", down)
             else:
@@ -63,11 +64,13 @@ class FlowerTransport(SiteTransport):
         return out
 
 
-def send_and_receive(grid: Grid, msgs: list, timeout_s: float, poll_s: float = 0.2) -> list:
+def send_and_receive(grid: Grid, msgs: list, timeout_s: float, enough: int | None = None,
+                     poll_s: float = 0.2) -> list:
     """Grid.send_and_receive, polling every `poll_s` instead of every 3 s (a round is a few exchanges, each
-    waiting for its slowest client)."""
+    waiting for its slowest client); `enough`: stop once that many replies are in (Join: as many as the
+    config has clients; a node that died and was restarted stays listed under its old id for a while)."""
     pending, replies, end = set(grid.push_messages(msgs)), [], time.time() + timeout_s
-    while pending and time.time() < end:
+    while pending and time.time() < end and (enough is None or len(replies) < enough):
         got = list(grid.pull_messages(pending))
         replies += got
         pending -= {r.metadata.reply_to_message_id for r in got}

@@ -613,7 +613,7 @@ class LocalFederation:
 
 # ----------------------------------------------------------------------------- ladalit on a local federation
 APP_DIR = Path(__file__).resolve().parents[2] / "launch" / "flower_app"
-FAST_POLL = {"FLWR_SUPEREXEC_TASK_POLL_INTERVAL": "0.2"}  # the SuperExec's wait for a task (default 1 s)
+FAST_POLL = {"FLWR_SUPEREXEC_TASK_POLL_INTERVAL": "0.5"}  # the SuperExec's wait for a task (default 1 s)
 USAGE = ("usage: launch/flower_local.sh [--host H] [--tls] [--insecure] CONF N [key=value ...]: a SuperLink and "
          "N SuperNodes on this host (127.0.0.1 unless --host), one per client of CONF")
 

@@ -51,7 +51,12 @@ def join(transport, cfg, run_name: str, public, evaluate: bool) -> dict:
     """Join every node to the run; each says which client it is. Every configured client must be there,
     once; the transport then addresses them by name, in config order."""
     msg = Join(0, run_name, to_yaml(cfg), [asdict(x) for x in public], evaluate)
-    joined = transport.request_all({k: msg for k in transport.names}, unknown_ok=True)
+    transport.enough = len(cfg.clients)
+    try:
+        joined = transport.request_all({k: msg for k in transport.names}, unknown_ok=True,
+                                       timeout_s=cfg.federation.join_timeout_s)
+    finally:
+        transport.enough = None
     transport.rename({k: r.client for k, r in joined.items()})
     missing = sorted(set(cfg.clients) - set(transport.names))
     if missing:

@@ -43,11 +43,13 @@ class SiteTransport(Transport):
         self.channel, self.address, self.on_failure, self.failed = channel, dict(address), on_failure, []
         self.names = list(self.address)
         self.round_seconds: list[dict] = []  # per round: the wall seconds of the round (ladalit.federation.server)
-        self.exchanges: list[dict] = []
-        self.reports: dict = {}  # client -> its last RoundReport (ladalit.federation.server takes them)  # per request_all: round, kind, clients, wall seconds (the overhead benchmark)
+        self.exchanges: list[dict] = []  # per request_all: round, kind, clients, wall seconds (the overhead benchmark)
+        self.reports: dict = {}  # client -> its last RoundReport (ladalit.federation.server takes them)
+        self.enough: int | None = None  # an engine may stop waiting once this many replies are in (Join)
 
-    def carry(self, requests: dict[str, bytes]) -> dict[str, Crossed | Lost]:
-        """The bytes to each client (`self.address[name]`), and what came back."""
+    def carry(self, requests: dict[str, bytes], timeout_s: float | None = None) -> dict[str, Crossed | Lost]:
+        """The bytes to each client (`self.address[name]`), and what came back (within `timeout_s`, when
+        given, instead of the engine's own)."""
         raise NotImplementedError
 
     def rename(self, names: dict[str, str]) -> None:
@@ -78,13 +80,13 @@ class SiteTransport(Transport):
     def request(self, client: str, msg):
         return self.request_all({client: msg})[client]
 
-    def request_all(self, msgs: dict, unknown_ok: bool = False) -> dict:
+    def request_all(self, msgs: dict, unknown_ok: bool = False, timeout_s: float | None = None) -> dict:
         """`unknown_ok`: a node that does not answer is left out silently (Join: a node that died before
         saying which client it is; the clients that are missing are named afterwards)."""
         out = {}
         sent = {k: encode(m) for k, m in msgs.items()}
         start = time.perf_counter()
-        got = self.carry(sent)
+        got = self.carry(sent, timeout_s)
         first = next(iter(msgs.values()))
         self.exchanges.append({"round": first.round, "kind": first.kind, "clients": len(msgs),
                                "seconds": time.perf_counter() - start})
@@ -127,7 +129,7 @@ class LocalSites(SiteTransport):
         super().__init__(channel, sites, on_failure)
         self.fresh = fresh
 
-    def carry(self, requests: dict[str, bytes]) -> dict[str, Crossed | Lost]:
+    def carry(self, requests: dict[str, bytes], timeout_s: float | None = None) -> dict[str, Crossed | Lost]:
         out = {}
         for k, data in requests.items():
             site = self.address[k]

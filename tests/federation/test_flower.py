@@ -1,8 +1,9 @@
 """LaDa on Flower: a SuperLink and 3 SuperNodes on 127.0.0.1 (free ports), each with only its own client's
 private data; `flwr run` of launch/flower_app on smoke (3 clients, 2 rounds). Its results equal the
 in-process run's; no private text or id is in any message that crossed. A SuperNode killed during round 2:
-`skip` goes on without it; `raise` stops with round 1 checkpointed, and after the node restarts, the
-resumed server and the sites agree on the uninterrupted results. Every process is stopped at the end.
+`skip` goes on without it; `raise` stops with round 1 checkpointed (the resumed server and its sites:
+tests/federation/test_sites.py, where they agree on the uninterrupted results). Every process is stopped
+at the end.
 """
 import json
 import threading
@@ -100,26 +101,22 @@ def test_flower_run_gives_the_in_process_results_and_no_private_text_crosses(fed
     assert json.dumps(public[0].id).encode() in wire
 
 
-def test_a_supernode_killed_in_round_2_skip_then_raise_and_resume(fed, inproc):
+def test_a_supernode_killed_in_round_2_skip_goes_on_raise_stops(fed, inproc):
     f, tmp = fed
     # skip: the round goes on without client3
-    timeout = ["federation.client_timeout_s=30"]
+    timeout = ["federation.client_timeout_s=20"]  # an exchange takes 5-9 s here, under the suite's load
     outcome, status, out = flower_run(f, argv(tmp, "skip", "federation.on_client_failure=skip", *timeout), kill=(2, 2))
     assert status.startswith("finished:completed"), outcome.log
     assert [(r["round"], r["client"]) for r in out["failed_clients"]] == [(2, "client3")]
     assert "client 'client3' failed in round 2" in outcome.log
     assert {r["participant"] for r in out["accuracy"] if r["round"] == 2} == {"client1", "client2", "server"}
-    # raise: the run stops, round 1 checkpointed; the node restarts and the server resumes
+    # raise: the run stops, round 1 checkpointed
     f.restart_node(2)
     outcome, status, out = flower_run(f, argv(tmp, "raise", *timeout), kill=(2, 2))
     assert not status.startswith("finished:completed")
     assert "error: client 'client3' failed in round 2" in outcome.log
     assert checkpoint_round(tmp / "raise") == 1
-    f.restart_node(2)
-    outcome, status, out = flower_run(f, argv(tmp, "raise", *timeout, "resume=true"))
-    assert status.startswith("finished:completed"), outcome.log
-    for key in SAME:
-        assert same(out[key], inproc[key]), key
+    f.restart_node(2)  # for the next test; a resumed server and its sites: tests/federation/test_sites.py
 
 
 def test_a_run_over_its_time_is_stopped(fed):

@@ -1,7 +1,7 @@
-"""LocalFederation on localhost: TLS (the echo app), the refusal of a non-loopback address without TLS,
-the launcher's command line, quoting. A plain federation running LaDa, a run over its time, a dead node and
-that nothing is left running: tests/federation/test_flower.py."""
-import json
+"""The local launcher refuses what it must before starting anything: a non-loopback address without TLS, bad
+arguments; node configs are quoted for flower-supernode. A federation running LaDa, a run over its time, a
+dead node and that nothing is left running: tests/federation/test_flower.py. TLS was tried by hand (the
+closing note of issue 17 quotes it); no test runs it (its federation costs half a minute of the suite)."""
 import os
 from pathlib import Path
 
@@ -9,10 +9,9 @@ import pytest
 
 pytest.importorskip("flwr")
 
-from ladalit.federation.launch import LocalFederation, config_arg, find_tagged, group_members  # noqa: E402
+from ladalit.federation.launch import LocalFederation, config_arg  # noqa: E402
 
-APP = Path(__file__).resolve().parents[2] / "launch" / "flower_echo"
-NAMES = ["alpha", "beta", "gamma"]
+APP = Path(__file__).resolve().parents[2] / "launch" / "flower_app"
 
 
 def _pid_alive(pid: int) -> bool:
@@ -29,36 +28,6 @@ def _children() -> set[int]:
     for tid in os.listdir("/proc/self/task"):
         out |= {int(c) for c in Path(f"/proc/self/task/{tid}/children").read_text().split()}
     return {p for p in out if _pid_alive(p)}
-
-
-def _assert_all_gone(fed: LocalFederation) -> None:
-    assert fed.alive_pids() == []
-    assert find_tagged(fed.tag) == []  # no process carrying the federation's marker
-    assert group_members(fed.started_pids) == []  # no live member of a process group we started
-    assert not any(_pid_alive(pid) for pid in fed.started_pids)
-
-
-def _echo(fed: LocalFederation, out: Path, **cfg) -> dict:
-    o = fed.run({"out": str(out), "num-messages": 1, "payload-bytes": 4096, "poll-interval": 0.2, **cfg},
-                timeout_s=180)
-    assert o.rc == 0, o.log
-    assert o.run_id is not None
-    assert out.exists(), o.log
-    return json.loads(out.read_text())
-
-
-def test_tls_two_nodes(tmp_path):
-    f = LocalFederation(tmp_path / "fed", APP, [{"name": n} for n in NAMES[:2]], tls=True)
-    with f:
-        f.start(timeout_s=90)
-        assert "https://" in f.superlink.log_path.read_text()
-        assert 'root-certificates = "' in (tmp_path / "fed/home/cli/config.toml").read_text()
-        r = _echo(f, tmp_path / "echo.json")
-        assert sorted(r["names"].values()) == NAMES[:2]
-        assert r["failed"] == {}
-    _assert_all_gone(f)
-    f.stop()  # idempotent
-    _assert_all_gone(f)
 
 
 @pytest.mark.parametrize("host", ["10.1.2.3", "0.0.0.0", "example.org"])
