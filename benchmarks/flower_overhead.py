@@ -53,8 +53,10 @@ def on_flower(conf: str, overrides: list[str], work: Path) -> dict:
 
 
 def same_results(a: dict, b: dict) -> dict:
+    """Rounds 1.. (the in-process runner here does not score round 0; the Flower run does, at Join)."""
     keys = ("accuracy", "selection", "train")
-    return {k: json.dumps(a[k], sort_keys=True) == json.dumps(b[k], sort_keys=True) for k in keys}
+    return {k: json.dumps([r for r in a[k] if r["round"] >= 1], sort_keys=True)
+            == json.dumps([r for r in b[k] if r["round"] >= 1], sort_keys=True) for k in keys}
 
 
 def main(argv: list[str] | None = None) -> dict:
