@@ -1,6 +1,6 @@
 """The local launcher refuses what it must before starting anything: a non-loopback address without TLS, bad
-arguments; node configs are quoted for flower-supernode. A federation running LaDa, a run over its time, a
-dead node and that nothing is left running: tests/federation/test_flower.py. TLS was tried by hand (the
+arguments; node configs are quoted for flower-supernode. A federation running LaDa, a dead node and that
+nothing is left running: tests/federation/test_flower.py. TLS was tried by hand (the
 closing note of issue 17 quotes it); no test runs it (its federation costs half a minute of the suite)."""
 import os
 from pathlib import Path

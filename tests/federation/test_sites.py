@@ -33,25 +33,45 @@ def local_federation(tmp, cfg, transport_cls=LocalSites, **kw):
     return transport_cls(Channel(keep_payloads=True), sites, cfg.federation.on_client_failure, **kw)
 
 
+class LosesClient2InRound2(LocalSites):
+    """client2 stops answering at its first message of round 2."""
+
+    def carry(self, requests, timeout_s=None):
+        if decode(next(iter(requests.values()))).round != 2 or "client2" not in requests:
+            return super().carry(requests)
+        out = super().carry({k: d for k, d in requests.items() if k != "client2"})
+        return {k: out[k] if k != "client2" else Lost("gone", len(requests[k])) for k in requests}
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
+    """The in-process run, and the deployment: client2 lost in round 2 under `raise` (the run stops), then
+    the server resumed (resume=true) with every site back; the deployment's results are the resumed run's."""
     tmp = tmp_path_factory.mktemp("sites")
     _, inproc = execute(smoke(tmp, "run_name=inproc"), quiet=True)
     cfg = smoke(tmp, "run_name=sites", "federation.protocol=per_round")
-    transport = local_federation(tmp, cfg)
+    lossy = local_federation(tmp, cfg, LosesClient2InRound2)
+    with pytest.raises(ClientFailure) as failed:
+        serve(cfg, lossy, tmp / "fed" / "server")
+    stopped = {"error": str(failed.value), "checkpoint": (tmp / "sites" / "checkpoint.pt").is_file(),
+               "results": json.loads((tmp / "sites" / "results.json").read_text())}
+    # client1's site had gone on into round 2: it starts round 2 again from its copy of round 1
+    cfg = smoke(tmp, "run_name=sites", "federation.protocol=per_round", "resume=true")
+    transport = LocalSites(Channel(keep_payloads=True), {k: ClientSite(a.node_config) for k, a in lossy.address.items()})
     run_dir, deployed = serve(cfg, transport, tmp / "fed" / "server")
-    return tmp, inproc, deployed, transport, run_dir
+    transport.channel.payloads += lossy.channel.payloads
+    return tmp, inproc, deployed, transport, run_dir, stopped
 
 
-def test_deployment_gives_the_in_process_results(runs):
-    _, inproc, deployed, _, _ = runs
+def test_deployment_gives_the_in_process_results(runs):  # resumed once: see the fixture
+    _, inproc, deployed, *_ = runs
     for key in SAME:
         assert same(deployed[key], inproc[key]), key
     assert deployed["engine"] == "LocalSites" and deployed["failed_clients"] == []
 
 
 def test_report_shows_answer_bytes_sent_and_needed(runs):
-    _, inproc, deployed, _, _ = runs
+    _, inproc, deployed, *_ = runs
     for row in inproc["communication"]:  # Algorithm 1's exchange sends only what the receiver uses
         assert row["answers_sent"] == row["answers_needed"]
     rounds = [r for r in deployed["communication"] if r["round"] >= 1]
@@ -63,7 +83,7 @@ def test_report_shows_answer_bytes_sent_and_needed(runs):
 
 
 def test_no_private_text_or_id_crosses(runs):
-    tmp, _, _, transport, _ = runs
+    tmp, _, _, transport, *_ = runs
     private = [x for name in ("client1", "client2") for f in ("train.jsonl", "test.jsonl")
                for x in read_records(tmp / "fed" / name / f)]
     assert transport.channel.payloads and private
@@ -82,30 +102,12 @@ def test_site_refuses_a_round_it_cannot_be_in(runs):
     assert reply.kind == "refused" and "no state of round 6" in reply.why
 
 
-class LosesClient2InRound2(LocalSites):
-    """client2 stops answering at its first message of round 2."""
-
-    def carry(self, requests, timeout_s=None):
-        if decode(next(iter(requests.values()))).round != 2 or "client2" not in requests:
-            return super().carry(requests)
-        out = super().carry({k: d for k, d in requests.items() if k != "client2"})
-        return {k: out[k] if k != "client2" else Lost("gone", len(requests[k])) for k in requests}
-
-
-def test_raise_stops_with_the_last_round_checkpointed_and_resume_agrees(tmp_path, runs):
-    _, _, deployed, _, _ = runs
-    cfg = smoke(tmp_path, "run_name=raise", "federation.protocol=per_round")
-    transport = local_federation(tmp_path, cfg, LosesClient2InRound2)
-    with pytest.raises(ClientFailure, match="client 'client2' failed in round 2: gone"):
-        serve(cfg, transport, tmp_path / "fed" / "server")
-    assert (tmp_path / "raise" / "checkpoint.pt").is_file()
-    # the server resumes from round 1; client1's site had gone on into round 2 and starts it again
-    cfg = smoke(tmp_path, "run_name=raise", "federation.protocol=per_round", "resume=true")
-    sites = {f"node{i}": ClientSite({"name": n, "data": str(tmp_path / "fed" / n)})
-             for i, n in enumerate(["client1", "client2"])}
-    _, out = serve(cfg, LocalSites(Channel(), sites), tmp_path / "fed" / "server")
-    for key in SAME:
-        assert same(out[key], deployed[key]), key
+def test_raise_stops_with_the_last_round_checkpointed_and_resume_agrees(runs):
+    _, inproc, deployed, _, _, stopped = runs
+    assert stopped["error"] == "client 'client2' failed in round 2: gone" and stopped["checkpoint"]
+    assert {r["round"] for r in stopped["results"]["accuracy"]} == {0, 1}
+    for key in SAME:  # the resumed deployment ends where the uninterrupted in-process run does
+        assert same(deployed[key], inproc[key]), key
 
 
 def test_a_deployment_needs_a_split_method_and_lada_per_round(tmp_path):
