@@ -624,7 +624,7 @@ def local_run(argv: list[str], nodes: int | None = None):
     RUN_DIR.flower/. Raises ConfigError / DataError before anything is written."""
     from ladalit.core.config import ConfigError, load_config, resolve_conf_path
     from ladalit.run import run_dir_for
-    conf, overrides = argv[0], [a for a in argv[1:]]
+    conf, overrides = argv[0], list(argv[1:])
     cfg = load_config([f"conf={conf}", *overrides, "federation.protocol=per_round"])
     if nodes is not None and nodes != len(cfg.clients):
         raise ConfigError(f"config key 'clients': {len(cfg.clients)} clients ({', '.join(cfg.clients)}), "

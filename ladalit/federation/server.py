@@ -147,8 +147,7 @@ def snapshot(server, results: Results, channel: Channel, counters: dict, transpo
     state = server.state_dict()
     return {"participants": {"server": state.pop("participant", {})}, "roles": {"server": state},
             "results": results.state_dict(), "channel": channel.state_dict(), "counters": counters,
-            "failed_clients": transport.failed, "names": transport.names,
-            "timing": {"rounds": transport.round_seconds, "exchanges": transport.exchanges}}
+            "failed_clients": transport.failed, "names": transport.names, "timing": timing(transport)}
 
 
 def restore(ckpt: dict, server, results: Results, channel: Channel, transport) -> dict:
@@ -173,5 +172,9 @@ def extras(server, counters: dict, transport) -> dict:
     if "bound_hits" in own:
         out["bound_hits"] = {**{f"client:{k}": c["bound_hits"] for k, c in counters.items() if c.get("bound_hits")},
                              **{f"server:{k}": v for k, v in own["bound_hits"].items()}}
-    return out | {"failed_clients": transport.failed, "engine": type(transport).__name__,
-                  "timing": {"rounds": transport.round_seconds, "exchanges": transport.exchanges}}
+    return out | {"failed_clients": transport.failed, "engine": type(transport).__name__, "timing": timing(transport)}
+
+
+def timing(transport) -> dict:
+    """Wall seconds per round and per exchange (benchmarks.flower_overhead reads them)."""
+    return {"rounds": transport.round_seconds, "exchanges": transport.exchanges}

@@ -46,16 +46,19 @@ def read_records(path: Path, require_answer: bool = True) -> list[MCRecord]:
         if not line.strip():
             continue
         try:
-            row = json.loads(line)
-            rec = MCRecord(**{**row, "options": tuple(row["options"])})
+            rec = record_of(json.loads(line))
         except (json.JSONDecodeError, TypeError, KeyError) as err:
             raise DataError(str(path), n, "record", f"not a ladalit record ({err})") from None
         out.append(validate_record(rec, str(path), n, require_answer=require_answer))
     return out
 
 
+def record_of(row: dict) -> MCRecord:
+    return MCRecord(**{**row, "options": tuple(row["options"])})
+
+
 def records_of(rows: list[dict]) -> list[MCRecord]:
-    return [MCRecord(**{**r, "options": tuple(r["options"])}) for r in rows]
+    return [record_of(r) for r in rows]
 
 
 class ClientSite:
@@ -148,7 +151,7 @@ class ClientSite:
         held in memory is used where it is exactly that state (else the state is read from disk)."""
         if held is not None and held[0] == self.dir:
             _, role, ended = held
-            if isinstance(msg, ROUND_STARTS) and ended == msg.round - 1 and ended is not None:
+            if isinstance(msg, ROUND_STARTS) and ended == msg.round - 1:
                 return role
             if not isinstance(msg, ROUND_STARTS) and ended is None and role.round == msg.round:
                 return role
