@@ -46,6 +46,18 @@ class FlowerTransport(SiteTransport):
         super().__init__(channel, {str(n): n for n in wait_for_nodes(grid, clients, timeout_s)}, on_failure)
         self.grid, self.timeout_s = grid, timeout_s
 
+    def discover(self, until: float) -> list[str]:
+        """Nodes listed now that were not before, polled every second for up to 30 s (and not past `until`)."""
+        end = min(until, time.time() + 30)
+        while True:
+            new = [str(n) for n in sorted(self.grid.get_node_ids()) if str(n) not in self.address]
+            if new or time.time() >= end:
+                break
+            time.sleep(1.0)
+        self.address |= {k: int(k) for k in new}
+        self.names += new
+        return new
+
     def carry(self, requests: dict[str, bytes], timeout_s: float | None = None) -> dict[str, Crossed | Lost]:
         timeout_s = timeout_s or self.timeout_s
         contents = {k: content_of(data) for k, data in requests.items()}

@@ -49,15 +49,22 @@ def check_deployable(cfg) -> None:
 
 def join(transport, cfg, run_name: str, public, evaluate: bool) -> dict:
     """Join every node to the run; each says which client it is. Every configured client must be there,
-    once; the transport then addresses them by name, in config order."""
+    once; the transport then addresses them by name, in config order. A node that comes up while the others
+    join (a SuperNode just restarted: the old one is still listed until its heartbeat expires) is joined
+    too, until federation.join_timeout_s."""
     msg = Join(0, run_name, to_yaml(cfg), [asdict(x) for x in public], evaluate)
-    transport.enough = len(cfg.clients)
-    try:
-        joined = transport.request_all({k: msg for k in transport.names}, unknown_ok=True,
-                                       timeout_s=cfg.federation.join_timeout_s)
-    finally:
-        transport.enough = None
-    transport.rename({k: r.client for k, r in joined.items()})
+    end, joined, names = time.time() + cfg.federation.join_timeout_s, {}, {}
+    new = list(transport.names)
+    while new:
+        transport.enough = len(set(cfg.clients) - set(names.values()))
+        try:
+            got = transport.request_all({k: msg for k in new}, unknown_ok=True, timeout_s=max(end - time.time(), 1))
+        finally:
+            transport.enough = None
+        joined |= got
+        names |= {k: r.client for k, r in got.items()}
+        new = [] if set(cfg.clients) <= set(names.values()) or time.time() >= end else transport.discover(end)
+    transport.rename(names)
     missing = sorted(set(cfg.clients) - set(transport.names))
     if missing:
         raise ConfigError(f"config key 'clients': no node is {', '.join(missing)} (nodes: {sorted(transport.names)})")

@@ -52,13 +52,18 @@ class SiteTransport(Transport):
         given, instead of the engine's own)."""
         raise NotImplementedError
 
+    def discover(self, until: float) -> list[str]:
+        """Nodes the engine reaches now that it did not before (their keys, added to `names`), waiting for one
+        no later than `until` (time.time()); none here."""
+        return []
+
     def rename(self, names: dict[str, str]) -> None:
         """Address the clients by the names they gave (RoundReport.client), instead of the engine's keys."""
         seen = [n for n in names.values()]
         twice = sorted({n for n in seen if seen.count(n) > 1})
         if twice:
             raise ProtocolError(f"more than one node says it is client {', '.join(twice)}: check their node configs")
-        self.address = {names[k]: self.address[k] for k in self.names if k in names}
+        self.address = {names[k]: self.address[k] for k in self.address if k in names}
         self.names = list(self.address)
         for m in self.channel.messages:  # the Join exchange, counted before the names were known
             m.client = names.get(m.client, m.client)
