@@ -10,6 +10,7 @@ from ladalit.core.experiment import build_experiment
 from ladalit.reporting.results import Results
 from ladalit.run import execute, main
 from tests.channel_audit import decoded, strings_in
+from tests.demo.test_oracle import check_selection_quality
 
 
 def run_smoke(tmp_path, *overrides):
@@ -62,6 +63,7 @@ def test_lada_smoke_run_writes_accuracy_selections_and_bytes(tmp_path):
     server_ids_r1 = {x["id"] for x in responses if x["round"] == 1 and x["participant"] == "server"}
     assert len(server_ids_r1) == 8  # the server answered the 8 prototypes (shared by every pair) once each
     assert {x["participant"] for x in responses} == {"server", *cfg.clients}
+    check_selection_quality(cfg, run_dir)  # the demo world's oracle rows (tests/demo/test_oracle.py)
 
 
 @pytest.mark.parametrize("override", ["filter=none", "loss=ce", "server_weights=uniform", "reward.granularity=set"])

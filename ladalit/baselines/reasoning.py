@@ -94,6 +94,9 @@ SOCRATIC_DEMOS: dict[str, str] = {
     "one-shot-math": ("Sub-question 1: How much do 4 pens cost? Answer: 4*3=12 dollars.\n"
                       "Sub-question 2: How much change is left from 20 dollars? Answer: 20-12=8 dollars.\n"
                       "The answer is (B)."),
+    "one-shot-synthetic": ("Sub-question 1: How many apples after he gets 2 more? Answer: 6+2=8.\n"
+                           "Sub-question 2: How many after he multiplies them by 3? Answer: 8*3=24.\n"
+                           "The answer is (B)."),
     "one-shot-commonsense": ("Sub-question 1: What happens to a plate after washing? Answer: It is stored "
                              "until it is used again.\n"
                              "Sub-question 2: Where are clean plates stored? Answer: In a cupboard.\n"

@@ -47,14 +47,18 @@ def data_source(cfg) -> str:
     return d.path or d.hub_id or f"data.name={d.name}"
 
 
-def load_data(cfg) -> FederatedData:
-    """Load, drop repeated questions, check the counts against the split (before any model is built), split."""
-    d = cfg.data
+def prepared_records(cfg) -> list[MCRecord]:
+    """Load, drop repeated questions, check the counts against the split (before any model is built),
+    normalise the options: the records the split deals, with every label still on them."""
     source = data_source(cfg)
     records = drop_duplicate_questions(load_records(cfg), source)
     check_records_fit(cfg, records, source)
-    records = normalise_options(records, d.num_options, cfg.seed)
-    return federated_split(records, len(cfg.clients), d.train_per_client, d.test_per_client,
+    return normalise_options(records, cfg.data.num_options, cfg.seed)
+
+
+def load_data(cfg) -> FederatedData:
+    d = cfg.data
+    return federated_split(prepared_records(cfg), len(cfg.clients), d.train_per_client, d.test_per_client,
                            d.public_size, cfg.seed, d.domain_skew)
 
 

@@ -41,6 +41,14 @@ ONE_SHOT_EXAMPLES: dict[str, MCRecord] = {
         answer="B",
         rationale="4 pens cost 4*3=12 dollars. The change is 20-12=8 dollars.",
     ),
+    # the demo world's own format (ladalit.demo.synthetic, shared operations only), which its zoo is pre-trained on
+    "synthetic": MCRecord(
+        id="one-shot-synthetic",
+        question="Tom has 6 apples. He gets 2 more. He multiplies them by 3. How many apples now?",
+        options=("8", "24", "18", "26"),
+        answer="B",
+        rationale="6+2=8. 8*3=24. (A) 8 vs 24 no. (B) 24 vs 24 yes. (C) 18 vs 24 no. (D) 26 vs 24 no.",
+    ),
     "commonsense": MCRecord(
         id="one-shot-commonsense",
         question="Where would you put a plate after washing it?",
@@ -49,7 +57,7 @@ ONE_SHOT_EXAMPLES: dict[str, MCRecord] = {
         rationale="Clean plates are stored until they are used again. Plates are stored in a cupboard.",
     ),
 }
-DATA_FAMILY = {"synthetic": "math", "aqua": "math", "mathinstruct": "math",
+DATA_FAMILY = {"synthetic": "synthetic", "aqua": "math", "mathinstruct": "math",
                "commonsenseqa": "commonsense", "cot_collection": "commonsense"}
 
 

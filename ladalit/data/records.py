@@ -21,7 +21,9 @@ class MCRecord:
 
     `options` hold the option texts without their letters; `answer` is the gold
     letter ("A".."J") or None (public set); `rationale` is a step-by-step
-    solution or None; `domain` groups records for per-client skew.
+    solution or None; `domain` groups records for per-client skew. The split hands
+    methods the `public()` and `private()` views, which drop the domain: it is a label
+    of the data source (and of the demo world's oracle), never an input of a method.
     """
 
     id: str
@@ -41,12 +43,12 @@ class MCRecord:
         return self.options[self.gold_index]
 
     def public(self) -> "MCRecord":
-        """The record as the public set holds it: no answer, no rationale."""
-        return replace(self, answer=None, rationale=None)
+        """The record as the public set holds it: no answer, no rationale, no domain."""
+        return replace(self, answer=None, rationale=None, domain="default")
 
     def private(self) -> "MCRecord":
-        """The record as a client's private data holds it: answer, no rationale."""
-        return replace(self, rationale=None)
+        """The record as a client's private data holds it: answer, no rationale, no domain."""
+        return replace(self, rationale=None, domain="default")
 
 
 def validate_record(rec: MCRecord, source: str, line: int | None, require_answer: bool = True) -> MCRecord:

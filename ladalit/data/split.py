@@ -94,9 +94,13 @@ class FederatedData:
     public: list[MCRecord]
 
 
+# records of this domain belong to no client: they reach clients only through iid draws and the public set
+SHARED_DOMAIN = "shared"
+
+
 def domain_groups(records: list[MCRecord], num_clients: int) -> list[set[str]]:
-    """The records' domains, sorted and dealt round-robin to the clients."""
-    domains = sorted({r.domain for r in records})
+    """The records' domains but SHARED_DOMAIN, sorted and dealt round-robin to the clients."""
+    domains = sorted({r.domain for r in records} - {SHARED_DOMAIN})
     return [set(domains[k::num_clients]) for k in range(num_clients)]
 
 

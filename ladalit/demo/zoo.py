@@ -3,10 +3,18 @@
 No pretrained LLM can be downloaded here, so the zoo builds its own: tokenizers
 trained with `tokenizers` on the synthetic task (`ladalit.demo.synthetic`), and small
 llama / qwen3 / gemma2 models pre-trained on it with a plain torch loop. The
-server is taught step-by-step rationales for every domain and step count; the
-clients are smaller and get a weaker curriculum (rationales only for short
-chains of their own domains, short "The answer is (X)." answers otherwise), so
-they are weak at long chains and at other domains -- the room LaDa needs.
+curricula make the paper's premises hold by construction:
+
+- the server is taught rationales for chains of 1-4 shared operations, and never sees a
+  record of a client domain (no domain fact is in its corpus);
+- each client is smaller, and is taught rationales for chains of at most two steps, of
+  the shared operations and of its own domain's facts (`ladalit.demo.synthetic.FACTS`);
+- every member sees a share of its examples in the one-shot prompt format, and the server
+  also learns to write questions in the task's format (the WASP baseline's generation prompt).
+
+`learnable_steps` is the longest chain a member is meant to be able to learn from
+rationales (the smallest client: 3); the oracle (`ladalit.demo.oracle`) uses it to label
+which public samples a pair can learn from, for analysis only.
 
     model, tokenizer = load_member("server")      # trains once, then loads from the cache
     quick_eval(model, tokenizer, records)          # accuracy of the parsed "answer is (X)"
@@ -36,13 +44,14 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerFast
 
-from ladalit.core.prompts import format_response, zero_shot_prompt
+from ladalit.core.prompts import ONE_SHOT_EXAMPLES, format_question, format_response, one_shot_prompt, zero_shot_prompt
 from ladalit.data.records import MCRecord
 from ladalit.demo.synthetic import VERSION as SYNTHETIC_VERSION
-from ladalit.demo.synthetic import SyntheticConfig, generate, num_steps
+from ladalit.demo.synthetic import CLIENT_DOMAINS, SHARED, SyntheticConfig, generate, num_steps
 
 # bump when a change to this file changes what a cached member would contain
-CODE_VERSION = "zoo-2+" + SYNTHETIC_VERSION
+CODE_VERSION = "zoo-4+" + SYNTHETIC_VERSION
+EXAMPLE = ONE_SHOT_EXAMPLES["synthetic"]  # the worked example of the demo world's one-shot prompts
 BOS, EOS, PAD, UNK = "<|bos|>", "<|eos|>", "<|pad|>", "<|unk|>"
 ANSWER_RE = re.compile(r"answer is \(([A-J])\)")
 
@@ -89,16 +98,22 @@ class ZooMember:
     num_kv_heads: int
     intermediate_size: int
     # curriculum: records of these domains with at most this many steps get the rationale...
-    rationale_domains: tuple[str, ...] = ("add_sub", "mul", "mixed")
+    rationale_domains: tuple[str, ...] = (SHARED,)
     rationale_max_steps: int = 4
     # ...every other record gets the short answer only (short_answers) or is left out (not short_answers),
     # and this fraction of the taught records gets the short answer too
     short_answers: bool = True
     short_fraction: float = 0.0
+    # the share of examples shown in the one-shot prompt format (after the worked EXAMPLE)
+    one_shot_fraction: float = 0.3
+    # pairs added per taught record: WASP's generation prompt (3 records as examples) -> a new question
+    question_fraction: float = 0.0
+    # the longest chain this member is meant to learn from another's rationales (the oracle's label only)
+    learnable_steps: int = 4
     train: TrainSpec = field(default_factory=TrainSpec)
     # the pre-training corpus (its own seed: the experiments' data use others)
     corpus: SyntheticConfig = field(default_factory=lambda: SyntheticConfig(num_records=20000, seed=1000))
-    max_position_embeddings: int = 512
+    max_position_embeddings: int = 1024
     # std of the initial weights; HF's 0.02 is meant for hidden sizes in the thousands and leaves the
     # attention of a hidden-64 model near uniform for hundreds of steps
     init_std: float = 0.1
@@ -112,21 +127,25 @@ CHAR = TokenizerSpec("char", "bytebpe", 0)
 BPE = TokenizerSpec("bpe", "bytebpe", 448)
 SP = TokenizerSpec("sp", "metaspace", 320)
 
-# The server learns every domain and step count; each client sees only rationales of its own domain
-# with at most two steps (no short answers, so greedy decoding always reasons), and is smaller.
+# The server learns chains of every length over the shared operations, and no domain's facts; each client
+# learns its own domain's facts and the shared operations, in chains of at most two steps, and is smaller
+# (no short answers: greedy decoding always reasons). Client k's domain is the k-th of CLIENT_DOMAINS in the
+# order the split deals them (sorted: calendar, kitchen, market), matching conf/demo.yaml's client1..3.
 ZOO: dict[str, ZooMember] = {m.name: m for m in [
     ZooMember("server", "qwen3", BPE, hidden_size=128, num_layers=4, num_heads=4, num_kv_heads=2,
-              intermediate_size=384, train=TrainSpec(steps=800, seed=0)),
-    ZooMember("client-llama", "llama", SP, hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2,
-              intermediate_size=192, rationale_domains=("add_sub",), rationale_max_steps=2,
-              short_answers=False, train=TrainSpec(steps=800, seed=1)),
-    ZooMember("client-gemma2", "gemma2", CHAR, hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=1,
-              intermediate_size=192, rationale_domains=("mul",), rationale_max_steps=2,
-              short_answers=False, train=TrainSpec(steps=300, seed=2)),
+              intermediate_size=384, one_shot_fraction=0.15, question_fraction=0.05, short_answers=False,
+              train=TrainSpec(steps=600, batch_size=24, seed=0)),
+    ZooMember("client-llama", "llama", SP, hidden_size=80, num_layers=2, num_heads=4, num_kv_heads=2,
+              intermediate_size=224, rationale_domains=("calendar", SHARED), rationale_max_steps=2,
+              short_answers=False, train=TrainSpec(steps=700, seed=1)),
     ZooMember("client-qwen3", "qwen3", BPE, hidden_size=96, num_layers=3, num_heads=4, num_kv_heads=2,
-              intermediate_size=256, rationale_domains=("mixed",), rationale_max_steps=2,
-              short_answers=False, train=TrainSpec(steps=500, seed=3)),
+              intermediate_size=256, rationale_domains=("kitchen", SHARED), rationale_max_steps=2,
+              short_answers=False, train=TrainSpec(steps=700, seed=3)),
+    ZooMember("client-gemma2", "gemma2", CHAR, hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=1,
+              intermediate_size=192, rationale_domains=("market", SHARED), rationale_max_steps=2,
+              short_answers=False, learnable_steps=3, train=TrainSpec(steps=700, seed=2)),
 ]}
+assert sorted(CLIENT_DOMAINS) == ["calendar", "kitchen", "market"]
 
 
 def _digest(*parts) -> str:
@@ -173,7 +192,11 @@ def build_tokenizer(spec: TokenizerSpec, texts: list[str]) -> PreTrainedTokenize
 
 
 def corpus_texts(cfg: SyntheticConfig) -> list[str]:
-    return [zero_shot_prompt(r) + format_response(r.rationale, r.answer) for r in generate(cfg)]
+    """The texts a zoo tokenizer is trained on: every record as prompt and response, the worked example and
+    the question-writing instruction."""
+    from ladalit.baselines.wasp import generation_prompt
+    texts = [zero_shot_prompt(r) + format_response(r.rationale, r.answer) for r in generate(cfg)]
+    return texts + [one_shot_prompt(EXAMPLE, EXAMPLE), generation_prompt([], [], [EXAMPLE], 4)]
 
 
 def load_tokenizer(spec: TokenizerSpec, corpus: SyntheticConfig, cache_dir: Path | None = None) -> PreTrainedTokenizerFast:
@@ -214,16 +237,32 @@ def build_model(member: ZooMember, tokenizer: PreTrainedTokenizerFast) -> PreTra
     return model
 
 
+def taught(member: ZooMember, rec: MCRecord) -> bool:
+    """Whether the member's curriculum teaches this record with its rationale."""
+    return rec.domain in member.rationale_domains and num_steps(rec) <= member.rationale_max_steps
+
+
 def curriculum(member: ZooMember, records: list[MCRecord], seed: int) -> list[tuple[str, str]]:
-    """(prompt, response) pairs: a rationale where the member's curriculum allows one, else the short answer."""
+    """(prompt, response) pairs: a rationale where the member's curriculum allows one, else the short answer
+    (or nothing, without short answers); a share in the one-shot format; and, for a member that writes
+    questions, WASP's generation prompt over three taught records followed by a new taught question."""
+    from ladalit.baselines.wasp import generation_prompt
     rng = random.Random(seed)
-    pairs = []
+    pairs, pool = [], []
     for r in records:
-        taught = r.domain in member.rationale_domains and num_steps(r) <= member.rationale_max_steps
-        if not taught and not member.short_answers:
+        if not taught(member, r) and not member.short_answers:
             continue
-        short = not taught or rng.random() < member.short_fraction
-        pairs.append((zero_shot_prompt(r), format_response(None if short else r.rationale, r.answer)))
+        short = not taught(member, r) or rng.random() < member.short_fraction
+        prompt = one_shot_prompt(r, EXAMPLE) if rng.random() < member.one_shot_fraction else zero_shot_prompt(r)
+        pairs.append((prompt, format_response(None if short else r.rationale, r.answer)))
+        if taught(member, r):
+            pool.append(r)
+    n_questions = round(member.question_fraction * len(pool))
+    for _ in range(n_questions if len(pool) >= 4 else 0):
+        *examples, new = rng.sample(pool, 4)
+        question = format_question(new.public()).removeprefix("Question:").rstrip("\n")
+        pairs.append((generation_prompt([], [], examples, len(new.options)), question))
+    rng.shuffle(pairs)
     return pairs
 
 
@@ -256,6 +295,18 @@ def weighted_lm_loss(model, ids, mask, weights) -> torch.Tensor:
     return (nll * w).sum() / w.sum().clamp_min(1.0)
 
 
+def length_bucketed_batches(lengths: list[int], batch_size: int, g: torch.Generator, bucket: int = 16) -> list[list[int]]:
+    """One epoch of minibatches (whole ones only), popped from the end: a seeded shuffle, cut into chunks of
+    `bucket` batches, each chunk sorted by length before it is split, then the batches shuffled. Examples of
+    similar length share a batch, so little of it is padding (one-shot prompts are twice as long)."""
+    order = torch.randperm(len(lengths), generator=g).tolist()
+    batches = []
+    for i in range(0, len(order), batch_size * bucket):
+        chunk = sorted(order[i: i + batch_size * bucket], key=lambda j: lengths[j])
+        batches += [chunk[k: k + batch_size] for k in range(0, len(chunk) - batch_size + 1, batch_size)]
+    return [batches[i] for i in torch.randperm(len(batches), generator=g).tolist()]
+
+
 def pretrain(model, tokenizer, member: ZooMember, progress=None) -> list[float]:
     """Plain AdamW loop, loss on response tokens only. Returns the loss of every step.
 
@@ -275,14 +326,12 @@ def pretrain(model, tokenizer, member: ZooMember, progress=None) -> list[float]:
         return ts.lr * (ts.min_lr_ratio + (1 - ts.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t)))
 
     g = torch.Generator().manual_seed(ts.seed)
-    order = torch.randperm(len(data), generator=g).tolist()
     model.train()
-    losses, pos = [], 0
+    losses, batches = [], []
     for step in range(ts.steps):
-        if pos + ts.batch_size > len(order):
-            order, pos = torch.randperm(len(data), generator=g).tolist(), 0
-        batch = [data[i] for i in order[pos: pos + ts.batch_size]]
-        pos += ts.batch_size
+        if not batches:
+            batches = length_bucketed_batches([len(ids) for ids, _ in data], ts.batch_size, g)
+        batch = [data[i] for i in batches.pop()]
         ids, mask, weights = _collate(batch, tokenizer.pad_token_id)
         for group in opt.param_groups:
             group["lr"] = lr_at(step)
@@ -342,11 +391,12 @@ def member_info(name: str | ZooMember, cache_dir: Path | str | None = None) -> d
 # ----------------------------------------------------------------------------- evaluation
 
 @torch.no_grad()
-def predict(model, tokenizer, records: list[MCRecord], max_new_tokens: int = 160, batch_size: int = 64) -> list[str]:
-    """Greedy generations (KV cache, left padding) for the zero-shot prompts of `records`."""
+def predict(model, tokenizer, records: list[MCRecord], max_new_tokens: int = 160, batch_size: int = 64,
+            shots: int = 0) -> list[str]:
+    """Greedy generations (KV cache, left padding) for the zero- or one-shot prompts of `records`."""
     out = []
     for i in range(0, len(records), batch_size):
-        prompts = [zero_shot_prompt(r) for r in records[i: i + batch_size]]
+        prompts = [one_shot_prompt(r, EXAMPLE) if shots else zero_shot_prompt(r) for r in records[i: i + batch_size]]
         enc = tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left")
         gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, use_cache=True,
                              pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
@@ -354,12 +404,30 @@ def predict(model, tokenizer, records: list[MCRecord], max_new_tokens: int = 160
     return out
 
 
-def quick_eval(model, tokenizer, records: list[MCRecord], max_new_tokens: int = 160, batch_size: int = 64) -> float:
+def quick_eval(model, tokenizer, records: list[MCRecord], max_new_tokens: int = 160, batch_size: int = 64,
+               shots: int = 0) -> float:
     """Accuracy of the letter parsed from "answer is (X)" in greedy generations; unparseable = wrong."""
     if not records:
         return float("nan")
-    texts = predict(model, tokenizer, records, max_new_tokens, batch_size)
+    texts = predict(model, tokenizer, records, max_new_tokens, batch_size, shots)
     return sum(parse_answer(t) == r.answer for t, r in zip(texts, records)) / len(records)
+
+
+def starting_points(members: list[str], per_cell: int = 40, cache_dir=None, progress: bool = True) -> list[dict]:
+    """Accuracy of each member per (domain, steps, shots) on fresh records (seed 7, which no split uses):
+    rows {member, domain, steps, shots, n, accuracy}."""
+    from ladalit.demo.synthetic import DOMAINS
+    test = generate(SyntheticConfig(num_records=per_cell * 16 * 2, seed=7))
+    cells = {(d, k): [r for r in test if r.domain == d and num_steps(r) == k][:per_cell]
+             for d in DOMAINS for k in range(1, 5)}
+    rows = []
+    for name in members:
+        model, tok = load_member(name, cache_dir, progress)
+        for shots in (0, 1):
+            for (d, k), recs in cells.items():
+                rows.append({"member": name, "domain": d, "steps": k, "shots": shots, "n": len(recs),
+                             "accuracy": quick_eval(model, tok, recs, shots=shots)})
+    return rows
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -368,29 +436,33 @@ def main(argv: list[str] | None = None) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    ap = argparse.ArgumentParser(description="pre-train the zoo and print accuracy per member and step count")
+    from ladalit.demo.synthetic import DOMAINS
+
+    ap = argparse.ArgumentParser(description="pre-train the zoo and print each member's accuracy per domain, "
+                                             "step count and prompt setting")
     ap.add_argument("--members", nargs="*", default=list(ZOO))
     ap.add_argument("--cache-dir", default=None)
-    ap.add_argument("--eval-records", type=int, default=400, help="test records per step count")
+    ap.add_argument("--per-cell", type=int, default=40, help="test records per (domain, steps)")
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--json", default=None, help="also write the rows to this file")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    test = generate(SyntheticConfig(num_records=4 * args.eval_records, seed=7))
-    by_steps = {k: [r for r in test if num_steps(r) == k] for k in range(1, 5)}
-    table = Table(title="zoo: zero-shot accuracy by number of steps")
-    for col in ["member", "arch", "params", "train s", "loss", "1", "2", "3", "4", "all", "eval s"]:
-        table.add_column(col)
-    for name in args.members:
-        model, tok = load_member(name, args.cache_dir)
-        info = member_info(name, args.cache_dir)
-        t0 = time.perf_counter()
-        accs = {k: quick_eval(model, tok, recs) for k, recs in by_steps.items()}
-        overall = sum(accs[k] * len(by_steps[k]) for k in accs) / len(test)
-        table.add_row(name, ZOO[name].arch, f"{info['num_parameters'] / 1e6:.2f}M", f"{info['train_seconds']:.0f}",
-                      f"{info['final_loss']:.3f}", *[f"{accs[k]:.2f}" for k in range(1, 5)], f"{overall:.2f}",
-                      f"{time.perf_counter() - t0:.0f}")
-    Console().print(table)
+    t0 = time.perf_counter()
+    rows = starting_points(args.members, args.per_cell, args.cache_dir)
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
+    for shots in (0, 1):
+        table = Table(title=f"zoo: {shots}-shot accuracy by domain and number of steps")
+        table.add_column("member")
+        for d in DOMAINS:
+            for k in range(1, 5):
+                table.add_column(f"{d[:4]} {k}")
+        for name in args.members:
+            acc = {(r["domain"], r["steps"]): r["accuracy"] for r in rows if r["member"] == name and r["shots"] == shots}
+            table.add_row(name, *[f"{acc[(d, k)]:.2f}" for d in DOMAINS for k in range(1, 5)])
+        Console().print(table)
+    print(f"{time.perf_counter() - t0:.0f} s")
 
 
 if __name__ == "__main__":

@@ -93,9 +93,10 @@ class LadaClient:
         """Score and select one candidate batch with U_k (Eq. 10); round 1: the prototypes ❷."""
         cand = [self.public.index[i] for i in msg.ids]
         sel, bound = select(self.cfg, self.pair, msg.round, cand, self.public.emb, self.public.prototypes)
-        self.results.add_selection(msg.round, f"{self.name}<-server", "client", len(cand), len(sel), bound)
+        ids = [self.public.records[i].id for i in sel]
+        self.results.add_selection(msg.round, f"{self.name}<-server", "client", len(cand), len(sel), bound, ids)
         self.selection = sel
-        return SelectedIds(msg.round, msg.batch, [self.public.records[i].id for i in sel])
+        return SelectedIds(msg.round, msg.batch, ids)
 
     def distill(self, msg: ServerAnswers) -> Distilled:
         """MARD updates of φ_k on the selection (Eq. 3: y^s chosen over y^k), then rewards ❸–❺ and U_k's fit ❻❼."""

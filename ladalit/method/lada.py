@@ -167,7 +167,8 @@ class LadaServer:
         for k in self.transport.names:
             pair = self.pairs[k]
             sel, bound = select(self.cfg, pair, t, cand, self.public.emb, self.public.prototypes)
-            self.results.add_selection(t, f"server<-{k}", "server", len(cand), len(sel), bound)
+            self.results.add_selection(t, f"server<-{k}", "server", len(cand), len(sel), bound,
+                                       [self.public.records[i].id for i in sel])
             rows += [(k, i) for i in sel]
         return rows
 

@@ -3,6 +3,8 @@
 - `plot_accuracy`: accuracy per round per participant from round 0, one panel per prompt setting (paper
   Fig. 4), a dashed chance line; `plot_accuracy_runs`: the same over seeds, mean ± std bands
 - `plot_selection`: selected-set size per model pair per round (the learnability gap)
+- `plot_selection_quality`: the demo world's oracle precision of each pair's selection per round,
+  against a random selection of the same size (`selection_quality.png`, where results have the rows)
 - `plot_communication`: MB per method split by direction (paper Fig. 5)
 
 Figures are built as plain `Figure` objects on an Agg canvas, so no GUI backend
@@ -147,6 +149,34 @@ def plot_selection(results: dict, path) -> Path:
     return _save(fig, path)
 
 
+def plot_selection_quality(results: dict, path) -> Path:
+    """Two panels like `plot_selection`: each pair's oracle precision per round (solid) and a random
+    selection's expected precision (dashed, same colour)."""
+    rows = results.get("selection_quality", [])
+    fig, axes = _figure(2, width=4.5)
+    pairs = list(dict.fromkeys(r["pair"] for r in rows))
+    clients = list(dict.fromkeys(_client_of(p) for p in pairs))
+    for ax, side, title in zip(axes, ("client", "server"), ("client side: k<-server", "server side: server<-k")):
+        mine = [p for p in pairs if p.startswith("server<-") == (side == "server")]
+        if not mine:
+            _empty(ax, "no selections")
+        for pair in mine:
+            pts = sorted((r["round"], r["precision"], r["random_precision"]) for r in rows if r["pair"] == pair)
+            colour = f"C{clients.index(_client_of(pair)) % 10}"
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", color=colour, label=pair)
+            ax.plot([p[0] for p in pts], [p[2] for p in pts], linestyle="--", color=colour, label=f"{pair} random")
+        if mine:
+            ax.set_xticks(sorted({r["round"] for r in rows}))
+            ax.set_ylim(-0.02, 1.02)
+            ax.set_xlabel("round")
+            ax.set_ylabel("oracle precision")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
+        ax.set_title(title)
+    fig.suptitle("selection quality per model pair (oracle; dashed: random selection of the same size)")
+    return _save(fig, path)
+
+
 def mb_by_direction(results: dict) -> dict[str, float]:
     out: dict[str, float] = defaultdict(float)
     for c in results.get("communication", []):
@@ -174,11 +204,15 @@ def plot_communication(results_by_method: dict[str, dict], path) -> Path:
 
 
 def write_plots(results: dict, run_dir) -> list[Path]:
-    """accuracy.png, selection.png and communication.png in `run_dir`."""
+    """accuracy.png, selection.png and communication.png in `run_dir`; selection_quality.png too where the
+    results have the demo world's oracle rows."""
     run_dir = Path(run_dir)
-    return [plot_accuracy(results, run_dir / PLOT_FILES[0]),
-            plot_selection(results, run_dir / PLOT_FILES[1]),
-            plot_communication({results.get("method", "run"): results}, run_dir / PLOT_FILES[2])]
+    paths = [plot_accuracy(results, run_dir / PLOT_FILES[0]),
+             plot_selection(results, run_dir / PLOT_FILES[1]),
+             plot_communication({results.get("method", "run"): results}, run_dir / PLOT_FILES[2])]
+    if results.get("selection_quality"):
+        paths.append(plot_selection_quality(results, run_dir / "selection_quality.png"))
+    return paths
 
 
 def wandb_images(paths) -> dict:

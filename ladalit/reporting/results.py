@@ -31,6 +31,9 @@ class Results:
         # per (round, participant, what): prompts cut to their budget, answers cut at max_new_tokens
         # ("responses": the exchanged answers), training pairs over max_length ("pairs")
         self.budget: list[dict] = []
+        # per selection: the ids selected (rows {round, pair, ids}; selections.jsonl), e.g. for the demo
+        # world's oracle (selection_quality)
+        self.selected_ids: list[dict] = []
 
     def add_eval(self, round: int, participant: str, role: str, shots: int, metrics: dict,
                  predictions: list[dict] | None = None) -> None:
@@ -42,9 +45,11 @@ class Results:
         self.responses += rows
 
     def add_selection(self, round: int, pair: str, side: str, candidates: int, selected: int,
-                      bound: str | None = None) -> None:
+                      bound: str | None = None, ids: list[str] | None = None) -> None:
         self.selection.append({"round": round, "pair": pair, "side": side, "candidates": candidates,
                                "selected": selected, "bound": bound or ""})
+        if ids is not None:
+            self.selected_ids.append({"round": round, "pair": pair, "ids": list(ids)})
 
     def add_reward_scale(self, round: int, pair: str, side: str, **metrics) -> None:
         self.reward_scale.append({"round": round, "pair": pair, "side": side, **metrics})
@@ -71,12 +76,13 @@ class Results:
     def state_dict(self) -> dict:
         return {"accuracy": self.accuracy, "selection": self.selection, "train": self.train,
                 "predictions": self.predictions, "responses": self.responses,
-                "reward_scale": self.reward_scale, "budget": self.budget}
+                "reward_scale": self.reward_scale, "budget": self.budget, "selected_ids": self.selected_ids}
 
     def load_state_dict(self, state: dict) -> None:
         self.accuracy, self.selection, self.train = state["accuracy"], state["selection"], state["train"]
         self.predictions, self.responses = state.get("predictions", []), state.get("responses", [])
         self.reward_scale, self.budget = state.get("reward_scale", []), state.get("budget", [])
+        self.selected_ids = state.get("selected_ids", [])
 
     def save(self, run_dir: Path, cfg, channel, extra: dict | None = None) -> dict:
         comm = [{"round": r, "direction": d, "client": c, "bytes": b,
@@ -101,7 +107,8 @@ class Results:
         _write_csv(run_dir / "selection.csv", self.selection)
         _write_csv(run_dir / "communication.csv", comm)
         _write_csv(run_dir / "train.csv", self.train)
-        for name, rows in (("predictions.jsonl", self.predictions), ("responses.jsonl", self.responses)):
+        for name, rows in (("predictions.jsonl", self.predictions), ("responses.jsonl", self.responses),
+                           ("selections.jsonl", self.selected_ids)):
             atomic_write_text(run_dir / name, "".join(json.dumps(r) + "\n" for r in rows))
         return out
 

@@ -364,7 +364,9 @@ def test_federated_split_domain_skew(csqa):
     assert sorted(d for g in groups for d in g) == sorted({r.domain for r in csqa})
     args = dict(num_clients=3, train_per_client=300, test_per_client=100, public_size=300, seed=0)
     full = federated_split(csqa, domain_skew=1.0, **args)
-    doms = [{r.domain for r in c.train + c.test} for c in full.clients]
+    domain = {r.id: r.domain for r in csqa}  # the split hands out records without their domain label
+    assert all(r.domain == "default" for c in full.clients for r in c.train + c.test)
+    doms = [{domain[r.id] for r in c.train + c.test} for c in full.clients]
     for k in range(3):
         assert doms[k] <= groups[k]
         for j in range(k + 1, 3):
@@ -372,12 +374,22 @@ def test_federated_split_domain_skew(csqa):
     half = federated_split(csqa, domain_skew=0.5, **args)
     iid = federated_split(csqa, domain_skew=0.0, **args)
     for k in range(3):
-        own_half = sum(r.domain in groups[k] for r in half.clients[k].train + half.clients[k].test)
-        own_iid = sum(r.domain in groups[k] for r in iid.clients[k].train + iid.clients[k].test)
+        own_half = sum(domain[r.id] in groups[k] for r in half.clients[k].train + half.clients[k].test)
+        own_iid = sum(domain[r.id] in groups[k] for r in iid.clients[k].train + iid.clients[k].test)
         assert own_half >= 200 and own_iid < own_half
         assert not (set(ids(half.clients[k].train)) & set(ids(half.clients[k].test)))
     every = all_ids(half)
     assert len(every) == len(set(every))
+
+
+def test_shared_domain_is_dealt_to_no_client():
+    recs = [MCRecord(f"r{i}", "q", ("a", "b", "c", "d"), "A", None, d)
+            for i, d in enumerate(["shared"] * 20 + ["x"] * 10 + ["y"] * 10)]
+    assert domain_groups(recs, 2) == [{"x"}, {"y"}]
+    fed = federated_split(recs, 2, 4, 2, 10, seed=0, domain_skew=1.0)
+    domain = {r.id: r.domain for r in recs}
+    assert [{domain[r.id] for r in c.train + c.test} for c in fed.clients] == [{"x"}, {"y"}]
+    assert {domain[r.id] for r in fed.public} <= {"shared", "x", "y"}
 
 
 def test_federated_split_not_enough_records(aqua):

@@ -5,7 +5,8 @@ from dataclasses import replace
 import pytest
 
 from ladalit.data.records import LETTERS, validate_record
-from ladalit.demo.synthetic import DOMAIN_OPS, SyntheticConfig, apply_op, generate, num_steps
+from ladalit.demo.synthetic import (CLIENT_DOMAINS, DOMAINS, FACT_WORDS, FACTS, SHARED, SyntheticConfig, apply_op,
+                                    fact_steps, generate, num_steps)
 
 EQ = re.compile(r"(\d+)([-+*/])(\d+)=(\d+)\.")
 CHECK = re.compile(r"\(([A-D])\) (\d+) vs (\d+) (yes|no)\.")
@@ -49,8 +50,7 @@ def test_rationale_arithmetic_and_gold(records):
         prev = None
         for a, op, b, c in eqs:
             assert apply_op(int(a), op, int(b)) == int(c), r.rationale
-            assert op in DOMAIN_OPS[r.domain]
-            assert 0 <= int(c) <= 100
+            assert 0 <= int(c) <= 50
             assert prev is None or int(a) == prev  # a chain: each step starts from the last value
             prev = int(c)
         assert r.question.startswith(f"{r.question.split()[0]} has {eqs[0][0]} ")
@@ -86,22 +86,54 @@ def test_private_and_public_views(records):
     r = records[0]
     assert r.private().rationale is None and r.private().answer == r.answer
     assert r.public().answer is None and r.public().rationale is None
+    assert r.public().domain == r.private().domain == "default"  # the domain is the oracle's
     assert num_steps(r.public()) == num_steps(r)
 
 
-def test_difficulty_and_domain_knobs():
+def test_difficulty_knob_and_domain_balance(records):
     easy = generate(SyntheticConfig(num_records=200, min_steps=1, max_steps=1))
     hard = generate(SyntheticConfig(num_records=200, min_steps=3, max_steps=4))
     assert {num_steps(r) for r in easy} == {1}
     assert {num_steps(r) for r in hard} == {3, 4}
     assert all(r.rationale.count("=") == 1 for r in easy)
-    add = generate(SyntheticConfig(num_records=200, domains=("add_sub",)))
-    assert {r.domain for r in add} == {"add_sub"}
-    assert not any(c in r.rationale for r in add for c in "*/")
-    mul = generate(SyntheticConfig(num_records=200, domains=("mul",)))
-    assert not any(c in r.rationale for r in mul for c in "+-")
-    cfg = SyntheticConfig(num_records=300)
-    assert {r.domain for r in generate(cfg)} == set(cfg.domains)
+    by_domain = Counter(r.domain for r in records)
+    assert set(by_domain) == set(DOMAINS)
+    assert min(by_domain.values()) > 0.8 * len(records) / len(DOMAINS)  # drawn uniformly
+    cells = Counter((r.domain, num_steps(r)) for r in records)
+    assert len(cells) == len(DOMAINS) * 4 and min(cells.values()) > 0.6 * len(records) / (4 * len(DOMAINS))
+    only = generate(SyntheticConfig(num_records=100, domains=("kitchen",)))
+    assert {r.domain for r in only} == {"kitchen"}
+
+
+def fact_sentences(rec):
+    """The question's sentences that are one of any domain's facts, with the fact's domain."""
+    sentences = rec.question.split(". ")[1:]
+    return [(d, sentence) for sentence in sentences for d, words in FACT_WORDS.items()
+            if any(w in sentence for w in words)]
+
+
+def test_domain_facts_only_in_their_domain_and_computed_as_stated(records):
+    """A client domain's record has at least one of its own facts and no other domain's; a shared record has
+    none. Each fact sentence is computed with the fact's hidden operation and operand."""
+    operand = {sentence.format(p=p): (op, b) for facts in FACTS.values() for sentence, op, b in facts
+               for p in ("He", "She")}
+    checked = 0
+    for r in records:
+        found = fact_sentences(r)
+        assert {d for d, _ in found} == (set() if r.domain == SHARED else {r.domain}), r.question
+        assert fact_steps(r, r.domain) == len(found)
+        if r.domain == SHARED:
+            continue
+        eqs = EQ.findall(r.rationale)
+        steps = r.question.split(". ")[1:-1]  # between "X has N items" and "How many items now?"
+        assert len(steps) == len(eqs)
+        for (a, op, b, c), sentence in zip(eqs, steps):
+            if sentence + "." in operand:
+                checked += 1
+                assert (op, int(b)) == operand[sentence + "."], (sentence, r.rationale)
+                assert str(b) not in sentence  # the text never states the operand
+    assert checked >= sum(r.domain != SHARED for r in records)
+    assert set(CLIENT_DOMAINS) == set(FACTS) and SHARED not in FACTS
 
 
 def test_bad_config_raises():
@@ -109,3 +141,5 @@ def test_bad_config_raises():
         generate(SyntheticConfig(min_steps=3, max_steps=2))
     with pytest.raises(ValueError, match="unknown domains"):
         generate(replace(SyntheticConfig(), domains=("geometry",)))
+    with pytest.raises(ValueError, match="fact_rate"):
+        generate(replace(SyntheticConfig(), fact_rate=1.5))

@@ -7,7 +7,7 @@ import torch
 from ladalit.core.prompts import format_response, zero_shot_prompt
 from ladalit.demo import zoo
 from ladalit.data.records import MCRecord
-from ladalit.demo.synthetic import SyntheticConfig, generate, num_steps
+from ladalit.demo.synthetic import FACT_WORDS, SHARED, SyntheticConfig, generate, num_steps
 
 TINY_CORPUS = SyntheticConfig(num_records=400, seed=11)
 
@@ -83,21 +83,60 @@ def test_encode_pairs_masks_the_prompt(spec, texts):
 
 def test_curriculum_client_is_weaker():
     recs = generate(SyntheticConfig(num_records=400, seed=2))
-    eligible = [r for r in recs if r.domain == "add_sub" and num_steps(r) <= 2]
-    # short answers for what the client is not taught, and for a quarter of what it is
-    client = tiny(rationale_domains=("add_sub",), rationale_max_steps=2, short_fraction=0.25)
+    eligible = [r for r in recs if r.domain in ("kitchen", SHARED) and num_steps(r) <= 2]
+    # short answers for what the client is not taught, and for a quarter of what it is; all zero-shot
+    client = tiny(rationale_domains=("kitchen", SHARED), rationale_max_steps=2, short_fraction=0.25,
+                  one_shot_fraction=0.0)
     pairs = zoo.curriculum(client, recs, seed=0)
-    assert [p for p, _ in pairs] == [zero_shot_prompt(r) for r in recs]
-    with_rationale = [r for r, (_, resp) in zip(recs, pairs) if "=" in resp]
-    assert with_rationale and all(r.domain == "add_sub" and num_steps(r) <= 2 for r in with_rationale)
+    assert sorted(p for p, _ in pairs) == sorted(zero_shot_prompt(r) for r in recs)
+    by_prompt = {zero_shot_prompt(r): r for r in recs}
+    with_rationale = [by_prompt[p] for p, resp in pairs if "=" in resp]
+    assert with_rationale and all(zoo.taught(client, r) for r in with_rationale)
     assert 0.6 < len(with_rationale) / len(eligible) < 0.9
-    assert all(resp == format_response(None, r.answer) for r, (_, resp) in zip(recs, pairs) if r not in eligible)
+    assert all(resp == format_response(None, by_prompt[p].answer) for p, resp in pairs if by_prompt[p] not in eligible)
     # the zoo's clients: only their own short chains, always with the rationale
     client = replace(client, short_answers=False, short_fraction=0.0)
     pairs = zoo.curriculum(client, recs, seed=0)
-    assert pairs == [(zero_shot_prompt(r), format_response(r.rationale, r.answer)) for r in eligible]
-    server_pairs = zoo.curriculum(tiny(), recs, seed=0)
-    assert server_pairs == [(zero_shot_prompt(r), format_response(r.rationale, r.answer)) for r in recs]
+    assert sorted(pairs) == sorted((zero_shot_prompt(r), format_response(r.rationale, r.answer)) for r in eligible)
+
+
+def test_curriculum_one_shot_share_and_question_writing():
+    from ladalit.baselines.wasp import parse_question
+    recs = generate(SyntheticConfig(num_records=600, seed=2))
+    member = tiny(short_answers=False, one_shot_fraction=0.3, question_fraction=0.2)
+    pairs = zoo.curriculum(member, recs, seed=0)
+    shared = [r for r in recs if r.domain == SHARED]
+    answers = [(p, r) for p, r in pairs if not p.startswith("Write")]
+    questions = [(p, r) for p, r in pairs if p.startswith("Write")]
+    assert len(answers) == len(shared) and len(questions) == round(0.2 * len(shared))
+    one_shot = [p for p, _ in answers if p.startswith(zero_shot_prompt(zoo.EXAMPLE))]
+    assert 0.2 < len(one_shot) / len(answers) < 0.4
+    for p, target in questions:  # WASP's prompt, then a question WASP can parse
+        assert p.endswith("New question:\nQuestion:") and parse_question(target, 4) is not None
+
+
+def test_the_servers_corpus_holds_no_domain_fact():
+    """The zoo server's whole pre-training text (the real member, its real corpus) never names a fact of a
+    client domain; each client's holds its own domain's facts and no other's."""
+    for name, member in zoo.ZOO.items():
+        pairs = zoo.curriculum(member, generate(member.corpus), member.train.seed)
+        text = "\n".join(p + r for p, r in pairs)
+        found = {d for d, words in FACT_WORDS.items() if any(w in text for w in words)}
+        own = set(member.rationale_domains) - {SHARED}
+        assert found == own, name
+        if name == "server":
+            assert found == set()
+
+
+def test_length_bucketed_batches_cover_an_epoch_with_little_padding():
+    g = torch.Generator().manual_seed(0)
+    lengths = [int(x) for x in torch.randint(10, 400, (1000,), generator=g)]
+    batches = zoo.length_bucketed_batches(lengths, 8, g, bucket=16)
+    flat = [i for b in batches for i in b]
+    assert len(flat) == len(set(flat)) and len(flat) >= 1000 - 8 * 8  # whole batches of every chunk
+    assert all(len(b) == 8 for b in batches)
+    padded = sum(8 * max(lengths[i] for i in b) for b in batches)
+    assert padded < 1.15 * sum(lengths[i] for i in flat)  # a random order pads to about 1.6x
 
 
 def test_pretraining_lowers_the_loss(texts):
@@ -165,7 +204,11 @@ def test_zoo_is_heterogeneous():
     server = zoo.ZOO["server"]
     clients = [m for n, m in zoo.ZOO.items() if n != "server"]
     assert len(clients) >= 3
-    assert server.rationale_max_steps >= max(m.rationale_max_steps for m in clients)
-    assert set(server.rationale_domains) == set(server.corpus.domains)
+    assert server.rationale_max_steps == 4 > max(m.rationale_max_steps for m in clients)  # long chains: the server's
+    assert set(server.rationale_domains) == {SHARED}  # no client domain's facts
+    # client k was taught the k-th client domain, which the split deals to client k
+    assert [set(m.rationale_domains) - {SHARED} for m in clients] == [{"calendar"}, {"kitchen"}, {"market"}]
     size = lambda m: m.num_layers * m.hidden_size * (4 * m.hidden_size + 3 * m.intermediate_size)
     assert all(size(server) > 2 * size(c) for c in clients)
+    smallest = min(clients, key=size)
+    assert smallest.learnable_steps == 3 and all(c.learnable_steps == 4 for c in clients if c is not smallest)

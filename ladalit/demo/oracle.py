@@ -1,0 +1,125 @@
+"""The demo world's oracle: what a record's text does not say, for analysis only.
+
+Every synthetic record has a hidden truth -- its domain, its number of steps, its gold letter -- public
+records included. No method ever reads it: the split hands methods records without domain or (public)
+answer, and nothing under `ladalit.method` or `ladalit.baselines` imports this module (a test checks
+both). The run's harness (`ladalit.run.execute`) regenerates the records from the config after the run
+and scores what the run recorded:
+
+- `selection_quality`: per (round, pair), the oracle precision of the filter's selection against the
+  expected precision of a random selection of the same size, and how often the chosen answer of the
+  selected samples was correct (y^s on the client side, y^k on the server side);
+- `accuracy_by_domain`: each evaluation's accuracy per (domain, steps) of the test items.
+
+Which public samples are *learnable and useful* for a pair follows from how the world is built
+(`ladalit.demo.synthetic`, `ladalit.demo.zoo`), so it needs no model's answer:
+
+- client k <- server: a record of the shared operations (the server was taught all of them, and no
+  domain's facts) whose chain is at most client k's `learnable_steps` long;
+- server <- client k: a record of client k's own domain (whose facts only k was taught) whose chain is at
+  most as long as the chains k was taught (`rationale_max_steps`).
+
+A random selection's expected precision is the useful fraction of D_p (every round's candidate batches
+cover D_p once). Models not from the zoo count as able to learn, and to have been taught, every length.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+from ladalit.core.prompts import parse_answer
+from ladalit.data.split import SHARED_DOMAIN, domain_groups
+from ladalit.demo.synthetic import num_steps
+
+
+@dataclass(frozen=True)
+class Truth:
+    domain: str
+    steps: int
+    gold: str
+
+
+@dataclass
+class Oracle:
+    truth: dict[str, Truth]  # by record id
+    client_domains: dict[str, set[str]]  # client name -> its domains (as the split dealt them)
+    learnable_steps: dict[str, int]
+    taught_steps: dict[str, int]
+
+    def useful(self, pair: str, sample_id: str) -> bool:
+        """Whether the sample is learnable and useful for the pair ("k<-server" or "server<-k")."""
+        t = self.truth[sample_id]
+        learner, teacher = pair.split("<-")
+        if learner == "server":
+            return t.domain in self.client_domains[teacher] and t.steps <= self.taught_steps[teacher]
+        return t.domain == SHARED_DOMAIN and t.steps <= self.learnable_steps[learner]
+
+
+def world_oracle(cfg) -> Oracle | None:
+    """The oracle of a run's data, or None where the data is not the demo world's."""
+    if cfg.data.name != "synthetic":
+        return None
+    from ladalit.core.experiment import prepared_records
+    records = prepared_records(cfg)
+    names = list(cfg.clients)
+    learnable, taught = {}, {}
+    for name, ccfg in cfg.clients.items():
+        learnable[name] = taught[name] = cfg.data.synthetic.max_steps
+        if ccfg.model.source == "zoo":
+            from ladalit.demo.zoo import ZOO
+            member = ZOO.get(ccfg.model.name_or_path)
+            if member is not None:
+                learnable[name], taught[name] = member.learnable_steps, member.rationale_max_steps
+    groups = domain_groups(records, len(names))
+    return Oracle({r.id: Truth(r.domain, num_steps(r), r.answer) for r in records},
+                  dict(zip(names, groups)), learnable, taught)
+
+
+def selection_quality(oracle: Oracle, public_ids: list[str], selected: list[dict], responses: list[dict],
+                      num_options: int = 4) -> list[dict]:
+    """Rows {round, pair, selected, precision, random_precision, chosen_correct} per (round, pair).
+
+    `selected`: rows {round, pair, ids} (Results.selected_ids); `responses`: rows {round, participant, id,
+    text} (the exchanged answers). The chosen answer of "k<-server" is the server's y^s, of "server<-k"
+    client k's y^k; `chosen_correct` is over the selected samples whose chosen answer was recorded."""
+    ids_of: dict[tuple[int, str], list[str]] = defaultdict(list)
+    for row in selected:
+        ids_of[(row["round"], row["pair"])] += row["ids"]
+    answer = {(r["round"], r["participant"], r["id"]): r["text"] for r in responses}
+    rows = []
+    for (t, pair), ids in sorted(ids_of.items()):
+        learner, teacher = pair.split("<-")
+        useful = sum(oracle.useful(pair, i) for i in ids)
+        base = sum(oracle.useful(pair, i) for i in public_ids)
+        said = [(i, answer[(t, teacher, i)]) for i in ids if (t, teacher, i) in answer]
+        right = sum(parse_answer(y, num_options) == oracle.truth[i].gold for i, y in said)
+        rows.append({"round": t, "pair": pair, "selected": len(ids),
+                     "precision": useful / len(ids) if ids else float("nan"),
+                     "random_precision": base / len(public_ids) if public_ids else float("nan"),
+                     "chosen_correct": right / len(said) if said else float("nan"), "chosen_known": len(said)})
+    return rows
+
+
+def accuracy_by_domain(oracle: Oracle, predictions: list[dict]) -> list[dict]:
+    """Rows {round, participant, shots, domain, steps, n, accuracy} from the evaluation's predictions."""
+    cells: dict[tuple, list[int]] = defaultdict(lambda: [0, 0])
+    for p in predictions:
+        t = oracle.truth.get(p["id"])
+        if t is None:
+            continue
+        c = cells[(p["round"], p["participant"], p["shots"], t.domain, t.steps)]
+        c[0] += 1
+        c[1] += p["parsed"] == p["gold"]
+    return [{"round": r, "participant": n, "shots": s, "domain": d, "steps": k, "n": c[0], "accuracy": c[1] / c[0]}
+            for (r, n, s, d, k), c in sorted(cells.items())]
+
+
+def oracle_report(cfg, public_ids: list[str], results) -> dict:
+    """results.json's oracle keys for a finished run (`selection_quality`, `accuracy_by_domain`), or {}
+    where the data is not the demo world's."""
+    oracle = world_oracle(cfg)
+    if oracle is None:
+        return {}
+    return {"selection_quality": selection_quality(oracle, public_ids, results.selected_ids, results.responses,
+                                                   cfg.data.num_options),
+            "accuracy_by_domain": accuracy_by_domain(oracle, results.predictions)}
