@@ -88,3 +88,21 @@ def test_gpu_check_dry_run_runs_the_round_and_prints_the_table(tmp_path):
         assert r["selected"] > 0 and r["skipped_steps"] == 0
         assert r["swaps"] > r["K"] and r["park_bytes"] > 0 and r["activate_bytes"] > r["park_bytes"]
         assert all(v["tokens"] > 0 and v["seconds"] > 0 for v in r["phases"].values())
+
+
+def test_demo_methods_tables_on_smoke(tmp_path):
+    """benchmarks.demo_methods on the smoke world (one seed, one round): every table, the bootstrap gains,
+    the oracle rows and the claims, as JSON and markdown."""
+    from benchmarks import demo_methods
+    out = demo_methods.main(["--conf", "smoke.yaml", "--seeds", "0", "--methods", "standalone", "lada",
+                             "--runs-dir", str(tmp_path / "runs"), "--out", str(tmp_path), "rounds=1"])
+    text = (tmp_path / "demo_methods.md").read_text()
+    assert json.loads((tmp_path / "demo_methods.json").read_text())["seeds"] == [0]
+    for n in ("client1", "client2", "server"):
+        mean, low, high = out["gain"]["lada-standalone 0-shot"][n]
+        r = out["accuracy"][f"{n} 0-shot"]
+        assert mean == pytest.approx(100 * (r["lada"][0] - r["standalone"][0]))  # same items: the paired mean
+        assert low <= mean <= high
+    assert {k.split()[1] for k in out["selection_quality"]} == {"client1<-server", "client2<-server",
+                                                                "server<-client1", "server<-client2"}
+    assert "LaDa ahead of Standalone on every client" in text and "the server ends no lower than its round 0" in text

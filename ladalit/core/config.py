@@ -330,6 +330,9 @@ class RunConfig:
     server_weights: str = "reward"
     # β of the MARD loss
     beta: float = 0.1
+    # weight of an NLL term on the chosen answer (per token) added to the MARD loss, as in RPO / DPO+SFT: a
+    # remedy for DPO lowering the chosen answer's likelihood too; 0 = the paper's Eq. 3 and 4
+    mard_nll: float = 0.0
     # candidate batch size: D_p is streamed in batches of n_c
     n_c: int = 64
     # fraction of D_p taken as first-round prototypes (k-means centroids, ladalit.method.prototypes)
@@ -405,6 +408,7 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
     "seed": (0, None),
     "rounds": (1, None),
     "beta": (0.0, None),
+    "mard_nll": (0.0, None),
     "n_c": (1, None),
     "federation.client_timeout_s": (1.0, None),
     "federation.join_timeout_s": (1.0, None),
@@ -728,6 +732,7 @@ HELP_KEYS = [
     ("seed", "seed for data split, models, filters"),
     ("loss / filter / server_weights", "LaDa ablations: mard|ce, lada|none, reward|uniform"),
     ("beta, n_c, init_fraction", "MARD β, candidate batch size, prototype fraction"),
+    ("mard_nll", "weight of an NLL term on the chosen answer (RPO remedy; 0 = the paper)"),
     ("reward.alpha, reward.granularity", "α of Eq. 7; sample | set"),
     ("filter_net.*", "filter network: encoder, lam (λ), tau (τ), lr, epochs, min_select, max_select, class_path"),
     ("data.*", "name, path, hub_id, train_per_client, test_per_client, public_size, domain_skew"),

@@ -122,6 +122,10 @@ class Participant(L.LightningModule):
             rows.append((p_ids, r_ids[: room - len(end)] + end))
         return rows
 
+    def response_lengths(self, prompts: Sequence[str], responses: Sequence[str]) -> list[int]:
+        """The number of response tokens each pair is trained on (EOS included, after any cut; `_rows`)."""
+        return [len(r) for _, r in self._rows(prompts, responses)]
+
     def overlong_pairs(self, prompts: Sequence[str], responses: Sequence[str]) -> int:
         """How many (prompt, response) pairs exceed max_length in this participant's tokens (with EOS),
         so that `_rows` cuts their response."""

@@ -134,16 +134,16 @@ SP = TokenizerSpec("sp", "metaspace", 320)
 ZOO: dict[str, ZooMember] = {m.name: m for m in [
     ZooMember("server", "qwen3", BPE, hidden_size=128, num_layers=4, num_heads=4, num_kv_heads=2,
               intermediate_size=384, one_shot_fraction=0.15, question_fraction=0.05, short_answers=False,
-              train=TrainSpec(steps=600, batch_size=24, seed=0)),
-    ZooMember("client-llama", "llama", SP, hidden_size=80, num_layers=2, num_heads=4, num_kv_heads=2,
-              intermediate_size=224, rationale_domains=("calendar", SHARED), rationale_max_steps=2,
-              short_answers=False, train=TrainSpec(steps=700, seed=1)),
+              train=TrainSpec(steps=1500, batch_size=16, seed=0)),
+    ZooMember("client-llama", "llama", SP, hidden_size=96, num_layers=2, num_heads=4, num_kv_heads=2,
+              intermediate_size=256, rationale_domains=("calendar", SHARED), rationale_max_steps=2,
+              short_answers=False, train=TrainSpec(steps=1500, batch_size=16, seed=1)),
     ZooMember("client-qwen3", "qwen3", BPE, hidden_size=96, num_layers=3, num_heads=4, num_kv_heads=2,
               intermediate_size=256, rationale_domains=("kitchen", SHARED), rationale_max_steps=2,
-              short_answers=False, train=TrainSpec(steps=700, seed=3)),
+              short_answers=False, train=TrainSpec(steps=1500, batch_size=16, seed=3)),
     ZooMember("client-gemma2", "gemma2", CHAR, hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=1,
               intermediate_size=192, rationale_domains=("market", SHARED), rationale_max_steps=2,
-              short_answers=False, learnable_steps=3, train=TrainSpec(steps=700, seed=2)),
+              short_answers=False, learnable_steps=3, train=TrainSpec(steps=1500, batch_size=16, seed=2)),
 ]}
 assert sorted(CLIENT_DOMAINS) == ["calendar", "kitchen", "market"]
 

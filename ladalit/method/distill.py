@@ -9,13 +9,18 @@ from ladalit.reporting.results import Results
 
 
 def per_sample_loss(cfg, participant, keys, prompts, chosen, rejected) -> torch.Tensor:
-    """Eq. 3 / Eq. 4 per sample (chosen = the other side's answer), or the `loss=ce` ablation."""
+    """Eq. 3 / Eq. 4 per sample (chosen = the other side's answer), with `mard_nll` > 0 plus the NLL term on
+    the chosen answer (`losses.mard_nll_loss`), or the `loss=ce` ablation."""
     if cfg.loss == "ce":
         logp, mask = participant.token_logprobs(prompts, chosen)
         return -(logp * mask).sum(-1) / mask.sum(-1).clamp(min=1)
     pol_c, pol_r = participant.pair_logprobs(prompts, chosen, rejected)
     ref_c, ref_r = participant.reference_pair_logprobs(keys, prompts, chosen, rejected)
-    return losses.mard_loss(pol_c, pol_r, ref_c, ref_r, cfg.beta)
+    mard = losses.mard_loss(pol_c, pol_r, ref_c, ref_r, cfg.beta)
+    if not cfg.mard_nll:
+        return mard
+    tokens = torch.tensor(participant.response_lengths(prompts, chosen), device=mard.device)
+    return losses.mard_nll_loss(mard, pol_c, tokens, cfg.mard_nll)
 
 
 def distill_step(cfg, fabric, participant, optimizer, guard: NonFiniteGuard, round: int, batch: int,

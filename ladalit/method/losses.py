@@ -19,6 +19,7 @@ from torch import Tensor
 
 __all__ = [
     "mard_loss",
+    "mard_nll_loss",
     "client_mard_loss",
     "server_mard_loss",
     "overlap_weights",
@@ -42,6 +43,15 @@ def mard_loss(
     """
     z = beta * ((policy_chosen - ref_chosen) - (policy_rejected - ref_rejected))
     return -F.logsigmoid(z)
+
+
+def mard_nll_loss(mard: Tensor, policy_chosen: Tensor, chosen_tokens: Tensor, weight: float) -> Tensor:
+    """The MARD loss plus an NLL term on the chosen answer, per token: ``mard - weight * pi_c / |y_c|``
+    (RPO, Pang et al. 2024; DPO+SFT). DPO can lower the chosen answer's likelihood along with the
+    rejected one's; the NLL term holds it up. ``weight=0`` returns ``mard`` (the paper's Eq. 3 / 4)."""
+    if weight == 0:
+        return mard
+    return mard - weight * policy_chosen / chosen_tokens.to(policy_chosen.dtype).clamp_min(1)
 
 
 def client_mard_loss(pol_ys: Tensor, pol_yk: Tensor, ref_ys: Tensor, ref_yk: Tensor, beta: float) -> Tensor:

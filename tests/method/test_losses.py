@@ -7,6 +7,7 @@ import torch
 from ladalit.method.losses import (
     client_mard_loss,
     mard_loss,
+    mard_nll_loss,
     overlap_weights,
     server_mard_loss,
     weighted_server_loss,
@@ -68,6 +69,17 @@ def test_mard_loss_hand_values():
     # z = beta * ((-1 - -3) - (-4 - -2)) = 0.5 * (2 - (-2)) = 2 -> log(1 + e^-2)
     out = mard_loss(torch.tensor([-1.0]), torch.tensor([-4.0]), torch.tensor([-3.0]), torch.tensor([-2.0]), 0.5)
     torch.testing.assert_close(out, torch.tensor([math.log(1 + math.exp(-2.0))]))
+
+
+def test_mard_nll_loss_hand_values_and_gradient():
+    mard = torch.tensor([0.5, 0.25])
+    pol_c = torch.tensor([-6.0, -2.0], requires_grad=True)
+    tokens = torch.tensor([3, 4])
+    assert mard_nll_loss(mard, pol_c, tokens, 0.0) is mard  # the paper's loss, untouched
+    out = mard_nll_loss(mard, pol_c, tokens, 0.5)
+    torch.testing.assert_close(out, torch.tensor([0.5 + 0.5 * 6 / 3, 0.25 + 0.5 * 2 / 4]))
+    out.sum().backward()  # each chosen token's log-prob is pushed up by weight / |y_c|
+    torch.testing.assert_close(pol_c.grad, torch.tensor([-0.5 / 3, -0.5 / 4]))
 
 
 def test_mard_loss_is_stable_for_huge_margins():
