@@ -13,7 +13,8 @@ weights). The round time comes from the loop's `on_round_end`; both are measured
 the same run, so the fraction is a ratio of two side-by-side measurements. Times are
 process CPU time (one thread; not counting waits for a core on a shared machine);
 the wall-time fraction is printed too.
-Target: filter time / round time <= 5 % over the whole run.
+Target: filter time / round time <= 5 % over the whole run. A miss says why in the summary's note: what
+one fit costs (~6 * filter parameters * epochs * buffer size FLOPs), in training tokens of the world's models.
 """
 from __future__ import annotations
 
@@ -42,7 +43,13 @@ def timed_filters(acc: dict):
             depth[0] += 1
             t, c = time.perf_counter(), time.process_time()
             try:
-                return fn(self, *a, **k)
+                out = fn(self, *a, **k)
+                if name == "fit":  # the work of a fit: both networks, `epochs` epochs over its n observations
+                    acc["filter_params"] = sum(q.numel() for q in self.parameters())
+                    acc["fit_n"] = acc.get("fit_n", 0) + out.get("n", 0)
+                    acc["fit_flops"] = (acc.get("fit_flops", 0)
+                                        + 6 * self.epochs * out.get("n", 0) * acc["filter_params"])
+                return out
             finally:
                 acc[name] = acc.get(name, 0.0) + time.process_time() - c
                 acc[name + "_wall"] = acc.get(name + "_wall", 0.0) + time.perf_counter() - t
@@ -93,6 +100,9 @@ def main(argv: list[str] | None = None) -> dict:
                      "fraction_without_eval": (train + score) / (cpu - ev),
                      "round_wall_s": wall, "filter_wall_s": filter_wall, "fraction_wall": filter_wall / wall,
                      "fits": a.get("fit_calls", 0), "scorings": a.get("select_calls", 0) + a.get("predict_calls", 0)})
+    fits = [(a.get("fit_calls", 0), a.get("fit_n", 0), a.get("fit_flops", 0)) for a in per_round]
+    for r, (calls, n, flops) in zip(rows, fits):
+        r["mean_fit_n"], r["fit_gflop"] = n / max(calls, 1), flops / 1e9
     total_filter = sum(r["filter_s"] for r in rows)
     total_wall = sum(r["round_s"] for r in rows)
     total_eval = sum(r["eval_s"] for r in rows)
@@ -110,14 +120,36 @@ def main(argv: list[str] | None = None) -> dict:
     fn = cfg.filter_net
     note = (f"{world}; filter hidden {fn.hidden}, depth {fn.depth}, epochs {fn.epochs}, "
             f"encoder {fn.encoder}; {len(cfg.clients)} clients x 2 filters")
+    # Why a miss is structural to a world of tiny models: one fit (Eq. 8 + 9, SPEC: `epochs` epochs over the whole
+    # replay buffer, after every minibatch) costs ~6 * P * epochs * n FLOPs (P: both networks), the training
+    # FLOPs (~6 N per token) of P * epochs * n / N tokens through a model of N parameters.
+    p_filter = max(a.get("filter_params", 0) for a in per_round)
+    n_model = {m.name: sum(q.numel() for q in m.model.parameters())
+               for m in [rec.exp.server, *rec.exp.clients.values()]}
+    calls, n_fit = sum(c for c, _, _ in fits), sum(n for _, n, _ in fits)
+    mean_n, fit_s = n_fit / max(calls, 1), sum(a.get("fit", 0.0) for a in per_round) / max(calls, 1)
+    n_min, n_max = min(n_model.values()), max(n_model.values())
+    tokens = p_filter * fn.epochs * mean_n / n_min  # a fit's FLOPs, in training tokens of the smallest model
+    cost = (f"{calls} fits of {1e3 * fit_s:.0f} ms, each training 2 filter networks ({p_filter / 2e3:.0f}k "
+            f"parameters each) {fn.epochs} epochs over the whole buffer (mean n {mean_n:.0f}): "
+            f"{6 * p_filter * fn.epochs * mean_n / 1e9:.2f} GFLOP, what training "
+            f"{p_filter * fn.epochs * mean_n / n_max:,.0f} to {tokens:,.0f} tokens costs these models "
+            f"({n_min / 1e6:.2f}-{n_max / 1e6:.2f}M parameters)")
+    if fraction > TARGET:
+        why = ("the filter does about as much arithmetic as these tiny models: structural to this world (next to "
+               f"a 0.5B model a fit is ~{p_filter * fn.epochs * mean_n / 5e8:.1f} training tokens)" if tokens > 1000
+               else "the fits are tiny, their time is the per-op cost of small torch ops next to tiny models' rounds")
+        note = f"MISS: {cost}; {why}. {note}"
     summary = summary_row(3, "filter overhead", f"filter/round <= {100 * TARGET:.0f}%",
                           f"{100 * fraction:.2f}% ({total_filter:.2f} of {total_wall:.1f} CPU s; "
                           f"wall {100 * fraction_wall:.2f}%)",
                           fraction <= TARGET, note)
     result = {"world": world, "config": {"conf": conf, "rounds": rounds, "quick": args.quick}, "rounds": rows,
               "filter_s": total_filter, "round_s": total_wall, "eval_s": total_eval, "fraction": fraction,
-              "fraction_wall": fraction_wall,
+              "fraction_wall": fraction_wall, "filter_params": p_filter, "model_params": n_model,
+              "mean_fit_n": mean_n, "cost": cost,
               "summary": summary}
+    print(f"filter cost: {cost}")
     print(f"wrote {write_result('filter_overhead', result)}")
     return result
 

@@ -301,3 +301,66 @@ def test_state_dict_round_trip_restores_buffer_predictions_and_training(tmp_path
     # shuffling generator and optimiser states come along: the next fit is identical
     assert f.fit() == f2.fit()
     assert torch.equal(f.predict(probe)[0], f2.predict(probe)[0])
+
+
+# ------------------------------------------------------------ fit's flat AdamW
+class _TorchAdamW(torch.optim.AdamW):
+    """torch's own AdamW, tensor by tensor: fit leaves a subclass to itself (no flat step)."""
+
+
+def _reference(cls):
+    class Reference(cls):
+        def configure_optimizers(self):
+            return [_TorchAdamW(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+                    for net in (self.exploit_net, self.explore_net)]
+    return Reference
+
+
+def _assert_same(a, b):
+    """Same parameters, buffers, counters, generator and optimizer states, bit for bit, under the same keys."""
+    sa, sb = a.state_dict(), b.state_dict()
+    assert list(sa) == list(sb)
+    for k in sa:
+        if isinstance(sa[k], torch.Tensor):
+            assert torch.equal(sa[k], sb[k]), k
+    ea, eb = sa["_extra_state"], sb["_extra_state"]
+    assert ea["bound_hits"] == eb["bound_hits"] and ea["n_fits"] == eb["n_fits"]
+    assert torch.equal(ea["gen_state"], eb["gen_state"])
+    assert (ea["opt_states"] is None) == (eb["opt_states"] is None)
+    for oa, ob in zip(ea["opt_states"] or [], eb["opt_states"] or [], strict=True):
+        assert oa["param_groups"] == ob["param_groups"] and list(oa["state"]) == list(ob["state"])
+        for i in oa["state"]:
+            assert list(oa["state"][i]) == list(ob["state"][i]) == ["step", "exp_avg", "exp_avg_sq"]
+            for k in oa["state"][i]:
+                assert torch.equal(oa["state"][i][k], ob["state"][i][k]), (i, k)
+
+
+@pytest.mark.parametrize("cls", [LearnabilityFilter, LinearExploitFilter])
+def test_fit_is_bit_identical_to_torch_adamw_over_each_tensor(cls, tmp_path):
+    """fit's flat AdamW == torch's AdamW tensor by tensor: fits over buffers of 1 .. 65 observations and a
+    wrapped ring (buffer 100), a checkpoint and its load (either kind loads into either), fits after it.
+    LinearExploitFilter's `feat` gets no gradient in Eq. 8 (torch skips it): the plain step there."""
+    g = torch.Generator().manual_seed(5)
+    kw = dict(embed_dim=24, hidden=16, depth=2, epochs=2, batch_size=16, buffer_size=100, seed=3)
+    fast, ref = cls(**kw), _reference(cls)(**kw)
+    _assert_same(fast, ref)
+
+    def fit_both(m):
+        x, r = torch.randn(m, 24, generator=g), torch.rand(m, generator=g)
+        for f in (fast, ref):
+            f.observe(x, r)
+        assert fast.fit() == ref.fit()
+        _assert_same(fast, ref)
+
+    for m in (1, 14, 1, 47, 1, 1, 65, 130):  # 1, 15, 16, 63, 64, 65, then the ring wraps
+        fit_both(m)
+    if cls is LearnabilityFilter:  # the flat step ran: each network's parameters lie in one tensor
+        assert len({p.untyped_storage().data_ptr() for p in fast.exploit_net.parameters()}) == 1
+    torch.save(fast.state_dict(), tmp_path / "fast.pt")
+    torch.save(ref.state_dict(), tmp_path / "ref.pt")
+    fast, ref = cls(**{**kw, "seed": 9}), _reference(cls)(**{**kw, "seed": 9})
+    fast.load_state_dict(torch.load(tmp_path / "ref.pt", weights_only=True))
+    ref.load_state_dict(torch.load(tmp_path / "fast.pt", weights_only=True))
+    _assert_same(fast, ref)
+    for m in (3, 70):
+        fit_both(m)
