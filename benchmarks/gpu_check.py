@@ -98,7 +98,7 @@ def one_round(args, k: int, fabric, shapes: dict, env: dict) -> dict:
                                       residency) for i in range(k)}
     n_params = {"server": param_count(shapes[SERVER]), **{f"client{i + 1}": param_count(shapes[CLIENTS[i % 3]])
                                                           for i in range(k)}}
-    cfg, guard, ph = SimpleNamespace(loss="mard", beta=0.1), NonFiniteGuard("skip"), Phases(fabric.device)
+    cfg, guard, ph = SimpleNamespace(loss="mard", beta=0.1, mard_nll=0.0), NonFiniteGuard("skip"), Phases(fabric.device)
     g = torch.Generator().manual_seed(1)
 
     def words(n, length):

@@ -91,7 +91,7 @@ def one_round(args, k: int, fabric, shapes: dict) -> dict:
     server, s_opt = make("server", "server", shapes[args.server], tok, fabric, args, residency)
     clients = {f"client{i + 1}": make(f"client{i + 1}", "client", shapes[CLIENTS[i % 3]], tok, fabric, args, residency)
                for i in range(k)}
-    cfg, guard, ph = SimpleNamespace(loss="mard", beta=0.1), NonFiniteGuard("skip"), Phases(fabric)
+    cfg, guard, ph = SimpleNamespace(loss="mard", beta=0.1, mard_nll=0.0), NonFiniteGuard("skip"), Phases(fabric)
     g = torch.Generator().manual_seed(1)
     prompts = [" ".join(f"w{int(i)}" for i in torch.randint(3, tok.vocab_size, (args.prompt_len,), generator=g))
                for _ in range(args.samples)]

@@ -250,7 +250,8 @@ def test_plots_and_report_from_the_smoke_runs_results(smoke_run, tmp_path, monke
     run_dir = root / "out" / "w"
     saved = json.loads((run_dir / "results.json").read_text())
     paths = write_plots(saved, run_dir)
-    assert sorted(p.name for p in paths) == ["accuracy.png", "communication.png", "selection.png"]
+    # the smoke world is the synthetic one: its oracle rows add selection_quality.png
+    assert sorted(p.name for p in paths) == ["accuracy.png", "communication.png", "selection.png", "selection_quality.png"]
     for p in paths:
         assert_png(p)
     assert report_main([str(run_dir), "--out", str(tmp_path)]) == 0
@@ -266,7 +267,8 @@ def test_plots_and_report_from_the_smoke_runs_results(smoke_run, tmp_path, monke
     run.log(wandb_images(paths), step=1)
     run.finish()
     images = glob.glob(str(tmp_path / "wandb" / "offline-run-*" / "files" / "media" / "images" / "plots" / "*.png"))
-    assert sorted(Path(p).name.split("_")[0] for p in images) == ["accuracy", "communication", "selection"]
+    # W&B names an image <key>_<step>_<hash>.png: selection_quality.png shows as a second "selection"
+    assert sorted(Path(p).name.split("_")[0] for p in images) == ["accuracy", "communication", "selection", "selection"]
 
 
 # ----------------------------------------------------------------------------- round 0, chance, seeds, partial

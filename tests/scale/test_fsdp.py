@@ -262,7 +262,7 @@ def _data_parallel(fabric) -> dict:
     from ladalit.core.training import NonFiniteGuard
     prompts = PROMPTS + ["Question: 9-4?\nAnswer:"]
     chosen, rejected = CHOSEN + [" 9-4=5. The answer is (D)."], REJECTED + [" 13. The answer is (A)."]
-    cfg = type("Cfg", (), {"loss": "mard", "beta": 0.1})()
+    cfg = type("Cfg", (), {"loss": "mard", "beta": 0.1, "mard_nll": 0.0})()
     single = Fabric(accelerator="cpu", devices=1)
 
     def pair():  # the same participant sharded over the processes, and whole under one process
