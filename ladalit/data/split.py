@@ -164,5 +164,8 @@ def federated_split(
             train=[records[i].private() for i in got[:train_per_client]],
             test=[records[i].private() for i in got[train_per_client:]],
         ))
-    public = [records[i].public() for i in take(public_size)]
+    # a fresh draw from what is left: the clients' own-domain draws took their domains' first records in
+    # `order`, so the next records in it would over-represent the domains no client takes
+    rest = [i for i in order if i not in used]
+    public = [records[i].public() for i in rng.sample(rest, public_size)]
     return FederatedData(clients=clients, public=public)

@@ -392,6 +392,18 @@ def test_shared_domain_is_dealt_to_no_client():
     assert {domain[r.id] for r in fed.public} <= {"shared", "x", "y"}
 
 
+def test_public_set_is_drawn_from_everything_left_after_a_skewed_split():
+    """With domain_skew=1 the clients take their own domains' first records in the shuffled order; the public
+    set is a fresh draw from what is left, so it keeps the left-over mix (it once took the next records in
+    that order, 91% of them from the one domain no client takes)."""
+    recs = [MCRecord(f"r{i}", "q", ("a", "b", "c", "d"), "A", None, ["shared", "x", "y", "z"][i % 4])
+            for i in range(4000)]
+    fed = federated_split(recs, 3, 200, 100, 600, seed=0, domain_skew=1.0)
+    domain = {r.id: r.domain for r in recs}
+    share = sum(domain[r.id] == "shared" for r in fed.public) / 600
+    assert abs(share - 1000 / 3100) < 0.06  # 1000 shared of the 3100 left
+
+
 def test_federated_split_not_enough_records(aqua):
     assert len(aqua) < 550
     with pytest.raises(ValueError) as e:
