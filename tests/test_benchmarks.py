@@ -95,7 +95,8 @@ def test_demo_methods_tables_on_smoke(tmp_path):
     the oracle rows and the claims, as JSON and markdown."""
     from benchmarks import demo_methods
     out = demo_methods.main(["--conf", "smoke.yaml", "--seeds", "0", "--methods", "standalone", "lada",
-                             "--runs-dir", str(tmp_path / "runs"), "--out", str(tmp_path), "rounds=1"])
+                             "--runs-dir", str(tmp_path / "runs"), "--out", str(tmp_path), "rounds=1",
+                             "generation.max_new_tokens=4", "eval.max_new_tokens=4"])
     text = (tmp_path / "demo_methods.md").read_text()
     assert json.loads((tmp_path / "demo_methods.json").read_text())["seeds"] == [0]
     for n in ("client1", "client2", "server"):

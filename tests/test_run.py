@@ -66,8 +66,7 @@ def test_lada_smoke_run_writes_accuracy_selections_and_bytes(tmp_path):
     check_selection_quality(cfg, run_dir)  # the demo world's oracle rows (tests/demo/test_oracle.py)
 
 
-@pytest.mark.parametrize("override", ["filter=none", "loss=ce", "server_weights=uniform", "reward.granularity=set",
-                                      "mard_nll=0.5"])
+@pytest.mark.parametrize("override", ["filter=none", "loss=ce", "server_weights=uniform", "reward.granularity=set"])
 def test_lada_ablations_complete(tmp_path, override):
     cfg, run_dir, out = run_smoke(tmp_path, override, "rounds=2")
     saved = check_common(cfg, run_dir, out)

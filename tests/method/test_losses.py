@@ -181,3 +181,27 @@ def test_weighted_server_loss_without_overlap_is_plain_mean():
     w = overlap_weights([1, 2, 3], [0, 1, 2], torch.tensor([0.1, 0.7, 0.3]))
     torch.testing.assert_close(weighted_server_loss(loss, w), loss.mean())
     assert weighted_server_loss(torch.zeros(0), torch.zeros(0)).item() == 0.0
+
+
+def test_per_sample_loss_adds_the_nll_term_only_with_mard_nll():
+    """distill.per_sample_loss wires `mard_nll` to mard_nll_loss with the chosen answers' trained lengths."""
+    from types import SimpleNamespace
+
+    from ladalit.method.distill import per_sample_loss
+
+    class Participant:
+        def pair_logprobs(self, prompts, chosen, rejected):
+            return torch.tensor([-6.0, -2.0]), torch.tensor([-5.0, -1.0])
+
+        def reference_pair_logprobs(self, keys, prompts, chosen, rejected):
+            return torch.tensor([-5.0, -3.0]), torch.tensor([-5.0, -2.0])
+
+        def response_lengths(self, prompts, responses):
+            return [3, 4]
+
+    args = (Participant(), ["k1", "k2"], ["x1", "x2"], ["c1", "c2"], ["r1", "r2"])
+    paper = per_sample_loss(SimpleNamespace(loss="mard", beta=0.1, mard_nll=0.0), *args)
+    torch.testing.assert_close(paper, mard_loss(torch.tensor([-6.0, -2.0]), torch.tensor([-5.0, -1.0]),
+                                                torch.tensor([-5.0, -3.0]), torch.tensor([-5.0, -2.0]), 0.1))
+    rpo = per_sample_loss(SimpleNamespace(loss="mard", beta=0.1, mard_nll=0.5), *args)
+    torch.testing.assert_close(rpo, paper + 0.5 * torch.tensor([6.0 / 3, 2.0 / 4]))
