@@ -107,3 +107,20 @@ def test_demo_methods_tables_on_smoke(tmp_path):
     assert {k.split()[1] for k in out["selection_quality"]} == {"client1<-server", "client2<-server",
                                                                 "server<-client1", "server<-client2"}
     assert "LaDa ahead of Standalone on every client" in text and "the server ends no lower than its round 0" in text
+
+
+def test_sft_prompt_probe_trains_each_style_from_a_fresh_model():
+    """benchmarks/sft_prompt_probe.py on an untrained tiny zoo-shaped model: a row per (style, epoch), and
+    each style starts from the same loaded model."""
+    from benchmarks.sft_prompt_probe import probe
+    from ladalit.demo import zoo
+    from ladalit.demo.synthetic import SyntheticConfig, generate
+
+    member = zoo.ZooMember("probe", "llama", zoo.CHAR, hidden_size=16, num_layers=1, num_heads=2, num_kv_heads=1,
+                           intermediate_size=32)
+    recs = generate(SyntheticConfig(num_records=12, seed=3))
+    tok = zoo.build_tokenizer(zoo.CHAR, [])
+    rows = probe(lambda: (zoo.build_model(member, tok), tok), recs[:8], recs[8:], epochs=1, max_new_tokens=4)
+    assert [(r["style"], r["epoch"]) for r in rows] == [("direct", 0), ("direct", 1), ("cot", 0), ("cot", 1)]
+    assert rows[0]["accuracy"] == rows[2]["accuracy"]  # the same starting model for both styles
+    assert all(0.0 <= r["accuracy"] <= 1.0 for r in rows)

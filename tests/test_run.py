@@ -1,5 +1,6 @@
 """End to end on conf/smoke.yaml: every method completes and writes its results."""
 import json
+import re
 
 import pytest
 import yaml
@@ -37,9 +38,33 @@ def check_common(cfg, run_dir, out):
     return saved
 
 
-def test_lada_smoke_run_writes_accuracy_selections_and_bytes(tmp_path):
+def sft_prompt_spy(monkeypatch, module):
+    """Record the prompts and responses of every supervised_finetune call made from `module`."""
+    seen, real = [], module.supervised_finetune
+
+    def spy(fabric, participant, optimizer, prompts, responses, *args, **kwargs):
+        seen.append((list(prompts), list(responses)))
+        return real(fabric, participant, optimizer, prompts, responses, *args, **kwargs)
+
+    monkeypatch.setattr(module, "supervised_finetune", spy)
+    return seen
+
+
+def check_private_sft_is_direct(seen, n_clients):
+    """The private-train SFT (sft_prompt=direct, the default): short answer statements after "Answer:", never
+    after the step-by-step instruction."""
+    assert len(seen) >= n_clients
+    for prompts, responses in seen:
+        assert prompts and all(p.endswith("\nAnswer:") for p in prompts)
+        assert all(re.fullmatch(r" The answer is \([A-D]\)\.", r) for r in responses)
+
+
+def test_lada_smoke_run_writes_accuracy_selections_and_bytes(tmp_path, monkeypatch):
+    from ladalit.method import client as lada_client
+    seen = sft_prompt_spy(monkeypatch, lada_client)
     cfg, run_dir, out = run_smoke(tmp_path)
     saved = check_common(cfg, run_dir, out)
+    check_private_sft_is_direct(seen, len(cfg.clients))  # ❶ the reference SFT
     pairs = {(s["round"], s["pair"]) for s in saved["selected_per_round"]}
     for t in (1, 2):
         for k in cfg.clients:
@@ -74,9 +99,12 @@ def test_lada_ablations_complete(tmp_path, override):
         assert all(s["selected"] == 32 for s in saved["selected_per_round"])
 
 
-def test_standalone_sends_nothing(tmp_path):
+def test_standalone_sends_nothing(tmp_path, monkeypatch):
+    from ladalit.baselines import standalone
+    seen = sft_prompt_spy(monkeypatch, standalone)
     cfg, run_dir, out = run_smoke(tmp_path, "method=standalone")
     saved = check_common(cfg, run_dir, out)
+    check_private_sft_is_direct(seen, len(cfg.clients) * cfg.rounds)
     assert saved["communication"] == [] and saved["communication_mb_total"] == 0
 
 

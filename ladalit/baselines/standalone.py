@@ -9,20 +9,20 @@ from ladalit.core import checkpoint
 from ladalit.core.channel import Channel
 from ladalit.core.evaluation import evaluate_all
 from ladalit.core.messages import LocalRound, ProtocolError, Ready
-from ladalit.core.prompts import format_response, zero_shot_prompt
+from ladalit.core.prompts import private_sft_pairs
 from ladalit.core.training import NonFiniteGuard, supervised_finetune
 from ladalit.reporting.progress import Progress
 from ladalit.reporting.results import Results, log_round
 
 
 def private_sft(exp, guard, results, optimizers, epochs_of, round):
-    """Every client fine-tunes on its private train set (short answer statements)."""
+    """Every client fine-tunes on its private train set (short answer statements, `prompts.private_sft_pairs`)."""
     for i, (k, client) in enumerate(exp.clients.items()):
         train = exp.data.clients[i].train
         if k not in optimizers:
             optimizers[k] = exp.fabric.setup_optimizers(client.configure_optimizers())
-        ls = supervised_finetune(exp.fabric, client, optimizers[k], [zero_shot_prompt(x) for x in train],
-                                 [format_response(None, x.answer) for x in train], epochs_of(client),
+        ls = supervised_finetune(exp.fabric, client, optimizers[k], *private_sft_pairs(train, exp.cfg.sft_prompt),
+                                 epochs_of(client),
                                  exp.cfg.seed + round, guard, round=round)
         results.add_train(round, k, sft_loss=ls[-1] if ls else math.nan)
 
@@ -96,8 +96,8 @@ class PrivateClient:
         if self.optimizer is None:
             self.optimizer = self.fabric.setup_optimizers(self.participant.configure_optimizers())
         train = self.private.train
-        ls = supervised_finetune(self.fabric, self.participant, self.optimizer, [zero_shot_prompt(x) for x in train],
-                                 [format_response(None, x.answer) for x in train], epochs, self.cfg.seed + round,
+        ls = supervised_finetune(self.fabric, self.participant, self.optimizer,
+                                 *private_sft_pairs(train, self.cfg.sft_prompt), epochs, self.cfg.seed + round,
                                  self.guard, round=round)
         self.results.add_train(round, self.name, sft_loss=ls[-1] if ls else math.nan)
 

@@ -333,6 +333,10 @@ class RunConfig:
     # weight of an NLL term on the chosen answer (per token) added to the MARD loss, as in RPO / DPO+SFT: a
     # remedy for DPO lowering the chosen answer's likelihood too; 0 = the paper's Eq. 3 and 4
     mard_nll: float = 0.0
+    # the prompt of the private-train SFT, whose targets are short answer statements: direct (question and
+    # options, then "Answer:") | cot (the step-by-step prompt of generation and evaluation, which teaches a
+    # model to skip the steps it is asked for)
+    sft_prompt: str = "direct"
     # candidate batch size: D_p is streamed in batches of n_c
     n_c: int = 64
     # fraction of D_p taken as first-round prototypes (k-means centroids, ladalit.method.prototypes)
@@ -394,6 +398,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "fabric.accelerator": ("auto", "cpu", "cuda"),
     "fabric.precision": ("32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true"),
     "on_nonfinite": ("skip", "raise"),
+    "sft_prompt": ("direct", "cot"),
     "federation.protocol": ("per_batch", "per_round"),
     "federation.on_client_failure": ("raise", "skip"),
     "fedmkt.ce_normalise": ("char", "token"),
@@ -733,6 +738,7 @@ HELP_KEYS = [
     ("loss / filter / server_weights", "LaDa ablations: mard|ce, lada|none, reward|uniform"),
     ("beta, n_c, init_fraction", "MARD β, candidate batch size, prototype fraction"),
     ("mard_nll", "weight of an NLL term on the chosen answer (RPO remedy; 0 = the paper)"),
+    ("sft_prompt", "prompt of the private-train SFT: direct | cot"),
     ("reward.alpha, reward.granularity", "α of Eq. 7; sample | set"),
     ("filter_net.*", "filter network: encoder, lam (λ), tau (τ), lr, epochs, min_select, max_select, class_path"),
     ("data.*", "name, path, hub_id, train_per_client, test_per_client, public_size, domain_skew"),

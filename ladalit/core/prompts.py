@@ -2,7 +2,9 @@
 
 A prompt ends with "Answer: Let's think step by step." and a response is
 " {rationale} The answer is (X)." — the same format in pre-training (zoo),
-reference SFT, generation, distillation and evaluation.
+generation, distillation and evaluation. The private-train SFT's targets carry no
+rationale, so by default (`sft_prompt=direct`) they follow a direct-answer prompt that
+ends with "Answer:" (`private_sft_pairs`).
 """
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import re
 from ladalit.data.records import LETTERS, MCRecord
 
 INSTRUCTION = "Answer: Let's think step by step."
+DIRECT_INSTRUCTION = "Answer:"
 
 
 def format_question(rec: MCRecord) -> str:
@@ -20,6 +23,22 @@ def format_question(rec: MCRecord) -> str:
 
 def zero_shot_prompt(rec: MCRecord) -> str:
     return format_question(rec) + INSTRUCTION
+
+
+def direct_prompt(rec: MCRecord) -> str:
+    """The question and options asking for the answer without reasoning."""
+    return format_question(rec) + DIRECT_INSTRUCTION
+
+
+def private_sft_pairs(train: list[MCRecord], style: str = "direct") -> tuple[list[str], list[str]]:
+    """(prompts, responses) of the private-train SFT (SPEC §3 ❶): the short answer statement of each record,
+    after the direct-answer prompt (`style="direct"`) or after the step-by-step prompt (`"cot"`, which
+    teaches a model to answer the step-by-step instruction without steps: measured in the README's demo
+    world section)."""
+    if style not in ("direct", "cot"):
+        raise ValueError(f"sft_prompt must be direct or cot, got {style!r}")
+    prompt = direct_prompt if style == "direct" else zero_shot_prompt
+    return [prompt(x) for x in train], [format_response(None, x.answer) for x in train]
 
 
 def answer_statement(letter: str) -> str:

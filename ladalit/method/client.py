@@ -11,7 +11,7 @@ import math
 from ladalit.core.messages import (AskAnswers, BeginRound, ClientAnswers, ClientRound, ClientRoundDone, Distilled,
                                    EndClientRound, EndRound, ProtocolError, Ready, SelectCandidates, SelectedIds,
                                    ServerAnswers)
-from ladalit.core.prompts import CutAnswer, format_response, zero_shot_prompt
+from ladalit.core.prompts import CutAnswer, private_sft_pairs, zero_shot_prompt
 from ladalit.core.responses import ResponseCache
 from ladalit.core.training import NonFiniteGuard, minibatches, supervised_finetune
 from ladalit.method import checkpoint
@@ -82,8 +82,7 @@ class LadaClient:
         """❶ the reference SLM: SFT on private train (short answer statements), then frozen as φ_ref_k."""
         fabric, client, train = self.fabric, self.participant, self.private.train
         opt = fabric.setup_optimizers(client.configure_optimizers())
-        sft = supervised_finetune(fabric, client, opt, [zero_shot_prompt(x) for x in train],
-                                  [format_response(None, x.answer) for x in train],
+        sft = supervised_finetune(fabric, client, opt, *private_sft_pairs(train, self.cfg.sft_prompt),
                                   client.train_cfg.sft_epochs, self.cfg.seed, self.guard, round=0)
         client.freeze_reference()
         self.optimizer = fabric.setup_optimizers(client.configure_optimizers())
