@@ -124,3 +124,24 @@ def test_sft_prompt_probe_trains_each_style_from_a_fresh_model():
     assert [(r["style"], r["epoch"]) for r in rows] == [("direct", 0), ("direct", 1), ("cot", 0), ("cot", 1)]
     assert rows[0]["accuracy"] == rows[2]["accuracy"]  # the same starting model for both styles
     assert all(0.0 <= r["accuracy"] <= 1.0 for r in rows)
+
+
+def test_demo_rewards_auc_and_buffer_matching_by_hand():
+    """benchmarks/demo_rewards.py: the AUC of hand-made scores, and buffer rows matched to their samples by
+    the nearest embedding, with their rounds from the trained counts."""
+    import torch
+
+    from benchmarks.demo_rewards import auc, buffer_rows
+    assert auc([0.9, 0.8], [0.1, 0.2]) == 1.0
+    assert auc([0.1], [0.9, 0.1]) == 0.25  # one loss, one tie
+    assert auc([], [0.5]) != auc([], [0.5])  # NaN: nothing to compare
+    emb = torch.eye(3)
+    buf = {"buf_x": torch.zeros(8, 3), "buf_r": torch.zeros(8), "buf_count": torch.tensor(3), "buf_ptr": torch.tensor(3)}
+    buf["buf_x"][:3] = torch.tensor([[0.0, 1.0, 1e-4], [1.0, 0.0, 0.0], [0.0, 1e-4, 2.0]])
+    buf["buf_r"][:3] = torch.tensor([0.5, 0.25, 0.75])
+    assert buffer_rows(buf, emb, ["a", "b", "c"], [(1, 2), (2, 1)]) == [(1, "b", 0.5), (1, "a", 0.25), (2, "c", 0.75)]
+    with pytest.raises(ValueError, match="does not match"):
+        buffer_rows(buf, emb, ["a", "b", "c"], [(1, 2)])
+    buf["buf_x"][0] = torch.tensor([1.0, 1.0, 0.0])
+    with pytest.raises(ValueError, match="matches no public sample"):
+        buffer_rows(buf, emb, ["a", "b", "c"], [(1, 2), (2, 1)])
