@@ -6,10 +6,11 @@ on the demo world.
 Each filter learns from the rewards r_total (Eq. 5-7) in its replay buffer (the run's checkpoint.pt holds
 every filter's buffer: the question embeddings and r_total of every trained sample, in the order they
 were trained). Each buffer row is matched to its public sample by its embedding and labelled with the
-oracle (`ladalit.demo.oracle`): useful or not, and whether the chosen answer it was trained on (y^s for a
-client, y^k for the server) was right. Per (pair, round): the mean reward of each group and the AUC, the
-probability that a useful sample's reward is above another's (0.5: the rewards carry no sign of it; a
-filter trained on them cannot select useful samples above random). Prints a table, writes
+oracle (`ladalit.demo.oracle`): useful or not, whether the chosen answer it was trained on (y^s for a
+client, y^k for the server) was right, and whether the two answers' letters differ. Per (pair, round):
+the AUC of the rewards for each label, the probability that a sample with it has a higher reward than one
+without (0.5: the rewards carry no sign of it, and a filter trained on them cannot select by it), and
+the same for a right chosen answer among the samples whose answers differ. Prints a table, writes
 RUN_DIR/rewards.json.
 """
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 from collections import defaultdict
+from itertools import groupby
 from pathlib import Path
 
 import torch
@@ -29,6 +31,11 @@ def auc(pos: list[float], neg: list[float]) -> float:
         return float("nan")
     wins = sum((p > n) + 0.5 * (p == n) for p in pos for n in neg)
     return wins / (len(pos) * len(neg))
+
+
+def split_auc(obs: list[tuple], label: int) -> float:
+    """The AUC of the rewards (obs[..][0]) of the observations whose `label` field is true against the others'."""
+    return auc([o[0] for o in obs if o[label]], [o[0] for o in obs if not o[label]])
 
 
 def buffer_rows(buf: dict, emb: torch.Tensor, ids: list[str], counts: list[tuple[int, int]]) -> list[tuple[int, str, float]]:
@@ -72,26 +79,24 @@ def main(argv: list[str] | None = None) -> dict:
     buffers = {f"{k}<-server": roles[k]["filters"]["pair"] for k in cfg.clients}
     buffers |= {f"server<-{k}": buf for k, buf in roles["server"]["filters"].items()}
     table = []
-    print(f"{'pair':<18}{'round':>6}{'n':>6}{'useful':>8}{'r useful':>10}{'r other':>9}{'AUC':>7}"
-          f"{'r right':>9}{'r wrong':>9}{'AUC':>7}")
+    print(f"{'pair':<18}{'round':>6}{'n':>6}{'useful':>7}{'differ':>7}   AUC: useful  chosen right  differ"
+          f"  right|differ")
     for pair, buf in buffers.items():
-        teacher = pair.split("<-")[1]
-        rows = buffer_rows(buf, emb, public_ids, sorted(counts[pair].items()))
-        for t in sorted({t for t, _, _ in rows}):
-            useful, other, right, wrong = [], [], [], []
-            for _, i, r in (row for row in rows if row[0] == t):
-                (useful if oracle.useful(pair, i) else other).append(r)
-                answer = said.get((t, teacher, i))
-                if answer is not None:
-                    (right if parse_answer(answer, cfg.data.num_options) == oracle.truth[i].gold else wrong).append(r)
-            row = {"pair": pair, "round": t, "n": len(useful) + len(other), "useful": len(useful),
-                   "reward_useful": sum(useful) / len(useful) if useful else float("nan"),
-                   "reward_other": sum(other) / len(other) if other else float("nan"), "auc_useful": auc(useful, other),
-                   "reward_right": sum(right) / len(right) if right else float("nan"),
-                   "reward_wrong": sum(wrong) / len(wrong) if wrong else float("nan"), "auc_right": auc(right, wrong)}
+        learner, teacher = pair.split("<-")
+        for t, group in groupby(buffer_rows(buf, emb, public_ids, sorted(counts[pair].items())), key=lambda x: x[0]):
+            obs = []  # (r_total, useful, chosen answer right, the two answers' letters differ)
+            for _, i, r in group:
+                chosen, own = said.get((t, teacher, i)), said.get((t, learner, i))
+                letters = [None if a is None else parse_answer(a, cfg.data.num_options) for a in (chosen, own)]
+                obs.append((r, oracle.useful(pair, i), letters[0] == oracle.truth[i].gold, letters[0] != letters[1]))
+            differ = [o for o in obs if o[3]]
+            row = {"pair": pair, "round": t, "n": len(obs), "useful": sum(o[1] for o in obs), "differ": len(differ),
+                   "reward_mean": sum(o[0] for o in obs) / len(obs),
+                   "auc_useful": split_auc(obs, 1), "auc_chosen_right": split_auc(obs, 2),
+                   "auc_differ": split_auc(obs, 3), "auc_chosen_right_when_differ": split_auc(differ, 2)}
             table.append(row)
-            print(f"{pair:<18}{t:>6}{row['n']:>6}{row['useful']:>8}{row['reward_useful']:>10.3f}{row['reward_other']:>9.3f}"
-                  f"{row['auc_useful']:>7.2f}{row['reward_right']:>9.3f}{row['reward_wrong']:>9.3f}{row['auc_right']:>7.2f}")
+            print(f"{pair:<18}{t:>6}{row['n']:>6}{row['useful']:>7}{row['differ']:>7}{row['auc_useful']:>13.2f}"
+                  f"{row['auc_chosen_right']:>14.2f}{row['auc_differ']:>8.2f}{row['auc_chosen_right_when_differ']:>15.2f}")
     out = {"run": str(run), "rows": table}
     (run / "rewards.json").write_text(json.dumps(out, indent=1))
     return out

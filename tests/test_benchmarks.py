@@ -131,10 +131,11 @@ def test_demo_rewards_auc_and_buffer_matching_by_hand():
     the nearest embedding, with their rounds from the trained counts."""
     import torch
 
-    from benchmarks.demo_rewards import auc, buffer_rows
+    from benchmarks.demo_rewards import auc, buffer_rows, split_auc
     assert auc([0.9, 0.8], [0.1, 0.2]) == 1.0
     assert auc([0.1], [0.9, 0.1]) == 0.25  # one loss, one tie
     assert auc([], [0.5]) != auc([], [0.5])  # NaN: nothing to compare
+    assert split_auc([(0.9, True), (0.1, False), (0.5, False)], 1) == 1.0
     emb = torch.eye(3)
     buf = {"buf_x": torch.zeros(8, 3), "buf_r": torch.zeros(8), "buf_count": torch.tensor(3), "buf_ptr": torch.tensor(3)}
     buf["buf_x"][:3] = torch.tensor([[0.0, 1.0, 1e-4], [1.0, 0.0, 0.0], [0.0, 1e-4, 2.0]])
