@@ -6,7 +6,7 @@ direct-answer prompt or after the step-by-step one, as every method's private SF
     python -m benchmarks.sft_prompt_probe --member client-llama --domain calendar
 
 Needs the zoo member (pre-trained on first use, ladalit.demo.zoo). The records come from seed 11, which no
-split uses; lr, batch size and epochs as conf/demo.yaml's clients (lr 1e-4, batch 8).
+split uses; lr and batch size as conf/demo.yaml's clients (lr 1e-4, batch 8), 3 epochs by default.
 """
 from __future__ import annotations
 

@@ -50,10 +50,10 @@ def sft_prompt_spy(monkeypatch, module):
     return seen
 
 
-def check_private_sft_is_direct(seen, n_clients):
-    """The private-train SFT (sft_prompt=direct, the default): short answer statements after "Answer:", never
-    after the step-by-step instruction."""
-    assert len(seen) >= n_clients
+def check_private_sft_is_direct(seen, n_calls):
+    """The private-train SFT (sft_prompt=direct, the default), `n_calls` of it: short answer statements after
+    "Answer:", never after the step-by-step instruction."""
+    assert len(seen) == n_calls
     for prompts, responses in seen:
         assert prompts and all(p.endswith("\nAnswer:") for p in prompts)
         assert all(re.fullmatch(r" The answer is \([A-D]\)\.", r) for r in responses)
