@@ -153,6 +153,10 @@ class FilterNetConfig:
     lr: float = 3e-4
     # epochs over the replay buffer per filter update
     epochs: int = 10
+    # when the filter trains on its buffer: after each candidate batch's update (batch, Algorithm 1's
+    # ❻❼ per batch b) or after each training minibatch of it (minibatch: up to ceil(selected / batch_size)
+    # times as many fits, the behaviour before 2026-12-02)
+    fit_every: str = "batch"
     # filter minibatch size
     batch_size: int = 64
     # λ of Eq. 10: weight of the exploration bonus
@@ -399,6 +403,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "fabric.precision": ("32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true"),
     "on_nonfinite": ("skip", "raise"),
     "sft_prompt": ("direct", "cot"),
+    "filter_net.fit_every": ("batch", "minibatch"),
     "federation.protocol": ("per_batch", "per_round"),
     "federation.on_client_failure": ("raise", "skip"),
     "fedmkt.ce_normalise": ("char", "token"),
@@ -740,7 +745,8 @@ HELP_KEYS = [
     ("mard_nll", "weight of an NLL term on the chosen answer (RPO remedy; 0 = the paper)"),
     ("sft_prompt", "prompt of the private-train SFT: direct | cot"),
     ("reward.alpha, reward.granularity", "α of Eq. 7; sample | set"),
-    ("filter_net.*", "filter network: encoder, lam (λ), tau (τ), lr, epochs, min_select, max_select, class_path"),
+    ("filter_net.*", "filter network: encoder, lam (λ), tau (τ), lr, epochs, fit_every, min_select, max_select, "
+                     "class_path"),
     ("data.*", "name, path, hub_id, train_per_client, test_per_client, public_size, domain_skew"),
     ("server.* / clients.NAME.*", "model (source, name_or_path, arch, sizes, lora.*), train (lr, epochs, ...)"),
     ("eval.*", "shots [0, 1], max_new_tokens, batch_size, every_round, limit"),

@@ -16,7 +16,8 @@ from ladalit.core.responses import ResponseCache
 from ladalit.core.training import NonFiniteGuard, minibatches, supervised_finetune
 from ladalit.method import checkpoint
 from ladalit.method.distill import count_pairs, train_selection
-from ladalit.method.pair import PairState, close_round, fit_filter, make_filter, reward_scale, rewards_of, select
+from ladalit.method.pair import (PairState, close_round, fit_filter, make_filter, observe_rewards, reward_scale,
+                                 rewards_of, select)
 from ladalit.reporting.progress import Progress
 from ladalit.reporting.results import Results
 
@@ -98,7 +99,8 @@ class LadaClient:
         return SelectedIds(msg.round, msg.batch, ids)
 
     def distill(self, msg: ServerAnswers) -> Distilled:
-        """MARD updates of φ_k on the selection (Eq. 3: y^s chosen over y^k), then rewards ❸–❺ and U_k's fit ❻❼."""
+        """MARD updates of φ_k on the selection (Eq. 3: y^s chosen over y^k), rewards ❸–❺ per minibatch, then
+        U_k's fit ❻❼."""
         t, b, sel = msg.round, msg.batch, self.selection
         xs = [self.public.records[i] for i in sel]
         y_s, y_k = received_answers(msg), self.responses.get(t, self.participant, xs)  # y^k stays here
@@ -110,9 +112,10 @@ class LadaClient:
                  chosen=[y_s[i] for i in mb], rejected=[y_k[i] for i in mb]) for mb in mbs])
         for m, (mb, (before, after)) in enumerate(zip(mbs, losses_of)):
             r = rewards_of(self.cfg, self.pair, before, after)
-            fit_filter(self.pair, self.public.emb[[sel[i] for i in mb]], r, self.guard, self.name, t, b)
+            observe_rewards(self.cfg, self.pair, self.public.emb[[sel[i] for i in mb]], r, self.guard, self.name, t, b)
             self.results.add_train(t, self.name, batch=b, minibatch=m, loss_before=before.mean().item(),
                                    loss_after=after.mean().item(), reward=r.mean().item())
+        fit_filter(self.pair)
         return Distilled(t, b)
 
     def end_client_round(self, msg: EndClientRound) -> Ready:

@@ -11,14 +11,14 @@ ladalit.core.messages; the client's handlers are in ladalit.method.client. Algor
           select with U_k (Eq. 10)                                  [client.LadaClient.select, pair.select]
           y^s for the selection, sent down                          [LadaServer.send_server_answers]
           distill: train.epochs passes of MARD (Eq. 3)              [client.LadaClient.distill, distill.train_selection]
-          rewards ❸ r_round, ❹ r_batch, ❺ r_total (Eq. 5–7)         [pair.rewards_of]
+          rewards ❸ r_round, ❹ r_batch, ❺ r_total (Eq. 5–7)         [pair.rewards_of, pair.observe_rewards]
           filter fit ❻ ExploitNet, ❼ ExploreNet (Eq. 8, 9)          [pair.fit_filter]
       server                                                        [LadaServer.server_round]
         for each candidate batch of D_p:
           server select: U_{s,k} picks for every k                   [LadaServer.server_select]
           collect answers: y^k from each client                     [LadaServer.collect_answers]
           weighted server step: MARD on ψ (Eq. 4), w_k               [LadaServer.weighted_server_step]
-          rewards ❸–❺ and filter fit ❻❼ for each U_{s,k}             [LadaServer.server_rewards]
+          rewards ❸–❺, then filter fit ❻❼ for each U_{s,k}           [LadaServer.server_rewards, pair.fit_filter]
       evaluate every participant                                    [run]
 
 `run` is the experimenter's harness around the protocol: it builds the roles in this process, evaluates
@@ -44,8 +44,8 @@ from ladalit.core.transport import InProcess, Transport
 from ladalit.method import checkpoint
 from ladalit.method.client import LadaClient, answers_message, generators_for, received_answers, record_answers
 from ladalit.method.distill import count_pairs, train_selection
-from ladalit.method.pair import (PairState, candidate_batches, close_round, fit_filter, make_filter, reward_scale,
-                                 rewards_of, select, server_weights)
+from ladalit.method.pair import (PairState, candidate_batches, close_round, fit_filter, make_filter, observe_rewards,
+                                 reward_scale, rewards_of, select, server_weights)
 from ladalit.method.prototypes import select_prototypes
 from ladalit.reporting.progress import Progress
 from ladalit.reporting.results import Results, log_round
@@ -203,16 +203,20 @@ class LadaServer:
             for js in js_of])
         for m, (js, (before, after)) in enumerate(zip(js_of, losses_of)):
             self.server_rewards(t, b, m, rows, js, before, after)
+        for pair in self.pairs.values():
+            fit_filter(pair)
 
     def server_rewards(self, t: int, b: int, m: int, rows, js, before, after) -> None:
-        """Rewards ❸–❺ and filter fit ❻❼ for each U_{s,k}, on the rows of its pair in one minibatch."""
+        """Rewards ❸–❺ for each U_{s,k}, on the rows of its pair in one minibatch; U_{s,k} observes them (and
+        fits ❻❼ once the candidate batch is done: weighted_server_step)."""
         for k, pair in self.pairs.items():
             mine = [n for n, j in enumerate(js) if rows[j][0] == k]
             if not mine:
                 continue
             idx = torch.tensor(mine)
             r = rewards_of(self.cfg, pair, before[idx], after[idx])
-            fit_filter(pair, self.public.emb[[rows[js[n]][1] for n in mine]], r, self.guard, f"server<-{k}", t, b)
+            observe_rewards(self.cfg, pair, self.public.emb[[rows[js[n]][1] for n in mine]], r, self.guard,
+                            f"server<-{k}", t, b)
             self.results.add_train(t, "server", pair=k, batch=b, minibatch=m, loss_before=before[idx].mean().item(),
                                    loss_after=after[idx].mean().item(), reward=r.mean().item())
 

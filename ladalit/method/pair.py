@@ -28,6 +28,7 @@ class PairState:
     round_terms: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)
     candidates: int = 0
     selected: int = 0
+    unfit: bool = False  # observations since the filter's last fit (within one candidate batch only)
 
 
 def make_filter(cfg, embed_dim: int, seed: int) -> LearnabilityFilter:
@@ -61,12 +62,23 @@ def rewards_of(cfg, pair: PairState, before: torch.Tensor, after: torch.Tensor) 
     return r_total
 
 
-def fit_filter(pair: PairState, emb: torch.Tensor, r_total: torch.Tensor, guard: NonFiniteGuard, who: str,
-               round: int, batch: int) -> None:
-    """❻❼ the filter observes (x, r_total) and trains its ExploitNet (Eq. 8) and ExploreNet (Eq. 9)."""
+def observe_rewards(cfg, pair: PairState, emb: torch.Tensor, r_total: torch.Tensor, guard: NonFiniteGuard, who: str,
+                    round: int, batch: int) -> None:
+    """The filter observes (x, r_total) of one minibatch (a non-finite reward is skipped, by the guard);
+    `filter_net.fit_every=minibatch`: it trains on its buffer at once (`fit_filter`)."""
     if pair.filter is not None and guard.ok(r_total, who, round, batch, what="reward"):
         pair.filter.observe(emb, r_total)
+        pair.unfit = True
+        if cfg.filter_net.fit_every == "minibatch":
+            fit_filter(pair)
+
+
+def fit_filter(pair: PairState) -> None:
+    """❻ ExploitNet (Eq. 8), then ❼ ExploreNet (Eq. 9), on the whole replay buffer: once per candidate
+    batch, after its update and rewards; nothing to do if the filter observed nothing since its last fit."""
+    if pair.filter is not None and pair.unfit:
         pair.filter.fit()
+        pair.unfit = False
 
 
 def close_round(pair: PairState) -> None:

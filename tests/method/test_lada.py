@@ -47,6 +47,30 @@ def test_optimizer_steps_are_epochs_times_minibatches(tmp_path):
     assert server_minibatches and adam_steps("server") == epochs["server"] * len(server_minibatches)
 
 
+@pytest.mark.parametrize("fit_every", ["batch", "minibatch"])
+def test_each_filter_fits_once_per_candidate_batch_or_per_minibatch(tmp_path, fit_every):
+    """filter_net.fit_every=batch (Algorithm 1's ❻❼ per batch b): one fit per candidate batch with a
+    selection; minibatch: one per training minibatch of it (client: ceil(selected / batch_size))."""
+    cfg = smoke(tmp_path, "rounds=2", "eval.shots=[0]", f"filter_net.fit_every={fit_every}")
+    run_dir, saved = execute(cfg, quiet=True)
+    roles = torch.load(run_dir / CHECKPOINT, weights_only=False)["state"]["roles"]
+
+    def fits(role, key):
+        return roles[role]["filters"][key]["_extra_state"]["n_fits"]
+    per_minibatch = []
+    for k in cfg.clients:
+        sel = [s["selected"] for s in saved["selection"] if s["pair"] == f"{k}<-server" and s["selected"]]
+        bs = cfg.clients[k].train.batch_size
+        want = len(sel) if fit_every == "batch" else sum(math.ceil(n / bs) for n in sel)
+        assert fits(k, "pair") == want and want > 0
+        server_sel = [s for s in saved["selection"] if s["pair"] == f"server<-{k}" and s["selected"]]
+        server_mbs = {(r["round"], r["batch"], r["minibatch"]) for r in saved["train"]
+                      if r["participant"] == "server" and r.get("pair") == k}
+        assert fits("server", k) == (len(server_sel) if fit_every == "batch" else len(server_mbs))
+        per_minibatch.append(sum(math.ceil(n / bs) for n in sel) > len(sel))
+    assert any(per_minibatch)  # some selection spans two minibatches: the two settings differ on this run
+
+
 def test_epochs_zero_trains_nothing_and_the_batch_reward_is_neutral(tmp_path):
     cfg = smoke(tmp_path, "rounds=1", "eval.shots=[0]", "clients.client1.train.epochs=0")
     exp = build_experiment(cfg)
