@@ -78,13 +78,15 @@ class Task:
         self.name, self.total, self.completed = name, total, 0.0
         self.started = lines.clock() if lines is not None else 0.0
         self.first: tuple[float, float] | None = None  # (time, completed) at the first step: the ETA's rate
+        self.last: tuple[float, float] | None = None  # ... and at the latest one
         if lines is not None:
             lines.active.append(self)
 
     def advance(self, n: float = 1) -> None:
         self.completed += n
-        if self.first is None and self.lines is not None:
-            self.first = (self.lines.clock(), self.completed)
+        if self.lines is not None:
+            self.last = (self.lines.clock(), self.completed)
+            self.first = self.first or self.last
         if self.bars is not None:
             self.bars.advance(self.id, n)
 
@@ -97,15 +99,17 @@ class Task:
             self.bars.update(self.id, **fields)
 
     def line(self, now: float) -> str:
-        """`name: done/total, elapsed, eta`: the eta from the rate since the first step (set-up before it
-        does not count), or from the first step alone while there is only one; "?" before it."""
+        """`name: done/total, elapsed, eta`: the eta from the rate between the first step and the latest
+        (set-up before the first does not count), or from the first step alone while there is only one,
+        counted down from the latest step (so it does not grow while a long step runs); "?" before it."""
         elapsed = now - self.started
         done = f"{self.completed:g}/{self.total}" if self.total else f"{self.completed:g}"
         eta = "?"
         if self.total and self.first is not None:
-            t1, c1 = self.first
-            rate = (self.completed - c1) / (now - t1) if self.completed > c1 and now > t1 else c1 / max(t1 - self.started, 1e-9)
-            eta = duration(max(self.total - self.completed, 0) / rate) if rate > 0 else "?"
+            (t1, c1), (t2, c2) = self.first, self.last
+            rate = (c2 - c1) / (t2 - t1) if c2 > c1 and t2 > t1 else c1 / max(t1 - self.started, 1e-9)
+            if rate > 0:
+                eta = duration(max(max(self.total - c2, 0) / rate - (now - t2), 0))
         return f"{self.name}: {done}, {duration(elapsed)}, eta {eta}"
 
     def done(self) -> None:

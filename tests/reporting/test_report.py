@@ -356,12 +356,15 @@ def test_plain_lines_every_interval_with_eta(capsys):
         now[0] += 20
         task.advance(2)
         prog.tick()
+        now[0] += 30
+        prog.tick()
         task.done()
         prog.tick()
     lines = [ln.split("] ", 1)[1] for ln in capsys.readouterr().out.splitlines()]
     assert lines == ["round 1 client1: candidate batches: 0/8, 0 s, eta ?",
                      "round 1 client1: candidate batches: 2/8, 40 s, eta 2 min 00 s",  # 2 steps in 40 s
-                     "round 1 client1: candidate batches: 4/8, 1 min 00 s, eta 40 s"]  # the rate since step 1
+                     "round 1 client1: candidate batches: 4/8, 1 min 00 s, eta 40 s",  # the rate since step 1
+                     "round 1 client1: candidate batches: 4/8, 1 min 30 s, eta 10 s"]  # counted down, not grown
 
 
 def test_plain_lines_come_from_a_timer_thread_off_a_terminal(capsys):
