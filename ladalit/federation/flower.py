@@ -80,11 +80,15 @@ def send_and_receive(grid: Grid, msgs: list, timeout_s: float, enough: int | Non
                      poll_s: float = 0.2) -> list:
     """Grid.send_and_receive, polling every `poll_s` instead of every 3 s (a round is a few exchanges, each
     waiting for its slowest client); `enough`: stop once that many replies are in (Join: as many as the
-    config has clients; a node that died and was restarted stays listed under its old id for a while)."""
+    config has clients; a node that died and was restarted stays listed under its old id for a while). Only
+    replies without an error count toward `enough`: the SuperLink answers a message to a node it knows is
+    offline with an error reply, and that must not end the wait before the restarted node has answered."""
     pending, replies, end = set(grid.push_messages(msgs)), [], time.time() + timeout_s
-    while pending and time.time() < end and (enough is None or len(replies) < enough):
+    answered = 0
+    while pending and time.time() < end and (enough is None or answered < enough):
         got = list(grid.pull_messages(pending))
         replies += got
+        answered += sum(not r.has_error() for r in got)
         pending -= {r.metadata.reply_to_message_id for r in got}
         if pending:
             time.sleep(poll_s)

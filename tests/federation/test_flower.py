@@ -8,13 +8,14 @@ at the end.
 import json
 import threading
 import time
+from types import SimpleNamespace
 
 import pytest
 
 pytest.importorskip("flwr")
 
 from ladalit.core.config import load_config  # noqa: E402
-from ladalit.federation.flower import read_audit  # noqa: E402
+from ladalit.federation.flower import read_audit, send_and_receive  # noqa: E402
 from ladalit.federation.launch import (APP_DIR, FAST_POLL, LocalFederation, find_tagged, group_members,  # noqa: E402
                                       local_run)
 from ladalit.federation.prepare import prepare_sites  # noqa: E402
@@ -116,6 +117,32 @@ def test_a_supernode_killed_in_round_2_skip_goes_on_raise_stops(fed, inproc):
     assert not status.startswith("finished:completed")
     assert "error: client 'client3' failed in round 2" in outcome.log, outcome.log[-4000:]  # the cause, if not
     assert checkpoint_round(tmp / "raise") == 1  # a resumed server and its sites: tests/federation/test_sites.py
+
+
+class FakeGrid:
+    """push_messages/pull_messages of a Grid whose replies come in `batches`, one batch per pull:
+    (message index, error?) pairs."""
+    def __init__(self, batches):
+        self.batches = list(batches)
+
+    def push_messages(self, msgs):
+        return [f"m{i}" for i in range(len(msgs))]
+
+    def pull_messages(self, ids):
+        batch = self.batches.pop(0) if self.batches else []
+        return [SimpleNamespace(has_error=lambda e=err: e, metadata=SimpleNamespace(reply_to_message_id=f"m{i}"))
+                for i, err in batch if f"m{i}" in ids]
+
+
+def test_error_replies_do_not_count_toward_enough():
+    # 4 nodes listed (client3's dead old id among them), 3 clients wanted: the dead node's error reply comes
+    # first; the wait must go on until 3 real replies are in, the restarted node's among them.
+    grid = FakeGrid([[(2, True), (0, False)], [(1, False)], [], [(3, False)]])
+    replies = send_and_receive(grid, [None] * 4, timeout_s=30, enough=3, poll_s=0)
+    assert sorted(r.metadata.reply_to_message_id for r in replies) == ["m0", "m1", "m2", "m3"]
+    grid = FakeGrid([[(0, False), (1, False)], [(2, False)], [(3, False)]])
+    replies = send_and_receive(grid, [None] * 4, timeout_s=30, enough=3, poll_s=0)
+    assert sorted(r.metadata.reply_to_message_id for r in replies) == ["m0", "m1", "m2"]  # stops at 3
 
 
 def test_stop_leaves_no_process(fed):
