@@ -12,11 +12,13 @@
 Prompt settings (shots) are not separate runs: one run evaluates every setting in `shots`.
 Ablations run `ours` (LaDa) with one extra override each (Table V). A cell whose results.json is
 complete (it holds the evaluation of the configured last round) is not run again, so the command is
-resumable; an interrupted LaDa cell continues from its checkpoint (`resume=true`).
+resumable; an interrupted LaDa cell continues from its checkpoint (`resume=true`). A complete cell whose
+recorded settings (fingerprint.json) differ from the cell's config is "stale": left as it is, not
+reported, and named with the differing keys (the ladalit code version is not compared).
 
 Methods the run config does not know (not registered in `ladalit.core.config.METHODS`), scenarios that do
 not exist and cells that fail are reported as "n/a" in the tables and listed with their reason in
-cells.csv; the exit status is 1 if a cell failed, 2 for a bad matrix config, else 0.
+cells.csv; the exit status is 1 if a cell failed or is stale, 2 for a bad matrix config, else 0.
 
 Written to `output_dir`:
 - table2.md / table2.csv: paper Table II layout, one table per prompt setting; rows scenario ×
@@ -26,7 +28,8 @@ Written to `output_dir`:
   scenario × participant; cells the mean, and for ablations the delta to Ours in parentheses.
 - communication.md / communication.csv: MB up / down / total per scenario and method (the data of
   paper Fig. 5), mean ± std over seeds (1 MB = 1e6 bytes of the serialised messages).
-- cells.csv: every cell with its status (done, cached, n/a, failed), run dir and reason.
+- cells.csv: every cell with its status (done, cached, n/a, failed, stale: finished with other settings than
+  the cell's, so neither reported nor replaced), run dir and reason.
 - tables.md: the three tables together.
 """
 from __future__ import annotations
@@ -117,7 +120,7 @@ class Cell:
     method: str
     seed: int
     ablation: str | None = None
-    status: str = "pending"  # done | cached | n/a | failed
+    status: str = "pending"  # done | cached | n/a | failed | stale
     reason: str = ""
     run_dir: Path | None = None
     results: dict | None = field(default=None, repr=False)
@@ -169,6 +172,17 @@ def read_complete(run_dir: Path) -> dict | None:
     return res
 
 
+def settings_changed(run_dir: Path, cfg) -> list[str]:
+    """How the finished run's recorded settings (its fingerprint.json) differ from the cell's config; the
+    ladalit code version is not compared (a cell finished before a code change is reused)."""
+    from ladalit.core.run_identity import FINGERPRINT, differences, fingerprint
+    try:
+        recorded = json.loads((run_dir / FINGERPRINT).read_text())
+    except (OSError, ValueError):
+        return [f"no readable {FINGERPRINT}"]
+    return [d for d in differences(recorded, fingerprint(cfg)) if not d.startswith("code version")]
+
+
 def _free_memory() -> None:
     gc.collect()
     try:
@@ -193,6 +207,11 @@ def run_cell(m: dict, cell: Cell, execute=None, dry_run: bool = False, log=print
     cell.run_dir = run_dir_for(cfg)
     done = read_complete(cell.run_dir)
     if done is not None:
+        diffs = settings_changed(cell.run_dir, cfg)
+        if diffs:  # never reported as this cell, never replaced: the user moves it away to re-run
+            cell.status, cell.reason = "stale", (f"{cell.run_dir} finished with other settings ({'; '.join(diffs)}); "
+                                                 "move it away to run this cell again")
+            return cell
         cell.status, cell.results = "cached", done
         return cell
     if dry_run:
@@ -220,7 +239,7 @@ def run_matrix(m: dict, execute=None, dry_run: bool = False, tables_only: bool =
     cells = plan(m)
     for cell in cells:
         run_cell(m, cell, execute, dry_run=dry_run or tables_only, log=log)
-        if cell.status in ("n/a", "failed"):
+        if cell.status in ("n/a", "failed", "stale"):
             log(f"[matrix] {cell.status}: {cell.scenario_label} {cell.variant} seed {cell.seed}: {cell.reason}")
     return cells
 
@@ -461,9 +480,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     paths = write_tables(m, cells)
     print(paths["tables.md"].read_text())
-    counts = {s: sum(c.status == s for c in cells) for s in ("done", "cached", "n/a", "failed")}
+    counts = {s: sum(c.status == s for c in cells) for s in ("done", "cached", "n/a", "failed", "stale")}
     print(f"[matrix] cells: {counts}; tables in {Path(m['output_dir'])}")
-    return 1 if counts["failed"] else 0
+    return 1 if counts["failed"] or counts["stale"] else 0
 
 
 if __name__ == "__main__":

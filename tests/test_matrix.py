@@ -173,10 +173,23 @@ def test_tiny_real_matrix_on_smoke(tmp_path, capsys):
     assert [(c.variant, c.status) for c in cells] == [("standalone", "cached"), ("fedkd", "cached"), ("nosuch", "n/a")]
     # an incomplete results.json (the last round not evaluated) is run again
     path = out / "runs" / "smoke" / "fedkd-seed0" / "results.json"
-    saved = json.loads(path.read_text())
+    complete = path.read_bytes()
+    saved = json.loads(complete)
     saved["accuracy"] = []
     path.write_text(json.dumps(saved))
     ran = []
     cells = matrix.run_matrix(m, execute=lambda cfg, quiet=False: ran.append(cfg.method) or (None, saved),
                               log=lambda *a: None)
     assert ran == ["fedkd"]
+    path.write_bytes(complete)
+
+    # a finished cell run with other settings than the cell's is stale: not reported, not run, not replaced
+    before = (out / "runs" / "smoke" / "standalone-seed0" / "results.json").read_bytes()
+    changed = cfg_path.read_text().replace("eval.limit=2", "eval.limit=3")
+    cfg_path.write_text(changed)
+    cells = matrix.run_matrix(matrix.load_matrix(str(cfg_path)), execute=boom, log=lambda *a: None)
+    assert [(c.variant, c.status) for c in cells] == [("standalone", "stale"), ("fedkd", "stale"), ("nosuch", "n/a")]
+    assert "eval.limit: 2 -> 3" in cells[0].reason and "move it away" in cells[0].reason
+    assert (out / "runs" / "smoke" / "standalone-seed0" / "results.json").read_bytes() == before
+    assert matrix.main([str(cfg_path), "--tables-only"]) == 1
+    assert "'stale': 2" in capsys.readouterr().out
