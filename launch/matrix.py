@@ -14,7 +14,8 @@ Ablations run `ours` (LaDa) with one extra override each (Table V). A cell whose
 complete (it holds the evaluation of the configured last round) is not run again, so the command is
 resumable; an interrupted LaDa cell continues from its checkpoint (`resume=true`). A complete cell whose
 recorded settings (fingerprint.json) differ from the cell's config is "stale": left as it is, not
-reported, and named with the differing keys (the ladalit code version is not compared).
+reported, and named with the differing keys (not compared: the ladalit code version, and config sections
+that the cell's method does not read, `SECTION_READERS`).
 
 Methods the run config does not know (not registered in `ladalit.core.config.METHODS`), scenarios that do
 not exist and cells that fail are reported as "n/a" in the tables and listed with their reason in
@@ -172,15 +173,24 @@ def read_complete(run_dir: Path) -> dict | None:
     return res
 
 
+# config sections that only these methods read (grep the sources before adding one): a difference in
+# another method's section cannot change a cell's results
+SECTION_READERS = {"wasp": {"wasp"}, "fedmkt": {"fedmkt"}, "reasoning": {"sft_cot", "socratic_cot", "rstar"},
+                   "filter_net": {"lada", "wasp"}, "reward": {"lada"}}
+
+
 def settings_changed(run_dir: Path, cfg) -> list[str]:
-    """How the finished run's recorded settings (its fingerprint.json) differ from the cell's config; the
-    ladalit code version is not compared (a cell finished before a code change is reused)."""
+    """How the finished run's recorded settings (its fingerprint.json) differ from the cell's config. Not
+    compared: the ladalit code version (a cell finished before a code change is reused) and the sections of
+    SECTION_READERS that the cell's method does not read."""
     from ladalit.core.run_identity import FINGERPRINT, differences, fingerprint
     try:
         recorded = json.loads((run_dir / FINGERPRINT).read_text())
     except (OSError, ValueError):
         return [f"no readable {FINGERPRINT}"]
-    return [d for d in differences(recorded, fingerprint(cfg)) if not d.startswith("code version")]
+    unread = tuple(f"{sec}." for sec, readers in SECTION_READERS.items() if cfg.method not in readers)
+    return [d for d in differences(recorded, fingerprint(cfg))
+            if not d.startswith("code version") and not d.startswith(unread)]
 
 
 def _free_memory() -> None:

@@ -183,6 +183,10 @@ def test_tiny_real_matrix_on_smoke(tmp_path, capsys):
     assert ran == ["fedkd"]
     path.write_bytes(complete)
 
+    # a change in a section that neither method reads (wasp.*) leaves both cells as they were
+    cfg_path.write_text(cfg_path.read_text().replace("rounds=1,", "rounds=1, wasp.top_p=0.5,"))
+    cells = matrix.run_matrix(matrix.load_matrix(str(cfg_path)), execute=boom, log=lambda *a: None)
+    assert [(c.variant, c.status) for c in cells] == [("standalone", "cached"), ("fedkd", "cached"), ("nosuch", "n/a")]
     # a finished cell run with other settings than the cell's is stale: not reported, not run, not replaced
     before = (out / "runs" / "smoke" / "standalone-seed0" / "results.json").read_bytes()
     changed = cfg_path.read_text().replace("eval.limit=2", "eval.limit=3")
