@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from ladalit.baselines.standalone import end_round, private_sft, resume_state, round_state
 from ladalit.core.config import ReasoningConfig
 from ladalit.core.channel import DOWN, UP, Channel
+from ladalit.core.participant import Sampling
 from ladalit.core.messages import CompletionAnswers, PartialTrajectories, ServerRationales, SocraticChains, as_dict
 from ladalit.data.records import LETTERS, MCRecord
 from ladalit.core.experiment import public_by_id
@@ -73,11 +74,12 @@ def split_steps(reasoning: str) -> list[str]:
     return [s.strip() for s in _STEP_SPLIT.split(reasoning or "") if s.strip()]
 
 
-def generate(participant, prompts: list[str], max_new_tokens: int, batch_size: int) -> list[str]:
-    """Greedy generation (one place, so that tests can stand in canned texts)."""
+def generate(participant, prompts: list[str], max_new_tokens: int, batch_size: int,
+             sampling: Sampling | None = None) -> list[str]:
+    """Greedy generation, or sampled with `sampling` (one place, so that tests can stand in canned texts)."""
     if not prompts:
         return []
-    return participant.generate_text(prompts, max_new_tokens, batch_size)
+    return participant.generate_text(prompts, max_new_tokens, batch_size, sampling=sampling)
 
 
 def _max_new_tokens(cfg, opts: ReasoningConfig) -> int:

@@ -7,7 +7,9 @@ Each round t:
    round's top-voted synthetic samples labelled "Good example" and `bad_per_prompt` of its bottom-voted
    ones labelled "Bad example" (round 1, or after a round without usable samples: `public_examples`
    public questions as plain examples). Examples are drawn per prompt with a seeded RNG, which is what
-   makes greedy generations differ. Unparseable questions and duplicates are dropped; the LLM then
+   makes greedy generations differ; with `temperature` > 0 the LLM samples (nucleus, `top_p`, seeded per
+   round), as synthetic-data generation usually does (a small LLM's greedy questions often repeat an
+   option). Unparseable questions and duplicates are dropped; the LLM then
    answers each question with its usual zero-shot reasoning prompt and only questions whose answer states
    a letter are kept (the answer becomes the training target, house format).
 2. **Down**: "synthetic_samples" {ids, questions, options, targets} to every client.
@@ -40,6 +42,7 @@ from ladalit.core.channel import DOWN, UP, Channel
 from ladalit.core.messages import SampleWeights, SyntheticSamples, Votes, as_dict
 from ladalit.data.records import LETTERS, MCRecord
 from ladalit.core.encoder import make_encoder
+from ladalit.core.participant import Sampling
 from ladalit.core.responses import ResponseCache
 from ladalit.core.seeds import client_seed, item_seed, round_seed
 from ladalit.reporting.progress import Progress
@@ -160,8 +163,9 @@ def _synthesise(exp, opts: WASPConfig, t: int, good: list[MCRecord], bad: list[M
         else:
             prompts.append(generation_prompt([], [], rng.sample(public, min(opts.public_examples, len(public))), n_opt))
     with progress.task(f"round {t} server: synthetic questions", len(prompts)) as bar:
+        sampling = Sampling(opts.temperature, opts.top_p, round_seed(cfg.seed, t)) if opts.temperature > 0 else None
         gens = generate(exp.server, prompts, opts.max_new_tokens or cfg.generation.max_new_tokens,
-                        cfg.generation.batch_size)
+                        cfg.generation.batch_size, sampling)
         bar.advance(len(prompts))
     records, seen = [], set()
     for i, g in enumerate(gens):

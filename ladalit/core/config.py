@@ -219,6 +219,11 @@ class WASPConfig:
     accumulate: bool = False
     # tokens per generated question (None: generation.max_new_tokens)
     max_new_tokens: Optional[int] = None
+    # question writing: 0 = greedy (the examples drawn per prompt are what makes questions differ); > 0:
+    # nucleus sampling at this temperature, seeded per round (synthetic-data generation usually samples)
+    temperature: float = 0.0
+    # nucleus (top-p) mass kept when temperature > 0
+    top_p: float = 1.0
     # sentence encoder for the votes ("" = filter_net.encoder): minilm | hashing | pkg.mod:Class
     encoder: str = ""
 
@@ -471,6 +476,8 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
     "wasp.bad_per_prompt": (0, None),
     "wasp.public_examples": (0, None),
     "wasp.max_new_tokens": (1, None),
+    "wasp.temperature": (0.0, None),
+    "wasp.top_p": (1e-6, 1.0),
     "reasoning.rstar_prompts": (1, 2),
     "reasoning.rstar_cut_min": (0.0, 1.0),
     "reasoning.rstar_cut_max": (0.0, 1.0),

@@ -19,6 +19,7 @@ import contextlib
 import copy
 import functools
 import weakref
+from dataclasses import dataclass
 from typing import Hashable, Sequence
 
 import lightning as L
@@ -28,6 +29,15 @@ from transformers import PreTrainedTokenizerBase
 
 from ladalit.scale import data_parallel
 from ladalit.core.prompts import CutAnswer
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Nucleus sampling for `Participant.generate_text`: temperature > 0, top_p in (0, 1], and the seed the
+    generation starts from (the caller's global RNG is restored afterwards)."""
+    temperature: float
+    top_p: float
+    seed: int
 
 
 def on_device(method):
@@ -287,8 +297,9 @@ class Participant(L.LightningModule):
     @torch.no_grad()
     @on_device
     def generate_text(self, prompts: Sequence[str], max_new_tokens: int, batch_size: int,
-                      cut: list | None = None) -> list[str]:
-        """Greedy generation with the KV cache, batched (left padding, similar lengths together).
+                      cut: list | None = None, sampling: Sampling | None = None) -> list[str]:
+        """Greedy generation with the KV cache, batched (left padding, similar lengths together); with
+        `sampling`, nucleus sampling from its seed (the global RNG is left as it was).
 
         Prompts longer than `prompt_budget(max_new_tokens)` lose their start (`prompt_ids`). `cut`, when
         given, receives one bool per prompt: whether its answer reached max_new_tokens before EOS.
@@ -297,10 +308,10 @@ class Participant(L.LightningModule):
         (ladalit.scale.data_parallel.share) and all get every answer back, in order."""
         rank, world = data_parallel.world_of(self.fabric)
         if world == 1 or not prompts:
-            return self.generate_local(prompts, max_new_tokens, batch_size, cut)
+            return self.generate_local(prompts, max_new_tokens, batch_size, cut, sampling)
         rows, _ = data_parallel.share(len(prompts), rank, world)
         mine_cut: list[bool] = []
-        mine = self.generate_local([prompts[i] for i in rows], max_new_tokens, batch_size, mine_cut)
+        mine = self.generate_local([prompts[i] for i in rows], max_new_tokens, batch_size, mine_cut, sampling)
         both = data_parallel.gather_objects(list(zip(mine, mine_cut)), len(prompts))
         if cut is not None:
             cut += [c for _, c in both]
@@ -309,7 +320,7 @@ class Participant(L.LightningModule):
     @torch.no_grad()
     @on_device
     def generate_local(self, prompts: Sequence[str], max_new_tokens: int, batch_size: int,
-                       cut: list | None = None) -> list[str]:
+                       cut: list | None = None, sampling: Sampling | None = None) -> list[str]:
         """`generate_text` on this process's own prompts, not split (under FSDP2 every process must call it,
         with the same number of prompts; HF's synced_gpus keeps the processes' decoding steps matched when
         their sequences end at different steps)."""
@@ -320,25 +331,32 @@ class Participant(L.LightningModule):
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
         out: list[str] = [""] * len(prompts)
         stopped = [False] * len(prompts)
-        try:
-            for s in range(0, len(order), batch_size):
-                idx = order[s: s + batch_size]
-                width = max(len(ids[i]) for i in idx)
-                enc = torch.full((len(idx), width), tok.pad_token_id, dtype=torch.long)
-                attn = torch.zeros((len(idx), width), dtype=torch.long)
-                for j, i in enumerate(idx):  # left padding
-                    enc[j, width - len(ids[i]):] = torch.tensor(ids[i])
-                    attn[j, width - len(ids[i]):] = 1
-                gen = self.model.generate(input_ids=enc.to(self.device), attention_mask=attn.to(self.device),
-                                          max_new_tokens=max_new_tokens, do_sample=False,
-                                          pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
-                new = gen[:, width:]
-                texts = tok.batch_decode(new, skip_special_tokens=True)
-                for j, (i, t) in enumerate(zip(idx, texts)):
-                    out[i] = t
-                    stopped[i] = new.shape[1] < max_new_tokens or bool((new[j] == tok.eos_token_id).any())
-        finally:
-            self.model.train(was_training)
+        decoding = (dict(do_sample=False) if sampling is None else
+                    dict(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p, top_k=0))
+        rng = (contextlib.nullcontext() if sampling is None else
+               torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []))
+        with rng:
+            if sampling is not None:
+                torch.manual_seed(sampling.seed)
+            try:
+                for s in range(0, len(order), batch_size):
+                    idx = order[s: s + batch_size]
+                    width = max(len(ids[i]) for i in idx)
+                    enc = torch.full((len(idx), width), tok.pad_token_id, dtype=torch.long)
+                    attn = torch.zeros((len(idx), width), dtype=torch.long)
+                    for j, i in enumerate(idx):  # left padding
+                        enc[j, width - len(ids[i]):] = torch.tensor(ids[i])
+                        attn[j, width - len(ids[i]):] = 1
+                    gen = self.model.generate(input_ids=enc.to(self.device), attention_mask=attn.to(self.device),
+                                              max_new_tokens=max_new_tokens, **decoding,
+                                              pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+                    new = gen[:, width:]
+                    texts = tok.batch_decode(new, skip_special_tokens=True)
+                    for j, (i, t) in enumerate(zip(idx, texts)):
+                        out[i] = t
+                        stopped[i] = new.shape[1] < max_new_tokens or bool((new[j] == tok.eos_token_id).any())
+            finally:
+                self.model.train(was_training)
         if cut is not None:
             cut += [not x for x in stopped]
         return out

@@ -6,7 +6,8 @@ import zlib
 
 
 def round_seed(seed: int, round: int) -> int:
-    """A per-round stream: candidate-batch order (LaDa), rStar's question sample, WASP's pool tie-break."""
+    """A per-round stream: candidate-batch order (LaDa), rStar's question sample, WASP's pool tie-break and
+    its sampled question writing (wasp.temperature > 0)."""
     return seed * 7919 + round
 
 

@@ -11,6 +11,8 @@ from ladalit.core.config import load_config
 from ladalit.data.records import MCRecord
 from ladalit.core.encoder import HashingEncoder
 from ladalit.core.experiment import build_experiment
+from ladalit.core.participant import Sampling
+from ladalit.core.seeds import round_seed
 from ladalit.core.prompts import format_response
 from ladalit.reporting.results import Results
 from tests.channel_audit import decoded, strings_in
@@ -80,9 +82,11 @@ class FakeServer:
 
     def __init__(self):
         self.prompts: list[str] = []
+        self.samplings: list = []
 
-    def __call__(self, participant, prompts, max_new_tokens, batch_size):
+    def __call__(self, participant, prompts, max_new_tokens, batch_size, sampling=None):
         assert participant.name == "server"
+        self.samplings.append(sampling)
         out = []
         for p in prompts:
             i = len(self.prompts) % 20  # the same 20 texts every round (20 prompts a round)
@@ -111,12 +115,15 @@ def test_wasp_smoke_run_sends_samples_down_and_votes_up(monkeypatch, weights):
     fake = FakeServer()
     monkeypatch.setattr(wasp, "generate", fake)
     monkeypatch.setattr(wasp, "ResponseCache", CannedAnswers)
+    sampled = ["wasp.temperature=0.8", "wasp.top_p=0.9"] if weights == "global" else []  # (either weights)
     cfg = load_config(BASE + ["rounds=2", "wasp.samples_per_round=20", "wasp.top_q=3", "wasp.pool_size=3",
-                              f"wasp.weights={weights}"])
+                              f"wasp.weights={weights}", *sampled])
     exp = build_experiment(cfg)
     channel = Channel(keep_payloads=True)
     results = Results()
     out = wasp.run_wasp(exp, channel, results)
+    # questions written greedily, or sampled from a per-round seed
+    assert fake.samplings == ([Sampling(0.8, 0.9, round_seed(cfg.seed, t)) for t in (1, 2)] if sampled else [None] * 2)
 
     # every participant evaluated every round; every client trained on synthetic samples each round
     assert {r["participant"] for r in results.accuracy} == {"server", *cfg.clients}

@@ -8,7 +8,7 @@ from omegaconf import OmegaConf
 
 from ladalit.core.config import LoraConfig, ModelConfig, TrainConfig
 from ladalit.core.models import build_model
-from ladalit.core.participant import Participant
+from ladalit.core.participant import Participant, Sampling
 from ladalit.core.prompts import CutAnswer
 
 PROMPTS = ["Question: 2+3?\nAnswer: Let's think step by step.", "Question: a much longer prompt here?\nAnswer:"]
@@ -141,6 +141,22 @@ def test_batched_greedy_generation_equals_one_by_one(arch):
     single = [p.generate_text([x], max_new_tokens=12, batch_size=1)[0] for x in prompts]
     assert batched == single
     assert any(len(t) > 0 for t in batched)
+
+
+def test_sampled_generation_repeats_from_its_seed_and_leaves_the_global_rng_alone():
+    p = make("server", lora=False, arch="qwen3")  # random weights: a flat next-token distribution
+    prompts = PROMPTS * 3
+    greedy = p.generate_text(prompts, max_new_tokens=10, batch_size=4)
+    torch.manual_seed(123)
+    state = torch.random.get_rng_state()
+    a = p.generate_text(prompts, max_new_tokens=10, batch_size=4, sampling=Sampling(1.0, 0.95, seed=7))
+    assert torch.equal(torch.random.get_rng_state(), state)  # the caller's stream goes on as it was
+    b = p.generate_text(prompts, max_new_tokens=10, batch_size=4, sampling=Sampling(1.0, 0.95, seed=7))
+    c = p.generate_text(prompts, max_new_tokens=10, batch_size=4, sampling=Sampling(1.0, 0.95, seed=8))
+    assert a == b and a != c and a != greedy
+    assert len(set(a[0::2])) > 1  # one prompt, three samples: not all alike, unlike greedy's
+    assert len(set(greedy[0::2])) == 1
+    assert p.generate_text(prompts, max_new_tokens=10, batch_size=4) == greedy
 
 
 def test_a_cut_answer_gets_no_eos_and_an_over_long_pair_keeps_its_prompt():
