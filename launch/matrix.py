@@ -189,8 +189,10 @@ def settings_changed(run_dir: Path, cfg) -> list[str]:
     except (OSError, ValueError):
         return [f"no readable {FINGERPRINT}"]
     unread = tuple(f"{sec}." for sec, readers in SECTION_READERS.items() if cfg.method not in readers)
-    return [d for d in differences(recorded, fingerprint(cfg))
-            if not d.startswith("code version") and not d.startswith(unread)]
+
+    def read(fp: dict) -> dict:  # the fingerprint without the code version and the unread sections
+        return {**fp, "code": None, "config": {k: v for k, v in fp.get("config", {}).items() if not k.startswith(unread)}}
+    return differences(read(recorded), read(fingerprint(cfg)))
 
 
 def _free_memory() -> None:

@@ -40,6 +40,17 @@ class Sampling:
     seed: int
 
 
+@contextlib.contextmanager
+def seeded(sampling: Sampling | None, device: torch.device):
+    """With `sampling`: torch's RNG seeded from it inside, and left as it was outside. Without: nothing."""
+    if sampling is None:
+        yield
+        return
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(sampling.seed)
+        yield
+
+
 def on_device(method):
     """Mark a method that computes: with `fabric.offload_idle` the participant is brought onto the
     accelerator first (ladalit.scale.offload.Residency), and whoever was there is parked."""
@@ -333,11 +344,7 @@ class Participant(L.LightningModule):
         stopped = [False] * len(prompts)
         decoding = (dict(do_sample=False) if sampling is None else
                     dict(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p, top_k=0))
-        rng = (contextlib.nullcontext() if sampling is None else
-               torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []))
-        with rng:
-            if sampling is not None:
-                torch.manual_seed(sampling.seed)
+        with seeded(sampling, self.device):
             try:
                 for s in range(0, len(order), batch_size):
                     idx = order[s: s + batch_size]
