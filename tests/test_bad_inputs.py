@@ -385,7 +385,10 @@ def test_subprocess_bad_data_exits_2_and_writes_nothing(tmp_path):
 def test_sigint_after_round_1_names_the_round_and_the_resume_command(tmp_path):
     args = ["conf=smoke.yaml", "rounds=3", "quiet=true", "eval.shots=[0]", f"output_dir={tmp_path}", "run_name=v"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([*CLI, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    # the child starts with SIGINT's default action, as from a terminal (a suite run as a shell's background
+    # job passes it on ignored, and Python then installs no KeyboardInterrupt handler)
+    proc = subprocess.Popen([*CLI, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     ckpt = tmp_path / "v" / CHECKPOINT
     deadline = time.time() + 600
     while not ckpt.exists():

@@ -119,8 +119,17 @@ def test_interrupted_line_names_the_last_complete_round_and_the_resume_command(t
     assert run.interrupted_line(cfg_of("rounds=5", "method=fedkd"), argv, {"run_dir": tmp_path / "x", "round": 2}) == line
 
 
+@pytest.fixture
+def sigint_raises():
+    """SIGINT raises KeyboardInterrupt, as in a terminal: a suite started as a shell's background job
+    (`&`, nohup) inherits SIGINT ignored, and Python then installs no handler for it."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 @pytest.mark.parametrize("how,code", [("sigterm", 143), ("sigint", 130)])
-def test_a_signal_ends_main_with_one_line_and_130_or_143(how, code, tmp_path, capsys, monkeypatch):
+def test_a_signal_ends_main_with_one_line_and_130_or_143(how, code, tmp_path, capsys, monkeypatch, sigint_raises):
     def execute(cfg, quiet=False, status=None, **_):
         status.update(run_dir=tmp_path / "r", round=1)
         os.kill(os.getpid(), signal.SIGTERM if how == "sigterm" else signal.SIGINT)
