@@ -13,6 +13,8 @@ from ladalit.core.run_identity import CHECKPOINT, load_checkpoint, save_checkpoi
 from ladalit.core.run_identity import RunError
 
 ARGS = ["conf=smoke.yaml", "rounds=3", "quiet=true", "eval.shots=[0]"]
+LORA = ["clients.client1.model.lora.enabled=true", "server.model.lora.enabled=true"]  # fsdp2 needs LoRA
+FSDP2 = ["fabric.strategy=fsdp2", "fabric.devices=2", "fabric.accelerator=cpu", *LORA]
 
 
 def start(out, name, *extra):
@@ -26,12 +28,33 @@ def comparable(run_dir):
     return {k: r[k] for k in ("accuracy", "selection", "selected_per_round", "train", "communication")}
 
 
+class Uninterrupted:
+    """One uninterrupted 3-round run with LoRA (ARGS + LORA), started once for this file: the SIGKILL test
+    runs its victim beside it (the two processes share the 2 cores), the FSDP2 test compares with it."""
+    def __init__(self, out):
+        self.proc, self.dir, self.rows = start(out, "full", *LORA), out / "full", None
+
+    def results(self):
+        if self.rows is None:
+            _, err = self.proc.communicate(timeout=600)
+            assert self.proc.returncode == 0, err[-4000:]
+            self.rows = comparable(self.dir)
+        return self.rows
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    run = Uninterrupted(tmp_path_factory.mktemp("uninterrupted"))
+    yield run
+    if run.proc.poll() is None:
+        run.proc.kill()
+
+
 @pytest.mark.slow
-def test_sigkill_in_round_2_then_resume_equals_uninterrupted(tmp_path):
-    """Also proves that two runs with one seed are identical: `victim` is a second fresh run of `full`'s
-    config up to its kill, and every row it wrote before and after must equal `full`'s."""
-    full = start(tmp_path, "full")
-    victim = start(tmp_path, "victim")
+def test_sigkill_in_round_2_then_resume_equals_uninterrupted(tmp_path, uninterrupted):
+    """Also proves that two runs with one seed are identical: `victim` is a second fresh run of the
+    uninterrupted run's config up to its kill, and every row it wrote before and after must equal its."""
+    victim = start(tmp_path, "victim", *LORA)
     ckpt = tmp_path / "victim" / CHECKPOINT
     deadline = time.time() + 600
     while not ckpt.exists():  # round 1 is complete when its checkpoint appears
@@ -41,12 +64,10 @@ def test_sigkill_in_round_2_then_resume_equals_uninterrupted(tmp_path):
     victim.send_signal(signal.SIGKILL)
     victim.wait()
     assert torch.load(ckpt, weights_only=False)["round"] == 1  # killed during round 2
-    resumed = start(tmp_path, "victim", "resume=true")
+    resumed = start(tmp_path, "victim", *LORA, "resume=true")
     out, err = resumed.communicate(timeout=600)
     assert resumed.returncode == 0, err
-    _, err = full.communicate(timeout=600)
-    assert full.returncode == 0, err
-    assert comparable(tmp_path / "victim") == comparable(tmp_path / "full")
+    assert comparable(tmp_path / "victim") == uninterrupted.results()
     assert load_checkpoint(tmp_path / "victim")["round"] == 3
 
 
@@ -78,10 +99,6 @@ def test_no_checkpoint_loads_as_none_and_a_torn_one_is_refused_and_kept(tmp_path
     assert (tmp_path / CHECKPOINT).read_bytes() == torn
 
 
-LORA = ["clients.client1.model.lora.enabled=true", "server.model.lora.enabled=true"]  # fsdp2 needs LoRA
-FSDP2 = ["fabric.strategy=fsdp2", "fabric.devices=2", "fabric.accelerator=cpu", *LORA]
-
-
 def run_to_end(out, name, *extra):
     p = start(out, name, *extra)
     _, err = p.communicate(timeout=600)
@@ -90,12 +107,12 @@ def run_to_end(out, name, *extra):
 
 
 @pytest.mark.slow
-def test_fsdp2_on_two_processes_equals_one_process_and_resumes_exactly(tmp_path):
+def test_fsdp2_on_two_processes_equals_one_process_and_resumes_exactly(tmp_path, uninterrupted):
     """The whole LaDa loop under fabric.strategy=fsdp2 (2 gloo processes, Fabric launches the second):
     the same selections, evaluations and bytes as one process, per-batch losses within 1e-4 (work split
     over the processes sums in another order); a run stopped after round 1 and resumed equals the
     uninterrupted one exactly."""
-    single = run_to_end(tmp_path, "single", *LORA)
+    single = uninterrupted.results()  # one process
     full = run_to_end(tmp_path, "full", *FSDP2)
     for key in ("accuracy", "selection", "selected_per_round", "communication"):
         assert full[key] == single[key], key
