@@ -9,7 +9,9 @@ Each round t:
    public questions as plain examples). Examples are drawn per prompt with a seeded RNG, which is what
    makes greedy generations differ; with `temperature` > 0 the LLM samples (nucleus, `top_p`, seeded per
    round), as synthetic-data generation usually does (a small LLM's greedy questions often repeat an
-   option). Unparseable questions and duplicates are dropped; the LLM then
+   option). A prompt longer than the LLM's prompt budget (`train.max_length` − the new tokens) loses
+   its start, the instruction first (`Participant.cut_left`), and is counted (`prompts_cut` in the
+   round's stats). Unparseable questions and duplicates are dropped; the LLM then
    answers each question with its usual zero-shot reasoning prompt and only questions whose answer states
    a letter are kept (the answer becomes the training target, house format).
 2. **Down**: "synthetic_samples" {ids, questions, options, targets} to every client.
@@ -162,10 +164,10 @@ def _synthesise(exp, opts: WASPConfig, t: int, good: list[MCRecord], bad: list[M
             prompts.append(generation_prompt(g, b, [], n_opt))
         else:
             prompts.append(generation_prompt([], [], rng.sample(public, min(opts.public_examples, len(public))), n_opt))
+    max_new = opts.max_new_tokens or cfg.generation.max_new_tokens
     with progress.task(f"round {t} server: synthetic questions", len(prompts)) as bar:
         sampling = Sampling(opts.temperature, opts.top_p, round_seed(cfg.seed, t)) if opts.temperature > 0 else None
-        gens = generate(exp.server, prompts, opts.max_new_tokens or cfg.generation.max_new_tokens,
-                        cfg.generation.batch_size, sampling)
+        gens = generate(exp.server, prompts, max_new, cfg.generation.batch_size, sampling)
         bar.advance(len(prompts))
     records, seen = [], set()
     for i, g in enumerate(gens):
@@ -176,7 +178,8 @@ def _synthesise(exp, opts: WASPConfig, t: int, good: list[MCRecord], bad: list[M
         records.append(MCRecord(id=f"wasp-{t}-{i}", question=parsed[0], options=parsed[1], domain="wasp"))
     answers = cache.get(t, exp.server, records)
     kept = [(x, y) for x, a in zip(records, answers) if (y := normalised_target(a, n_opt)) is not None]
-    stats = {"prompts": len(prompts), "parsed": len(records), "kept": len(kept)}
+    stats = {"prompts": len(prompts), "prompts_cut": sum(exp.server.prompt_ids(prompts, max_new)[1]),
+             "parsed": len(records), "kept": len(kept)}
     return [x for x, _ in kept], [y for _, y in kept], stats
 
 

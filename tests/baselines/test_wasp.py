@@ -116,8 +116,9 @@ def test_wasp_smoke_run_sends_samples_down_and_votes_up(monkeypatch, weights):
     monkeypatch.setattr(wasp, "generate", fake)
     monkeypatch.setattr(wasp, "ResponseCache", CannedAnswers)
     sampled = ["wasp.temperature=0.8", "wasp.top_p=0.9"] if weights == "global" else []  # (either weights)
+    # the server's prompt budget: 508 - 8 new tokens = 500 of its (character) tokens
     cfg = load_config(BASE + ["rounds=2", "wasp.samples_per_round=20", "wasp.top_q=3", "wasp.pool_size=3",
-                              f"wasp.weights={weights}", *sampled])
+                              f"wasp.weights={weights}", *sampled, "server.train.max_length=508"])
     exp = build_experiment(cfg)
     channel = Channel(keep_payloads=True)
     results = Results()
@@ -136,6 +137,11 @@ def test_wasp_smoke_run_sends_samples_down_and_votes_up(monkeypatch, weights):
     # 20 prompts a round: 4 malformed, 2 duplicates -> 14 parsed; every 4th answer unstated -> 11 kept
     for t in ("1", "2"):
         assert out["wasp"][t]["prompts"] == 20 and out["wasp"][t]["parsed"] == 14 and out["wasp"][t]["kept"] == 11
+    # prompts over the server's budget are counted: round 1's (two public questions as examples: 370-409
+    # tokens) fit, round 2's (two good and two bad synthetic ones: 545 and more) do not
+    lengths = [len(x) for x in exp.server.tokenizer(fake.prompts, add_special_tokens=True)["input_ids"]]
+    assert max(lengths[:20]) <= 500 < min(lengths[20:])
+    assert [out["wasp"][t]["prompts_cut"] for t in ("1", "2")] == [0, 20]
 
     # what crosses: samples down, votes up, weights down (global only) -- per round and client
     kinds = {(m.round, m.direction, m.client, m.kind) for m in channel.messages}
