@@ -10,8 +10,8 @@ Each round t:
    makes greedy generations differ; with `temperature` > 0 the LLM samples (nucleus, `top_p`, seeded per
    round), as synthetic-data generation usually does (a small LLM's greedy questions often repeat an
    option). A prompt longer than the LLM's prompt budget (`train.max_length` − the new tokens) loses
-   its start, the instruction first (`Participant.cut_left`), and is counted (`prompts_cut` in the
-   round's stats). Unparseable questions and duplicates are dropped; the LLM then
+   its start, the instruction first (`Participant.cut_left`), and is counted where every cut prompt is
+   (results.json `budget`: participant "server", what "synthetic_questions"). Unparseable questions and duplicates are dropped; the LLM then
    answers each question with its usual zero-shot reasoning prompt and only questions whose answer states
    a letter are kept (the answer becomes the training target, house format).
 2. **Down**: "synthetic_samples" {ids, questions, options, targets} to every client.
@@ -151,7 +151,8 @@ def weighted_finetune(fabric, participant, optimizer, prompts, responses, weight
 
 
 # ----------------------------------------------------------------------------- the loop
-def _synthesise(exp, opts: WASPConfig, t: int, good: list[MCRecord], bad: list[MCRecord], cache, progress):
+def _synthesise(exp, opts: WASPConfig, t: int, good: list[MCRecord], bad: list[MCRecord], cache, progress,
+                results: Results):
     """The LLM's synthetic samples of round t: (records, targets, stats)."""
     cfg, public = exp.cfg, exp.data.public
     n_opt = len(public[0].options) if public else cfg.data.num_options
@@ -165,6 +166,8 @@ def _synthesise(exp, opts: WASPConfig, t: int, good: list[MCRecord], bad: list[M
         else:
             prompts.append(generation_prompt([], [], rng.sample(public, min(opts.public_examples, len(public))), n_opt))
     max_new = opts.max_new_tokens or cfg.generation.max_new_tokens
+    results.add_budget(t, "server", "synthetic_questions", n=len(prompts),
+                       prompts_cut=sum(exp.server.prompt_ids(prompts, max_new)[1]))
     with progress.task(f"round {t} server: synthetic questions", len(prompts)) as bar:
         sampling = Sampling(opts.temperature, opts.top_p, round_seed(cfg.seed, t)) if opts.temperature > 0 else None
         gens = generate(exp.server, prompts, max_new, cfg.generation.batch_size, sampling)
@@ -178,8 +181,7 @@ def _synthesise(exp, opts: WASPConfig, t: int, good: list[MCRecord], bad: list[M
         records.append(MCRecord(id=f"wasp-{t}-{i}", question=parsed[0], options=parsed[1], domain="wasp"))
     answers = cache.get(t, exp.server, records)
     kept = [(x, y) for x, a in zip(records, answers) if (y := normalised_target(a, n_opt)) is not None]
-    stats = {"prompts": len(prompts), "prompts_cut": sum(exp.server.prompt_ids(prompts, max_new)[1]),
-             "parsed": len(records), "kept": len(kept)}
+    stats = {"prompts": len(prompts), "parsed": len(records), "kept": len(kept)}
     return [x for x, _ in kept], [y for _, y in kept], stats
 
 
@@ -213,7 +215,7 @@ def run_wasp(exp, channel: Channel, results: Results, tracker=None, start_round:
     for t in range(start_round, cfg.rounds + 1):
         if t == 1:
             private_sft(exp, guard, results, optimizers, lambda c: c.train_cfg.sft_epochs, 0)
-        synthetic, targets, st = _synthesise(exp, opts, t, good, bad, cache, progress)
+        synthetic, targets, st = _synthesise(exp, opts, t, good, bad, cache, progress, results)
         cache.drop_before(t + 1)
         if synthetic:
             payload = {"ids": [x.id for x in synthetic], "questions": [x.question for x in synthetic],

@@ -141,7 +141,8 @@ def test_wasp_smoke_run_sends_samples_down_and_votes_up(monkeypatch, weights):
     # tokens) fit, round 2's (two good and two bad synthetic ones: 545 and more) do not
     lengths = [len(x) for x in exp.server.tokenizer(fake.prompts, add_special_tokens=True)["input_ids"]]
     assert max(lengths[:20]) <= 500 < min(lengths[20:])
-    assert [out["wasp"][t]["prompts_cut"] for t in ("1", "2")] == [0, 20]
+    assert [(r["round"], r["n"], r["prompts_cut"]) for r in results.budget if r["what"] == "synthetic_questions"] == [
+        (1, 20, 0), (2, 20, 20)]
 
     # what crosses: samples down, votes up, weights down (global only) -- per round and client
     kinds = {(m.round, m.direction, m.client, m.kind) for m in channel.messages}
