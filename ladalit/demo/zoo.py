@@ -2,7 +2,7 @@
 
 No pretrained LLM can be downloaded here, so the zoo builds its own: tokenizers
 trained with `tokenizers` on the synthetic task (`ladalit.demo.synthetic`), and small
-llama / qwen3 / gemma2 models pre-trained on it with a plain torch loop. The
+llama / qwen3 / gemma models pre-trained on it with a plain torch loop. The
 curricula make the paper's premises hold by construction:
 
 - the server is taught rationales for chains of 1-4 shared operations, and never sees a
@@ -90,7 +90,7 @@ class TrainSpec:
 @dataclass(frozen=True)
 class ZooMember:
     name: str
-    arch: str  # qwen3 | llama | gemma2 | qwen2 | internlm3
+    arch: str  # a transformers model type: qwen3 | llama | gemma | gemma2 | qwen2 | internlm3 ...
     tokenizer: TokenizerSpec
     hidden_size: int
     num_layers: int
@@ -125,12 +125,16 @@ class ZooMember:
 
 CHAR = TokenizerSpec("char", "bytebpe", 0)
 BPE = TokenizerSpec("bpe", "bytebpe", 448)
+BPE_SMALL = TokenizerSpec("bpe320", "bytebpe", 320)
 SP = TokenizerSpec("sp", "metaspace", 320)
 
 # The server learns chains of every length over the shared operations, and no domain's facts; each client
 # learns its own domain's facts and the shared operations, in chains of at most two steps, and is smaller
 # (no short answers: greedy decoding always reasons). Client k's domain is the k-th of CLIENT_DOMAINS in the
 # order the split deals them (sorted: calendar, kitchen, market), matching conf/demo.yaml's client1..3.
+# Families and tokenizers differ as in the paper (qwen3 / llama / gemma; three BPEs). Client3 is a gemma
+# rather than a gemma2: transformers gives gemma2 eager attention only (its logit soft-capping), and with
+# a character-level tokenizer it was half of the zoo's pre-training time (world v2, README).
 ZOO: dict[str, ZooMember] = {m.name: m for m in [
     ZooMember("server", "qwen3", BPE, hidden_size=128, num_layers=4, num_heads=4, num_kv_heads=2,
               intermediate_size=384, one_shot_fraction=0.15, question_fraction=0.05, short_answers=False,
@@ -141,7 +145,7 @@ ZOO: dict[str, ZooMember] = {m.name: m for m in [
     ZooMember("client-qwen3", "qwen3", BPE, hidden_size=96, num_layers=3, num_heads=4, num_kv_heads=2,
               intermediate_size=256, rationale_domains=("kitchen", SHARED), rationale_max_steps=2,
               short_answers=False, train=TrainSpec(steps=1500, batch_size=16, seed=3)),
-    ZooMember("client-gemma2", "gemma2", CHAR, hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=1,
+    ZooMember("client-gemma", "gemma", BPE_SMALL, hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=1,
               intermediate_size=192, rationale_domains=("market", SHARED), rationale_max_steps=2,
               short_answers=False, learnable_steps=3, train=TrainSpec(steps=1500, batch_size=16, seed=2)),
 ]}
