@@ -44,7 +44,7 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerFast
 
-from ladalit.core.prompts import ONE_SHOT_EXAMPLES, format_question, format_response, one_shot_prompt, zero_shot_prompt
+from ladalit.core.prompts import ONE_SHOT_EXAMPLES, direct_prompt, format_question, format_response, one_shot_prompt, zero_shot_prompt
 from ladalit.data.records import MCRecord
 from ladalit.demo.synthetic import VERSION as SYNTHETIC_VERSION
 from ladalit.demo.synthetic import CLIENT_DOMAINS, SHARED, SyntheticConfig, generate, num_steps
@@ -106,6 +106,9 @@ class ZooMember:
     short_fraction: float = 0.0
     # the share of examples shown in the one-shot prompt format (after the worked EXAMPLE)
     one_shot_fraction: float = 0.3
+    # the share of taught records added once more in the direct-answer format (question, options, "Answer:"
+    # -> the short answer statement): the format of the private-train SFT (`prompts.private_sft_pairs`)
+    direct_fraction: float = 0.0
     # pairs added per taught record: WASP's generation prompt (3 records as examples) -> a new question
     question_fraction: float = 0.0
     # the longest chain this member is meant to learn from another's rationales (the oracle's label only)
@@ -134,20 +137,23 @@ SP = TokenizerSpec("sp", "metaspace", 320)
 # order the split deals them (sorted: calendar, kitchen, market), matching conf/demo.yaml's client1..3.
 # Families and tokenizers differ as in the paper (qwen3 / llama / gemma; three BPEs). Client3 is a gemma
 # rather than a gemma2: transformers gives gemma2 eager attention only (its logit soft-capping), and with
-# a character-level tokenizer it was half of the zoo's pre-training time (world v2, README).
+# a character-level tokenizer it was half of the zoo's pre-training time (world v2, README). Each client also
+# sees a tenth of its taught records in the direct-answer format of its private-train SFT (world v4): without
+# it, that SFT took world v3's client3 from 0.45 to 0.04 step-by-step accuracy in two epochs.
 ZOO: dict[str, ZooMember] = {m.name: m for m in [
     ZooMember("server", "qwen3", BPE, hidden_size=128, num_layers=4, num_heads=4, num_kv_heads=2,
               intermediate_size=384, one_shot_fraction=0.15, question_fraction=0.05, short_answers=False,
               train=TrainSpec(steps=1500, batch_size=16, seed=0)),
     ZooMember("client-llama", "llama", SP, hidden_size=96, num_layers=2, num_heads=4, num_kv_heads=2,
               intermediate_size=256, rationale_domains=("calendar", SHARED), rationale_max_steps=2,
-              short_answers=False, train=TrainSpec(steps=1500, batch_size=16, seed=1)),
+              short_answers=False, direct_fraction=0.1, train=TrainSpec(steps=1500, batch_size=16, seed=1)),
     ZooMember("client-qwen3", "qwen3", BPE, hidden_size=96, num_layers=3, num_heads=4, num_kv_heads=2,
               intermediate_size=256, rationale_domains=("kitchen", SHARED), rationale_max_steps=2,
-              short_answers=False, train=TrainSpec(steps=1500, batch_size=16, seed=3)),
+              short_answers=False, direct_fraction=0.1, train=TrainSpec(steps=1500, batch_size=16, seed=3)),
     ZooMember("client-gemma", "gemma", BPE_SMALL, hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=1,
               intermediate_size=192, rationale_domains=("market", SHARED), rationale_max_steps=2,
-              short_answers=False, learnable_steps=3, train=TrainSpec(steps=1500, batch_size=16, seed=2)),
+              short_answers=False, direct_fraction=0.1, learnable_steps=3,
+              train=TrainSpec(steps=1500, batch_size=16, seed=2)),
 ]}
 assert sorted(CLIENT_DOMAINS) == ["calendar", "kitchen", "market"]
 
@@ -248,8 +254,9 @@ def taught(member: ZooMember, rec: MCRecord) -> bool:
 
 def curriculum(member: ZooMember, records: list[MCRecord], seed: int) -> list[tuple[str, str]]:
     """(prompt, response) pairs: a rationale where the member's curriculum allows one, else the short answer
-    (or nothing, without short answers); a share in the one-shot format; and, for a member that writes
-    questions, WASP's generation prompt over three taught records followed by a new taught question."""
+    (or nothing, without short answers); a share in the one-shot format; a share of the taught records once
+    more after the direct-answer prompt, with the short answer (`direct_fraction`); and, for a member that
+    writes questions, WASP's generation prompt over three taught records followed by a new taught question."""
     from ladalit.baselines.wasp import generation_prompt
     rng = random.Random(seed)
     pairs, pool = [], []
@@ -261,6 +268,8 @@ def curriculum(member: ZooMember, records: list[MCRecord], seed: int) -> list[tu
         pairs.append((prompt, format_response(None if short else r.rationale, r.answer)))
         if taught(member, r):
             pool.append(r)
+            if member.direct_fraction and rng.random() < member.direct_fraction:
+                pairs.append((direct_prompt(r), format_response(None, r.answer)))
     n_questions = round(member.question_fraction * len(pool))
     for _ in range(n_questions if len(pool) >= 4 else 0):
         *examples, new = rng.sample(pool, 4)

@@ -115,6 +115,29 @@ def test_curriculum_one_shot_share_and_question_writing():
         assert p.endswith("New question:\nQuestion:") and parse_question(target, 4) is not None
 
 
+def test_curriculum_direct_answer_share_is_the_private_sfts_format():
+    """direct_fraction adds that share of the taught records once more, after the direct-answer prompt with the
+    short answer statement: exactly the pairs the private-train SFT trains on (`prompts.private_sft_pairs`);
+    untaught records never; a member without it, none."""
+    from ladalit.core.prompts import private_sft_pairs
+    recs = generate(SyntheticConfig(num_records=800, seed=2))
+    base = tiny(rationale_domains=("kitchen", SHARED), rationale_max_steps=2, short_answers=False,
+                one_shot_fraction=0.3)
+    member = replace(base, direct_fraction=0.1)
+    pairs = zoo.curriculum(member, recs, seed=0)
+    taught = [r for r in recs if zoo.taught(member, r)]
+    sft = dict(zip(*private_sft_pairs(recs, "direct")))
+    direct = [(p, t) for p, t in pairs if p in sft]
+    assert direct and all(sft[p] == t for p, t in direct)
+    by_prompt = {p: r for r, p in zip(recs, sft)}
+    assert all(zoo.taught(member, by_prompt[p]) for p, _ in direct)
+    assert 0.05 < len(direct) / len(taught) < 0.15
+    assert len(pairs) - len(direct) == len(taught)  # every taught record keeps its rationale pair
+    assert not any(p in sft for p, _ in zoo.curriculum(base, recs, seed=0))
+    assert all(m.direct_fraction == 0.1 for n, m in zoo.ZOO.items() if n != "server")
+    assert zoo.ZOO["server"].direct_fraction == 0.0  # the server has no private data
+
+
 def test_the_servers_corpus_holds_no_domain_fact():
     """The zoo server's whole pre-training text (the real member, its real corpus) never names a fact of a
     client domain; each client's holds its own domain's facts and no other's."""
