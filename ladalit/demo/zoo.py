@@ -44,7 +44,8 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerFast
 
-from ladalit.core.prompts import ONE_SHOT_EXAMPLES, direct_prompt, format_question, format_response, one_shot_prompt, zero_shot_prompt
+from ladalit.core.prompts import (ONE_SHOT_EXAMPLES, format_question, format_response, one_shot_prompt, private_sft_pairs,
+                                  zero_shot_prompt)
 from ladalit.data.records import MCRecord
 from ladalit.demo.synthetic import VERSION as SYNTHETIC_VERSION
 from ladalit.demo.synthetic import CLIENT_DOMAINS, SHARED, SyntheticConfig, generate, num_steps
@@ -268,8 +269,9 @@ def curriculum(member: ZooMember, records: list[MCRecord], seed: int) -> list[tu
         pairs.append((prompt, format_response(None if short else r.rationale, r.answer)))
         if taught(member, r):
             pool.append(r)
+            # rng drawn only for a member with the share, so that the others' curricula stay as they were
             if member.direct_fraction and rng.random() < member.direct_fraction:
-                pairs.append((direct_prompt(r), format_response(None, r.answer)))
+                pairs.extend(zip(*private_sft_pairs([r], "direct")))  # the private SFT's own pair for r
     n_questions = round(member.question_fraction * len(pool))
     for _ in range(n_questions if len(pool) >= 4 else 0):
         *examples, new = rng.sample(pool, 4)

@@ -126,10 +126,10 @@ def test_curriculum_direct_answer_share_is_the_private_sfts_format():
     member = replace(base, direct_fraction=0.1)
     pairs = zoo.curriculum(member, recs, seed=0)
     taught = [r for r in recs if zoo.taught(member, r)]
-    sft = dict(zip(*private_sft_pairs(recs, "direct")))
+    prompts, responses = private_sft_pairs(recs, "direct")
+    sft, by_prompt = dict(zip(prompts, responses)), dict(zip(prompts, recs))
     direct = [(p, t) for p, t in pairs if p in sft]
     assert direct and all(sft[p] == t for p, t in direct)
-    by_prompt = {p: r for r, p in zip(recs, sft)}
     assert all(zoo.taught(member, by_prompt[p]) for p, _ in direct)
     assert 0.05 < len(direct) / len(taught) < 0.15
     assert len(pairs) - len(direct) == len(taught)  # every taught record keeps its rationale pair
