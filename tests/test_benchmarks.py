@@ -100,10 +100,12 @@ def test_demo_methods_tables_on_smoke(tmp_path):
     text = (tmp_path / "demo_methods.md").read_text()
     assert json.loads((tmp_path / "demo_methods.json").read_text())["seeds"] == [0]
     for n in ("client1", "client2", "server"):
-        mean, low, high = out["gain"]["lada-standalone 0-shot"][n]
-        r = out["accuracy"][f"{n} 0-shot"]
-        assert mean == pytest.approx(100 * (r["lada"][0] - r["standalone"][0]))  # same items: the paired mean
-        assert low <= mean <= high
+        for kind, suffix in (("lenient", ""), ("strict", " strict")):
+            mean, low, high = out["gain"][f"lada-standalone 0-shot {kind}"][n]
+            r = out["accuracy"][f"{n} 0-shot{suffix}"]
+            assert mean == pytest.approx(100 * (r["lada"][0] - r["standalone"][0]))  # same items: the paired mean
+            assert low <= mean <= high
+    assert "0-shot strict (points; 95% interval over test items only (one seed" in text
     assert {k.split()[1] for k in out["selection_quality"]} == {"client1<-server", "client2<-server",
                                                                 "server<-client1", "server<-client2"}
     assert "LaDa ahead of Standalone on every client" in text and "the server ends no lower than its round 0" in text
