@@ -1,5 +1,10 @@
-"""README.md stays short and its links, and the docs pages', resolve; the methods table is the same in both places."""
+"""README.md stays short; its links and the docs pages' resolve; the methods table is the same in both places; the
+MkDocs site builds in strict mode (a broken link, anchor or snippet fails it)."""
+import os
 import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,3 +78,34 @@ def test_slug_matches_the_toc_extension():
     assert slug("Time of the first command") == "time-of-the-first-command"
     assert slug("The paper's scenarios on GPUs") == "the-papers-scenarios-on-gpus"
     assert slug("`reward`") == "reward"
+
+
+def mkdocs_build(root: Path, site: Path):
+    env = {**os.environ, "NO_MKDOCS_2_WARNING": "1", "PYTHONPATH": str(root)}
+    # no -q: mkdocs 1.6 then stops counting warnings, and --strict passes whatever they say
+    return subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-d", str(site)],
+                          cwd=root, capture_output=True, text=True, timeout=180, env=env)
+
+
+def test_docs_site_builds_in_strict_mode_with_the_api_pages(tmp_path):
+    proc = mkdocs_build(ROOT, tmp_path / "site")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    api = (tmp_path / "site" / "api" / "filter" / "index.html").read_text()
+    assert "build_exploit_net" in api and "LearnabilityFilter" in api  # mkdocstrings rendered the class
+    assert "freeze_reference" in (tmp_path / "site" / "api" / "participant" / "index.html").read_text()
+    roles = (tmp_path / "site" / "api" / "roles" / "index.html").read_text()
+    assert all(name in roles for name in ("LadaServer", "LadaClient", "run_round", "handle"))
+
+
+def test_a_broken_link_fails_the_strict_build(tmp_path):
+    copy = tmp_path / "repo"
+    copy.mkdir()
+    for entry in ROOT.iterdir():
+        if entry.name not in ("docs", "mkdocs.yml", "site", ".git"):
+            (copy / entry.name).symlink_to(entry)
+    shutil.copytree(ROOT / "docs", copy / "docs")
+    shutil.copy(ROOT / "mkdocs.yml", copy / "mkdocs.yml")  # a link would put docs_dir back in ROOT
+    page = copy / "docs" / "running.md"
+    page.write_text(page.read_text() + "\nSee [nowhere](no-such-page.md).\n")
+    proc = mkdocs_build(copy, tmp_path / "site")
+    assert proc.returncode != 0 and "no-such-page.md" in proc.stdout + proc.stderr
