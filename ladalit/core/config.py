@@ -386,7 +386,7 @@ class RunConfig:
     overwrite: bool = False
     # skip: drop a step whose loss or reward is not finite (counted); raise: stop with a message
     on_nonfinite: str = "skip"
-    # quiet progress output
+    # print nothing (no header, progress, tables or results path); errors, and warnings about the input data, still go to stderr
     quiet: bool = False
     # also transformers' per-load "Loading weights" bars, and the full resolved config at start
     verbose: bool = False
