@@ -1,4 +1,4 @@
-"""What the private-train SFT's prompt does to a zoo client's step-by-step accuracy (README, method choices:
+"""What the private-train SFT's prompt does to a zoo client's step-by-step accuracy (docs/method.md, choices:
 `sft_prompt`). The client fine-tunes on short answer statements of its own domain's records, after the
 direct-answer prompt or after the step-by-step one, as every method's private SFT does
 (`prompts.private_sft_pairs`), and is evaluated step-by-step (greedy, zero-shot) after every epoch.

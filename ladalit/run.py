@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
-    if not out:  # not rank 0
+    if not out or quiet:  # not rank 0, or quiet=true: nothing printed, the run dir holds it all
         return 0
     results = Results()
     results.accuracy = out["accuracy"]

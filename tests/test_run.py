@@ -142,6 +142,19 @@ def test_cli_main_returns_zero_and_prints_the_table(tmp_path, capsys):
     assert (tmp_path / "cli" / "results.json").is_file()
 
 
+def test_cli_main_with_quiet_prints_nothing_and_writes_everything(tmp_path, capfd, monkeypatch):
+    """quiet=true: no header, no progress, no table, no results path, no W&B lines, on either stream."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    assert main(["conf=smoke.yaml", f"output_dir={tmp_path}", "run_name=q", "rounds=1", "eval.shots=[0]",
+                 "quiet=true", "tracking.wandb.mode=offline"]) == 0
+    out, err = capfd.readouterr()
+    assert out == "" and err == ""
+    run_dir = tmp_path / "q"
+    assert (run_dir / "results.json").is_file() and (run_dir / "accuracy.png").is_file()
+    assert (run_dir / "models").is_dir() and (run_dir / "wandb").is_dir()
+
+
 def test_fedmkt_runs_from_the_cli_config_and_sends_only_sparse_topk(tmp_path):
     cfg, run_dir, out = run_smoke(tmp_path, "method=fedmkt", "fedmkt.top_k=4")
     saved = check_common(cfg, run_dir, out)
@@ -159,9 +172,12 @@ def test_zoo_models_run_lada_end_to_end(tmp_path, monkeypatch):
         monkeypatch.setitem(zoo.ZOO, name, zoo.ZooMember(
             name, arch, tok, hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1, intermediate_size=64,
             corpus=corpus, train=zoo.TrainSpec(steps=3, batch_size=8, warmup=1)))
+    shown, load = [], zoo.load_member
+    monkeypatch.setattr(zoo, "load_member", lambda name, **kw: shown.append(kw.get("progress", True)) or load(name, **kw))
     cfg, run_dir, out = run_smoke(
         tmp_path, "rounds=1", "eval.shots=[0]", "server.model.source=zoo", "server.model.name_or_path=t-server",
         "clients.client1.model.source=zoo", "clients.client1.model.name_or_path=t-client")
     saved = json.loads((run_dir / "results.json").read_text())
     assert {r["participant"] for r in saved["accuracy"]} == {"server", "client1", "client2"}
     assert len(list((tmp_path / "zoo").glob("t-server-*"))) == 1  # pre-trained once and cached
+    assert shown == [False, False]  # quiet=true: no pre-training progress either

@@ -78,7 +78,7 @@ class TrainConfig:
     # epochs of supervised fine-tuning on private train (the reference SFT, Algorithm 1 ❶)
     sft_epochs: int = 1
     # epochs over each round's distillation data (LaDa: passes over each candidate batch's selection, the
-    # batch reward measured after the last; see the README's method section)
+    # batch reward measured after the last; see docs/method.md)
     epochs: int = 1
     # tokens per prompt+response (an over-long pair loses the end of its response; a generation prompt
     # over max_length - max_new_tokens loses its start, never its question)
@@ -383,13 +383,13 @@ class RunConfig:
     output_dir: str = "runs"
     # run directory name (empty: method-time-seed)
     run_name: str = ""
-    # true: continue the run in output_dir/run_name from its last complete checkpoint (see README, Resume)
+    # true: continue the run in output_dir/run_name from its last complete checkpoint (see docs/running.md, Resume)
     resume: bool = False
     # true: replace the run already in output_dir/run_name (its files are removed once validation passes)
     overwrite: bool = False
     # skip: drop a step whose loss or reward is not finite (counted); raise: stop with a message
     on_nonfinite: str = "skip"
-    # quiet progress output
+    # print nothing (no header, progress, tables or results path); errors, and warnings about the input data, still go to stderr
     quiet: bool = False
     # also transformers' per-load "Loading weights" bars, and the full resolved config at start
     verbose: bool = False
@@ -776,5 +776,5 @@ def help_text() -> str:
         "main keys (dotted overrides merge on top of the file):",
     ]
     lines += [f"  {k:<36} {v}" for k, v in HELP_KEYS]
-    lines += ["", "The full reference with defaults is in README.md (Configuration reference)."]
+    lines += ["", "The full reference with defaults is in docs/configuration.md."]
     return "\n".join(lines)

@@ -109,7 +109,8 @@ def build_participant(cfg, name: str, role: str, pcfg) -> Participant:
     key = "server" if role == "server" else f"clients.{name}"
     from ladalit.scale.strategy import loads_sharded  # fsdp2 + hub: built on meta, rank 0 reads the weights
     try:
-        model, tok = build_model(pcfg.model, seed=name_seed(cfg.seed, name), key=key, meta=loads_sharded(cfg, pcfg))
+        model, tok = build_model(pcfg.model, seed=name_seed(cfg.seed, name), key=key, meta=loads_sharded(cfg, pcfg),
+                                 quiet=cfg.quiet)
     except OSError as err:  # hub unreachable (offline, firewall), a missing file: transformers raises OSError
         if pcfg.model.source != "hub":
             raise

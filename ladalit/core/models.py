@@ -93,12 +93,13 @@ def weights_dir(name_or_path: str) -> Path:
     return Path(snapshot_download(name_or_path, local_files_only=True))
 
 
-def build_model(mcfg, seed: int = 0, key: str = "model",
-                meta: bool = False) -> tuple[torch.nn.Module, PreTrainedTokenizerBase]:
+def build_model(mcfg, seed: int = 0, key: str = "model", meta: bool = False,
+                quiet: bool = False) -> tuple[torch.nn.Module, PreTrainedTokenizerBase]:
     """The causal LM and its tokenizer for one participant (LoRA is added by the Participant).
 
     `meta` (`source: hub` only): parameters on the meta device, no weights read; the model records
-    where its safetensors are and `seed`, for `ladalit.scale.strategy.load_sharded`."""
+    where its safetensors are and `seed`, for `ladalit.scale.strategy.load_sharded`. `quiet` (the config's
+    `quiet`): a zoo member pre-trained on first use shows no progress."""
     dtype = DTYPES[mcfg.dtype]
     if meta and mcfg.source != "hub":
         raise ValueError(f"{key}: building on the meta device needs model.source=hub, not {mcfg.source!r}")
@@ -135,7 +136,7 @@ def build_model(mcfg, seed: int = 0, key: str = "model",
                 "point name_or_path at its local directory") from None
     elif mcfg.source == "zoo":
         from ladalit.demo import zoo
-        model, tok = zoo.load_member(mcfg.name_or_path)
+        model, tok = zoo.load_member(mcfg.name_or_path, progress=not quiet)  # quiet: no pre-training lines
         model = model.to(dtype)
     else:  # validated by config
         raise ConfigError(f"unknown model source {mcfg.source!r}")

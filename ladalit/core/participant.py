@@ -63,6 +63,23 @@ def on_device(method):
 
 
 class Participant(L.LightningModule):
+    """A server LLM or a client SLM: a Hugging Face causal LM, its tokenizer and its frozen reference.
+
+    With LoRA (`lora_cfg.enabled`) a client carries two adapters, a frozen "sft" one (its reference
+    φ_ref_k after the private SFT) and the trained "policy"; the server carries "policy" alone, and its
+    reference is the base with the adapter disabled. Without LoRA, :meth:`freeze_reference` keeps a frozen
+    copy of the weights. Methods that run the model are decorated with `@on_device` (offloading) and listed
+    in `FORWARD_METHODS` (FSDP2).
+
+    Args:
+        name: the participant's name (`server`, or a key of the config's `clients`).
+        role: `"client"` or `"server"`.
+        model: the causal LM.
+        tokenizer: its own tokenizer.
+        train_cfg (TrainConfig): learning rate, batch size, max_length, ... (`ladalit.core.config`).
+        lora_cfg (LoraConfig | None): its LoRA settings, or None for full fine-tuning.
+    """
+
     def __init__(self, name: str, role: str, model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase,
                  train_cfg, lora_cfg=None):
         super().__init__()

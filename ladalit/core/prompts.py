@@ -33,8 +33,8 @@ def direct_prompt(rec: MCRecord) -> str:
 def private_sft_pairs(train: list[MCRecord], style: str = "direct") -> tuple[list[str], list[str]]:
     """(prompts, responses) of the private-train SFT (SPEC §3 ❶): the short answer statement of each record,
     after the direct-answer prompt (`style="direct"`) or after the step-by-step prompt (`"cot"`, which
-    teaches a model to answer the step-by-step instruction without steps: measured in the README's demo
-    world section)."""
+    teaches a model to answer the step-by-step instruction without steps: measured in docs/method.md,
+    sft_prompt)."""
     if style not in ("direct", "cot"):
         raise ValueError(f"sft_prompt must be direct or cot, got {style!r}")
     prompt = direct_prompt if style == "direct" else zero_shot_prompt

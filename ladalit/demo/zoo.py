@@ -138,7 +138,7 @@ SP = TokenizerSpec("sp", "metaspace", 320)
 # order the split deals them (sorted: calendar, kitchen, market), matching conf/demo.yaml's client1..3.
 # Families and tokenizers differ as in the paper (qwen3 / llama / gemma; three BPEs). Client3 is a gemma
 # rather than a gemma2: transformers gives gemma2 eager attention only (its logit soft-capping), and with
-# a character-level tokenizer it was half of the zoo's pre-training time (world v2, README). Each client also
+# a character-level tokenizer it was half of the zoo's pre-training time (world v2, docs/demo.md). Each client also
 # sees a tenth of its taught records in the direct-answer format of its private-train SFT (world v4): without
 # it, that SFT took world v3's client3 from 0.45 to 0.04 step-by-step accuracy in two epochs.
 ZOO: dict[str, ZooMember] = {m.name: m for m in [

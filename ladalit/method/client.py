@@ -127,7 +127,7 @@ class LadaClient:
 
     def answers(self, msg: AskAnswers) -> ClientAnswers:
         """y^k for the samples the server selected for this pair: by φ_k as it is now, after its round-t
-        update, unless already generated this round (README, method)."""
+        update, unless already generated this round (docs/method.md)."""
         answers = self.responses.get(msg.round, self.participant, [self.public.records[self.public.index[i]]
                                                                    for i in msg.ids])
         return answers_message(ClientAnswers, msg.round, answers)

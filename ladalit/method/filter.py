@@ -194,11 +194,15 @@ class LearnabilityFilter(L.LightningModule):
 
     Args:
         embed_dim: dimension of the frozen text embeddings.
-        hidden, depth: width and number of residual blocks of both networks.
-        lr, epochs, batch_size: AdamW learning rate, epochs per :meth:`fit`, minibatch size.
+        hidden: width of both networks.
+        depth: residual blocks of both networks.
+        lr: AdamW learning rate.
+        epochs: epochs over the replay buffer per :meth:`fit`.
+        batch_size: minibatch size.
         lam: λ of Eq. 10 (exploration strength).
         tau: selection threshold τ on r̂.
-        min_select, max_select: per-batch bounds on the selection size (``None`` = no max).
+        min_select: per-batch lower bound on the selection size.
+        max_select: per-batch upper bound on the selection size (``None`` = no max).
         buffer_size: capacity of the FIFO replay buffer.
         seed: seeds network initialisation and the shuffling generator.
         weight_decay: AdamW weight decay.

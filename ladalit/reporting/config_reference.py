@@ -1,8 +1,8 @@
 """Markdown configuration reference generated from the structured configs in `ladalit.core.config`.
 
-    python -m ladalit.reporting.config_reference                 # print it
-    python -m ladalit.reporting.config_reference --check README.md  # exit 1 if README's section is stale
-    python -m ladalit.reporting.config_reference --write README.md  # replace README's section
+    python -m ladalit.reporting.config_reference                                # print it
+    python -m ladalit.reporting.config_reference --check docs/configuration.md  # exit 1 if the page is stale
+    python -m ladalit.reporting.config_reference --write docs/configuration.md  # replace the page's section
 
 The section is the text between `<!-- config-reference:start -->` and
 `<!-- config-reference:end -->`. Descriptions are the comment lines directly
@@ -123,7 +123,7 @@ def reference(cls=C.RunConfig) -> str:
     for section, rows in walk(cls):
         if not rows:
             continue
-        out.append(f"#### `{section}`" if section else "#### Top level")
+        out.append(f"## `{section}`" if section else "## Top level")
         out.append("")
         out.append("| key | type | default | allowed | description |")
         out.append("|---|---|---|---|---|")

@@ -101,15 +101,20 @@ class Task:
     def line(self, now: float) -> str:
         """`name: done/total, elapsed, eta`: the eta from the rate between the first step and the latest
         (set-up before the first does not count), or from the first step alone while there is only one,
-        counted down from the latest step (so it does not grow while a long step runs); "?" before it."""
+        counted down from the latest step (so it does not grow while a long step runs). "?" before the
+        first step, and once a running step has outlasted the estimate: the eta never reads 0 while work
+        remains (a task with every step done reads 0)."""
         elapsed = now - self.started
         done = f"{self.completed:g}/{self.total}" if self.total else f"{self.completed:g}"
         eta = "?"
         if self.total and self.first is not None:
             (t1, c1), (t2, c2) = self.first, self.last
             rate = (c2 - c1) / (t2 - t1) if c2 > c1 and t2 > t1 else c1 / max(t1 - self.started, 1e-9)
-            if rate > 0:
-                eta = duration(max(max(self.total - c2, 0) / rate - (now - t2), 0))
+            left = max(self.total - c2, 0) / rate - (now - t2) if rate > 0 else None
+            if c2 >= self.total:
+                eta = duration(0)
+            elif left is not None and round(left) >= 1:
+                eta = duration(left)
         return f"{self.name}: {done}, {duration(elapsed)}, eta {eta}"
 
     def done(self) -> None:

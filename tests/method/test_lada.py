@@ -167,7 +167,7 @@ def test_results_report_cuts_strict_invalid_rates_and_the_reward_scale(tmp_path)
 
 def test_the_server_gets_answers_of_the_clients_policy_at_the_start_of_the_server_phase(tmp_path, monkeypatch):
     """Client answers for samples the client did not select itself are generated in the server phase,
-    by the client's policy after its round-t update (README, method)."""
+    by the client's policy after its round-t update (docs/method.md)."""
     events = []  # ("gen", name, policy fingerprint, prompts) and ("step", name)
     generate = Participant.generate_text
     step = distill.distill_step

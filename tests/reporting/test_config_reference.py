@@ -1,4 +1,4 @@
-"""The Markdown configuration reference is generated from the structured configs, and README's copy is checked."""
+"""The Markdown configuration reference is generated from the structured configs, and docs/configuration.md is checked."""
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -103,10 +103,11 @@ def test_cli_prints_the_reference_and_check_exits_1_or_2(tmp_path):
     assert proc.returncode == 2 and proc.stderr.strip() == f"error: {readme}: markers {START} ... {END} not found"
 
 
-def test_readme_configuration_reference_is_current():
-    """README.md's reference equals the one generated from the structured configs."""
+def test_docs_configuration_reference_is_current():
+    """docs/configuration.md's reference equals the one generated from the structured configs
+    (regenerate: python -m ladalit.reporting.config_reference --write docs/configuration.md)."""
     from pathlib import Path
-    readme = Path(__file__).resolve().parents[2] / "README.md"
-    text = readme.read_text()
+    page = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
+    text = page.read_text()
     section = text.split(START, 1)[1].split(END, 1)[0]
     assert section.strip() == reference().strip()

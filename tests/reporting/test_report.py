@@ -377,6 +377,29 @@ def test_plain_lines_every_interval_with_eta(capsys):
                      "round 1 client1: candidate batches: 4/8, 1 min 30 s, eta 10 s"]  # counted down, not grown
 
 
+def test_eta_never_reads_0_while_a_step_runs_past_the_estimate(capsys):
+    """The last round of three ran longer than the rounds before it: its line said `eta 0 s` for the whole
+    round; now it reads `?` once the estimate is spent, and 0 only when every step is done."""
+    now = [0.0]
+    prog = Progress(clock=lambda: now[0], interval=3600)
+    with prog:
+        rounds = prog.task("rounds", 3)
+        for dt in (100, 100):
+            now[0] += dt
+            rounds.advance()
+        now[0] += 60
+        prog.tick()  # round 3 running, within the estimate
+        now[0] += 39.6
+        prog.tick()  # under a second left of the estimate: rounds to 0 s, so it reads ?
+        now[0] += 100
+        prog.tick()  # past it
+        rounds.advance()
+        prog.tick()  # done
+    lines = [ln.split("] ", 1)[1] for ln in capsys.readouterr().out.splitlines()]
+    assert lines == ["rounds: 2/3, 4 min 20 s, eta 40 s", "rounds: 2/3, 5 min 00 s, eta ?",
+                     "rounds: 2/3, 6 min 40 s, eta ?", "rounds: 3/3, 6 min 40 s, eta 0 s"]
+
+
 def test_plain_lines_come_from_a_timer_thread_off_a_terminal(capsys):
     import time
     with Progress(interval=0.05) as prog, prog.task("generate server", 3):
