@@ -10,7 +10,7 @@ The import is lazy (`runner(name)` imports the module), so `ladalit.core.config`
 It runs rounds start_round..cfg.rounds, restores what it carries from `state` (a checkpoint's
 snapshot) when given, calls `on_round_end(t, snapshot)` at the end of every round with everything it
 needs to continue after round t (`ladalit.core.checkpoint`), and returns the extra entries of
-results.json. Adding a method: CONTRIBUTING.md, "Adding a method".
+results.json. Adding a method: docs/extending.md, "A new method (baseline)" (a worked example: docs/examples/decay.py).
 """
 from __future__ import annotations
 

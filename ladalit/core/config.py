@@ -99,7 +99,7 @@ class ParticipantConfig:
 
 @dataclass
 class SyntheticDataConfig:
-    # problems generated before the split
+    # problems drawn before the split; a draw whose question repeats an earlier one is left out (a few fewer records)
     num_records: int = 6000
     # fewest reasoning steps per problem (difficulty)
     min_steps: int = 1

@@ -24,8 +24,9 @@ def drop_short(records: list[MCRecord], num_options: int = 4) -> list[MCRecord]:
     return kept
 
 
-def _question_key(rec: MCRecord) -> str:
-    return " ".join(rec.question.casefold().split())
+def question_key(question: str) -> str:
+    """What makes two questions the same: their text, case and spacing ignored."""
+    return " ".join(question.casefold().split())
 
 
 def drop_duplicate_questions(records: list[MCRecord], source: str) -> list[MCRecord]:
@@ -36,7 +37,7 @@ def drop_duplicate_questions(records: list[MCRecord], source: str) -> list[MCRec
     first: dict[str, str] = {}
     kept, dropped = [], []
     for rec in records:
-        key = _question_key(rec)
+        key = question_key(rec.question)
         if key in first:
             dropped.append((rec.id, first[key]))
         else:

@@ -19,9 +19,14 @@ The world is built so that the paper's premises hold by construction:
   [0, max_value] and divisions are exact.
 - Distractors are the values of plausible mistakes: one step skipped, one step done with the wrong
   operation, the result off by a small amount. The options are distinct, and the gold position is
-  exactly balanced over A-D (each block of four consecutive records uses every position once).
+  exactly balanced over A-D (each block of four consecutive draws uses every position once;
+  the split balances the records it deals again, `normalise_options`).
 
-`generate(cfg)` is deterministic in `cfg`; record ids are f"syn-{seed}-{i}". What a record's text does
+`generate(cfg)` is deterministic in `cfg`; record ids are f"syn-{seed}-{i}", i the draw. No two records have
+the same question: a draw whose question repeats an earlier one is left out, so a few ids are missing and
+there can be a few fewer records than `num_records` (5945 of 6000 at seed 0). Those are exactly the records
+that the split's duplicate check kept before the generator did this (`unique=False` keeps the repeats: what
+the zoo was pre-trained and measured on). What a record's text does
 not say -- its domain, its number of steps, which steps are facts -- is the oracle's
 (`ladalit.demo.oracle`), for analysis only: the split hands methods records without their domain.
 """
@@ -31,7 +36,7 @@ import random
 from dataclasses import dataclass
 
 from ladalit.data.records import LETTERS, MCRecord
-from ladalit.data.split import SHARED_DOMAIN
+from ladalit.data.split import SHARED_DOMAIN, question_key
 
 SHARED = SHARED_DOMAIN  # the domain without facts
 OPS = "+-*/"
@@ -63,7 +68,7 @@ CLIENT_DOMAINS = tuple(FACTS)
 DOMAINS = (SHARED, *CLIENT_DOMAINS)
 
 
-# bump when a change here changes the generated records (the zoo's cache keys include it)
+# bump when a change here changes the records the zoo generates (`unique=False`; the zoo's cache keys include it)
 VERSION = "synthetic-5"
 
 
@@ -207,9 +212,28 @@ def option_check(options: list[str], gold_pos: int) -> str:
     return " ".join(f"({LETTERS[i]}) {o} vs {gold} {'yes' if i == gold_pos else 'no'}." for i, o in enumerate(options))
 
 
-def generate(cfg: SyntheticConfig) -> list[MCRecord]:
-    """`cfg.num_records` records with answers and rationales, deterministic in `cfg`; the domain of each is
-    drawn uniformly from `cfg.domains`."""
+def _record(rng: random.Random, cfg: SyntheticConfig, i: int, gold_pos: int, domain: str, n_steps: int) -> MCRecord:
+    start, steps = _chain(rng, domain, n_steps, cfg.max_value, cfg.fact_rate)
+    ops = [(op, b) for op, b, _ in steps]
+    gold = run_chain(start, ops)
+    values = _distractors(rng, start, ops, gold, cfg.max_value)
+    rng.shuffle(values)
+    values.insert(gold_pos, gold)
+    options = [str(v) for v in values]
+    return MCRecord(
+        id=f"syn-{cfg.seed}-{i}",
+        question=_question(rng, start, steps),
+        options=tuple(options),
+        answer=LETTERS[gold_pos],
+        rationale=f"{rationale_of(start, ops)} {option_check(options, gold_pos)}",
+        domain=domain,
+    )
+
+
+def generate(cfg: SyntheticConfig, unique: bool = True) -> list[MCRecord]:
+    """The records of `cfg.num_records` draws, with answers and rationales, deterministic in `cfg`; the domain
+    of each is drawn uniformly from `cfg.domains`. `unique`: a draw whose question repeats an earlier one
+    (case and spacing ignored) is left out; False keeps it (what the zoo was pre-trained and measured on)."""
     if not 1 <= cfg.min_steps <= cfg.max_steps:
         raise ValueError(f"need 1 <= min_steps <= max_steps, got {cfg.min_steps}..{cfg.max_steps}")
     unknown = [d for d in cfg.domains if d not in DOMAINS]
@@ -220,28 +244,19 @@ def generate(cfg: SyntheticConfig) -> list[MCRecord]:
     if not 0.0 <= cfg.fact_rate <= 1.0:
         raise ValueError(f"fact_rate must be in [0, 1], got {cfg.fact_rate}")
     rng = random.Random(f"ladalit-synthetic-{cfg.seed}")
-    records, positions = [], []
+    records, positions, seen = [], [], set()
     for i in range(cfg.num_records):
         if not positions:  # a fresh seeded order of the gold positions every block of four
             positions = rng.sample(range(NUM_OPTIONS), NUM_OPTIONS)
         gold_pos = positions.pop()
         domain = rng.choice(cfg.domains)
         n_steps = rng.randint(cfg.min_steps, cfg.max_steps)
-        start, steps = _chain(rng, domain, n_steps, cfg.max_value, cfg.fact_rate)
-        ops = [(op, b) for op, b, _ in steps]
-        gold = run_chain(start, ops)
-        values = _distractors(rng, start, ops, gold, cfg.max_value)
-        rng.shuffle(values)
-        values.insert(gold_pos, gold)
-        options = [str(v) for v in values]
-        records.append(MCRecord(
-            id=f"syn-{cfg.seed}-{i}",
-            question=_question(rng, start, steps),
-            options=tuple(options),
-            answer=LETTERS[gold_pos],
-            rationale=f"{rationale_of(start, ops)} {option_check(options, gold_pos)}",
-            domain=domain,
-        ))
+        rec = _record(rng, cfg, i, gold_pos, domain, n_steps)
+        key = question_key(rec.question)
+        if unique and key in seen:
+            continue
+        seen.add(key)
+        records.append(rec)
     return records
 
 

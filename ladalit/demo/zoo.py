@@ -206,7 +206,7 @@ def corpus_texts(cfg: SyntheticConfig) -> list[str]:
     """The texts a zoo tokenizer is trained on: every record as prompt and response, the worked example and
     the question-writing instruction."""
     from ladalit.baselines.wasp import generation_prompt
-    texts = [zero_shot_prompt(r) + format_response(r.rationale, r.answer) for r in generate(cfg)]
+    texts = [zero_shot_prompt(r) + format_response(r.rationale, r.answer) for r in generate(cfg, unique=False)]
     return texts + [one_shot_prompt(EXAMPLE, EXAMPLE), generation_prompt([], [], [EXAMPLE], 4)]
 
 
@@ -327,7 +327,7 @@ def pretrain(model, tokenizer, member: ZooMember, progress=None) -> list[float]:
 
     `progress`: a `ladalit.reporting.progress.Task` advanced every step (a bar on a terminal, else a line every 30 s)."""
     ts = member.train
-    records = generate(member.corpus)
+    records = generate(member.corpus, unique=False)
     data = encode_pairs(tokenizer, curriculum(member, records, ts.seed))
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
@@ -432,7 +432,7 @@ def starting_points(members: list[str], per_cell: int = 40, cache_dir=None, prog
     """Accuracy of each member per (domain, steps, shots) on fresh records (seed 7, which no split uses):
     rows {member, domain, steps, shots, n, accuracy}."""
     from ladalit.demo.synthetic import DOMAINS
-    test = generate(SyntheticConfig(num_records=per_cell * 16 * 2, seed=7))
+    test = generate(SyntheticConfig(num_records=per_cell * 16 * 2, seed=7), unique=False)
     cells = {(d, k): [r for r in test if r.domain == d and num_steps(r) == k][:per_cell]
              for d in DOMAINS for k in range(1, 5)}
     rows = []

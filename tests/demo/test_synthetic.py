@@ -1,3 +1,4 @@
+import logging
 import re
 from collections import Counter
 from dataclasses import replace
@@ -5,6 +6,7 @@ from dataclasses import replace
 import pytest
 
 from ladalit.data.records import LETTERS, validate_record
+from ladalit.data.split import drop_duplicate_questions, question_key
 from ladalit.demo.synthetic import (CLIENT_DOMAINS, DOMAINS, FACT_WORDS, FACTS, SHARED, SyntheticConfig, apply_op,
                                     fact_steps, generate, num_steps)
 
@@ -26,13 +28,39 @@ def test_deterministic_by_seed(records):
     assert len({r.id for r in records}) == len(records)
 
 
-def test_gold_positions_exactly_balanced(records):
-    counts = Counter(r.answer for r in records)
+def test_gold_positions_exactly_balanced():
+    draws = generate(SyntheticConfig(num_records=2000, seed=3), unique=False)
+    counts = Counter(r.answer for r in draws)
     assert counts == {L: 500 for L in LETTERS[:4]}
-    for k in range(0, 2000, 4):  # every block of four uses every position once
-        assert sorted(r.answer for r in records[k:k + 4]) == list("ABCD")
+    for k in range(0, 2000, 4):  # every block of four draws uses every position once
+        assert sorted(r.answer for r in draws[k:k + 4]) == list("ABCD")
     odd = generate(SyntheticConfig(num_records=10, seed=1))
     assert max(Counter(r.answer for r in odd).values()) - min(Counter(r.answer for r in odd).values()) <= 1
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_no_question_repeats_and_the_records_are_the_first_of_each_question(seed, caplog):
+    """The demo world's draws repeat some questions (55 of 6000 at seed 0): the generator leaves the repeats
+    out, which gives exactly the records the split's duplicate check kept before, so the split is unchanged;
+    and that check, which stays for users' files, has nothing left to warn about."""
+    cfg = SyntheticConfig(num_records=6000, seed=seed)
+    draws, records = generate(cfg, unique=False), generate(cfg)
+    keys = [question_key(r.question) for r in records]
+    assert len(set(keys)) == len(keys) == len({question_key(r.question) for r in draws}) < len(draws)
+    with caplog.at_level(logging.WARNING):
+        assert drop_duplicate_questions(draws, "draws") == records
+        assert "dropped" in caplog.text
+        caplog.clear()
+        assert drop_duplicate_questions(records, "records") == records
+        assert caplog.text == ""
+
+
+def test_the_demo_worlds_data_load_without_a_warning(caplog):
+    from ladalit.core.config import load_config
+    from ladalit.core.experiment import prepared_records
+    with caplog.at_level(logging.WARNING):
+        records = prepared_records(load_config(["conf=demo.yaml"]))
+    assert len(records) > 5000 and caplog.text == ""
 
 
 def test_rationale_arithmetic_and_gold(records):
