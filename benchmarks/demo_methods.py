@@ -5,10 +5,11 @@
 Runs `conf/demo.yaml` once per (method, seed) (a run whose results.json has its last round is reused;
 the runs go to benchmarks/results/demo_runs/), then writes benchmarks/results/demo_methods.{json,md}:
 
-- accuracy per participant, 0- and 1-shot, mean ± std over the seeds: round 0 (the pre-trained models)
-  and each method's last round;
-- LaDa − baseline per participant, with a paired bootstrap 95% interval over the same test items
-  (`ladalit.reporting.stats.paired_bootstrap`; a seed fixes the split, so both methods saw the same items);
+- accuracy per participant, 0- and 1-shot, lenient and strict (SPEC §7: only an answer statement counts),
+  mean ± std over the seeds: round 0 (the pre-trained models) and each method's last round;
+- LaDa − baseline per participant, lenient and strict, with a paired 95% interval that resamples the seeds,
+  then the test items within each (`ladalit.reporting.stats.paired_bootstrap`; a seed fixes the split, so
+  both methods saw the same items; with one seed the interval covers the items only, and says so);
 - the oracle's selection precision of LaDa's filters per pair and round against a random selection of
   the same size, and how often the chosen answers were right (`ladalit.demo.oracle`);
 - the server's accuracy per domain at round 0 and after the last round, with each method;
@@ -26,7 +27,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from ladalit.core.config import load_config
-from ladalit.reporting.stats import paired_bootstrap
+from ladalit.reporting.stats import interval_kind, paired_bootstrap
 from ladalit.run import execute
 
 OUT = Path(__file__).resolve().parent / "results"
@@ -48,19 +49,24 @@ def run_cell(method: str, seed: int, overrides: list[str], runs_dir: Path, conf:
     return json.loads(done.read_text()), preds
 
 
-def accuracy_at(results: dict, round: int, shots: int) -> dict[str, float]:
-    return {r["participant"]: r["accuracy"] for r in results["accuracy"] if r["round"] == round and r["shots"] == shots}
+KINDS = {"lenient": ("accuracy", "parsed"), "strict": ("accuracy_strict", "stated")}
+
+
+def accuracy_at(results: dict, round: int, shots: int, kind: str = "lenient") -> dict[str, float]:
+    key = KINDS[kind][0]
+    return {r["participant"]: r[key] for r in results["accuracy"] if r["round"] == round and r["shots"] == shots}
 
 
 def last_round(results: dict) -> int:
     return max(r["round"] for r in results["accuracy"])
 
 
-def correct_by_item(preds: list[dict], round: int, shots: int) -> dict[str, dict[str, float]]:
+def correct_by_item(preds: list[dict], round: int, shots: int, kind: str = "lenient") -> dict[str, dict[str, float]]:
+    key = KINDS[kind][1]
     out: dict[str, dict[str, float]] = defaultdict(dict)
     for p in preds:
         if p["round"] == round and p["shots"] == shots:
-            out[p["participant"]][p["id"]] = float(p["parsed"] == p["gold"])
+            out[p["participant"]][p["id"]] = float(p[key] == p["gold"])
     return out
 
 
@@ -68,7 +74,7 @@ def pct(xs: list[float]) -> str:
     return f"{100 * statistics.mean(xs):.1f} ± {100 * (statistics.stdev(xs) if len(xs) > 1 else 0.0):.1f}"
 
 
-def gain_intervals(runs: dict, base: str, shots: int) -> dict[str, tuple[float, float, float]]:
+def gain_intervals(runs: dict, base: str, shots: int, kind: str = "lenient") -> dict[str, tuple[float, float, float]]:
     """participant -> (mean, low, high) of LaDa − base in points, paired over the same items per seed."""
     out = {}
     seeds = sorted(runs["lada"])
@@ -76,8 +82,8 @@ def gain_intervals(runs: dict, base: str, shots: int) -> dict[str, tuple[float, 
     for n in names:
         diffs = []
         for s in seeds:
-            lada = correct_by_item(runs["lada"][s][1], last_round(runs["lada"][s][0]), shots)[n]
-            other = correct_by_item(runs[base][s][1], last_round(runs[base][s][0]), shots)[n]
+            lada = correct_by_item(runs["lada"][s][1], last_round(runs["lada"][s][0]), shots, kind)[n]
+            other = correct_by_item(runs[base][s][1], last_round(runs[base][s][0]), shots, kind)[n]
             diffs.append([lada[i] - other[i] for i in sorted(lada) if i in other])
         m, lo, hi = paired_bootstrap(diffs)
         out[n] = (100 * m, 100 * lo, 100 * hi)
@@ -99,23 +105,26 @@ def main(argv: list[str] | None = None) -> dict:
     names = list(accuracy_at(first[args.seeds[0]][0], 0, 0))
     lines, summary = [], {"seeds": args.seeds, "overrides": args.overrides, "accuracy": {}, "gain": {}}
     for shots in (0, 1):
-        head = ["participant", "round 0"] + [f"{NAMES[m]} (round {last_round(runs[m][args.seeds[0]][0])})"
-                                             for m in args.methods]
-        lines += [f"### {shots}-shot accuracy (%), mean ± std over seeds {args.seeds}", "",
-                  "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        for n in names:
-            r0 = [accuracy_at(first[s][0], 0, shots)[n] for s in args.seeds]
-            finals = {m: [accuracy_at(runs[m][s][0], last_round(runs[m][s][0]), shots)[n] for s in args.seeds]
-                      for m in args.methods}
-            summary["accuracy"][f"{n} {shots}-shot"] = {"round0": r0, **finals}
-            lines.append(f"| {n} | {pct(r0)} | " + " | ".join(pct(finals[m]) for m in args.methods) + " |")
-        lines.append("")
-        if "lada" in runs:
-            for base in [m for m in args.methods if m != "lada"]:
-                gains = gain_intervals(runs, base, shots)
-                summary["gain"][f"lada-{base} {shots}-shot"] = gains
-                lines += [f"LaDa − {NAMES[base]}, {shots}-shot (points, paired bootstrap 95% interval): " + "; ".join(
-                    f"{n} {m:+.1f} [{lo:+.1f}, {hi:+.1f}]" for n, (m, lo, hi) in gains.items()), ""]
+        for kind in KINDS:
+            head = ["participant", "round 0"] + [f"{NAMES[m]} (round {last_round(runs[m][args.seeds[0]][0])})"
+                                                 for m in args.methods]
+            lines += [f"### {shots}-shot accuracy, {kind} (%), mean ± std over seeds {args.seeds}", "",
+                      "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+            for n in names:
+                r0 = [accuracy_at(first[s][0], 0, shots, kind)[n] for s in args.seeds]
+                finals = {m: [accuracy_at(runs[m][s][0], last_round(runs[m][s][0]), shots, kind)[n] for s in args.seeds]
+                          for m in args.methods}
+                label = f"{n} {shots}-shot" + ("" if kind == "lenient" else " strict")
+                summary["accuracy"][label] = {"round0": r0, **finals}
+                lines.append(f"| {n} | {pct(r0)} | " + " | ".join(pct(finals[m]) for m in args.methods) + " |")
+            lines.append("")
+            if "lada" in runs:
+                for base in [m for m in args.methods if m != "lada"]:
+                    gains = gain_intervals(runs, base, shots, kind)
+                    summary["gain"][f"lada-{base} {shots}-shot {kind}"] = gains
+                    lines += [f"LaDa − {NAMES[base]}, {shots}-shot {kind} (points; {interval_kind(len(args.seeds))}): "
+                              + "; ".join(f"{n} {m:+.1f} [{lo:+.1f}, {hi:+.1f}]" for n, (m, lo, hi) in gains.items()),
+                              ""]
     if "lada" in runs:
         quality = defaultdict(list)
         for s in args.seeds:

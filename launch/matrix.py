@@ -269,13 +269,15 @@ def participant_label(name: str, clients: list[str]) -> str:
     return "LLM" if name == "server" else f"Client {clients.index(name) + 1}"
 
 
-def accuracy_pct(results: dict, participant: str, shots: int, at_round="last") -> float | None:
+def accuracy_pct(results: dict, participant: str, shots: int, at_round="last", metric: str = "accuracy"
+                 ) -> float | None:
+    """`metric`: "accuracy" (lenient) or "accuracy_strict" (SPEC §7; None for a run from before it)."""
     rows = [r for r in results.get("accuracy", []) if r["participant"] == participant and r["shots"] == shots]
     if not rows:
         return None
     t = max(r["round"] for r in rows) if at_round == "last" else at_round
     row = next((r for r in rows if r["round"] == t), None)
-    return None if row is None else 100.0 * row["accuracy"]
+    return None if row is None or row.get(metric) is None else 100.0 * row[metric]
 
 
 def mb(results: dict, direction: str | None = None) -> float:
@@ -341,7 +343,7 @@ def _csv(rows: list[dict]) -> str:
 
 # ----------------------------------------------------------------------------- Table II
 def main_table(cells, scenarios: list[str], methods: list[str], shots: list[int], ours: str = "lada",
-               at_round="last") -> tuple[str, list[dict]]:
+               at_round="last", metric: str = "accuracy") -> tuple[str, list[dict]]:
     """Paper Table II: per prompt setting, rows scenario × participant, columns methods + Imp.(%)."""
     by = _index(cells)
     blocks, csv_rows = [], []
@@ -359,7 +361,8 @@ def main_table(cells, scenarios: list[str], methods: list[str], shots: list[int]
             for p in names:
                 stats = {}
                 for m in methods:
-                    vals = [a for res in by.get((scen, m), []) if (a := accuracy_pct(res, p, s, at_round)) is not None]
+                    vals = [a for res in by.get((scen, m), [])
+                            if (a := accuracy_pct(res, p, s, at_round, metric)) is not None]
                     stats[m] = (mean_std(vals), len(vals))
                 line = [scen, participant_label(p, clients)] + [fmt_ms(stats[m][0]) for m in methods]
                 row = {"shots": s, "setting": SETTING_NAMES.get(s, f"{s}-shot"), "scenario": scen, "participant": p,
@@ -377,7 +380,8 @@ def main_table(cells, scenarios: list[str], methods: list[str], shots: list[int]
                     row["imp"] = "" if imp is None else round(imp, 1)
                 rows.append(line)
                 csv_rows.append(row)
-        title = f"### {SETTING_NAMES.get(s, f'{s}-shot')} setting (accuracy %, mean ± std over seeds)"
+        kind = "strict accuracy" if metric == "accuracy_strict" else "accuracy"
+        title = f"### {SETTING_NAMES.get(s, f'{s}-shot')} setting ({kind} %, mean ± std over seeds)"
         blocks.append(f"{title}\n\n{_md(head, rows)}")
     return "\n\n".join(blocks) + "\n", csv_rows
 
@@ -454,6 +458,7 @@ def write_tables(m: dict, cells, out_dir: Path | None = None) -> dict[str, Path]
     out.mkdir(parents=True, exist_ok=True)
     shots = [int(s) for s in m["shots"]]
     t2, t2_rows = main_table(cells, m["scenarios"], m["methods"], shots, m["ours"], m["round"])
+    t2s, t2s_rows = main_table(cells, m["scenarios"], m["methods"], shots, m["ours"], m["round"], "accuracy_strict")
     t5, t5_rows = ablation_table(cells, m["scenarios"], m["ablations"], shots, m["ours"], m["round"])
     variants = list(dict.fromkeys(m["methods"] + [f"{m['ours']}+{a}" for a in m["ablations"]]))
     comm, comm_rows = communication_table(cells, m["scenarios"], variants)
@@ -461,11 +466,14 @@ def write_tables(m: dict, cells, out_dir: Path | None = None) -> dict[str, Path]
                "run_dir": str(c.run_dir or ""), "reason": c.reason} for c in cells if isinstance(c, Cell)]
     files = {
         "table2.md": "## Main results (paper Table II layout)\n\n" + t2, "table2.csv": _csv(t2_rows),
+        "table2_strict.md": "## Main results, strict accuracy (an answer statement required; SPEC §7)\n\n" + t2s,
+        "table2_strict.csv": _csv(t2s_rows),
         "table5.md": "## Ablations (paper Table V layout)\n\n" + t5, "table5.csv": _csv(t5_rows),
         "communication.md": "## Communication cost (data of paper Fig. 5)\n\n" + comm,
         "communication.csv": _csv(comm_rows), "cells.csv": _csv(status),
     }
-    files["tables.md"] = "\n".join([files["table2.md"], files["table5.md"], files["communication.md"]])
+    files["tables.md"] = "\n".join([files["table2.md"], files["table2_strict.md"], files["table5.md"],
+                                    files["communication.md"]])
     paths = {}
     for name, text in files.items():
         (out / name).write_text(text)

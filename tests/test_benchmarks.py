@@ -100,13 +100,25 @@ def test_demo_methods_tables_on_smoke(tmp_path):
     text = (tmp_path / "demo_methods.md").read_text()
     assert json.loads((tmp_path / "demo_methods.json").read_text())["seeds"] == [0]
     for n in ("client1", "client2", "server"):
-        mean, low, high = out["gain"]["lada-standalone 0-shot"][n]
-        r = out["accuracy"][f"{n} 0-shot"]
-        assert mean == pytest.approx(100 * (r["lada"][0] - r["standalone"][0]))  # same items: the paired mean
-        assert low <= mean <= high
+        for kind, suffix in (("lenient", ""), ("strict", " strict")):
+            mean, low, high = out["gain"][f"lada-standalone 0-shot {kind}"][n]
+            r = out["accuracy"][f"{n} 0-shot{suffix}"]
+            assert mean == pytest.approx(100 * (r["lada"][0] - r["standalone"][0]))  # same items: the paired mean
+            assert low <= mean <= high
+    assert "0-shot strict (points; 95% interval over test items only (one seed" in text
     assert {k.split()[1] for k in out["selection_quality"]} == {"client1<-server", "client2<-server",
                                                                 "server<-client1", "server<-client2"}
     assert "LaDa ahead of Standalone on every client" in text and "the server ends no lower than its round 0" in text
+    # benchmarks.fidelity_compare on that LaDa run (against itself): a row per (round, pair) and run, the server
+    # pairs with their w_k spread, and the accuracy rows of predictions.jsonl
+    from benchmarks import fidelity_compare
+    lada = tmp_path / "runs" / "lada-seed0"
+    md = fidelity_compare.main([str(lada), str(lada), "--out", str(tmp_path / "fc.md")]).splitlines()
+    server_rows = [ln.split(" | ") for ln in md if ln.startswith("| 1 | server<-client1 |")]
+    assert [r[2] for r in server_rows] == ["before", "after"] and server_rows[0][3:] == server_rows[1][3:]
+    w_min, w_max, h = (float(x.strip(" |")) for x in server_rows[0][-3:])
+    assert 0 < w_min <= w_max <= 1 and 0 < h <= 1.0 + 1e-6
+    assert any(ln.startswith("| 1 | client1 | ") for ln in md)
 
 
 def test_sft_prompt_probe_trains_each_style_from_a_fresh_model():

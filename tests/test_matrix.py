@@ -30,7 +30,8 @@ def res(acc: dict, up: int = 0, down: int = 0, clients=("c1", "c2")) -> dict:
     rows = []
     for (p, s), a in acc.items():
         rows.append({"round": 1, "participant": p, "shots": s, "accuracy": 0.01, "invalid_rate": 0.0})
-        rows.append({"round": 2, "participant": p, "shots": s, "accuracy": a, "invalid_rate": 0.0})
+        rows.append({"round": 2, "participant": p, "shots": s, "accuracy": a, "accuracy_strict": a - 0.1,
+                     "invalid_rate": 0.0})
     comm = [{"round": 1, "direction": "client->server", "client": "c1", "bytes": up},
             {"round": 1, "direction": "server->client", "client": "c1", "bytes": down}]
     return {"config": {"rounds": 2, "clients": {c: {} for c in clients}}, "accuracy": rows, "communication": comm}
@@ -75,6 +76,13 @@ def test_main_table_rows_mean_std_and_improvement():
     row = next(r for r in rows if r["shots"] == 0 and r["participant"] == "c1")
     assert row["lada_mean"] == 48.0 and row["lada_n"] == 2 and row["wasp_n"] == 0 and row["wasp_mean"] == ""
     assert row["imp"] == 4.0 and row["label"] == "Client 1" and row["scenario"] == "s1"
+
+
+def test_main_table_of_strict_accuracy():
+    md, rows = matrix.main_table(hand_cells(), ["conf/s1.yaml"], ["standalone", "fedkd", "lada"], [0],
+                                 metric="accuracy_strict")
+    assert "### Zero-shot setting (strict accuracy %, mean ± std over seeds)" in md.splitlines()
+    assert "| s1 | Client 1 | 31.0 ± 1.4 | 34.0 ± 0.0 | 38.0 ± 2.8 | 4.0 |" in md.splitlines()  # each 10 below
 
 
 def test_main_table_without_any_baseline_or_ours_reports_na():

@@ -138,7 +138,7 @@ def test_no_private_text_crosses_the_channel(tmp_path):
 def test_cli_main_returns_zero_and_prints_the_table(tmp_path, capsys):
     assert main(["conf=smoke.yaml", f"output_dir={tmp_path}", "run_name=cli", "rounds=1", "eval.shots=[0]"]) == 0
     out = capsys.readouterr().out
-    assert "0-shot acc (invalid)" in out and "client1" in out and "server" in out
+    assert "0-shot lenient/strict (invalid)" in out and "client1" in out and "server" in out
     assert (tmp_path / "cli" / "results.json").is_file()
 
 

@@ -137,6 +137,9 @@ class RewardConfig:
     alpha: float = 0.33
     # sample: per-sample rewards (SPEC §5); set: the paper-literal Eq. 5/6 over the whole selection
     granularity: str = "sample"
+    # Eq. 6: previous_selection (the paper: the previous candidate batch's selection before it trained, against
+    # this batch's before it trains) | same_sample (deviation kept from before 2026-12-07: a sample before and after its update)
+    batch: str = "previous_selection"
 
 
 @dataclass
@@ -400,6 +403,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "filter": ("lada", "none"),
     "server_weights": ("reward", "uniform"),
     "reward.granularity": ("sample", "set"),
+    "reward.batch": ("previous_selection", "same_sample"),
     "data.name": ("synthetic", "aqua", "commonsenseqa", "mathinstruct", "cot_collection"),
     "generation.backend": ("hf", "vllm"),
     "fabric.strategy": ("auto", "fsdp2"),
@@ -751,7 +755,7 @@ HELP_KEYS = [
     ("beta, n_c, init_fraction", "MARD β, candidate batch size, prototype fraction"),
     ("mard_nll", "weight of an NLL term on the chosen answer (RPO remedy; 0 = the paper)"),
     ("sft_prompt", "prompt of the private-train SFT: direct | cot"),
-    ("reward.alpha, reward.granularity", "α of Eq. 7; sample | set"),
+    ("reward.alpha, reward.granularity, reward.batch", "α of Eq. 7; sample | set; previous_selection | same_sample"),
     ("filter_net.*", "filter network: encoder, lam (λ), tau (τ), lr, epochs, fit_every, min_select, max_select, "
                      "class_path"),
     ("data.*", "name, path, hub_id, train_per_client, test_per_client, public_size, domain_skew"),

@@ -10,9 +10,10 @@ from ladalit.core.prompts import make_prompt, parse_answer, stated_answer
 
 
 def score_answers(generations: list[str], records: list[MCRecord], num_options: int) -> dict:
-    """Accuracy (an unparseable answer counts as wrong), the invalid-answer rate after the parser's
-    fallback to the last option letter (`invalid_rate`) and the strict one: no answer statement
-    "answer is (X)" (`invalid_strict`)."""
+    """Accuracy, lenient and strict (SPEC §7), and their invalid rates. Lenient (`accuracy`, `invalid_rate`):
+    the parser's letter, with its fallback to the last option letter (`prompts.parse_answer`); strict
+    (`accuracy_strict`, `invalid_strict`): only an answer statement "answer is (X)" counts
+    (`prompts.stated_answer`). An answer without a letter counts as wrong in both."""
     invalid = num_options  # an extra class that is never the gold one
     preds = []
     for g in generations:
@@ -21,9 +22,11 @@ def score_answers(generations: list[str], records: list[MCRecord], num_options: 
     gold = torch.tensor([r.gold_index for r in records])
     pred = torch.tensor(preds)
     acc = MulticlassAccuracy(num_classes=num_options + 1, average="micro")(pred, gold).item()
-    strict = sum(stated_answer(g, num_options) is None for g in generations) / max(len(generations), 1)
-    return {"accuracy": acc, "invalid_rate": (pred == invalid).float().mean().item(), "invalid_strict": strict,
-            "n": len(records)}
+    stated = [stated_answer(g, num_options) for g in generations]
+    strict_pred = torch.tensor([invalid if x is None else LETTERS.index(x) for x in stated])
+    acc_strict = MulticlassAccuracy(num_classes=num_options + 1, average="micro")(strict_pred, gold).item()
+    return {"accuracy": acc, "accuracy_strict": acc_strict, "invalid_rate": (pred == invalid).float().mean().item(),
+            "invalid_strict": (strict_pred == invalid).float().mean().item(), "n": len(records)}
 
 
 def evaluate(participant, records: list[MCRecord], shots: int, example: MCRecord | None,

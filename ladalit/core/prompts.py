@@ -106,8 +106,13 @@ _BARE_LETTER = re.compile(r"(?<![A-Za-z])([A-J])(?![A-Za-z])")
 
 
 def parse_answer(text: str, num_options: int = 4) -> str | None:
-    """The answer letter of a generation: "answer is (X)", else the last standalone
-    option letter, else None (invalid)."""
+    """The answer letter of a generation (lenient accuracy): the *first* "answer is (X)", else the last
+    standalone option letter, else None (invalid).
+
+    The first statement, not the last: an answer ends at its statement ("... The answer is (X)." then EOS,
+    the format every participant is taught), so text after it is a run-on (a model that failed to stop and
+    began another question or example), not a revision. The fallback to a stray letter is what the strict
+    accuracy (`stated_answer`) refuses: a rationale cut short often ends on an option it was only checking."""
     valid = LETTERS[:num_options]
     m = _ANSWER_IS.search(text)
     if m and m.group(1) in valid:
@@ -120,7 +125,7 @@ def parse_answer(text: str, num_options: int = 4) -> str | None:
 
 
 def stated_answer(text: str, num_options: int = 4) -> str | None:
-    """The letter of an answer statement ("answer is (X)"), without `parse_answer`'s fallback to the
-    last stray letter: None counts towards the strict invalid rate."""
+    """The letter of the first answer statement ("answer is (X)"), without `parse_answer`'s fallback to the
+    last stray letter (strict accuracy): None counts as wrong, and towards the strict invalid rate."""
     m = _ANSWER_IS.search(text)
     return m.group(1) if m and m.group(1) in LETTERS[:num_options] else None

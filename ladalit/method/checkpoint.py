@@ -1,5 +1,6 @@
 """What one LaDa role keeps across a crash: its participant's trainable weights, its reference model, its
-optimizer, and per pair the filter and last round's losses (Eq. 5's M). Weights and optimizer go through
+optimizer, and per pair the filter, last round's and last candidate batch's losses (Eq. 5's and Eq. 6's M̄) and the
+selection's U^p (Eq. 9). Weights and optimizer go through
 ladalit.core.checkpoint (gathered in full under FSDP2: collectives, so every rank calls these)."""
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ def side_state(fabric, participant, optimizer, pairs: dict) -> dict:
         "ref_model": None if participant.ref_model is None else participant.ref_model.state_dict(),
         "filters": {k: p.filter.state_dict() for k, p in pairs.items() if p.filter is not None},
         "prev_round_losses": {k: p.prev_round_losses for k, p in pairs.items()},
+        "prev_batch_losses": {k: p.prev_batch_losses for k, p in pairs.items()},
+        "u_p_at_selection": {k: dict(p.u_p_at_selection) for k, p in pairs.items()},
     }
 
 
@@ -29,4 +32,6 @@ def load_side_state(fabric, participant, state: dict, pairs: dict):
         if p.filter is not None:
             p.filter.load_state_dict(state["filters"][k])
         p.prev_round_losses = state["prev_round_losses"][k]
+        p.prev_batch_losses = state["prev_batch_losses"][k]
+        p.u_p_at_selection = dict(state["u_p_at_selection"][k])
     return optimizer

@@ -110,11 +110,12 @@ class LadaClient:
         losses_of = train_selection(self.cfg, self.fabric, self.participant, self.optimizer, self.guard, t, b, [
             dict(keys=[keys[i] for i in mb], prompts=[prompts[i] for i in mb],
                  chosen=[y_s[i] for i in mb], rejected=[y_k[i] for i in mb]) for mb in mbs])
-        for m, (mb, (before, after)) in enumerate(zip(mbs, losses_of)):
-            r = rewards_of(self.cfg, self.pair, before, after)
-            observe_rewards(self.cfg, self.pair, self.public.emb[[sel[i] for i in mb]], r, self.guard, self.name, t, b)
-            self.results.add_train(t, self.name, batch=b, minibatch=m, loss_before=before.mean().item(),
-                                   loss_after=after.mean().item(), reward=r.mean().item())
+        befores, afters = zip(*losses_of)
+        for m, (mb, r) in enumerate(zip(mbs, rewards_of(self.cfg, self.pair, befores, afters))):
+            ids = [sel[i] for i in mb]
+            observe_rewards(self.cfg, self.pair, ids, self.public.emb[ids], r, self.guard, self.name, t, b)
+            self.results.add_train(t, self.name, batch=b, minibatch=m, **loss_row(befores[m], afters[m]),
+                                   reward=r.mean().item())
         fit_filter(self.pair)
         return Distilled(t, b)
 
@@ -160,6 +161,12 @@ class LadaClient:
     def close(self) -> None:
         for g in self.responses.generators.values():
             g.close()
+
+
+def loss_row(before, after) -> dict:
+    """A minibatch's mean loss before its first update, and after its last where that was measured
+    (`reward.batch=same_sample`, or `train.epochs=0`)."""
+    return {"loss_before": before.mean().item()} | ({} if after is None else {"loss_after": after.mean().item()})
 
 
 def record_answers(results: Results, responses: ResponseCache, round: int) -> None:

@@ -42,14 +42,16 @@ def train_selection(cfg, fabric, participant, optimizer, guard: NonFiniteGuard, 
                     minibatch_args: list[dict]) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """`train.epochs` passes over one candidate batch's selection, one MARD update per minibatch and pass
     (the same minibatches, in the same order, every pass); per minibatch, the per-row losses before its
-    first update and after its last (the batch reward, Eq. 6). `train.epochs=0`: no update, after = before."""
+    first update (the rewards, Eq. 5/6) and after its last: a no-grad pass that only `reward.batch=same_sample`
+    needs, None otherwise. `train.epochs=0`: no update, after = before."""
     epochs = participant.train_cfg.epochs
+    need_after = cfg.reward.batch == "same_sample"
     out: list = [None] * len(minibatch_args)
     for e in range(max(epochs, 1)):
         last = e == max(epochs, 1) - 1
         for m, args in enumerate(minibatch_args):
             before, after = distill_step(cfg, fabric, participant, optimizer, guard, round, batch, **args,
-                                         update=epochs > 0, measure_after=last)
+                                         update=epochs > 0, measure_after=last and need_after)
             out[m] = (before if e == 0 else out[m][0], after)
     return out
 

@@ -6,15 +6,17 @@ server's own filter per client). It scores frozen text embeddings x with
     r̂(x) = U^p(x) + λ · U^q(h^p(x))                      (Eq. 10)
 
 where U^p (:class:`ExploitNet`) regresses the observed reward r_total (Eq. 8)
-and U^q (:class:`ExploreNet`) regresses the residual r_total − U^p(x) from the
-concatenated hidden states h^p of U^p (Eq. 9), acting as an exploration bonus.
+and U^q (:class:`ExploreNet`) regresses r_total − U^p_sel(x) from the
+concatenated hidden states h^p of U^p (Eq. 9), acting as an exploration bonus:
+U^p_sel(x) is the prediction that scored x when it was selected (θ^p_{t,b},
+recorded with the observation), so U^q learns where U^p was wrong when it chose.
 
 Loop usage, per candidate batch::
 
     emb = encoder.encode_cached(ids, texts)
     idx, bound = filt.select(emb)         # r̂ > τ, bounded by min/max_select
     ...                                   # train on the selection, compute rewards
-    filt.observe(emb[idx], r_total)       # replay buffer
+    filt.observe(emb[idx], r_total, u_p)  # replay buffer; u_p: U^p(x) when x was selected
     filt.fit()                            # Eq. 8 then Eq. 9
 
 Swap either network by subclassing and overriding :meth:`LearnabilityFilter.build_exploit_net`
@@ -258,6 +260,7 @@ class LearnabilityFilter(L.LightningModule):
         # FIFO replay buffer (a tensor ring); registered buffers so checkpoints keep it.
         self.register_buffer("buf_x", torch.zeros(buffer_size, embed_dim))
         self.register_buffer("buf_r", torch.zeros(buffer_size))
+        self.register_buffer("buf_up", torch.zeros(buffer_size))  # U^p(x) when x was selected (Eq. 9)
         self.register_buffer("buf_ptr", torch.zeros((), dtype=torch.long))
         self.register_buffer("buf_count", torch.zeros((), dtype=torch.long))
 
@@ -349,30 +352,43 @@ class LearnabilityFilter(L.LightningModule):
         """Number of observations currently held in the replay buffer."""
         return int(self.buf_count)
 
-    def observe(self, emb: Tensor, rewards: Tensor) -> None:
-        """Append ``(emb [m, d], rewards [m])`` to the FIFO replay buffer (oldest overwritten)."""
+    def observe(self, emb: Tensor, rewards: Tensor, u_p: Tensor | None = None) -> None:
+        """Append ``(emb [m, d], rewards [m], u_p [m])`` to the FIFO replay buffer (oldest overwritten).
+
+        ``u_p``: U^p(x) as it scored each x when x was selected, Eq. 9's baseline (the loop records it at
+        selection). ``None``: U^p(x) now, which is the same where the filter has not been fitted since."""
         x = self._prep(emb)
         r = torch.as_tensor(rewards).detach().to(device=self.device, dtype=torch.float32).reshape(-1)
         if r.numel() != x.shape[0]:
             raise ValueError(f"{x.shape[0]} embeddings but {r.numel()} rewards")
+        u = self.predict(x)[1] if u_p is None else torch.as_tensor(u_p).detach().to(self.device, torch.float32)
+        u = u.reshape(-1)
+        if u.numel() != x.shape[0]:
+            raise ValueError(f"{x.shape[0]} embeddings but {u.numel()} selection-time predictions")
         if x.shape[0] > self.buffer_size:
-            x, r = x[-self.buffer_size :], r[-self.buffer_size :]
+            x, r, u = x[-self.buffer_size :], r[-self.buffer_size :], u[-self.buffer_size :]
         m = x.shape[0]
         if m == 0:
             return
         pos = (int(self.buf_ptr) + torch.arange(m, device=self.device)) % self.buffer_size
         self.buf_x[pos] = x
         self.buf_r[pos] = r
+        self.buf_up[pos] = u
         self.buf_ptr.fill_((int(self.buf_ptr) + m) % self.buffer_size)
         self.buf_count.fill_(min(int(self.buf_count) + m, self.buffer_size))
 
     def buffer(self) -> tuple[Tensor, Tensor]:
         """The buffer contents ``(x [n, d], r [n])``, oldest first."""
+        x, r, _ = self._buffer_rows()
+        return x, r
+
+    def _buffer_rows(self) -> tuple[Tensor, Tensor, Tensor]:
+        """``(x, r, u_p at selection)``, oldest first."""
         n = self.num_observed
         if n < self.buffer_size:
-            return self.buf_x[:n], self.buf_r[:n]
+            return self.buf_x[:n], self.buf_r[:n], self.buf_up[:n]
         p = int(self.buf_ptr)
-        return torch.cat([self.buf_x[p:], self.buf_x[:p]]), torch.cat([self.buf_r[p:], self.buf_r[:p]])
+        return tuple(torch.cat([b[p:], b[:p]]) for b in (self.buf_x, self.buf_r, self.buf_up))
 
     # ---------------------------------------------------------------- training
     def _minibatches(self, n: int):
@@ -382,7 +398,8 @@ class LearnabilityFilter(L.LightningModule):
 
     def fit(self) -> dict[str, float]:
         """Train on the whole replay buffer: ``epochs`` epochs of Eq. 8 on U^p, then
-        ``epochs`` epochs of Eq. 9 on U^q with the updated U^p and h^p fixed.
+        ``epochs`` epochs of Eq. 9 on U^q: inputs h^p of the updated U^p (fixed), labels
+        r_total − U^p_sel(x), the prediction recorded when x was selected.
 
         Returns ``{"loss_p", "loss_q"}`` — sample-weighted means over each
         network's last epoch (Eq. 8/9 values, i.e. ½·MSE) — and ``"n"``, the
@@ -398,7 +415,7 @@ class LearnabilityFilter(L.LightningModule):
             torch.set_num_threads(prev)
 
     def _fit(self) -> dict[str, float]:
-        x, r = self.buffer()
+        x, r, u_p_sel = self._buffer_rows()
         n = x.shape[0]
         if n == 0:
             return {"n": 0}
@@ -419,11 +436,11 @@ class LearnabilityFilter(L.LightningModule):
                     tot += loss.item() * mb.numel()
                 loss_p = tot / n
 
-        with torch.no_grad():  # U^p and h^p are fixed labels/inputs for Eq. 9
+        with torch.no_grad():  # h^p is a fixed input, r − U^p_sel a fixed label for Eq. 9
             self.exploit_net.eval()
-            u_p_all, h_all = self.exploit_net(x)
+            _, h_all = self.exploit_net(x)
             self.exploit_net.train()
-            target_q = r - u_p_all
+            target_q = r - u_p_sel
 
         loss_q = float("nan")
         with _adamw_steps(opt_q, list(self.explore_net.parameters())) as step:

@@ -42,10 +42,11 @@ from ladalit.core.responses import ResponseCache
 from ladalit.core.training import NonFiniteGuard, minibatches
 from ladalit.core.transport import InProcess, Transport
 from ladalit.method import checkpoint
-from ladalit.method.client import LadaClient, answers_message, generators_for, received_answers, record_answers
+from ladalit.method.client import (LadaClient, answers_message, generators_for, loss_row, received_answers,
+                                   record_answers)
 from ladalit.method.distill import count_pairs, train_selection
 from ladalit.method.pair import (PairState, candidate_batches, close_round, fit_filter, make_filter, observe_rewards,
-                                 reward_scale, rewards_of, select, server_weights)
+                                 record_weight_spread, reward_scale, rewards_of, select, server_weights)
 from ladalit.method.prototypes import select_prototypes
 from ladalit.reporting.progress import Progress
 from ladalit.reporting.results import Results, log_round
@@ -193,6 +194,7 @@ class LadaServer:
         xs = [self.public.records[i] for _, i in rows]
         y_s = self.responses.get(t, self.participant, xs)
         weights = server_weights(self.cfg, rows, self.pairs, self.public.emb, t)
+        record_weight_spread(rows, self.pairs, weights)
         prompts = [zero_shot_prompt(x) for x in xs]
         chosen = [y_k[(k, x.id)] for (k, _), x in zip(rows, xs)]
         count_pairs(self.results, t, "server", self.participant, prompts, chosen, y_s)
@@ -201,24 +203,27 @@ class LadaServer:
             dict(keys=[(t, rows[j][0], xs[j].id) for j in js], prompts=[prompts[j] for j in js],
                  chosen=[chosen[j] for j in js], rejected=[y_s[j] for j in js], weights=weights[js])
             for js in js_of])
-        for m, (js, (before, after)) in enumerate(zip(js_of, losses_of)):
-            self.server_rewards(t, b, m, rows, js, before, after)
+        for k in self.pairs:
+            self.server_rewards(t, b, k, rows, js_of, losses_of)
         for pair in self.pairs.values():
             fit_filter(pair)
 
-    def server_rewards(self, t: int, b: int, m: int, rows, js, before, after) -> None:
-        """Rewards ❸–❺ for each U_{s,k}, on the rows of its pair in one minibatch; U_{s,k} observes them (and
-        fits ❻❼ once the candidate batch is done: weighted_server_step)."""
-        for k, pair in self.pairs.items():
-            mine = [n for n, j in enumerate(js) if rows[j][0] == k]
-            if not mine:
-                continue
-            idx = torch.tensor(mine)
-            r = rewards_of(self.cfg, pair, before[idx], after[idx])
-            observe_rewards(self.cfg, pair, self.public.emb[[rows[js[n]][1] for n in mine]], r, self.guard,
-                            f"server<-{k}", t, b)
-            self.results.add_train(t, "server", pair=k, batch=b, minibatch=m, loss_before=before[idx].mean().item(),
-                                   loss_after=after[idx].mean().item(), reward=r.mean().item())
+    def server_rewards(self, t: int, b: int, k: str, rows, js_of, losses_of) -> None:
+        """Rewards ❸–❺ for U_{s,k} on the rows of its pair in this candidate batch, per minibatch; U_{s,k}
+        observes them (and fits ❻❼ once the candidate batch is done: weighted_server_step)."""
+        pair, parts = self.pairs[k], []  # (minibatch, positions of pair k's rows in it, before, after)
+        for m, (js, (before, after)) in enumerate(zip(js_of, losses_of)):
+            mine = torch.tensor([n for n, j in enumerate(js) if rows[j][0] == k], dtype=torch.long)
+            if len(mine):
+                parts.append((m, [rows[js[n]][1] for n in mine.tolist()], before[mine],
+                              None if after is None else after[mine]))
+        if not parts:
+            return
+        _, _, befores, afters = zip(*parts)
+        for (m, ids, before, after), r in zip(parts, rewards_of(self.cfg, pair, befores, afters)):
+            observe_rewards(self.cfg, pair, ids, self.public.emb[ids], r, self.guard, f"server<-{k}", t, b)
+            self.results.add_train(t, "server", pair=k, batch=b, minibatch=m, **loss_row(before, after),
+                                   reward=r.mean().item())
 
     # ----------------------------------------------------------------------- local state (checkpoints)
     def counters(self) -> dict:

@@ -21,11 +21,21 @@ class PairState:
     """What one side of one model pair (client k ↔ server) carries across batches and rounds."""
     filter: LearnabilityFilter | None
     prev_round_losses: torch.Tensor | None = None  # losses of last round's selection, before it trained (Eq. 5, M)
+    # losses of the last trained candidate batch's selection, before it trained (Eq. 6, M̄_{b-1}); it carries over
+    # from a round's last batch to the next round's first
+    prev_batch_losses: torch.Tensor | None = None
+    # U^p(x) of each sample (index into D_p) of the current selection, as the filter scored it when it selected
+    # (Eq. 9's label is r_total minus it)
+    u_p_at_selection: dict[int, float] = field(default_factory=dict)
     round_losses: list[torch.Tensor] = field(default_factory=list)
     # this round's reward scale (results.json "reward_scale"): r_total of every trained sample, the filter's
     # U^p and λ·U^q on every scored candidate, candidates and selected
     round_rewards: list[torch.Tensor] = field(default_factory=list)
     round_terms: list[tuple[torch.Tensor, torch.Tensor]] = field(default_factory=list)
+    # server side (Eq. 4): this pair's w_k on samples other pairs selected too, and each such sample's
+    # normalised entropy H(w) / log(n) over its n weights (1 = uniform)
+    round_weights: list[torch.Tensor] = field(default_factory=list)
+    round_weight_entropy: list[torch.Tensor] = field(default_factory=list)
     candidates: int = 0
     selected: int = 0
     unfit: bool = False  # observations since the filter's last fit (within one candidate batch only)
@@ -46,28 +56,37 @@ def candidate_batches(n: int, n_c: int, seed: int, round: int) -> list[list[int]
     return [order[i: i + n_c] for i in range(0, n, n_c)]
 
 
-def rewards_of(cfg, pair: PairState, before: torch.Tensor, after: torch.Tensor) -> torch.Tensor:
-    """❸ r_round (Eq. 5), ❹ r_batch (Eq. 6), ❺ r_total (Eq. 7) of the samples of one minibatch, from their
-    losses before their first update and after their last."""
+def rewards_of(cfg, pair: PairState, befores: list[torch.Tensor], afters: list) -> list[torch.Tensor]:
+    """❸ r_round (Eq. 5), ❹ r_batch (Eq. 6), ❺ r_total (Eq. 7) of one candidate batch's selection, split as its
+    minibatches: `befores[m]` are the losses of minibatch m's samples before their first update (under φ^{t,b}
+    as batch b trains, SPEC §5); `afters[m]` after their last (only `reward.batch=same_sample` reads them).
+    Then this selection's losses become the next batch's M̄_{b-1} and part of the next round's M̄."""
+    now = torch.cat(list(befores))
     if cfg.reward.granularity == "set":
         # paper-literal Eq. 5: N sums over this round's selection, known so far (the rest is not yet selected)
-        seen = torch.cat(pair.round_losses + [before])
-        r_round = rewards.round_reward(pair.prev_round_losses, seen, granularity="set")[-len(before):]
+        seen = torch.cat(pair.round_losses + [now])
+        r_round = rewards.round_reward(pair.prev_round_losses, seen, granularity="set")[-len(now):]
     else:
-        r_round = rewards.round_reward(pair.prev_round_losses, before)
-    r_batch = rewards.batch_reward(before, after, granularity=cfg.reward.granularity)
+        r_round = rewards.round_reward(pair.prev_round_losses, now)
+    if cfg.reward.batch == "same_sample":
+        r_batch = rewards.same_sample_reward(now, torch.cat(list(afters)), granularity=cfg.reward.granularity)
+    else:
+        r_batch = rewards.batch_reward(pair.prev_batch_losses, now, granularity=cfg.reward.granularity)
     r_total = rewards.total_reward(r_round, r_batch, cfg.reward.alpha)
-    pair.round_losses.append(before)
+    pair.round_losses.append(now)
+    pair.prev_batch_losses = now
     pair.round_rewards.append(r_total.detach().float().cpu())
-    return r_total
+    return list(r_total.split([len(b) for b in befores]))
 
 
-def observe_rewards(cfg, pair: PairState, emb: torch.Tensor, r_total: torch.Tensor, guard: NonFiniteGuard, who: str,
-                    round: int, batch: int) -> None:
-    """The filter observes (x, r_total) of one minibatch (a non-finite reward is skipped, by the guard);
-    `filter_net.fit_every=minibatch`: it trains on its buffer at once (`fit_filter`)."""
+def observe_rewards(cfg, pair: PairState, ids: list[int], emb: torch.Tensor, r_total: torch.Tensor,
+                    guard: NonFiniteGuard, who: str, round: int, batch: int) -> None:
+    """The filter observes (x, r_total, U^p(x) at selection) of one minibatch's samples `ids` (indices into D_p;
+    a non-finite reward is skipped, by the guard); `filter_net.fit_every=minibatch`: it trains on its buffer
+    at once (`fit_filter`)."""
     if pair.filter is not None and guard.ok(r_total, who, round, batch, what="reward"):
-        pair.filter.observe(emb, r_total)
+        u_p = torch.tensor([pair.u_p_at_selection[i] for i in ids], dtype=torch.float32)
+        pair.filter.observe(emb, r_total, u_p)
         pair.unfit = True
         if cfg.filter_net.fit_every == "minibatch":
             fit_filter(pair)
@@ -85,6 +104,7 @@ def close_round(pair: PairState) -> None:
     if pair.round_losses:
         pair.prev_round_losses = torch.cat(pair.round_losses)
     pair.round_losses, pair.round_rewards, pair.round_terms = [], [], []
+    pair.round_weights, pair.round_weight_entropy = [], []
     pair.candidates = pair.selected = 0
 
 
@@ -106,6 +126,10 @@ def reward_scale(pair: PairState, tau: float) -> dict:
         row |= {"exploit_mean": u_p.mean().item(), "explore_mean": u_q.mean().item()}
     else:
         row |= {"exploit_mean": nan, "explore_mean": nan}
+    if pair.round_weights:  # server side: the spread of w_k (Eq. 4) on samples shared with other pairs
+        w, h = torch.cat(pair.round_weights), torch.cat(pair.round_weight_entropy)
+        row |= {"overlap_samples": w.numel(), "w_min": w.min().item(), "w_max": w.max().item(),
+                "w_entropy_ratio": h.mean().item()}
     return row
 
 
@@ -121,6 +145,9 @@ def select(cfg, pair: PairState, round: int, cand: list[int], emb: torch.Tensor,
         sel = [cand[j] for j in idx.tolist()]
         _, u_p, u_q = pair.filter.predict(emb[cand])
         pair.round_terms.append((u_p.float().cpu(), pair.filter.lam * u_q.float().cpu()))
+    if pair.filter is not None:  # Eq. 9's baseline: U^p(x) as the filter stands when x is selected
+        u_p_sel = pair.filter.predict(emb[sel])[1].float().cpu() if sel else torch.zeros(0)
+        pair.u_p_at_selection = dict(zip(sel, u_p_sel.tolist()))
     pair.selected += len(sel)
     return sel, bound
 
@@ -143,6 +170,24 @@ def server_weights(cfg, rows, server_side, emb, t) -> torch.Tensor:
     else:
         scores = torch.ones(len(rows))
     return losses.overlap_weights(ids, client_ids, scores, mode)
+
+
+def record_weight_spread(rows, server_side, weights: torch.Tensor) -> None:
+    """Per pair, the w_k of its rows on samples other pairs selected too, and each such sample's normalised
+    entropy H(w) / log(n) (1: uniform), for the round's reward scale (`reward_scale`)."""
+    shared: dict[int, list[int]] = {}
+    for j, (_, i) in enumerate(rows):
+        shared.setdefault(i, []).append(j)
+    for js in shared.values():
+        if len(js) < 2:
+            continue
+        w = weights[js].detach().double().cpu()
+        p = w / w.sum()
+        h = -(p * torch.log(p.clamp_min(1e-300))).sum() / torch.log(torch.tensor(float(len(js)), dtype=torch.float64))
+        for j in js:
+            pair = server_side[rows[j][0]]
+            pair.round_weights.append(weights[[j]].detach().float().cpu())
+            pair.round_weight_entropy.append(h.float().reshape(1))
 
 
 # ----------------------------------------------------------------------------- evaluation and logging

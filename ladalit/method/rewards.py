@@ -9,18 +9,25 @@ computed from the log-domain difference ``d = log A - log B`` as
 which is exact and never overflows (no ``exp(loss)`` is materialised). The
 result lies in (-1, 1): positive when the loss went down.
 
+Eq. 5 (round) and Eq. 6 (batch) have one shape (SPEC §5): the previous
+selection's e under the model *before* it trained on that selection, against the
+new selection's e under the model *after* that training and *before* it trains on
+the new selection. A reward is high when training on what was selected before
+made the new selection easy. `round_reward` and `batch_reward` differ only in
+which selections they are handed (the previous round's / candidate batch's).
+
 Granularity (``granularity=`` argument):
 
-- ``"sample"`` (default, SPEC §5): one reward per sample.
-  batch: A = e_i before the update, B = e_i after it.
-  round: A = M̄ = mean of e over the *previous* round's selection, measured
-  before that round trained on it; B = e_i(phi^t) measured before this round
-  trains on i.
-- ``"set"`` (paper-literal Eq. 5/6): sums over the whole selection, one scalar
-  broadcast to every sample.
-  batch: A = sum_i e_i before, B = sum_i e_i after (same samples).
-  round: A = sum over the previous round's selection (n_{t-1} terms),
-  B = sum over the current selection (n_t terms).
+- ``"sample"`` (default, SPEC §5): one reward per sample of the new selection:
+  A = M̄ = mean of e over the previous selection, B = e_i.
+- ``"set"`` (paper-literal Eq. 5/6): A = sum of e over the previous selection
+  (n_prev terms), B = sum over the new one (n_now terms), one scalar broadcast
+  to every sample.
+
+`same_sample_reward` is this project's batch reward before 2026-12-07
+(``reward.batch=same_sample``, a documented deviation): the same samples' e
+before and after the update on them. It measures how far training moved a
+sample, which any disagreement between the two answers produces.
 
 All inputs are per-sample MARD losses (shape ``[n]``); they are detached, since
 rewards are labels for the filter, not part of any graph.
@@ -34,7 +41,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-__all__ = ["relative_gain", "batch_reward", "round_reward", "total_reward"]
+__all__ = ["relative_gain", "batch_reward", "round_reward", "same_sample_reward", "total_reward"]
 
 Granularity = Literal["sample", "set"]
 
@@ -50,9 +57,9 @@ def _check_granularity(granularity: str) -> None:
         raise ValueError(f"granularity must be 'sample' or 'set', got {granularity!r}")
 
 
-def batch_reward(loss_before: Tensor, loss_after: Tensor, granularity: Granularity = "sample") -> Tensor:
-    """Eq. 6. ``loss_before[i]`` / ``loss_after[i]``: sample i's MARD loss under
-    phi^{b-1} / phi^b. Returns ``[n]``.
+def same_sample_reward(loss_before: Tensor, loss_after: Tensor, granularity: Granularity = "sample") -> Tensor:
+    """The deviation ``reward.batch=same_sample`` (not Eq. 6). ``loss_before[i]`` / ``loss_after[i]``: sample
+    i's MARD loss before its first update and after its last. Returns ``[n]``.
 
     ``"sample"``: r_i = (e_b,i − e_a,i) / max(e_b,i, e_a,i).
     ``"set"``: r = (Σe_b − Σe_a) / max(Σe_b, Σe_a), the same value for every i.
@@ -70,6 +77,26 @@ def batch_reward(loss_before: Tensor, loss_after: Tensor, granularity: Granulari
     return r.expand(lb.shape).clone()
 
 
+def _consecutive_reward(prev: Tensor | None, loss_now: Tensor, granularity: Granularity) -> Tensor:
+    """Eq. 5 / Eq. 6: the previous selection's losses against the new selection's (see the module doc)."""
+    _check_granularity(granularity)
+    now = torch.as_tensor(loss_now).detach()
+    if now.dim() != 1:
+        raise ValueError(f"loss_now must be [n], got {tuple(now.shape)}")
+    if prev is None:
+        return torch.zeros_like(now)
+    prev = torch.as_tensor(prev).detach().to(now.dtype).reshape(-1)
+    if prev.numel() == 0:
+        return torch.zeros_like(now)
+    if granularity == "sample":
+        log_mbar = torch.logsumexp(prev, 0) - math.log(prev.numel())
+        return relative_gain(log_mbar, now)
+    if now.numel() == 0:
+        return now.new_zeros(0)
+    r = relative_gain(torch.logsumexp(prev, 0), torch.logsumexp(now, 0))
+    return r.expand(now.shape).clone()
+
+
 def round_reward(
     prev_round_losses: Tensor | None, loss_now: Tensor, granularity: Granularity = "sample"
 ) -> Tensor:
@@ -81,22 +108,21 @@ def round_reward(
     ``"sample"``: r_i = (M̄ − e_i) / max(M̄, e_i), M̄ = mean_j exp(prev_j).
     ``"set"``: r = (Σ_prev e − Σ_now e) / max(Σ_prev e, Σ_now e), broadcast.
     """
-    _check_granularity(granularity)
-    now = torch.as_tensor(loss_now).detach()
-    if now.dim() != 1:
-        raise ValueError(f"loss_now must be [n], got {tuple(now.shape)}")
-    if prev_round_losses is None:
-        return torch.zeros_like(now)
-    prev = torch.as_tensor(prev_round_losses).detach().to(now.dtype).reshape(-1)
-    if prev.numel() == 0:
-        return torch.zeros_like(now)
-    if granularity == "sample":
-        log_mbar = torch.logsumexp(prev, 0) - math.log(prev.numel())
-        return relative_gain(log_mbar, now)
-    if now.numel() == 0:
-        return now.new_zeros(0)
-    r = relative_gain(torch.logsumexp(prev, 0), torch.logsumexp(now, 0))
-    return r.expand(now.shape).clone()
+    return _consecutive_reward(prev_round_losses, loss_now, granularity)
+
+
+def batch_reward(
+    prev_batch_losses: Tensor | None, loss_now: Tensor, granularity: Granularity = "sample"
+) -> Tensor:
+    """Eq. 6. ``prev_batch_losses``: MARD losses of the previous candidate batch's selection under
+    phi^{t,b-1}, measured before that batch trained on it (the last batch of the round before for a
+    round's first batch; ``None`` or empty for the very first batch → zeros). ``loss_now[i]``: sample i of
+    batch b's selection under phi^{t,b}, measured before batch b trains on it. Returns ``[n]``.
+
+    ``"sample"``: r_i = (M̄_{b-1} − e_i) / max(M̄_{b-1}, e_i), M̄_{b-1} = mean_j exp(prev_j).
+    ``"set"``: r = (Σ_prev e − Σ_now e) / max(Σ_prev e, Σ_now e), broadcast.
+    """
+    return _consecutive_reward(prev_batch_losses, loss_now, granularity)
 
 
 def total_reward(r_round: Tensor, r_batch: Tensor, alpha: float) -> Tensor:

@@ -90,20 +90,27 @@ def accuracy_figure(runs: list[dict], title: str | None = None) -> Figure:
             continue
         for i, name in enumerate(dict.fromkeys(r["participant"] for r in mine)):
             by_round: dict[int, list[float]] = defaultdict(list)
+            strict: dict[int, list[float]] = defaultdict(list)
             for r in mine:
                 if r["participant"] == name:
                     by_round[r["round"]].append(r["accuracy"])
+                    if r.get("accuracy_strict") is not None:
+                        strict[r["round"]].append(r["accuracy_strict"])
             xs = sorted(by_round)
             stats = [mean_std(by_round[t]) for t in xs]
             ax.plot(xs, [m for m, _ in stats], marker="o", label=name, color=f"C{i % 10}",
                     linewidth=2.0 if name == "server" else 1.4)
+            if strict:  # SPEC §7: strict (an answer statement required) beside the lenient accuracy
+                sx = sorted(strict)
+                ax.plot(sx, [mean_std(strict[t])[0] for t in sx], marker=".", linestyle=":", color=f"C{i % 10}",
+                        label=f"{name} strict", linewidth=1.0)
             if len(runs) > 1:
                 ax.fill_between(xs, [m - d for m, d in stats], [m + d for m, d in stats], color=f"C{i % 10}", alpha=0.2)
         if line is not None:
             ax.axhline(line, color="gray", linestyle="--", linewidth=1, label=f"chance (1/{round(1 / line)})")
         ax.set_title(f"{s}-shot" + (f", mean ± std over {len(runs)} runs" if len(runs) > 1 else ""))
         ax.set_xlabel("round (0: before any transfer)")
-        ax.set_ylabel("accuracy")
+        ax.set_ylabel("accuracy (solid: lenient, dotted: strict)")
         ax.set_ylim(-0.02, 1.02)
         ax.set_xticks(sorted({r["round"] for r in mine}))
         ax.grid(alpha=0.3)

@@ -156,12 +156,17 @@ def summary_rows(results, round: int, channel=None) -> tuple[list[str], list[lis
             mb[("server", d)] += nbytes / 1e6
     names = list(dict.fromkeys([r["participant"] for r in acc] + [p for p in sel] + [c for c, _ in mb]))
     names = [n for n in names if n != "server"] + (["server"] if "server" in names else [])
-    head = ["participant"] + [f"{s}-shot acc" for s in shots] + ["selected", "MB up", "MB down"]
+    head = ["participant"] + [f"{s}-shot acc lenient/strict" for s in shots] + ["selected", "MB up", "MB down"]
     rows = []
     for n in names:
-        accs = [f"{cell[(n, s)]['accuracy']:.3f}" if (n, s) in cell else "-" for s in shots]
+        accs = [_lenient_strict(cell[(n, s)]) if (n, s) in cell else "-" for s in shots]
         rows.append([n] + accs + [str(sel.get(n, "-")), f"{mb[(n, UP)]:.3f}", f"{mb[(n, DOWN)]:.3f}"])
     return head, rows
+
+
+def _lenient_strict(row: dict) -> str:
+    strict = row.get("accuracy_strict")
+    return f"{row['accuracy']:.3f}/" + ("-" if strict is None else f"{strict:.3f}")
 
 
 def plain_table(title: str, head: list[str], rows: list[list[str]]) -> str:

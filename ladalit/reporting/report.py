@@ -94,16 +94,23 @@ def accuracy_table(results: dict) -> str:
     shots = sorted({r["shots"] for r in rows})
     names = list(dict.fromkeys(r["participant"] for r in rows))
     cell = {(r["round"], r["participant"], r["shots"]): r for r in rows}
-    head = ["round", "participant"] + [h for s in shots for h in (f"{s}-shot acc", f"{s}-shot invalid")]
+    head = ["round", "participant"] + [h for s in shots for h in (f"{s}-shot acc", f"{s}-shot strict",
+                                                                   f"{s}-shot invalid")]
     body = []
     for t in sorted({r["round"] for r in rows}):
         for n in names:
             line = [t, n]
             for s in shots:
                 m = cell.get((t, n, s))
-                line += [f"{m['accuracy']:.3f}", f"{m['invalid_rate']:.3f}"] if m else ["-", "-"]
+                line += [f"{m['accuracy']:.3f}", _strict(m), f"{m['invalid_rate']:.3f}"] if m else ["-", "-", "-"]
             body.append(line)
     return _table(head, body)
+
+
+def _strict(row: dict) -> str:
+    """A row's strict accuracy (SPEC §7: only an answer statement counts); "-" where a run predates it."""
+    v = row.get("accuracy_strict")
+    return "-" if v is None else f"{v:.3f}"
 
 
 def selection_table(results: dict) -> str:
@@ -151,9 +158,16 @@ def seed_groups(runs: list[dict]) -> list[list[int]]:
 
 
 def _final(results: dict) -> dict:
+    """(participant, shots label) -> final-round accuracy; "S-shot" lenient, "S-shot strict" strict."""
     acc = results.get("accuracy", [])
     t = max((a["round"] for a in acc), default=None)
-    return {(a["participant"], a["shots"]): a["accuracy"] for a in acc if a["round"] == t}
+    out = {}
+    for a in acc:
+        if a["round"] == t:
+            out[(a["participant"], f"{a['shots']}-shot")] = a["accuracy"]
+            if a.get("accuracy_strict") is not None:
+                out[(a["participant"], f"{a['shots']}-shot strict")] = a["accuracy_strict"]
+    return out
 
 
 def _mean_std(values: list[float], digits: int = 3) -> str:
@@ -178,7 +192,7 @@ def comparison_table(runs: list[tuple[str, dict]], groups: list[list[int]] | Non
             for fs in final:
                 vals = [f[(n, s)] for f in fs if (n, s) in f]
                 cells.append(_mean_std(vals) if vals else "-")
-            body.append([f"{n}, {s}-shot"] + cells)
+            body.append([f"{n}, {s}"] + cells)
     body.append(["total MB"] + [_mean_std([runs[i][1].get("communication_mb_total", 0.0) for i in g], 4) for g in groups])
     return _table(["final-round accuracy"] + [group_label(runs, g) for g in groups], body)
 
@@ -200,15 +214,19 @@ def seed_table(runs: list[dict]) -> str:
         return "(no evaluation)"
     shots = sorted({r["shots"] for r in rows})
     names = list(dict.fromkeys(r["participant"] for r in rows))
-    vals = defaultdict(list)
+    vals, strict = defaultdict(list), defaultdict(list)
     for r in rows:
         vals[(r["round"], r["participant"], r["shots"])].append(r["accuracy"])
+        if r.get("accuracy_strict") is not None:
+            strict[(r["round"], r["participant"], r["shots"])].append(r["accuracy_strict"])
     body = []
     for t in sorted({r["round"] for r in rows}):
         for n in names:
-            cells = [_mean_std(vals[(t, n, s)]) if vals[(t, n, s)] else "-" for s in shots]
+            cells = [c for s in shots for c in (_mean_std(vals[(t, n, s)]) if vals[(t, n, s)] else "-",
+                                                _mean_std(strict[(t, n, s)]) if strict[(t, n, s)] else "-")]
             body.append([t, n, *cells, max(len(vals[(t, n, s)]) for s in shots)])
-    return _table(["round", "participant"] + [f"{s}-shot acc" for s in shots] + ["runs"], body)
+    return _table(["round", "participant"] + [h for s in shots for h in (f"{s}-shot acc", f"{s}-shot strict")]
+                  + ["runs"], body)
 
 
 def run_section(results: dict, label: str, level: str = "##") -> str:

@@ -113,8 +113,9 @@ class Results:
         return out
 
     def table(self, round: int | None = None) -> str:
-        """Accuracy (invalid-answer rate) per participant and prompt setting, for one round (default: last),
-        with each one's round-0 accuracy (before any transfer) and the change since then, where evaluated."""
+        """Accuracy per participant and prompt setting for one round (default: last), lenient / strict
+        (SPEC §7; strict: only an "answer is (X)" statement counts) with the lenient invalid-answer rate, and
+        each one's round-0 accuracy (before any transfer) and the change since then, where evaluated."""
         if not self.accuracy:
             return "(no evaluation yet)"
         round = max(r["round"] for r in self.accuracy) if round is None else round
@@ -124,20 +125,42 @@ class Results:
         since = round != 0 and bool(first)
         shots = sorted({r["shots"] for r in rows})
         names = list(dict.fromkeys(r["participant"] for r in rows))
-        head = f"{'participant':<14}" + "".join(f"{f'{s}-shot acc (invalid)':>24}" + (
-            f"{'round 0':>10}{'change':>9}" if since else "") for s in shots)
+        head = f"{'participant':<14}" + "".join(f"{f'{s}-shot lenient/strict (invalid)':>33}" + (
+            f"{'round 0':>15}{'change':>15}" if since else "") for s in shots)
         lines = [f"round {round}", head]
         for n in names:
             cells = ""
             for s in shots:
                 m, m0 = cell.get((n, s)), first.get((n, s))
-                c = f"{m['accuracy']:.3f} ({m['invalid_rate']:.2f})" if m else "-"
-                cells += f"{c:>24}"
+                c = f"{_pair(m, lambda r: r['accuracy'], lambda r: r.get('accuracy_strict'))} ({m['invalid_rate']:.2f})" if m else "-"
+                cells += f"{c:>33}"
                 if since:
-                    cells += (f"{m0['accuracy']:>10.3f}{m['accuracy'] - m0['accuracy']:>+9.3f}"
-                              if m and m0 else f"{'-':>10}{'-':>9}")
+                    cells += (f"{_pair(m0, lambda r: r['accuracy'], lambda r: r.get('accuracy_strict')):>15}"
+                              f"{_pair(m, *_changes(m0)):>15}" if m and m0 else f"{'-':>15}{'-':>15}")
             lines.append(f"{n:<14}" + cells)
         return "\n".join(lines)
+
+
+def _pair(row: dict, lenient, strict, fmt: str = ".3f") -> str:
+    """"lenient/strict" of one accuracy row ("-" for a strict value the row lacks, e.g. an older run)."""
+    st = strict(row)
+    return f"{lenient(row):{fmt}}/" + ("-" if st is None else f"{st:{fmt}}")
+
+
+def _changes(first: dict):
+    """(lenient, strict) getters of a row's change since `first`, formatted with a sign."""
+    def lenient(r):
+        return _Signed(r["accuracy"] - first["accuracy"])
+
+    def strict(r):
+        a, b = r.get("accuracy_strict"), first.get("accuracy_strict")
+        return None if a is None or b is None else _Signed(a - b)
+    return lenient, strict
+
+
+class _Signed(float):
+    def __format__(self, spec: str) -> str:
+        return format(float(self), "+" + spec)
 
 
 def _write_csv(path: Path, rows: list[dict]) -> None:
@@ -186,6 +209,8 @@ def log_round(tracker, results: "Results", channel, t: int) -> None:
     if tracker is None:
         return
     metrics = {f"acc/{r['participant']}/{r['shots']}shot": r["accuracy"] for r in results.accuracy if r["round"] == t}
+    metrics |= {f"acc_strict/{r['participant']}/{r['shots']}shot": r["accuracy_strict"]
+                for r in results.accuracy if r["round"] == t and "accuracy_strict" in r}
     metrics |= {f"invalid/{r['participant']}/{r['shots']}shot": r["invalid_rate"]
                 for r in results.accuracy if r["round"] == t}
     metrics |= {f"selected/{p}": n for (r, p), n in results.selected_per_round().items() if r == t}

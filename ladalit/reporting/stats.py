@@ -1,4 +1,4 @@
-"""Statistics over seeds and test items: a paired bootstrap of one method's gain over another."""
+"""Statistics over seeds and test items: a hierarchical paired bootstrap of one method's gain over another."""
 from __future__ import annotations
 
 import random
@@ -6,12 +6,15 @@ import random
 
 def paired_bootstrap(diffs_by_seed: list[list[float]], samples: int = 2000, seed: int = 0,
                      level: float = 0.95) -> tuple[float, float, float]:
-    """(mean, low, high) of the mean paired difference, with a percentile bootstrap interval.
+    """(mean, low, high) of the mean paired difference, with a percentile bootstrap interval that counts
+    both sources of variance (SPEC §7): each bootstrap sample redraws the seeds with replacement (the
+    training runs: another seed is another split, initialisation and training), then the test items
+    within each drawn seed with replacement.
 
     `diffs_by_seed[s][i]` is method A's score minus method B's on test item i of seed s (the same items
     for both: a seed fixes the split). The statistic is the mean over seeds of each seed's mean
-    difference; each bootstrap sample redraws the items of every seed with replacement (the seeds are
-    the runs, kept as they are)."""
+    difference. With one seed only the items are resampled, so the interval covers the test items, not
+    training variance: say so wherever it is shown (`interval_kind`)."""
     seeds = [d for d in diffs_by_seed if d]
     if not seeds:
         raise ValueError("no differences to bootstrap")
@@ -22,8 +25,20 @@ def paired_bootstrap(diffs_by_seed: list[list[float]], samples: int = 2000, seed
         return sum(sum(d) / len(d) for d in per_seed) / len(per_seed)
 
     rng = random.Random(seed)
-    draws = sorted(stat([rng.choices(d, k=len(d)) for d in seeds]) for _ in range(samples))
+
+    def draw():
+        drawn = rng.choices(seeds, k=len(seeds)) if len(seeds) > 1 else seeds
+        return stat([rng.choices(d, k=len(d)) for d in drawn])
+
+    draws = sorted(draw() for _ in range(samples))
     tail = (1 - level) / 2
     low = draws[min(samples - 1, int(tail * samples))]
     high = draws[min(samples - 1, int((1 - tail) * samples))]
     return stat(seeds), low, high
+
+
+def interval_kind(n_seeds: int) -> str:
+    """What a `paired_bootstrap` interval over `n_seeds` seeds covers, for the tables that show one."""
+    if n_seeds > 1:
+        return f"95% interval, hierarchical bootstrap over {n_seeds} seeds, then test items within each"
+    return "95% interval over test items only (one seed: training variance is not in it)"

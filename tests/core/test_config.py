@@ -18,7 +18,7 @@ def cli(*args):
     ("foo=1", "error: unknown config key 'foo' (allowed keys here: beta, clients, data, eval, fabric, federation, fedmkt, filter, "
               "filter_net, generation, init_fraction, loss, mard_nll, method, n_c, on_nonfinite, output_dir, overwrite, quiet, reasoning, resume, "
               "reward, rounds, run_name, seed, server, server_weights, sft_prompt, tracking, verbose, wasp)"),
-    ("reward.alph=0.5", "error: unknown config key 'reward.alph' (allowed keys here: alpha, granularity)"),
+    ("reward.alph=0.5", "error: unknown config key 'reward.alph' (allowed keys here: alpha, batch, granularity)"),
     ("rounds=abc", "error: config key 'rounds': Value 'abc' of type 'str' could not be converted to Integer"),
     ("method=fedavg", "error: config key 'method': unknown value 'fedavg' (allowed: lada, standalone, fedkd, fedmkt, wasp, sft_cot, socratic_cot, rstar)"),
     ("data.name=mnist", "error: config key 'data.name': unknown value 'mnist' (allowed: synthetic, aqua, "

@@ -24,6 +24,24 @@ def test_strict_invalid_rate_counts_answers_without_a_statement():
     assert m["invalid_rate"] == pytest.approx(1 / 3) and m["invalid_strict"] == pytest.approx(2 / 3)
 
 
+def test_strict_accuracy_refuses_the_letter_a_cut_rationale_was_checking():
+    # gold B. A cut rationale whose last letter is the gold one scores for lenient, not for strict; a
+    # cut one that ends on a wrong option it was checking is wrong for both
+    gens = [" 2+2=4. The answer is (B).", " 6+2=8. (A) 8 vs 16 no. (B) 16 vs", " 6+2=8. (B) 8 vs 6 no. (C) 8",
+            " The answer is (C)."]
+    m = score_answers(gens, RECS + [RECS[0]], 4)
+    assert m["accuracy"] == pytest.approx(2 / 4)         # B (stated), B (fallback)
+    assert m["accuracy_strict"] == pytest.approx(1 / 4)  # only the stated B
+    assert m["invalid_strict"] == pytest.approx(2 / 4) and m["invalid_rate"] == 0.0
+
+
+def test_the_first_answer_statement_is_the_answer():
+    # an answer ends at its statement: a run-on after it (another example, another question) is not a revision
+    run_on = " 3+4=7. The answer is (B). Question: what is 1+1? Options: (A) 2 (B) 3. The answer is (A)."
+    assert parse_answer(run_on) == "B" and stated_answer(run_on) == "B"
+    assert parse_answer(" no statement, (A) then (C)") == "C" and stated_answer(" no statement, (A) then (C)") is None
+
+
 def test_stated_answer_ignores_letters_beyond_the_options():
     assert stated_answer("The answer is (E).", 4) is None and stated_answer("The answer is (E).", 5) == "E"
 

@@ -138,16 +138,16 @@ def test_fit_reduces_losses_and_is_deterministic():
         return f
 
     a, b = make(), make()
-    loss0 = 0.5 * ((a.predict(x)[1] - r) ** 2).mean().item()
+    u_p_sel = a.predict(x)[1]  # observe() without u_p recorded this (nothing fitted yet)
+    loss0 = 0.5 * ((u_p_sel - r) ** 2).mean().item()
     out_a = [a.fit() for _ in range(3)]
     out_b = [b.fit() for _ in range(3)]
     assert out_a == out_b
     assert torch.equal(a.predict(x)[0], b.predict(x)[0])
     assert out_a[-1]["n"] == 200
     assert out_a[-1]["loss_p"] < 0.2 * loss0
-    # Eq. 9 target is the residual of the *trained* U^p: reported loss_q matches a recomputation
-    u_p = a.predict(x)[1]
-    assert out_a[-1]["loss_q"] < 0.5 * ((r - u_p) ** 2).mean().item() + 1e-3
+    # Eq. 9's label is r − U^p_sel(x), the prediction at observation: U^q fits it below the loss of U^q = 0
+    assert out_a[-1]["loss_q"] < 0.5 * 0.5 * ((r - u_p_sel) ** 2).mean().item()
     assert LearnabilityFilter(embed_dim=8).fit() == {"n": 0}
 
 
@@ -364,3 +364,30 @@ def test_fit_is_bit_identical_to_torch_adamw_over_each_tensor(cls, tmp_path):
     _assert_same(fast, ref)
     for m in (3, 70):
         fit_both(m)
+
+
+def test_explore_label_is_the_reward_minus_the_prediction_recorded_at_selection():
+    """Eq. 9: U^q regresses r_total − U^p_sel(x). Rewards equal to the recorded predictions leave U^q at its
+    zero start, however far the refitted U^p is from them; a constant gap c is what U^q learns."""
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(128, 6, generator=g)
+    r = torch.sigmoid(2 * x[:, 0])
+    f = LearnabilityFilter(embed_dim=6, hidden=16, lam=1.0, epochs=30, batch_size=32, lr=3e-3)
+    f.observe(x, r, u_p=r)
+    f.fit()
+    _, u_p, u_q = f.predict(x)
+    assert not torch.allclose(u_p, r, atol=1e-3)  # the refit residual r − U^p(x) is not zero ...
+    assert torch.equal(u_q, torch.zeros(128))      # ... but the label r − U^p_sel(x) is
+    f2 = LearnabilityFilter(embed_dim=6, hidden=16, lam=1.0, epochs=30, batch_size=32, lr=3e-3)
+    f2.observe(x, r, u_p=r - 0.3)
+    f2.fit()
+    assert f2.predict(x)[2].mean().item() == pytest.approx(0.3, abs=0.05)
+
+
+def test_observe_without_a_recorded_prediction_takes_the_current_one():
+    f = LearnabilityFilter(embed_dim=3, hidden=4, depth=1)
+    x = torch.randn(5, 3)
+    f.observe(x, torch.rand(5))
+    torch.testing.assert_close(f._buffer_rows()[2], f.predict(x)[1])
+    with pytest.raises(ValueError):
+        f.observe(x, torch.rand(5), u_p=torch.zeros(4))

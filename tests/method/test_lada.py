@@ -71,8 +71,9 @@ def test_each_filter_fits_once_per_candidate_batch_or_per_minibatch(tmp_path, fi
     assert any(spans)
 
 
-def test_epochs_zero_trains_nothing_and_the_batch_reward_is_neutral(tmp_path):
-    cfg = smoke(tmp_path, "rounds=1", "eval.shots=[0]", "clients.client1.train.epochs=0")
+def test_epochs_zero_trains_nothing_and_the_same_sample_batch_reward_is_neutral(tmp_path):
+    # reward.batch=same_sample compares a sample before and after its update: with no update, r_batch = 0
+    cfg = smoke(tmp_path, "rounds=1", "eval.shots=[0]", "clients.client1.train.epochs=0", "reward.batch=same_sample")
     exp = build_experiment(cfg)
     results = Results()
     lada.run(exp, Channel(), results)

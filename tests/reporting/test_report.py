@@ -40,7 +40,8 @@ BYTES = {(1, "client->server", "client1"): 1_500_000, (1, "server->client", "cli
 
 def make_results(method="lada", run_name="runA") -> dict:
     acc = [{"round": t, "participant": p, "role": "server" if p == "server" else "client", "shots": s,
-            "accuracy": a, "invalid_rate": round(1 - a, 4) / 2, "n": 16} for (t, p, s), a in ACC.items()]
+            "accuracy": a, "accuracy_strict": a - 0.0625, "invalid_rate": round(1 - a, 4) / 2, "n": 16}
+           for (t, p, s), a in ACC.items()]
     sel = [{"round": t, "pair": pair, "side": "server" if pair.startswith("server") else "client",
             "candidates": 16, "selected": n, "bound": ""} for (t, pair), ns in SELECTED.items() for n in ns]
     comm = [{"round": t, "direction": d, "client": c, "bytes": b} for (t, d, c), b in sorted(BYTES.items()) if b]
@@ -97,9 +98,10 @@ def test_report_on_one_run_writes_tables_and_plots(tmp_path, capsys):
     assert capsys.readouterr().out.strip() == str(run / "report.md")
     md = (run / "report.md").read_text()
     assert "# Report: lada (runA)" in md
-    assert "| round | participant | 0-shot acc | 0-shot invalid | 1-shot acc | 1-shot invalid |" in md
-    assert "| 1 | server | 0.500 | 0.250 | 0.562 | 0.219 |" in md
-    assert "| 2 | client1 | 0.625 | 0.188 | 0.750 | 0.125 |" in md
+    assert ("| round | participant | 0-shot acc | 0-shot strict | 0-shot invalid | 1-shot acc | 1-shot strict | "
+            "1-shot invalid |") in md
+    assert "| 1 | server | 0.500 | 0.438 | 0.250 | 0.562 | 0.500 | 0.219 |" in md  # lenient, strict, invalid
+    assert "| 2 | client1 | 0.625 | 0.562 | 0.188 | 0.750 | 0.688 | 0.125 |" in md
     assert "| pair | round 1 | round 2 |" in md
     assert "| client1<-server | 8 / 32 | 12 / 32 |" in md
     assert "| server<-client2 | 8 / 32 | 6 / 32 |" in md
@@ -165,10 +167,11 @@ def as_results_and_channel(saved: dict) -> tuple[Results, Channel]:
 def test_summary_rows_from_live_objects_and_from_saved_results_agree():
     saved = make_results()
     head, rows = summary_rows(saved, 2)
-    assert head == ["participant", "0-shot acc", "1-shot acc", "selected", "MB up", "MB down"]
-    assert rows == [["client1", "0.625", "0.750", "12", "0.250", "0.750"],
-                    ["client2", "0.375", "0.500", "3", "0.000", "0.000"],
-                    ["server", "0.688", "0.812", "18", "0.250", "0.750"]]
+    assert head == ["participant", "0-shot acc lenient/strict", "1-shot acc lenient/strict", "selected", "MB up",
+                    "MB down"]
+    assert rows == [["client1", "0.625/0.562", "0.750/0.688", "12", "0.250", "0.750"],
+                    ["client2", "0.375/0.312", "0.500/0.438", "3", "0.000", "0.000"],
+                    ["server", "0.688/0.625", "0.812/0.750", "18", "0.250", "0.750"]]
     results, channel = as_results_and_channel(saved)
     assert summary_rows(results, 2, channel) == (head, rows)
 
@@ -195,8 +198,9 @@ def test_progress_outside_a_terminal_prints_plain_summaries_without_control_code
     assert "\x1b" not in out and "\r" not in out
     lines = out.splitlines()
     assert lines[0] == "round 1" and "round 2" in lines
-    assert lines[1].split() == ["participant", "0-shot", "acc", "1-shot", "acc", "selected", "MB", "up", "MB", "down"]
-    assert lines[lines.index("round 2") + 3].split() == ["client2", "0.375", "0.500", "3", "0.000", "0.000"]
+    assert lines[1].split() == ["participant", "0-shot", "acc", "lenient/strict", "1-shot", "acc", "lenient/strict",
+                                "selected", "MB", "up", "MB", "down"]
+    assert lines[lines.index("round 2") + 3].split() == ["client2", "0.375/0.312", "0.500/0.438", "3", "0.000", "0.000"]
     assert len(lines) == 2 * 5
 
 
@@ -276,8 +280,10 @@ def with_round0(results: dict, seed: int = 0, shift: float = 0.0) -> dict:
     """`results` with round-0 rows (accuracy 0.125 below round 1), 4 options, `seed`, accuracies + `shift`."""
     r = copy.deepcopy(results)
     r["config"] |= {"seed": seed, "data": {"num_options": 4}}
-    first = [dict(a, round=0, accuracy=a["accuracy"] - 0.125) for a in r["accuracy"] if a["round"] == 1]
-    r["accuracy"] = [dict(a, accuracy=a["accuracy"] + shift) for a in first + r["accuracy"]]
+    first = [dict(a, round=0, accuracy=a["accuracy"] - 0.125, accuracy_strict=a["accuracy_strict"] - 0.125)
+             for a in r["accuracy"] if a["round"] == 1]
+    r["accuracy"] = [dict(a, accuracy=a["accuracy"] + shift, accuracy_strict=a["accuracy_strict"] + shift)
+                     for a in first + r["accuracy"]]
     return r
 
 
@@ -309,8 +315,9 @@ def test_seeds_of_one_config_give_mean_and_std_bands_and_tables(tmp_path):
     assert f"| final-round accuracy | {label} | standalone (st) |" in md
     assert "| client1, 0-shot | 0.688 ± 0.062 | 0.625 |" in md  # 0.625 + (0, 1/16, 1/8): std 1/16
     assert "| total MB | 6.0000 ± 0.0000 | 6.0000 |" in md
-    assert f"## {label}" in md and "| round | participant | 0-shot acc | 1-shot acc | runs |" in md
-    assert "| 0 | client1 | 0.188 ± 0.062 | 0.312 ± 0.062 | 3 |" in md
+    assert f"## {label}" in md and "| round | participant | 0-shot acc | 0-shot strict | 1-shot acc | 1-shot strict | runs |" in md
+    assert "| 0 | client1 | 0.188 ± 0.062 | 0.125 ± 0.062 | 0.312 ± 0.062 | 0.250 ± 0.062 | 3 |" in md
+    assert "| client1, 0-shot strict | 0.625 ± 0.062 | 0.562 |" in md
     assert "(group1-lada-accuracy.png)" in md
     assert_png(tmp_path / "out" / "group1-lada-accuracy.png")
 
@@ -338,9 +345,12 @@ def test_final_table_shows_round_0_and_the_change():
     results.accuracy = with_round0(make_results())["accuracy"]
     lines = results.table().splitlines()
     assert lines[0] == "round 2"
-    assert lines[1].split() == ["participant", "0-shot", "acc", "(invalid)", "round", "0", "change",
-                                "1-shot", "acc", "(invalid)", "round", "0", "change"]
-    assert lines[2].split() == ["client1", "0.625", "(0.19)", "0.125", "+0.500", "0.750", "(0.12)", "0.250", "+0.500"]
+    assert lines[1].split() == ["participant", "0-shot", "lenient/strict", "(invalid)", "round", "0", "change",
+                                "1-shot", "lenient/strict", "(invalid)", "round", "0", "change"]
+    assert lines[2].split() == ["client1", "0.625/0.562", "(0.19)", "0.125/0.062", "+0.500/+0.500",
+                                "0.750/0.688", "(0.12)", "0.250/0.188", "+0.500/+0.500"]
+    results.accuracy = [{k: v for k, v in r.items() if k != "accuracy_strict"} for r in results.accuracy]
+    assert results.table().splitlines()[2].split()[1] == "0.625/-"  # a run from before strict accuracy
 
 
 # ----------------------------------------------------------------------------- plain progress lines

@@ -2,7 +2,7 @@ import statistics
 
 import pytest
 
-from ladalit.reporting.stats import paired_bootstrap
+from ladalit.reporting.stats import interval_kind, paired_bootstrap
 
 
 def test_constant_differences_give_a_point_interval():
@@ -29,3 +29,20 @@ def test_deterministic_and_refuses_empty():
     assert paired_bootstrap(d, seed=3) == paired_bootstrap(d, seed=3)
     with pytest.raises(ValueError):
         paired_bootstrap([[]])
+
+
+def test_seed_variance_widens_the_interval():
+    # two seeds whose gains disagree (+1 on every item of one, -1 on every item of the other): the items
+    # within a seed never vary, so an interval that kept the seeds fixed would be the point 0; resampling
+    # the seeds draws (+1, +1), (+1, -1), (-1, +1), (-1, -1): the interval reaches both ends
+    mean, low, high = paired_bootstrap([[1.0] * 50, [-1.0] * 50], samples=2000, seed=0)
+    assert mean == 0.0 and low == -1.0 and high == 1.0
+    # three seeds of +0.3, +0.1, -0.1 (items constant): a bootstrap sample is the mean of 3 seeds drawn with
+    # replacement; P(all three -0.1) = P(all three +0.3) = 1/27 = 3.7% > 2.5%, so the interval's ends are -0.1, +0.3
+    mean, low, high = paired_bootstrap([[0.3] * 20, [0.1] * 20, [-0.1] * 20], samples=4000, seed=1)
+    assert mean == pytest.approx(0.1)
+    assert low == pytest.approx(-0.1) and high == pytest.approx(0.3)
+
+
+def test_interval_kind_says_what_it_covers():
+    assert "items only" in interval_kind(1) and "seeds" in interval_kind(3)
