@@ -83,13 +83,6 @@ def check_records_fit(cfg, records: list[MCRecord], source: str) -> None:
             check_mixture_fits(mixture, records, d.train_per_client, d.test_per_client, d.public_size)
         except MixtureError as err:
             raise ConfigError(f"config key 'data.mixture.{err.key}': {err.message} ({source})") from None
-    if 0 < d.domain_skew < 1:
-        try:
-            check_mixture_fits(skew_mixture(records, k, d.domain_skew), records, d.train_per_client,
-                               d.test_per_client, d.public_size)
-        except MixtureError as err:
-            raise ConfigError(f"config key 'data.domain_skew': {d.domain_skew} cannot be drawn from {source}: "
-                              f"{err.message}") from None
     if d.domain_skew > 0:
         per_client = d.train_per_client + d.test_per_client
         own = round(d.domain_skew * per_client)
@@ -98,6 +91,13 @@ def check_records_fit(cfg, records: list[MCRecord], source: str) -> None:
             if have < own:
                 raise ConfigError(f"config key 'data.domain_skew': {d.domain_skew} needs {own} records from client "
                                   f"{i + 1}'s domains {sorted(group)}, {source} has {have}")
+    if 0 < d.domain_skew < 1:
+        try:
+            check_mixture_fits(skew_mixture(records, k, d.domain_skew), records, d.train_per_client,
+                               d.test_per_client, d.public_size)
+        except ValueError as err:  # MixtureError: a domain asked for more than it has
+            raise ConfigError(f"config key 'data.domain_skew': {d.domain_skew} cannot be drawn from {source}: "
+                              f"{getattr(err, 'message', str(err))}") from None
 
 
 def one_shot_example(cfg) -> MCRecord:

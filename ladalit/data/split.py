@@ -227,6 +227,10 @@ def skew_mixture(records: list[MCRecord], num_clients: int, domain_skew: float) 
     total = len(records)
     train = {}
     for k, group in enumerate(domain_groups(records, num_clients)):
+        if not group:
+            raise ValueError(f"domain_skew={domain_skew}: client {k} has no domain of its own (the records have "
+                             f"{len(set(have) - {SHARED_DOMAIN})} domains besides {SHARED_DOMAIN!r} for "
+                             f"{num_clients} clients)")
         own = sum(have[d] for d in group)
         shares = {d: (1 - domain_skew) * c / total for d, c in sorted(have.items())}
         for d in sorted(group):

@@ -118,6 +118,13 @@ def test_domain_skew_between_0_and_1_spreads_the_iid_part_by_the_pool():
         {"shared": 48, "x": 36, "y": 16}, {"shared": 48, "x": 16, "y": 36}]
 
 
+def test_domain_skew_between_0_and_1_needs_a_domain_per_client():
+    recs = world({"shared": 100, "x": 100})
+    with pytest.raises(ValueError, match=r"^domain_skew=0.5: client 1 has no domain of its own \(the records have 1 "
+                                         r"domains besides 'shared' for 2 clients\)$"):
+        federated_split(recs, 2, 0, 1, 10, seed=0, domain_skew=0.5)  # 0.5 of 1 record rounds to 0 own
+
+
 def test_check_mixture_errors_name_the_key():
     def err(mixture, names=("c1", "c2")) -> str:
         with pytest.raises(MixtureError) as e:
