@@ -11,11 +11,13 @@ the runs go to benchmarks/results/demo_runs/), then writes benchmarks/results/de
   then the test items within each (`ladalit.reporting.stats.paired_bootstrap`; a seed fixes the split, so
   both methods saw the same items; with one seed the interval covers the items only, and says so);
 - the oracle's selection precision of LaDa's filters per pair and round against a random selection of
-  the same size, and how often the chosen answers were right (`ladalit.demo.oracle`);
+  the same size, how often the chosen answers were right, and the share of the selection labelled
+  correctable against a random selection's (`ladalit.demo.oracle`);
 - the server's accuracy per domain at round 0 and after the last round, with each method;
 - the paper's claims, each marked met or not: LaDa ahead of Standalone on every client, at least level
   with FedKD on average over the clients, the server no lower than its round 0, and the filter's
-  precision above random for every pair after round 1.
+  precision above random for every pair after round 1, and its correctable share above random for every
+  pair after round 1.
 Extra arguments are config overrides for every run (e.g. `rounds=2`).
 """
 from __future__ import annotations
@@ -131,12 +133,14 @@ def main(argv: list[str] | None = None) -> dict:
             for row in runs["lada"][s][0].get("selection_quality", []):
                 quality[(row["round"], row["pair"])].append(row)
         lines += ["### LaDa's selections against the oracle (mean over seeds)", "",
-                  "| round | pair | selected | precision | random | chosen answer correct |", "|---|---|---|---|---|---|"]
+                  "| round | pair | selected | precision | random | chosen answer correct | correctable | random |",
+                  "|---|---|---|---|---|---|---|---|"]
         for (t, pair), rows in sorted(quality.items()):
             mean = {k: statistics.mean(r[k] for r in rows) for k in ("selected", "precision", "random_precision",
                                                                       "chosen_correct")}
             lines.append(f"| {t} | {pair} | {mean['selected']:.0f} | {mean['precision']:.2f} | "
-                         f"{mean['random_precision']:.2f} | {mean['chosen_correct']:.2f} |")
+                         f"{mean['random_precision']:.2f} | {mean['chosen_correct']:.2f} | "
+                         f"{correctable(rows, 'shares'):.2f} | {correctable(rows, 'random_shares'):.2f} |")
         summary["selection_quality"] = {f"{t} {p}": rows for (t, p), rows in quality.items()}
         lines += ["", "### Server accuracy per domain, 0-shot (%), mean over seeds", ""]
         domains = sorted({r["domain"] for s in args.seeds for r in first[s][0].get("accuracy_by_domain", [])})
@@ -162,6 +166,12 @@ def main(argv: list[str] | None = None) -> dict:
     (out / "demo_methods.md").write_text(text + "\n")
     (out / "demo_methods.json").write_text(json.dumps(summary, indent=1, default=str))
     return summary
+
+
+def correctable(rows: list[dict], key: str) -> float:
+    """Mean over seeds of the oracle's correctable share (`shares` of the selection, `random_shares` of a
+    random one); NaN where a run has none (no labelled sample, or results from before the labels)."""
+    return statistics.mean(r.get(key, {}).get("correctable", float("nan")) for r in rows)
 
 
 def claims(summary: dict, names: list[str], methods: list[str]) -> list[str]:
@@ -190,6 +200,9 @@ def claims(summary: dict, names: list[str], methods: list[str]) -> list[str]:
              for rows in later]
     out.append(f"- the filter's precision above random for every pair after round 1: {mark(bool(above) and all(above))} "
                f"({sum(above)} of {len(above)} (round, pair))")
+    more = [correctable(rows, "shares") > correctable(rows, "random_shares") for rows in later]
+    out.append(f"- the filter's correctable share above random for every pair after round 1: "
+               f"{mark(bool(more) and all(more))} ({sum(more)} of {len(more)} (round, pair))")
     return out
 
 

@@ -109,6 +109,9 @@ def test_demo_methods_tables_on_smoke(tmp_path):
     assert {k.split()[1] for k in out["selection_quality"]} == {"client1<-server", "client2<-server",
                                                                 "server<-client1", "server<-client2"}
     assert "LaDa ahead of Standalone on every client" in text and "the server ends no lower than its round 0" in text
+    assert "the filter's correctable share above random for every pair after round 1" in text
+    for rows in out["selection_quality"].values():  # every selected sample had both answers: a label each
+        assert all(r["labelled"] == r["selected"] and sum(r["shares"].values()) == pytest.approx(1) for r in rows)
     # benchmarks.fidelity_compare on that LaDa run (against itself): a row per (round, pair) and run, the server
     # pairs with their w_k spread, and the accuracy rows of predictions.jsonl
     from benchmarks import fidelity_compare

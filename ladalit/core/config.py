@@ -108,6 +108,18 @@ class SyntheticDataConfig:
 
 
 @dataclass
+class MixtureConfig:
+    """`data.mixture`: the split's domains given explicitly (ladalit.data.split.mixture_split); empty = domain_skew."""
+    # client name -> {domain: share} of its private train set, shares in [0, 1] summing to 1; every client
+    # needs one once any is set ({}: the split follows domain_skew)
+    train: Dict[str, Dict[str, float]] = field(default_factory=dict)
+    # client name -> {domain: share} of its private test set (a client not named here: its train mixture)
+    test: Dict[str, Dict[str, float]] = field(default_factory=dict)
+    # {domain: share} of the public set D_p ({}: drawn iid from the records the clients left)
+    public: Dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
 class DataConfig:
     # data set loader
     name: str = "synthetic"
@@ -125,8 +137,11 @@ class DataConfig:
     test_per_client: int = 500
     # public distillation set size |D_p| (no answers)
     public_size: int = 1000
-    # 0: iid clients; 1: every client draws only from its own domains
+    # 0: iid clients; 1: every client draws only from its own domains; in between: that share from its own
+    # domains, the rest iid (exact counts)
     domain_skew: float = 0.0
+    # explicit domain shares per client (train, test) and of the public set; replaces domain_skew
+    mixture: MixtureConfig = field(default_factory=MixtureConfig)
     # the generated task (name=synthetic)
     synthetic: SyntheticDataConfig = field(default_factory=SyntheticDataConfig)
 
@@ -655,6 +670,7 @@ def _check_consistency(cfg: DictConfig) -> None:
         if m.source == "tiny" and m.num_heads % m.num_kv_heads:
             raise ConfigError(f"config key '{prefix}.model.num_heads': {m.num_heads} is not a multiple of "
                               f"num_kv_heads {m.num_kv_heads}")
+    _check_mixture(cfg)
     if cfg.resume and cfg.overwrite:
         raise ConfigError("config key 'overwrite': resume=true and overwrite=true contradict each other; choose one")
     name = cfg.run_name
@@ -669,6 +685,35 @@ def _check_consistency(cfg: DictConfig) -> None:
     if cfg.filter_net.class_path:
         from ladalit.method.filter import LearnabilityFilter
         _check_class("filter_net.class_path", cfg.filter_net.class_path, LearnabilityFilter)
+
+
+def _check_mixture(cfg: DictConfig) -> None:
+    """data.mixture: a mixture per client, shares in [0, 1] summing to 1 (domains and counts: at data load)."""
+    m = cfg.data.mixture
+    if not (m.train or m.test or m.public):
+        return
+    if not m.train:
+        raise ConfigError("config key 'data.mixture.train': required once data.mixture.test or data.mixture.public "
+                          "is set (a mixture per client)")
+    if cfg.data.domain_skew > 0:
+        raise ConfigError(f"config key 'data.domain_skew': {cfg.data.domain_skew} and data.mixture both shape the "
+                          "split; set domain_skew to 0")
+    from ladalit.data.split import MixtureError, check_mixture
+    try:
+        check_mixture(mixture_of(cfg), list(cfg.clients))
+    except MixtureError as err:
+        raise ConfigError(f"config key 'data.mixture.{err.key}': {err.message}") from None
+
+
+def mixture_of(cfg):
+    """The config's data.mixture as a `ladalit.data.split.Mixture` (clients in config order), or None."""
+    from ladalit.data.split import Mixture
+    m = cfg.data.mixture
+    if not m.train:
+        return None
+    train = {n: dict(m.train[n]) for n in cfg.clients if n in m.train}
+    train.update({n: dict(v) for n, v in m.train.items() if n not in train})  # unknown names: check_mixture says so
+    return Mixture(train=train, test={n: dict(v) for n, v in m.test.items()}, public=dict(m.public) or None)
 
 
 def _check_class(key: str, path: str, base: type) -> None:
@@ -758,7 +803,7 @@ HELP_KEYS = [
     ("reward.alpha, reward.granularity, reward.batch", "α of Eq. 7; sample | set; previous_selection | same_sample"),
     ("filter_net.*", "filter network: encoder, lam (λ), tau (τ), lr, epochs, fit_every, min_select, max_select, "
                      "class_path"),
-    ("data.*", "name, path, hub_id, train_per_client, test_per_client, public_size, domain_skew"),
+    ("data.*", "name, path, hub_id, train_per_client, test_per_client, public_size, domain_skew, mixture.*"),
     ("server.* / clients.NAME.*", "model (source, name_or_path, arch, sizes, lora.*), train (lr, epochs, ...)"),
     ("eval.*", "shots [0, 1], max_new_tokens, batch_size, every_round, limit"),
     ("fabric.*", "accelerator, devices, strategy (auto | fsdp2), precision"),

@@ -5,9 +5,10 @@ from dataclasses import dataclass, field
 
 import lightning as L
 
-from ladalit.core.config import ConfigError, participant_configs
+from ladalit.core.config import ConfigError, mixture_of, participant_configs
 from ladalit.data.records import MCRecord
-from ladalit.data.split import FederatedData, domain_groups, drop_duplicate_questions, federated_split, normalise_options
+from ladalit.data.split import (FederatedData, MixtureError, check_mixture_fits, domain_groups, drop_duplicate_questions,
+                                federated_split, normalise_options, skew_mixture)
 from ladalit.core.models import build_model, check_model_source
 from ladalit.scale.offload import Residency
 from ladalit.core.seeds import name_seed
@@ -59,7 +60,7 @@ def prepared_records(cfg) -> list[MCRecord]:
 def load_data(cfg) -> FederatedData:
     d = cfg.data
     return federated_split(prepared_records(cfg), len(cfg.clients), d.train_per_client, d.test_per_client,
-                           d.public_size, cfg.seed, d.domain_skew)
+                           d.public_size, cfg.seed, d.domain_skew, mixture_of(cfg))
 
 
 def check_records_fit(cfg, records: list[MCRecord], source: str) -> None:
@@ -76,6 +77,12 @@ def check_records_fit(cfg, records: list[MCRecord], source: str) -> None:
         if distinct < d.num_options:
             raise ConfigError(f"config key 'data.num_options': {d.num_options}, but record {rec.id} of {source} has "
                               f"{distinct} distinct options")
+    mixture = mixture_of(cfg)
+    if mixture is not None:
+        try:
+            check_mixture_fits(mixture, records, d.train_per_client, d.test_per_client, d.public_size)
+        except MixtureError as err:
+            raise ConfigError(f"config key 'data.mixture.{err.key}': {err.message} ({source})") from None
     if d.domain_skew > 0:
         per_client = d.train_per_client + d.test_per_client
         own = round(d.domain_skew * per_client)
@@ -84,6 +91,13 @@ def check_records_fit(cfg, records: list[MCRecord], source: str) -> None:
             if have < own:
                 raise ConfigError(f"config key 'data.domain_skew': {d.domain_skew} needs {own} records from client "
                                   f"{i + 1}'s domains {sorted(group)}, {source} has {have}")
+    if 0 < d.domain_skew < 1:
+        try:
+            check_mixture_fits(skew_mixture(records, k, d.domain_skew), records, d.train_per_client,
+                               d.test_per_client, d.public_size)
+        except ValueError as err:  # MixtureError: a domain asked for more than it has
+            raise ConfigError(f"config key 'data.domain_skew': {d.domain_skew} cannot be drawn from {source}: "
+                              f"{getattr(err, 'message', str(err))}") from None
 
 
 def one_shot_example(cfg) -> MCRecord:

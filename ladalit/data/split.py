@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 import random
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from ladalit.data.records import LETTERS, DataError, MCRecord
 
@@ -105,6 +105,183 @@ def domain_groups(records: list[MCRecord], num_clients: int) -> list[set[str]]:
     return [set(domains[k::num_clients]) for k in range(num_clients)]
 
 
+@dataclass(frozen=True)
+class Mixture:
+    """Explicit domain shares of the split (`data.mixture`): {domain: share} per client, by name, for its
+    private train set and for its test set, and for the public set. The clients come back in `train`'s
+    order; a client missing from `test` is tested on its train mixture; `public` None or {} draws D_p iid
+    from what the clients left."""
+
+    train: dict[str, dict[str, float]]
+    test: dict[str, dict[str, float]] = field(default_factory=dict)
+    public: dict[str, float] | None = None
+
+    def test_of(self, name: str) -> dict[str, float]:
+        return self.test.get(name) or self.train[name]
+
+
+class MixtureError(ValueError):
+    """A mixture that cannot be drawn; `key` is where under data.mixture (e.g. "train.client1.calendar")."""
+
+    def __init__(self, key: str, message: str):
+        super().__init__(f"data.mixture.{key}: {message}")
+        self.key, self.message = key, message
+
+
+# shares of one mixture may miss 1 by this much (1/3 + 1/3 + 1/3 written with a few decimals)
+SHARE_TOLERANCE = 1e-6
+
+
+def check_shares(key: str, shares: dict[str, float]) -> None:
+    """MixtureError unless every share is a finite number in [0, 1] and they sum to 1."""
+    for domain, share in shares.items():
+        if not isinstance(share, (int, float)) or isinstance(share, bool) or not 0.0 <= share <= 1.0:
+            raise MixtureError(f"{key}.{domain}", f"share {share!r} is not a number in [0, 1]")
+    total = sum(shares.values())
+    if abs(total - 1.0) > SHARE_TOLERANCE:
+        raise MixtureError(key, f"shares sum to {total:g}, they must sum to 1")
+
+
+def check_mixture(mixture: Mixture, names: list[str]) -> None:
+    """MixtureError unless `train` names every client and no other, `test` only clients, and every
+    mixture's shares are in [0, 1] and sum to 1 (the domains are checked against the records: `check_mixture_fits`)."""
+    for part in ("train", "test"):
+        for name in getattr(mixture, part):
+            if name not in names:
+                raise MixtureError(f"{part}.{name}", f"no such client (clients: {', '.join(names)})")
+    missing = [n for n in names if n not in mixture.train]
+    if missing:
+        raise MixtureError("train", f"client {missing[0]} has no mixture (once data.mixture.train is set, "
+                                    "every client needs one)")
+    for name in names:
+        check_shares(f"train.{name}", mixture.train[name])
+        if name in mixture.test:
+            check_shares(f"test.{name}", mixture.test[name])
+    if mixture.public:
+        check_shares("public", mixture.public)
+
+
+def apportion(n: int, shares: dict[str, float]) -> dict[str, int]:
+    """Whole counts summing to n in proportion to the shares (largest remainder; equal remainders go to the
+    larger share, then to the domain first in sorted order). Domains with share 0 get none."""
+    total = sum(shares.values())
+    exact = {d: n * s / total for d, s in shares.items() if s > 0}
+    counts = {d: int(x) for d, x in exact.items()}
+    by_rest = sorted(exact, key=lambda d: (-round(exact[d] - counts[d], 9), -shares[d], d))
+    for d in by_rest[:n - sum(counts.values())]:
+        counts[d] += 1
+    return counts
+
+
+def mixture_demand(mixture: Mixture, train_per_client: int, test_per_client: int,
+                   public_size: int) -> dict[str, dict[str, int]]:
+    """{domain: {part: records}}, part being "train.NAME", "test.NAME" or "public" (a client missing
+    from `test` counts under "test.NAME" with its train mixture)."""
+    need: dict[str, dict[str, int]] = {}
+    parts = [(f"train.{n}", train_per_client, mixture.train[n]) for n in mixture.train]
+    parts += [(f"test.{n}", test_per_client, mixture.test_of(n)) for n in mixture.train]
+    if mixture.public:
+        parts.append(("public", public_size, mixture.public))
+    for what, n, shares in parts:
+        for domain, count in apportion(n, shares).items():
+            need.setdefault(domain, {})[what] = count
+    return need
+
+
+def check_mixture_fits(mixture: Mixture, records: list[MCRecord], train_per_client: int, test_per_client: int,
+                       public_size: int) -> None:
+    """MixtureError naming the key when a mixture names a domain the records lack, or asks a domain for
+    more records than it has."""
+    have: dict[str, int] = {}
+    for r in records:
+        have[r.domain] = have.get(r.domain, 0) + 1
+    known = ", ".join(sorted(have))
+    parts = [(f"train.{n}", s) for n, s in mixture.train.items()] + [(f"test.{n}", s) for n, s in mixture.test.items()]
+    parts += [("public", mixture.public)] if mixture.public else []
+    for key, shares in parts:
+        for domain in shares:
+            if domain not in have:
+                raise MixtureError(f"{key}.{domain}", f"unknown domain (the records' domains: {known})")
+    demand = mixture_demand(mixture, train_per_client, test_per_client, public_size)
+    for domain, wants in sorted(demand.items()):
+        total = sum(wants.values())
+        if total > have[domain]:
+            # named after the part asking for the most of it (the last of equals)
+            key = f"{max(reversed(list(wants)), key=wants.get)}.{domain}"
+            if key.startswith("test.") and key.split(".")[1] not in mixture.test:
+                key = "train." + key.split(".", 1)[1]
+            parts_text = ", ".join(f"{w} {c}" for w, c in wants.items())
+            raise MixtureError(key, f"domain {domain} is asked for {total} records in all ({parts_text}), "
+                                    f"the records have {have[domain]}")
+    left = len(records) - sum(c for wants in demand.values() for c in wants.values())
+    if not mixture.public and left < public_size:
+        raise MixtureError("public", f"{left} records are left for the public set of {public_size}")
+
+
+def skew_mixture(records: list[MCRecord], num_clients: int, domain_skew: float) -> Mixture:
+    """domain_skew as a mixture: a share domain_skew from the client's own domains (`domain_groups`), the rest
+    iid, each part spread over its domains in proportion to their records. Clients are named "0", "1", ..."""
+    have: dict[str, int] = {}
+    for r in records:
+        have[r.domain] = have.get(r.domain, 0) + 1
+    total = len(records)
+    train = {}
+    for k, group in enumerate(domain_groups(records, num_clients)):
+        if not group:
+            raise ValueError(f"domain_skew={domain_skew}: client {k} has no domain of its own (the records have "
+                             f"{len(set(have) - {SHARED_DOMAIN})} domains besides {SHARED_DOMAIN!r} for "
+                             f"{num_clients} clients)")
+        own = sum(have[d] for d in group)
+        shares = {d: (1 - domain_skew) * c / total for d, c in sorted(have.items())}
+        for d in sorted(group):
+            shares[d] += domain_skew * have[d] / own
+        train[str(k)] = shares
+    return Mixture(train=train)
+
+
+def mixture_split(records: list[MCRecord], mixture: Mixture, train_per_client: int, test_per_client: int,
+                  public_size: int, seed: int) -> FederatedData:
+    """Disjoint client train/test sets and public set with exactly the mixtures' counts per domain.
+
+    Each domain's records are taken in one seeded shuffled order, in consecutive blocks: the public set's
+    first (when it has a mixture), then the clients' in sorted name order, train before test. So counts never
+    depend on the clients' order, and a client's records depend on its name, not its place in the config.
+    A client's train and test lists are shuffled by a stream of its own; an iid public set is a seeded
+    sample of what is left."""
+    check_mixture(mixture, list(mixture.train))
+    check_mixture_fits(mixture, records, train_per_client, test_per_client, public_size)
+    rng = random.Random(seed)
+    order = list(range(len(records)))
+    rng.shuffle(order)
+    queue: dict[str, list[int]] = {}
+    for i in order:
+        queue.setdefault(records[i].domain, []).append(i)
+    taken = {d: 0 for d in queue}
+    used: set[int] = set()
+
+    def take(n: int, shares: dict[str, float]) -> list[int]:
+        got = []
+        for domain, count in sorted(apportion(n, shares).items()):
+            got += queue[domain][taken[domain]:taken[domain] + count]
+            taken[domain] += count
+        used.update(got)
+        return got
+
+    public = take(public_size, mixture.public) if mixture.public else None
+    drawn = {}
+    for name in sorted(mixture.train):
+        mine = random.Random(f"ladalit.split:{seed}:{name}")
+        train, test = take(train_per_client, mixture.train[name]), take(test_per_client, mixture.test_of(name))
+        mine.shuffle(train)
+        mine.shuffle(test)
+        drawn[name] = ClientData(train=[records[i].private() for i in train], test=[records[i].private() for i in test])
+    if public is None:
+        public = rng.sample([i for i in order if i not in used], public_size)
+    else:
+        rng.shuffle(public)
+    return FederatedData(clients=[drawn[n] for n in mixture.train], public=[records[i].public() for i in public])
+
+
 def federated_split(
     records: list[MCRecord],
     num_clients: int,
@@ -113,13 +290,14 @@ def federated_split(
     public_size: int,
     seed: int,
     domain_skew: float = 0.0,
+    mixture: Mixture | None = None,
 ) -> FederatedData:
     """Draw disjoint client train/test sets and the public set, deterministically by seed.
 
-    domain_skew = 0: every client draws iid; 1: client k draws only from its own
-    group of domains (`domain_groups`); in between: round(domain_skew · n) of each
-    client's n records come from its own domains, the rest iid. The public set is
-    drawn iid from what is left.
+    With a `mixture`: exactly its counts per domain (`mixture_split`; domain_skew must be 0). Else
+    domain_skew = 0: every client draws iid; 1: client k draws only from its own group of domains
+    (`domain_groups`); in between: `skew_mixture`, a share domain_skew of each client's records from its own
+    domains and the rest iid, in exact counts. The public set is drawn iid from what is left.
     """
     if num_clients < 1:
         raise ValueError(f"num_clients must be >= 1, got {num_clients}")
@@ -130,12 +308,22 @@ def federated_split(
     ids = [r.id for r in records]
     if len(set(ids)) != len(ids):
         raise ValueError(f"record ids are not unique ({len(ids) - len(set(ids))} duplicates)")
+    if mixture is not None and domain_skew > 0:
+        raise ValueError(f"domain_skew={domain_skew} and a mixture: choose one")
     per_client = train_per_client + test_per_client
     need = num_clients * per_client + public_size
     if len(records) < need:
         raise ValueError(
             f"federated_split needs {need} records ({num_clients} clients x ({train_per_client} train + "
             f"{test_per_client} test) + {public_size} public), got {len(records)}")
+    if mixture is None and 0.0 < domain_skew < 1.0:
+        # the draw before 2026-12-07 took the own-domain records first and the iid ones from what was left,
+        # client by client, so the iid part was mostly the domains no client owns and depended on client order
+        mixture = skew_mixture(records, num_clients, domain_skew)
+    if mixture is not None:
+        if len(mixture.train) != num_clients:
+            raise ValueError(f"the mixture has {len(mixture.train)} clients, num_clients is {num_clients}")
+        return mixture_split(records, mixture, train_per_client, test_per_client, public_size, seed)
 
     rng = random.Random(seed)
     order = list(range(len(records)))

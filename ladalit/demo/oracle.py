@@ -21,10 +21,29 @@ Which public samples are *learnable and useful* for a pair follows from how the 
 
 A random selection's expected precision is the useful fraction of D_p (every round's candidate batches
 cover D_p once). Models not from the zoo count as able to learn, and to have been taught, every length.
+
+The *labels* (issue 34) partition each (round, pair, sample) by the answers actually exchanged that
+round: the chosen answer is the teacher's (y^s for "k<-server", y^k for "server<-k"), the rejected one the
+learner's own:
+
+- correctable: chosen right, rejected wrong, and the chain within the learner's learnable steps;
+- out_of_reach: the same, beyond them;
+- redundant: both right;
+- harmful: chosen wrong, rejected right;
+- noise: both wrong (an answer without a parseable letter is wrong).
+
+The learnable steps are a table {participant: longest learnable chain}, a parameter of every function
+that uses them (`world_oracle`, `selection_quality`, `oracle_report`): the zoo's asserted
+`learnable_steps` by default, a measured table where one exists. A sample lacking either answer that
+round has no label. `selection_quality` gives each label's share of the filter's selection and the shares
+a random selection of the same size would have in expectation: those of every sample of D_p that has both
+answers that round (`random_labelled` of them; the methods generate answers only for the samples some
+selection drew, so where that is below |D_p| the random shares are over those samples only).
 """
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from ladalit.core.prompts import parse_answer
@@ -55,33 +74,77 @@ class Oracle:
         return t.domain == SHARED_DOMAIN and t.steps <= self.learnable_steps[learner]
 
 
-def world_oracle(cfg) -> Oracle | None:
-    """The oracle of a run's data, or None where the data is not the demo world's."""
+LABELS = ("correctable", "out_of_reach", "redundant", "harmful", "noise")
+
+
+def label(chosen_right: bool, rejected_right: bool, within_reach: bool) -> str:
+    """One of LABELS for a sample whose chosen (teacher's) and rejected (learner's) answers were right or not."""
+    if chosen_right:
+        return "redundant" if rejected_right else ("correctable" if within_reach else "out_of_reach")
+    return "harmful" if rejected_right else "noise"
+
+
+def sample_labels(truth: Mapping[str, Truth], keys: Iterable[tuple[int, str, str]], answers: Mapping[tuple, str],
+                  learnable_steps: Mapping[str, int], num_options: int = 4) -> dict[tuple[int, str, str], str | None]:
+    """{(round, pair, id): label} for each key; None where the teacher's or the learner's answer of that round
+    is not in `answers` ({(round, participant, id): text}, the exchanged answers)."""
+    out = {}
+    for t, pair, i in keys:
+        learner, teacher = pair.split("<-")
+        chosen, rejected = answers.get((t, teacher, i)), answers.get((t, learner, i))
+        if chosen is None or rejected is None:
+            out[(t, pair, i)] = None
+            continue
+        gold = truth[i].gold
+        out[(t, pair, i)] = label(parse_answer(chosen, num_options) == gold, parse_answer(rejected, num_options) == gold,
+                                  truth[i].steps <= learnable_steps[learner])
+    return out
+
+
+def label_shares(labels: Iterable[str | None]) -> tuple[int, dict[str, float]]:
+    """(how many have a label, {label: share of those}); shares are NaN where none has one."""
+    known = [x for x in labels if x is not None]
+    n = len(known)
+    return n, {k: sum(x == k for x in known) / n if n else float("nan") for k in LABELS}
+
+
+def world_oracle(cfg, learnable_steps: Mapping[str, int] | None = None) -> Oracle | None:
+    """The oracle of a run's data, or None where the data is not the demo world's. `learnable_steps`
+    ({participant: steps}, e.g. measured) replaces the zoo's asserted values for the participants it names."""
     if cfg.data.name != "synthetic":
         return None
     from ladalit.core.experiment import prepared_records
     records = prepared_records(cfg)
     names = list(cfg.clients)
     learnable, taught = {}, {}
-    for name, ccfg in cfg.clients.items():
+    for name, ccfg in [("server", cfg.server), *cfg.clients.items()]:
         learnable[name] = taught[name] = cfg.data.synthetic.max_steps
         if ccfg.model.source == "zoo":
             from ladalit.demo.zoo import ZOO
             member = ZOO.get(ccfg.model.name_or_path)
             if member is not None:
                 learnable[name], taught[name] = member.learnable_steps, member.rationale_max_steps
+    unknown = sorted(set(learnable_steps or {}) - set(learnable))
+    if unknown:
+        raise ValueError(f"learnable_steps names {', '.join(unknown)}, not a participant ({', '.join(learnable)})")
+    learnable.update(learnable_steps or {})
     groups = domain_groups(records, len(names))
     return Oracle({r.id: Truth(r.domain, num_steps(r), r.answer) for r in records},
                   dict(zip(names, groups)), learnable, taught)
 
 
 def selection_quality(oracle: Oracle, public_ids: list[str], selected: list[dict], responses: list[dict],
-                      num_options: int = 4) -> list[dict]:
-    """Rows {round, pair, selected, precision, random_precision, chosen_correct} per (round, pair).
+                      num_options: int = 4, learnable_steps: Mapping[str, int] | None = None) -> list[dict]:
+    """Rows {round, pair, selected, precision, random_precision, chosen_correct, chosen_known, labelled,
+    shares, random_labelled, random_shares} per (round, pair).
 
     `selected`: rows {round, pair, ids} (Results.selected_ids); `responses`: rows {round, participant, id,
     text} (the exchanged answers). The chosen answer of "k<-server" is the server's y^s, of "server<-k"
-    client k's y^k; `chosen_correct` is over the selected samples whose chosen answer was recorded."""
+    client k's y^k; `chosen_correct` is over the selected samples whose chosen answer was recorded.
+    `shares`: each label's share of the `labelled` selected samples; `random_shares`: of the
+    `random_labelled` samples of D_p with both answers that round (a random selection's expected shares).
+    `learnable_steps` (None: the oracle's) is the labels' table of learnable chain lengths."""
+    steps = oracle.learnable_steps if learnable_steps is None else {**oracle.learnable_steps, **learnable_steps}
     ids_of: dict[tuple[int, str], list[str]] = defaultdict(list)
     for row in selected:
         ids_of[(row["round"], row["pair"])] += row["ids"]
@@ -93,10 +156,16 @@ def selection_quality(oracle: Oracle, public_ids: list[str], selected: list[dict
         base = sum(oracle.useful(pair, i) for i in public_ids)
         said = [(i, answer[(t, teacher, i)]) for i in ids if (t, teacher, i) in answer]
         right = sum(parse_answer(y, num_options) == oracle.truth[i].gold for i, y in said)
+        mine = sample_labels(oracle.truth, [(t, pair, i) for i in ids], answer, steps, num_options)
+        pool = sample_labels(oracle.truth, [(t, pair, i) for i in public_ids], answer, steps, num_options)
+        labelled, shares = label_shares(mine[(t, pair, i)] for i in ids)
+        random_labelled, random_shares = label_shares(pool.values())
         rows.append({"round": t, "pair": pair, "selected": len(ids),
                      "precision": useful / len(ids) if ids else float("nan"),
                      "random_precision": base / len(public_ids) if public_ids else float("nan"),
-                     "chosen_correct": right / len(said) if said else float("nan"), "chosen_known": len(said)})
+                     "chosen_correct": right / len(said) if said else float("nan"), "chosen_known": len(said),
+                     "labelled": labelled, "shares": shares,
+                     "random_labelled": random_labelled, "random_shares": random_shares})
     return rows
 
 
@@ -114,10 +183,10 @@ def accuracy_by_domain(oracle: Oracle, predictions: list[dict]) -> list[dict]:
             for (r, n, s, d, k), c in sorted(cells.items())]
 
 
-def oracle_report(cfg, public_ids: list[str], results) -> dict:
+def oracle_report(cfg, public_ids: list[str], results, learnable_steps: Mapping[str, int] | None = None) -> dict:
     """results.json's oracle keys for a finished run (`selection_quality`, `accuracy_by_domain`), or {}
-    where the data is not the demo world's."""
-    oracle = world_oracle(cfg)
+    where the data is not the demo world's. `learnable_steps`: as for `world_oracle`."""
+    oracle = world_oracle(cfg, learnable_steps)
     if oracle is None:
         return {}
     return {"selection_quality": selection_quality(oracle, public_ids, results.selected_ids, results.responses,

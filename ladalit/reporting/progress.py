@@ -258,7 +258,8 @@ def header(exp, run_dir, conf: str = "") -> str:
     per = (f"{sizes[0][0]} train + {sizes[1][0]} test each" if len(set(sizes[0])) <= 1 and len(set(sizes[1])) <= 1
            else f"train {sizes[0]}, test {sizes[1]}")
     lines.append(f"data: {d.name}{f' ({d.path})' if d.path else ''}, {len(data.clients)} clients ({per}), "
-                 f"public {len(data.public)}, {d.num_options} options, domain skew {d.domain_skew:g}")
+                 f"public {len(data.public)}, {d.num_options} options, "
+                 f"{'domain mixture (data.mixture)' if d.mixture.train else f'domain skew {d.domain_skew:g}'}")
     parts = {"server": exp.server, **exp.clients}
     width = max(len(n) for n in parts)
     for name, p in parts.items():

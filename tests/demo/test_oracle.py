@@ -1,13 +1,15 @@
 """The demo world's oracle: labels on hand-made cases, the rows it writes, and that no method can reach it."""
 import ast
 import json
+import math
 from pathlib import Path
 
 import pytest
 
 from ladalit.core.config import load_config
 from ladalit.core.experiment import load_data
-from ladalit.demo.oracle import Oracle, Truth, accuracy_by_domain, selection_quality, world_oracle
+from ladalit.demo.oracle import (LABELS, Oracle, Truth, accuracy_by_domain, label, label_shares, sample_labels,
+                                 selection_quality, world_oracle)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -15,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 def hand_made() -> Oracle:
     truth = {"s1": Truth("shared", 1, "A"), "s3": Truth("shared", 3, "B"), "s4": Truth("shared", 4, "C"),
              "m1": Truth("market", 1, "D"), "m3": Truth("market", 3, "A"), "k2": Truth("kitchen", 2, "B")}
-    return Oracle(truth, {"c1": {"market"}, "c2": {"kitchen"}}, {"c1": 3, "c2": 4}, {"c1": 2, "c2": 2})
+    return Oracle(truth, {"c1": {"market"}, "c2": {"kitchen"}}, {"c1": 3, "c2": 4, "server": 4}, {"c1": 2, "c2": 2})
 
 
 def test_useful_labels_on_hand_made_cases():
@@ -40,12 +42,88 @@ def test_selection_quality_rows_by_hand():
                  {"round": 1, "participant": "c1", "id": "m1", "text": " The answer is (D)."},
                  {"round": 2, "participant": "c1", "id": "m3", "text": " The answer is (A)."}]  # another round
     rows = selection_quality(o, public, selected, responses)
-    assert rows == [
+    old = ("round", "pair", "selected", "precision", "random_precision", "chosen_correct", "chosen_known")
+    assert [{k: r[k] for k in old} for r in rows] == [
         {"round": 1, "pair": "c1<-server", "selected": 3, "precision": 2 / 3, "random_precision": 2 / 6,
          "chosen_correct": 1 / 3, "chosen_known": 3},
         {"round": 1, "pair": "server<-c1", "selected": 2, "precision": 1 / 2, "random_precision": 1 / 6,
          "chosen_correct": 1.0, "chosen_known": 1},
     ]
+
+
+def test_label_partitions_by_the_two_answers_and_reach():
+    assert label(True, False, True) == "correctable"
+    assert label(True, False, False) == "out_of_reach"
+    assert label(True, True, True) == label(True, True, False) == "redundant"
+    assert label(False, True, True) == label(False, True, False) == "harmful"
+    assert label(False, False, True) == label(False, False, False) == "noise"
+    assert {label(a, b, c) for a in (True, False) for b in (True, False) for c in (True, False)} == set(LABELS)
+
+
+def said(rows: list[tuple[int, str, str, str]]) -> list[dict]:
+    return [{"round": t, "participant": p, "id": i, "text": f" so it is ({y})." if y else " no idea"}
+            for t, p, i, y in rows]
+
+
+# round 1: what the server and c1 answered on every public sample (truth: s1 A, s3 B, s4 C, m1 D, m3 A, k2 B)
+ROUND1 = said([(1, "server", "s1", "A"), (1, "c1", "s1", "B"),   # server right, c1 wrong, 1 step
+               (1, "server", "s3", "B"), (1, "c1", "s3", "C"),   # server right, c1 wrong, 3 steps
+               (1, "server", "s4", "C"), (1, "c1", "s4", ""),    # server right, c1 no letter, 4 steps
+               (1, "server", "m1", "A"), (1, "c1", "m1", "D"),   # server wrong, c1 right
+               (1, "server", "m3", "B"), (1, "c1", "m3", "C"),   # both wrong
+               (1, "server", "k2", "B"), (1, "c1", "k2", "B")])  # both right
+
+
+def test_sample_labels_by_hand():
+    o = hand_made()
+    answers = {(r["round"], r["participant"], r["id"]): r["text"] for r in ROUND1}
+    keys = [(1, "c1<-server", i) for i in ("s1", "s3", "s4", "m1", "m3", "k2")]
+    # c1 learns up to 3 steps: s4's right server answer is out of its reach
+    assert list(sample_labels(o.truth, keys, answers, o.learnable_steps).values()) == [
+        "correctable", "correctable", "out_of_reach", "harmful", "noise", "redundant"]
+    # the learnable steps are a parameter: a (measured) table of 1 step for c1 puts s3 out of reach too
+    assert list(sample_labels(o.truth, keys, answers, {"c1": 1}).values()) == [
+        "correctable", "out_of_reach", "out_of_reach", "harmful", "noise", "redundant"]
+    # server <- c1: c1's answer is the chosen one, the server's the rejected one
+    back = sample_labels(o.truth, [(1, "server<-c1", i) for i in ("s1", "m1", "k2")], answers, o.learnable_steps)
+    assert list(back.values()) == ["harmful", "correctable", "redundant"]
+    # another round's answers, or a participant that did not answer, give no label
+    missing = [(2, "c1<-server", "s1"), (1, "c2<-server", "s1")]
+    assert sample_labels(o.truth, missing, answers, o.learnable_steps) == dict.fromkeys(missing)
+
+
+def test_label_shares():
+    assert label_shares(["noise", None, "redundant", "noise"]) == (
+        3, {"correctable": 0.0, "out_of_reach": 0.0, "redundant": 1 / 3, "harmful": 0.0, "noise": 2 / 3})
+    n, shares = label_shares([None])
+    assert n == 0 and all(math.isnan(v) for v in shares.values()) and list(shares) == list(LABELS)
+
+
+def test_selection_quality_label_shares_against_random_by_hand():
+    o = hand_made()
+    public = ["s1", "s3", "s4", "m1", "m3", "k2"]
+    selected = [{"round": 1, "pair": "c1<-server", "ids": ["s1", "s3"]},
+                {"round": 1, "pair": "c1<-server", "ids": ["s4", "m1"]},
+                {"round": 1, "pair": "server<-c1", "ids": ["m1", "s4"]},
+                {"round": 2, "pair": "c2<-server", "ids": ["k2"]}]
+    responses = ROUND1 + said([(2, "server", "k2", "B")])  # c2 never answered
+    rows = {(r["round"], r["pair"]): r for r in selection_quality(o, public, selected, responses)}
+    down = rows[(1, "c1<-server")]
+    assert (down["labelled"], down["random_labelled"]) == (4, 6)
+    assert down["shares"] == {"correctable": 2 / 4, "out_of_reach": 1 / 4, "redundant": 0.0, "harmful": 1 / 4,
+                              "noise": 0.0}
+    assert down["random_shares"] == {"correctable": 2 / 6, "out_of_reach": 1 / 6, "redundant": 1 / 6,
+                                     "harmful": 1 / 6, "noise": 1 / 6}
+    up = rows[(1, "server<-c1")]
+    assert up["shares"] == {"correctable": 0.5, "out_of_reach": 0.0, "redundant": 0.0, "harmful": 0.5, "noise": 0.0}
+    assert up["random_shares"] == {"correctable": 1 / 6, "out_of_reach": 0.0, "redundant": 1 / 6, "harmful": 3 / 6,
+                                   "noise": 1 / 6}
+    none = rows[(2, "c2<-server")]
+    assert none["labelled"] == none["random_labelled"] == 0 and all(math.isnan(v) for v in none["shares"].values())
+    # a measured table replaces the oracle's: the server learning nothing puts m1 out of its reach
+    up0 = {(r["round"], r["pair"]): r for r in selection_quality(o, public, selected, responses,
+                                                                   learnable_steps={"server": 0})}[(1, "server<-c1")]
+    assert up0["shares"]["out_of_reach"] == 0.5 and up0["shares"]["correctable"] == 0.0
 
 
 def test_accuracy_by_domain_by_hand():
@@ -72,6 +150,15 @@ def test_methods_get_no_oracle_label():
     assert all(x.domain == "default" and x.answer is None and x.rationale is None for x in data.public)
     assert {oracle.truth[x.id].domain for x in data.public} > {"shared"}
     assert world_oracle(load_config(["conf=smoke.yaml", "data.name=aqua", "data.path=x.jsonl"])) is None
+
+
+def test_world_oracle_learnable_steps_default_and_replaced():
+    cfg = load_config(["conf=demo.yaml", "quiet=true"])
+    assert world_oracle(cfg).learnable_steps == {"server": 4, "client1": 4, "client2": 4, "client3": 3}  # the zoo's
+    assert world_oracle(cfg, {"client1": 2}).learnable_steps == {"server": 4, "client1": 2, "client2": 4,
+                                                                 "client3": 3}
+    with pytest.raises(ValueError, match="learnable_steps names client9, not a participant"):
+        world_oracle(cfg, {"client9": 2})
 
 
 def imports_of(path: Path) -> set[str]:
@@ -111,6 +198,15 @@ def check_selection_quality(cfg, run_dir):
         teacher = row["pair"].split("<-")[1]
         assert row["chosen_known"] == len(ids)  # every chosen answer was exchanged and recorded
         assert all((row["round"], teacher, i) in said for i in ids)
+        # the labels: both answers of every selected sample were exchanged, so every one has a label
+        labels = sample_labels(oracle.truth, [(row["round"], row["pair"], i) for i in ids], said,
+                               oracle.learnable_steps, cfg.data.num_options)
+        assert row["labelled"] == len(ids) and None not in labels.values()
+        assert row["shares"] == pytest.approx(label_shares(labels.values())[1])
+        assert len(ids) <= row["random_labelled"] <= len(public)
+        assert sum(row["random_shares"].values()) == pytest.approx(1.0)
+    # every participant's evaluation is in accuracy_by_domain (the server's on the union of the clients' tests)
+    assert {r["participant"] for r in saved["accuracy_by_domain"]} == {"server", *cfg.clients}
     assert (run_dir / "selection_quality.png").stat().st_size > 0
     by_domain = saved["accuracy_by_domain"]
     assert sum(r["n"] for r in by_domain) == sum(r["n"] for r in saved["accuracy"])

@@ -45,7 +45,9 @@ def test_reference_lists_every_leaf_key_of_run_config():
 def test_reference_rows_carry_type_default_allowed_values_and_the_comment():
     ref = reference()
     assert row(ref, "data.domain_skew") == ("| `data.domain_skew` | float | `0.0` | [0.0, 1.0] | "
-                                            "0: iid clients; 1: every client draws only from its own domains |")
+                                            "0: iid clients; 1: every client draws only from its own domains; in "
+                                            "between: that share from its own domains, the rest iid (exact counts) |")
+    assert row(ref, "data.mixture.train").split(" | ")[1:3] == ["dict[str, dict[str, float]]", "`{}`"]
     assert row(ref, "tracking.wandb.mode") == "| `tracking.wandb.mode` | str | `\"offline\"` | " \
                                               "`offline`, `online`, `disabled` | offline (default) \\| online \\| disabled |"
     assert row(ref, "server.model.arch").split(" | ")[3] == "`qwen3`, `qwen2`, `llama`, `gemma2`, `internlm3`"
