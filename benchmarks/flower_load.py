@@ -179,6 +179,11 @@ def summarise(procs: dict, samples: list[dict], k: int) -> dict:
     }
 
 
+def compact(samples: list[dict]) -> list[list[float]]:
+    """The samples as [seconds, total RSS MiB, total Pss MiB] (the per-role detail is in the summary)."""
+    return [[s["t"], round(s["rss_kib"] / KIB, 1), round(s["pss_kib"] / KIB, 1)] for s in samples]
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--clients", type=int, default=8)
@@ -202,7 +207,7 @@ def main(argv: list[str] | None = None) -> dict:
     payload = {"command": command, "date": time.strftime("%Y-%m-%d"), "clients": args.clients,
                "overrides": overrides, "in_process": local,
                "flower": {k: v for k, v in flower.items() if k not in ("procs", "samples")}, "memory": mem,
-               "samples": flower["samples"]}
+               "samples_t_rss_pss_mib": compact(flower["samples"])}
     path = write_result(f"flower_load_k{args.clients}", payload)
     print(f"written: {path}")
     return payload
