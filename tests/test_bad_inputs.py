@@ -10,6 +10,8 @@ import signal
 import subprocess
 import sys
 import time
+import dataclasses
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -20,7 +22,7 @@ import torch
 from ladalit.reporting import report
 
 from ladalit import run
-from ladalit.core.config import load_config
+from ladalit.core.config import ParticipantConfig, RunConfig, load_config
 from ladalit.core.run_identity import CHECKPOINT, FINGERPRINT
 
 BASE = ["conf=smoke.yaml", "quiet=true", "rounds=1", "eval.shots=[0]", "output_dir={tmp}/runs", "run_name=r"]
@@ -129,7 +131,7 @@ CASES = [
     Case("rounds 0", ["rounds=0"], "config key 'rounds': value 0 out of range [1, inf]"),
     Case("negative seed", ["seed=-1"], "config key 'seed': value -1 out of range"),
     Case("alpha above 1", ["reward.alpha=1.5"], "config key 'reward.alpha': value 1.5 out of range [0.0, 1.0]"),
-    Case("nan learning rate", ["server.train.lr=nan"], "config key 'server.train.lr': value nan out of range"),
+    Case("nan learning rate", ["server.train.lr=nan"], "config key 'server.train.lr': value nan is not a finite"),
     Case("negative learning rate", ["clients.client1.train.lr=-1"], "config key 'clients.client1.train.lr'"),
     Case("unknown method", ["method=fedavg"], "config key 'method': unknown value 'fedavg'"),
     Case("unknown data set", ["data.name=mnist"], "config key 'data.name': unknown value 'mnist'"),
@@ -279,6 +281,42 @@ CASES = [
 ]
 
 
+
+def schema_float_keys(cls: type, prefix: str = "") -> list[str]:
+    """Every float field of the config dataclasses (Optional[float] too), read from their type hints here, so
+    that a float key added to ladalit/core/config.py gets its NaN and inf cases below without anyone listing it.
+    A participant's keys (ParticipantConfig: server, clients.NAME) come as "server.X"."""
+    keys = []
+    for f in dataclasses.fields(cls):
+        tp = typing.get_type_hints(cls)[f.name]
+        if typing.get_origin(tp) is dict:  # clients: the same ParticipantConfig as server
+            assert typing.get_args(tp)[1] is ParticipantConfig, f.name
+            continue
+        if dataclasses.is_dataclass(tp):
+            keys += schema_float_keys(tp, f"{prefix}{f.name}.")
+        elif tp is float or float in typing.get_args(tp):
+            keys.append(f"{prefix}{f.name}")
+    return keys
+
+
+FLOAT_KEYS = schema_float_keys(RunConfig)
+
+
+def float_cases() -> list[Case]:
+    """NaN, inf and -inf for every float key, each refused before anything is written. A participant's key is
+    tried on the server (nan) and on a client (the infinities), to cover both places it lives."""
+    cases = []
+    for key in FLOAT_KEYS:
+        for value in ("nan", "inf", "-inf"):
+            where = "clients.client1." + key.removeprefix("server.") if key.startswith("server.") and value != "nan" \
+                else key
+            cases.append(Case(f"{where}={value}", [f"{where}={value}"],
+                              f"config key '{where}': value {value} is not a finite number"))
+    return cases
+
+
+CASES += float_cases()
+
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
     """One finished 1-round smoke run; cases copy it."""
@@ -305,6 +343,7 @@ def test_bad_input_gets_one_clear_line_and_exit_2(case, tmp_path, capsys, monkey
         case.setup(tmp_path, monkeypatch, done)
     run_dir = tmp_path / "runs" / "r"
     before = digest(run_dir) if run_dir.is_dir() else None
+    existed = run_dir.exists()
     argv = [a.format(tmp=tmp_path) for a in ((BASE if case.base else []) + case.args)]
     main = run.main if case.cli == "run" else report.main
     try:
@@ -320,12 +359,19 @@ def test_bad_input_gets_one_clear_line_and_exit_2(case, tmp_path, capsys, monkey
     assert case.expect.format(tmp=tmp_path) in lines[-1], err
     if before is not None:  # a refusal changes nothing in the run dir
         assert digest(run_dir) == before
+    elif not existed:  # nor creates one
+        assert not run_dir.exists()
 
 
 
 
 def test_the_table_covers_every_category():
     assert len(CASES) >= 60
+    assert len(FLOAT_KEYS) >= 20 and "filter_net.tau" in FLOAT_KEYS and "server.train.lr" in FLOAT_KEYS
+    for key in FLOAT_KEYS:  # every float key: a NaN case and both infinities
+        names = {c.name for c in CASES}
+        other = "clients.client1." + key.removeprefix("server.") if key.startswith("server.") else key
+        assert {f"{key}=nan", f"{other}=inf", f"{other}=-inf"} <= names, key
     text = " ".join(c.expect for c in CASES)
     for needle in ("unknown config key", "out of range", "unknown value", "not valid YAML", "expected a mapping",
                    "field '(json)'", "no such file", "is a directory", "duplicate id", "the split needs",

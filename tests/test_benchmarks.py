@@ -161,3 +161,25 @@ def test_demo_rewards_auc_and_buffer_matching_by_hand():
     buf["buf_x"][0] = torch.tensor([1.0, 1.0, 0.0])
     with pytest.raises(ValueError, match="matches no public sample"):
         buffer_rows(buf, emb, ["a", "b", "c"], [(1, 2), (2, 1)])
+
+
+def test_flower_load_memory_summary_by_hand():
+    """benchmarks.flower_load: peaks per process kind (the kernel's VmHWM), per node (its processes summed at
+    one sample), the server side and the total, from samples written out here."""
+    from benchmarks.flower_load import overrides_for, summarise
+    from ladalit.core.config import load_config
+    procs = {1: {"kind": "site-worker", "role": "node0", "hwm_kib": 2048}, 2: {"kind": "site-worker", "role": "node1",
+             "hwm_kib": 1024}, 3: {"kind": "flower-superlink", "role": "superlink", "hwm_kib": 512}}
+    samples = [{"rss_kib": 3072, "pss_kib": 2048, "by_role_rss_kib": {"node0": 1024, "node1": 1024, "superlink": 1024},
+                "by_role_pss_kib": {"node0": 512, "node1": 512, "superlink": 1024}},
+               {"rss_kib": 4096, "pss_kib": 3072, "by_role_rss_kib": {"node0": 3072, "superlink": 1024},
+                "by_role_pss_kib": {"node0": 2048, "superlink": 1024}}]
+    mem = summarise(procs, samples, 2)
+    assert mem["site_worker_peak_rss_mib"] == {"n": 2, "max": 2.0, "min": 1.0}
+    assert mem["per_node_peak_rss_mib"] == [3.0, 1.0] and mem["per_node_peak_pss_mib"] == [2.0, 0.5]
+    assert mem["server_side_peak_rss_mib"] == 1.0 and mem["total_peak_rss_mib"] == 4.0
+    assert mem["total_peak_pss_mib"] == 3.0 and mem["peak_rss_mib_by_kind"]["flower-superlink"] == {"n": 1, "max": 0.5}
+    cfg = load_config(["conf=smoke.yaml", *overrides_for(5, 1)])  # smoke's two clients, repeated
+    assert list(cfg.clients) == [f"client{i}" for i in range(1, 6)]
+    assert [c.model.arch for c in cfg.clients.values()] == ["llama", "gemma2", "llama", "gemma2", "llama"]
+    assert cfg.clients.client4.model.lora.enabled and not cfg.clients.client5.model.lora.enabled

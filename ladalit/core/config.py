@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import importlib
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Union, get_args, get_origin, get_type_hints
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
@@ -511,6 +511,24 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
 }
 
 
+def float_keys(cls: type = None, prefix: str = "") -> list[str]:
+    """Every float-valued key of the config schema, as a pattern: "filter_net.tau", "*.train.lr" (a participant's
+    key: server and every client). None of them means anything at NaN or ±inf; `validate` refuses those."""
+    cls = RunConfig if cls is None else cls
+    hints = get_type_hints(cls)
+    keys = []
+    for f in fields(cls):
+        tp = hints[f.name]
+        if tp is ParticipantConfig or get_origin(tp) in (dict, Dict):  # server; clients.NAME
+            if f.name == "server":
+                keys += float_keys(ParticipantConfig, "*.")
+        elif is_dataclass(tp):
+            keys += float_keys(tp, f"{prefix}{f.name}.")
+        elif tp is float or (get_origin(tp) is Union and float in get_args(tp)):
+            keys.append(f"{prefix}{f.name}")
+    return keys
+
+
 def resolve_conf_path(name: str) -> Path:
     """`conf=NAME` is a file in conf/ (with or without .yaml) or a path."""
     p = Path(name)
@@ -602,6 +620,8 @@ def _load_file(cfg: DictConfig, path: Path) -> DictConfig:
 def _check_value(key: str, pattern: str, value: Any) -> None:
     if pattern in CHOICES and value not in CHOICES[pattern]:
         raise ConfigError(f"config key '{key}': unknown value {value!r} (allowed: {', '.join(CHOICES[pattern])})")
+    if pattern in FLOAT_KEYS and isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"config key '{key}': value {value} is not a finite number")
     if pattern in RANGES and value is not None:
         lo, hi = RANGES[pattern]
         bad = (lo is not None and value < lo) or (hi is not None and value > hi) or (
@@ -613,7 +633,7 @@ def _check_value(key: str, pattern: str, value: Any) -> None:
 
 def validate(cfg: DictConfig) -> None:
     """Names and ranges; raises ConfigError with a one-line message."""
-    for pattern in list(CHOICES) + list(RANGES):
+    for pattern in dict.fromkeys(list(CHOICES) + list(RANGES) + FLOAT_KEYS):
         if pattern.startswith("*."):
             rest = pattern[2:]
             places = participant_configs(cfg)
@@ -642,6 +662,9 @@ def validate(cfg: DictConfig) -> None:
     if cfg.generation.backend == "vllm":
         _check_vllm(cfg)
     _check_consistency(cfg)
+
+
+FLOAT_KEYS = float_keys()
 
 
 def participant_configs(cfg) -> list[tuple[str, Any]]:

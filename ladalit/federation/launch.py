@@ -280,13 +280,14 @@ class LocalFederation:
     """One SuperLink and one SuperNode per node config, on `host`; see the module docstring."""
 
     def __init__(self, workdir: Path, app_dir: Path, node_configs: list[dict], tls: bool = False,
-                 insecure_ok: bool = False, host: str = "127.0.0.1", supernode_auth: bool = False,
+                 insecure_ok: bool = False, host: str = "127.0.0.1", supernode_auth: bool | None = None,
                  env: dict[str, str] | None = None):
-        """`supernode_auth`: SuperLink `--enable-supernode-auth`; each node gets a key pair,
-        registered with `flwr supernode register` before it starts, and is started with
-        `--auth-supernode-private-key` (its node id then comes from the registration and
-        survives restarts). `env`: extra environment for every process (e.g.
-        FLWR_SUPEREXEC_TASK_POLL_INTERVAL)."""
+        """`supernode_auth` (default: on with TLS, off without; it needs TLS): SuperLink
+        `--enable-supernode-auth`; each node gets a key pair, registered with `flwr supernode register`
+        before it starts, and is started with `--auth-supernode-private-key` (its node id then comes from
+        the registration and survives restarts); a SuperNode whose key nobody registered is refused.
+        `env`: extra environment for every process (e.g. FLWR_SUPEREXEC_TASK_POLL_INTERVAL)."""
+        supernode_auth = tls if supernode_auth is None else supernode_auth
         if not tls and not insecure_ok and not is_loopback(host):
             raise ValueError(f"refusing to serve Flower on non-loopback host {host!r} without TLS: "
                              "pass tls=True, or insecure_ok=True to accept plaintext on the network")
@@ -304,6 +305,7 @@ class LocalFederation:
         self.port: int | None = None
         self.superlink: _Proc | None = None
         self.nodes: list[_Proc | None] = [None] * len(self.node_configs)
+        self.extra_nodes: list[_Proc] = []  # start_extra_node
         self.node_ids: list[int | None] = [None] * len(self.node_configs)
         self.started_pids: list[int] = []  # every pid this object spawned directly
         self.certs: tuple[Path, Path, Path] | None = None
@@ -432,6 +434,17 @@ class LocalFederation:
         if res.returncode != 0:
             raise FederationError(f"`flwr supernode register` for node{i} rc {res.returncode}:\n"
                                   f"{_ANSI.sub('', res.stdout + res.stderr)[-3000:]}")
+
+    def start_extra_node(self, name: str, node_config: dict, private_key: Path | None = None) -> _Proc:
+        """A SuperNode outside `node_configs` (e.g. one started with a key nobody registered), with its log in
+        logs/<name>.log; not waited for, stopped with the federation."""
+        auth = ["--auth-supernode-private-key", str(private_key)] if private_key else []
+        p = self._spawn(name, name, [
+            str(self.bin_dir / "flower-supernode"), *self._tls_args_client(), *auth,
+            "--superlink", self.address, "--host", "127.0.0.1", "--port", str(free_port()),
+            "--node-config", config_arg(node_config)])
+        self.extra_nodes.append(p)
+        return p
 
     def _start_node(self, i: int) -> None:
         name = f"node{i}" if not self._restarts[i] else f"node{i}.r{self._restarts[i]}"
@@ -571,7 +584,7 @@ class LocalFederation:
     def stop(self, grace_s: float = 5.0) -> None:
         """Stop every process of the federation (idempotent): SIGTERM to each process group and
         each marked process, wait up to `grace_s`, then SIGKILL what is left."""
-        procs = [p for p in [*self.nodes, self.superlink] if p is not None]
+        procs = [p for p in [*self.nodes, *self.extra_nodes, self.superlink] if p is not None]
         for p in procs:
             self._kill_group(p, signal.SIGTERM)
         for pid in find_tagged(self.tag):
@@ -614,8 +627,11 @@ class LocalFederation:
 # ----------------------------------------------------------------------------- ladalit on a local federation
 APP_DIR = Path(__file__).resolve().parents[2] / "launch" / "flower_app"
 FAST_POLL = {"FLWR_SUPEREXEC_TASK_POLL_INTERVAL": "0.5"}  # the SuperExec's wait for a task (default 1 s)
-USAGE = ("usage: launch/flower_local.sh [--host H] [--tls] [--insecure] CONF N [key=value ...]: a SuperLink and "
-         "N SuperNodes on this host (127.0.0.1 unless --host), one per client of CONF")
+USAGE = ("usage: launch/flower_local.sh [--host H] [--tls [--no-auth]] [--insecure] CONF N [key=value ...]: a "
+         "SuperLink and N SuperNodes on this host (127.0.0.1 unless --host), one per client of CONF; --tls also "
+         "authenticates the SuperNodes (a key pair each, registered), unless --no-auth")
+NO_AUTH = ("federation: SuperNode authentication is off (--no-auth): any SuperNode that reaches the SuperLink "
+           "can join the run")
 
 
 def local_run(argv: list[str], nodes: int | None = None):
@@ -644,12 +660,15 @@ def main(argv: list[str] | None = None) -> int:
     from ladalit.federation.prepare import prepare_sites
     argv = sys.argv[1:] if argv is None else list(argv)
     opts = {"host": "127.0.0.1", "tls": False, "insecure_ok": False}
+    no_auth = False
     while argv and argv[0].startswith("--"):
         flag = argv.pop(0)
         if flag == "--host" and argv:
             opts["host"] = argv.pop(0)
         elif flag in ("--tls", "--insecure"):
             opts["tls" if flag == "--tls" else "insecure_ok"] = True
+        elif flag == "--no-auth":
+            no_auth = True
         else:
             argv = []
     if len(argv) < 2 or not argv[1].isdigit():
@@ -659,6 +678,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --host {opts['host']} is not a loopback address: serve it with --tls, or pass --insecure "
               "to accept plaintext on the network", file=sys.stderr)
         return 2
+    if no_auth and not opts["tls"]:
+        print("error: --no-auth is for --tls (without TLS there is no SuperNode authentication to turn off)",
+              file=sys.stderr)
+        return 2
     try:
         cfg, run_dir, work, run_config = local_run([argv[0], *argv[2:]], int(argv[1]))
         if run_dir.exists() and not cfg.resume and not cfg.overwrite:
@@ -667,9 +690,13 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, DataError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    with LocalFederation(work, APP_DIR, list(nodes.values()), env=FAST_POLL, **opts) as fed:
+    if no_auth:
+        print(NO_AUTH, file=sys.stderr, flush=True)
+    with LocalFederation(work, APP_DIR, list(nodes.values()), env=FAST_POLL, supernode_auth=opts["tls"] and not no_auth,
+                         **opts) as fed:
         fed.start(timeout_s=120)
-        print(f"federation: SuperLink {fed.address}, {len(nodes)} SuperNodes (logs: {fed.log_dir})", flush=True)
+        auth = ", authenticated (keys: " + str(fed.workdir / "keys") + ")" if fed.supernode_auth else ""
+        print(f"federation: SuperLink {fed.address}, {len(nodes)} SuperNodes{auth} (logs: {fed.log_dir})", flush=True)
         outcome = fed.run(run_config, timeout_s=float(os.environ.get("LADALIT_FLOWER_RUN_TIMEOUT_S", 86400)))
         status = fed.run_status(outcome.run_id)["runs"][0]["status"] if outcome.run_id is not None else "?"
     print(outcome.log.rstrip())

@@ -1,7 +1,7 @@
 """The local launcher refuses what it must before starting anything: a non-loopback address without TLS, bad
 arguments; node configs are quoted for flower-supernode. A federation running LaDa, a dead node and that
-nothing is left running: tests/federation/test_flower.py. TLS was tried by hand (the
-closing note of issue 17 quotes it); no test runs it (its federation costs half a minute of the suite)."""
+nothing is left running: tests/federation/test_flower.py. TLS with SuperNode authentication, an unregistered
+node refused, restarts: tests/federation/test_deployment.py (marker deployment, outside the default run)."""
 import os
 from pathlib import Path
 
@@ -63,4 +63,54 @@ def test_launcher_refuses_bad_arguments_before_starting_anything(tmp_path, capsy
     before = _children()
     assert main([*argv, f"output_dir={tmp_path}"]) == 2
     assert capsys.readouterr().err.startswith(line)
+    assert list(tmp_path.iterdir()) == [] and _children() - before == set()
+
+
+def test_tls_authenticates_the_supernodes_unless_told_not_to(tmp_path):
+    # LocalFederation: with TLS, SuperNode authentication is on unless switched off; without TLS it cannot be
+    assert LocalFederation(tmp_path / "a", APP, [{"name": "x"}], tls=True).supernode_auth is True
+    assert LocalFederation(tmp_path / "b", APP, [{"name": "x"}], tls=True, supernode_auth=False).supernode_auth is False
+    assert LocalFederation(tmp_path / "c", APP, [{"name": "x"}]).supernode_auth is False
+    with pytest.raises(ValueError, match="supernode_auth needs tls=True"):
+        LocalFederation(tmp_path / "d", APP, [{"name": "x"}], supernode_auth=True)
+
+
+class _Started(Exception):
+    pass
+
+
+@pytest.mark.parametrize("flags,auth,said", [(["--tls"], True, ""), (["--tls", "--no-auth"], False, "NO_AUTH"),
+                                             ([], False, "")])
+def test_launcher_passes_auth_and_says_when_it_is_off(tmp_path, capsys, monkeypatch, flags, auth, said):
+    """The launcher's choice reaches LocalFederation (the federation itself: tests/federation/test_deployment.py,
+    marker deployment); --no-auth is said in one line."""
+    from ladalit.federation import launch
+    seen = {}
+
+    class Fake:
+        def __init__(self, *a, **kw):
+            seen.update(kw)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def start(self, **kw):
+            raise _Started
+
+    monkeypatch.setattr(launch, "LocalFederation", Fake)
+    with pytest.raises(_Started):
+        launch.main([*flags, "conf/smoke.yaml", "2", f"output_dir={tmp_path}"])
+    assert seen["supernode_auth"] is auth and seen["tls"] is bool(flags)
+    err = capsys.readouterr().err
+    assert err == (launch.NO_AUTH + "\n" if said else "")
+
+
+def test_no_auth_without_tls_is_refused_before_anything_starts(tmp_path, capsys):
+    from ladalit.federation.launch import main
+    before = _children()
+    assert main(["--no-auth", "conf/smoke.yaml", "2", f"output_dir={tmp_path}"]) == 2
+    assert capsys.readouterr().err.startswith("error: --no-auth is for --tls")
     assert list(tmp_path.iterdir()) == [] and _children() - before == set()
