@@ -289,8 +289,8 @@ def schema_float_keys(cls: type, prefix: str = "") -> list[str]:
     keys = []
     for f in dataclasses.fields(cls):
         tp = typing.get_type_hints(cls)[f.name]
-        if typing.get_origin(tp) is dict:  # clients: the same ParticipantConfig as server
-            assert typing.get_args(tp)[1] is ParticipantConfig, f.name
+        if typing.get_origin(tp) is dict:  # clients (ParticipantConfig, as server) or data.mixture's share maps
+            assert typing.get_args(tp)[1] is ParticipantConfig or f"{prefix}{f.name}" in MAP_FLOAT_KEYS, f.name
             continue
         if dataclasses.is_dataclass(tp):
             keys += schema_float_keys(tp, f"{prefix}{f.name}.")
@@ -299,6 +299,14 @@ def schema_float_keys(cls: type, prefix: str = "") -> list[str]:
     return keys
 
 
+# float maps, with the overrides that make a case of one share (every client needs a train mixture)
+MAP_FLOAT_KEYS = {
+    "data.mixture.train": ("data.mixture.train.client1.shared={v}", "data.mixture.train.client2.shared=1.0"),
+    "data.mixture.test": ("data.mixture.train.client1.shared=1.0", "data.mixture.train.client2.shared=1.0",
+                          "data.mixture.test.client1.shared={v}"),
+    "data.mixture.public": ("data.mixture.train.client1.shared=1.0", "data.mixture.train.client2.shared=1.0",
+                            "data.mixture.public.shared={v}"),
+}
 FLOAT_KEYS = schema_float_keys(RunConfig)
 
 
@@ -312,6 +320,11 @@ def float_cases() -> list[Case]:
                 else key
             cases.append(Case(f"{where}={value}", [f"{where}={value}"],
                               f"config key '{where}': value {value} is not a finite number"))
+    for key, overrides in MAP_FLOAT_KEYS.items():
+        for value in ("nan", "inf", "-inf"):
+            args = [o.format(v=value) for o in overrides]
+            bad = next(a for a in args if a.endswith(f"={value}")).split("=")[0]
+            cases.append(Case(f"{bad}={value}", args, f"config key '{bad}': share {value} is not a number in [0, 1]"))
     return cases
 
 
