@@ -77,8 +77,9 @@ def sklearn_defaults(x, k, seed):
             "sklearn_inertia": float(km.inertia_), "iterations": int(km.n_iter_)}
 
 
-def faiss_select(x, k, seed, threads):
-    """select_prototypes end to end, with its k-means, seeding and nearest-sample search timed inside it."""
+def faiss_select(x, k, seed, threads, gpu=False):
+    """select_prototypes end to end, with its k-means, seeding and nearest-sample search timed inside it
+    (`gpu`: on a GPU, which needs faiss-gpu; benchmarks/gpu_check.py)."""
     from ladalit.method import prototypes
     seen, orig_kmeans, orig_seed = {}, prototypes.kmeans, prototypes._seed_centroids
 
@@ -109,7 +110,10 @@ def faiss_select(x, k, seed, threads):
     prototypes.kmeans, prototypes._seed_centroids, faiss.Kmeans.train = recording, seeding, train
     try:
         clock = Clock()
-        idx = prototypes.select_prototypes(x, k / x.shape[0], seed, threads=threads)
+        idx = prototypes.select_prototypes(x, k / x.shape[0], seed, threads=threads, gpu=gpu)
+        if gpu:
+            import torch
+            torch.cuda.synchronize()
         wall, cpu = clock.read()
         nearest_wall, nearest_cpu = seen.pop("after_kmeans").read()
     finally:
