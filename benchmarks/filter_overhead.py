@@ -305,7 +305,8 @@ def main(argv: list[str] | None = None) -> dict:
             f"{N_C} candidates are trained")
     if world is not None:
         measured += f"; {world['config']['conf']} world {100 * world['fraction']:.2f}% (information)"
-        note += f". World (information): {100 * world['fraction']:.2f}% of {world['round_s']:.0f} CPU s; {world['note']}"
+        note += (f". World (information): {100 * world['fraction']:.2f}% of {world['round_s']:.0f} CPU s; "
+                 f"{world['note']}")
     if args.quick:
         note = "--quick: tiny shape, not a measurement. " + note
     summary = summary_row(3, "filter overhead", f"filter/round <= {100 * TARGET:.0f}% at a real client's size",

@@ -172,7 +172,8 @@ def main(argv: list[str] | None = None) -> dict:
     import torch
     from threadpoolctl import threadpool_info, threadpool_limits
 
-    env = {v: os.environ.get(v) for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
+    env = {v: os.environ.get(v) for v in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "OPENBLAS_NUM_THREADS",
+                                          "MKL_NUM_THREADS")}
     x = make_data(args.n, args.d, args.seed)
     torch.set_num_threads(1)
     print(f"n={args.n} d={args.d} k={args.k}; faiss {faiss.__version__}, sklearn {sklearn.__version__}, "
