@@ -101,7 +101,7 @@ def _seed_centroids(x: np.ndarray, c: int, seed: int, seed_points: int | None) -
 
 def kmeans(x: np.ndarray, c: int, seed: int, niter: int = 20, tol: float = 1e-3,
            seed_points: int | None = 8192, gpu: bool = False) -> tuple[np.ndarray, dict]:
-    """FAISS k-means of the float32 rows ``x`` (``[n, d]``, C-contiguous) into ``c < n`` centroids.
+    """FAISS k-means of the rows of ``x`` (``[n, d]``, as float32) into ``0 < c < n`` centroids.
 
     k-means++ seeding over at most ``seed_points`` rows (None: all of them), then at
     most ``niter`` Lloyd iterations of ``faiss.Kmeans`` over every row, stopping early
@@ -112,6 +112,7 @@ def kmeans(x: np.ndarray, c: int, seed: int, niter: int = 20, tol: float = 1e-3,
     their number, ``gpu`` whether it ran on a GPU.
     """
     faiss = _faiss()
+    x = np.ascontiguousarray(x, dtype=np.float32)
     n, d = x.shape
     if not 0 < c < n:
         raise ValueError(f"kmeans needs 0 < c < n, got c={c}, n={n}")
