@@ -250,10 +250,10 @@ def at_client_size(args) -> dict:
     cand = emb[buffer_n - N_C:buffer_n]
     t, c = time.perf_counter(), time.process_time()
     filt.select(cand)  # pair.select: the selection (Eq. 10) and the logged U^p, U^q terms
-    filt.predict(cand)
+    _, u_p, _ = filt.predict(cand)
     score_s, score_wall = time.process_time() - c, time.perf_counter() - t
     t, c = time.perf_counter(), time.process_time()
-    filt.observe(cand, torch.rand(N_C, generator=g))  # the batch's rewards, every candidate trained
+    filt.observe(cand, torch.rand(N_C, generator=g), u_p)  # the batch's rewards (every candidate trained), U^p
     fit = filt.fit()  # fit_every: batch, on the buffer a round leaves
     fit_s, fit_wall = time.process_time() - c, time.perf_counter() - t
     filter_s, filter_wall = score_s + fit_s, score_wall + fit_wall
