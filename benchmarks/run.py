@@ -1,6 +1,6 @@
 """Run every benchmark (rows 1-8) and print one summary table: target, measured value, PASS/MISS.
 
-    python -m benchmarks.run              # everything: 828 s on a shared 2-core CPU (2026-12-07)
+    python -m benchmarks.run              # everything: 749-828 s on a shared 2-core CPU (2026-12-07)
     python -m benchmarks.run --quick      # tiny sizes, seconds per row (what tests/test_benchmarks.py runs)
     python -m benchmarks.run --only 4,6   # some rows
 
