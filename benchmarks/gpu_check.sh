@@ -7,6 +7,8 @@
 #                                       # the check imports (omegaconf, antlr4, rich and its deps) into
 #                                       # benchmarks/.gpu_vendor, to carry to a machine without them
 #                                       (about 10 MB; the device tool's carry: ["benchmarks/.gpu_vendor"])
+# FAISS: the round's prototypes and row 4's prototypes run on the GPU where faiss-gpu imports (pip install
+# 'ladalit[gpu]'); otherwise the table says "faiss-gpu not installed" (FAISS is a binary wheel: not vendored).
 # PYTHON (default: python) is the interpreter.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -1,6 +1,6 @@
 """Run every benchmark (rows 1-8) and print one summary table: target, measured value, PASS/MISS.
 
-    python -m benchmarks.run              # everything, about 8 min on a loaded 2-core CPU
+    python -m benchmarks.run              # everything: 749-828 s on a shared 2-core CPU (2026-12-07)
     python -m benchmarks.run --quick      # tiny sizes, seconds per row (what tests/test_benchmarks.py runs)
     python -m benchmarks.run --only 4,6   # some rows
 
@@ -8,16 +8,18 @@ Rows (each is also a module with its own `python -m benchmarks.<module>`):
 
     1  MARD step vs TRL DPOTrainer step, tokens/s         benchmarks.mard_vs_trl
     2  reference passes and reference weight memory       benchmarks.reference_cost
-    3  filter training + scoring time / round wall time   benchmarks.filter_overhead
-    4  select_prototypes vs scikit-learn KMeans           benchmarks.prototypes_vs_sklearn
+    3  filter training + scoring time / round time,      benchmarks.filter_overhead
+       at a Qwen3-0.6B client's size (demo world: info)
+    4  select_prototypes (FAISS, 1 and 2 threads) vs the  benchmarks.prototypes_vs_sklearn
+       torch path vs scikit-learn KMeans
     5  round wall time vs K clients and vs |D_p|          benchmarks.scaling_k
     6  batched vs one-by-one generation, tokens/s         benchmarks.generation
     7  MB per round per client: LaDa, FedKD, FedMKT       benchmarks.communication
     8  FSDP2 sharded loading: RSS over 2 processes        benchmarks.sharded_loading
 
 Every comparison is a ratio of two measurements taken side by side in one process
-(repetitions interleaved, medians reported). Everything runs on one thread, and the
-ratios use process CPU time (`time.process_time`), which on a machine shared with
+(repetitions interleaved, medians reported). Everything runs on one thread (row 4 adds
+FAISS on 2), and the ratios use process CPU time (`time.process_time`), which on a machine shared with
 other jobs does not count the time the process waits for a core; wall times are
 reported next to them.
 Results: benchmarks/results/<module>.json and benchmarks/results/summary.json

@@ -80,8 +80,11 @@ def test_gpu_check_dry_run_runs_the_round_and_prints_the_table(tmp_path):
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     for line in ("generation, tokens/s", "reference log-probs, tokens/s", "MARD step, tokens/s", "SFT, tokens/s",
                  "evaluation, tokens/s", "MARD step, MFU", "peak GPU memory, GiB", "parked: bytes, s",
-                 "peak memory K=3 / K=1", "encoder: hashing", "vLLM:"):
+                 "peak memory K=3 / K=1", "encoder: hashing", "vLLM:", "FAISS: "):
         assert line in proc.stdout, line
+    import faiss
+    if not hasattr(faiss, "StandardGpuResources"):  # faiss-cpu: the check says so instead of running on the CPU
+        assert "FAISS GPU prototypes: faiss-gpu not installed" in proc.stdout
     data = json.loads(out.read_text())
     assert [r["K"] for r in data["rounds"]] == [1, 3] and data["dry_run"] is True
     for r in data["rounds"]:

@@ -1,23 +1,45 @@
-"""Round-1 prototypes (paper ❷, SPEC §3.3): k-means over the public-set
+"""Round-1 prototypes (paper ❷, SPEC §3.3): FAISS k-means over the public-set
 embeddings, then the nearest *distinct* real sample to each centroid.
 
-Plain float32 torch on the embeddings' device: k-means++ seeding, Lloyd
-iterations in chunked matrix products, and one last pass that finds each
-centroid's nearest samples. No FAISS: from the same k-means++ seeding on 100k x 384,
-k = 1000, one thread, faiss.Kmeans took 21.2 s for 4 Lloyd iterations, this code 5.5 s
-(the same 4 iterations, the same inertia to 6 digits), and FAISS is not on every GPU image.
+One k-means engine, FAISS (`faiss-cpu` by default; on a GPU node the `gpu` extra's
+`faiss-gpu`, used when torch sees CUDA and FAISS sees a GPU):
+
+1. k-means++ seeding (FAISS's ``ClusteringInitialization``, D² sampling) over a
+   seeded subsample of at most ``seed_points`` rows: every k-means++ step reads all
+   its candidates once, so over all 100k x 384 rows and k = 1000 the seeding alone
+   costs ~12 s on one core, over 8192 rows ~0.5 s;
+2. Lloyd iterations in ``faiss.Kmeans`` on *every* row (``max_points_per_centroid``
+   set to n, so FAISS does not subsample and solve a smaller problem), from those
+   seeds, stopping when an iteration changes the objective by at most ``tol``
+   (``early_stop_threshold``) or after ``niter``;
+3. the 16 nearest samples of each centroid in one exhaustive FAISS search, then a
+   greedy matching that gives each centroid its nearest sample not taken yet.
+
+Threads: FAISS's OpenMP pool (and the OpenBLAS bundled in the PyPI wheels, an OpenMP
+build that follows that pool unless ``OPENBLAS_NUM_THREADS`` pinned it at load) is set
+to torch's thread count for the call and restored after it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import numpy as np
 import torch
 
-__all__ = ["num_prototypes", "kmeans_pp_init", "kmeans", "select_prototypes"]
+__all__ = ["num_prototypes", "faiss_gpu_available", "kmeans", "select_prototypes"]
 
-CHUNK_ELEMS = 1 << 23  # a distance block [rows, c] holds at most this many floats (32 MiB)
+NEIGHBOURS = 16  # nearest samples found per centroid in one search, for the greedy matching
+
+
+def _faiss():
+    try:
+        import faiss
+    except ImportError as err:  # a declared dependency; a broken install says what to do
+        raise ImportError("ladalit's prototypes need FAISS: pip install 'faiss-cpu>=1.14' "
+                          "(or, on a GPU node, the extra: pip install 'ladalit[gpu]')") from err
+    return faiss
 
 
 def num_prototypes(n: int, init_fraction: float) -> int:
@@ -31,108 +53,88 @@ def num_prototypes(n: int, init_fraction: float) -> int:
     return min(n, math.ceil(round(init_fraction * n, 9)))
 
 
-def _generator(seed: int, device: torch.device) -> torch.Generator:
-    return torch.Generator(device=device).manual_seed(seed)
+def faiss_gpu_available() -> bool:
+    """True when torch sees CUDA and the installed FAISS is a GPU build that sees a GPU
+    (under faiss-cpu, ``faiss.Kmeans(gpu=True)`` silently runs on the CPU: this says False)."""
+    if not torch.cuda.is_available():
+        return False
+    faiss = _faiss()
+    return hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
 
 
-def kmeans_pp_init(x: torch.Tensor, c: int, seed: int, max_points: int | None = None) -> torch.Tensor:
-    """k-means++ seeding (Arthur & Vassilvitskii 2007) in float32, deterministic for ``seed``.
+@contextlib.contextmanager
+def _threads(n: int):
+    faiss = _faiss()
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(max(1, n))
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(before)
 
-    Returns ``c`` rows of ``x`` (``[c, d]``, a copy) chosen one at a time with
-    probability proportional to the squared distance to the nearest centre chosen
-    so far. Each step is one matrix-vector product over the candidates (memory
-    bound), so with ``max_points`` the candidates are a seeded uniform subsample of
-    ``max(max_points, 2c)`` rows: at 100k x 384 and c = 1000 seeding over every row
-    reads 150 MB 1000 times (~14 s on one core), over 8192 rows ~1 s.
+
+def _flat_index(d: int, gpu: bool):
+    """An exact L2 index, on the current CUDA device when ``gpu``."""
+    faiss = _faiss()
+    index = faiss.IndexFlatL2(d)
+    if gpu:
+        res = faiss.StandardGpuResources()
+        index = faiss.index_cpu_to_gpu(res, torch.cuda.current_device(), index)
+        index.ladalit_resources = res  # the resources must outlive the index
+    return index
+
+
+def _seed_centroids(x: np.ndarray, c: int, seed: int, seed_points: int | None) -> np.ndarray:
+    """k-means++ seeds (FAISS) over a seeded uniform subsample of ``max(seed_points, 2c)`` rows."""
+    faiss = _faiss()
+    n, d = x.shape
+    if seed_points is not None and n > max(seed_points, 2 * c):
+        rows = np.sort(np.random.default_rng(seed).permutation(n)[: max(seed_points, 2 * c)])
+        x = np.ascontiguousarray(x[rows])
+    init = np.empty((c, d), dtype=np.float32)
+    pp = faiss.ClusteringInitialization(d, c)
+    pp.method = faiss.ClusteringInitMethod_KMEANS_PLUS_PLUS
+    pp.seed = int(seed)
+    pp.init_centroids(x.shape[0], faiss.swig_ptr(x), faiss.swig_ptr(init))
+    return init
+
+
+def kmeans(x: np.ndarray, c: int, seed: int, niter: int = 20, tol: float = 1e-3,
+           seed_points: int | None = 8192, gpu: bool = False) -> tuple[np.ndarray, dict]:
+    """FAISS k-means of the rows of ``x`` (``[n, d]``, as float32) into ``0 < c < n`` centroids.
+
+    k-means++ seeding over at most ``seed_points`` rows (None: all of them), then at
+    most ``niter`` Lloyd iterations of ``faiss.Kmeans`` over every row, stopping early
+    when one changes the objective by at most ``tol`` (relative). FAISS moves a
+    centroid that lost every point next to a large cluster's (it splits that cluster).
+    Returns ``(centroids [c, d] float32, info)``: info's ``obj`` is FAISS's objective
+    at each iteration (the inertia of the centroids *entering* it), ``iterations``
+    their number, ``gpu`` whether it ran on a GPU.
     """
-    g = _generator(seed, x.device)
-    n = x.shape[0]
-    if max_points is not None and n > max(max_points, 2 * c):
-        x = x[torch.randperm(n, generator=g, device=x.device)[: max(max_points, 2 * c)]]
-        n = x.shape[0]
-    sq = (x * x).sum(1)
-
-    def sqdist(i: int) -> torch.Tensor:
-        return torch.addmv(sq + sq[i], x, x[i], alpha=-2.0).clamp_(min=0.0)
-
-    chosen = [int(torch.randint(n, (1,), generator=g, device=x.device))]
-    d2 = sqdist(chosen[0])
-    d2[chosen[0]] = 0.0
-    for _ in range(1, c):
-        cum = torch.cumsum(d2, 0)
-        if float(cum[-1]) > 0:  # D^2 sampling: the first index whose running sum exceeds u * total
-            u = torch.rand(1, generator=g, device=x.device) * cum[-1]
-            nxt = min(int(torch.searchsorted(cum, u, right=True)), n - 1)
-            if float(d2[nxt]) <= 0:  # u rounded onto the total: the farthest point instead
-                nxt = int(d2.argmax())
-        else:  # every remaining point coincides with a centre: any free one
-            free = torch.ones(n, dtype=torch.bool, device=x.device)
-            free[chosen] = False
-            free = free.nonzero().squeeze(1)
-            nxt = int(free[torch.randint(len(free), (1,), generator=g, device=x.device)])
-        chosen.append(nxt)
-        d2 = torch.minimum(d2, sqdist(nxt))
-        d2[nxt] = 0.0  # exact zero despite the expanded-norm rounding (earlier centres stay 0)
-    return x[chosen].clone()
+    faiss = _faiss()
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    n, d = x.shape
+    if not 0 < c < n:
+        raise ValueError(f"kmeans needs 0 < c < n, got c={c}, n={n}")
+    init = _seed_centroids(x, c, seed, seed_points)
+    km = faiss.Kmeans(d, c, niter=niter, seed=int(seed), max_points_per_centroid=n, min_points_per_centroid=1,
+                      early_stop_threshold=float(tol), check_input_data_for_NaNs=False)
+    if gpu:
+        km.index = _flat_index(d, gpu=True)
+    km.train(x, init_centroids=init)
+    return km.centroids, {"obj": [float(o) for o in km.obj], "iterations": len(km.obj), "gpu": bool(gpu)}
 
 
-def _blocks(n: int, c: int):
-    step = max(1, CHUNK_ELEMS // max(c, 1))
-    return ((s, min(n, s + step)) for s in range(0, n, step))
-
-
-def _assign(x: torch.Tensor, sq: torch.Tensor, centroids: torch.Tensor):
-    """Nearest centroid of every row of ``x`` and the total squared distance (inertia)."""
-    cs = (centroids * centroids).sum(1)
-    labels = torch.empty(x.shape[0], dtype=torch.long, device=x.device)
-    inertia = 0.0
-    for s, e in _blocks(x.shape[0], centroids.shape[0]):
-        d = torch.addmm(cs, x[s:e], centroids.T, alpha=-2.0)
-        m, labels[s:e] = d.min(1)
-        inertia += float((m + sq[s:e]).clamp_(min=0.0).sum())
-    return labels, inertia
-
-
-def kmeans(x: torch.Tensor, c: int, seed: int, niter: int = 20, tol: float = 1e-3,
-           seed_points: int | None = None) -> tuple[torch.Tensor, float, int]:
-    """Lloyd's k-means from a k-means++ seeding; returns ``(centroids, inertia, iterations)``.
-
-    Stops after ``niter`` updates, or earlier when an update lowers the inertia by
-    less than ``tol`` (relative). The inertia returned is that of the centroids
-    returned. A centroid that loses every point keeps its position.
-    ``seed_points`` bounds the k-means++ candidates (:func:`kmeans_pp_init`).
-    """
-    sq = (x * x).sum(1)
-    centroids = kmeans_pp_init(x, c, seed, seed_points)
-    labels, inertia = _assign(x, sq, centroids)
-    it = 0
-    while it < niter:
-        sums = torch.zeros_like(centroids).index_add_(0, labels, x)
-        counts = torch.bincount(labels, minlength=c)
-        new = torch.where((counts > 0)[:, None], sums / counts.clamp(min=1)[:, None].to(x.dtype), centroids)
-        new_labels, new_inertia = _assign(x, sq, new)
-        it += 1
-        improved = inertia - new_inertia
-        centroids, labels, inertia = new, new_labels, new_inertia
-        if improved <= tol * inertia:
-            break
-    return centroids, inertia, it
-
-
-def _nearest(x: torch.Tensor, sq: torch.Tensor, centroids: torch.Tensor, k: int):
-    """The ``k`` nearest rows of ``x`` to each centroid: ``(d2 [c, k], index [c, k])``, ascending."""
-    cs = (centroids * centroids).sum(1)
-    best_d = best_i = None
-    for s, e in _blocks(x.shape[0], centroids.shape[0]):
-        d = torch.addmm(cs[:, None] + sq[None, s:e], centroids, x[s:e].T, alpha=-2.0)  # [c, rows], contiguous
-        dd, ii = d.topk(min(k, e - s), dim=1, largest=False)
-        ii += s
-        if best_d is not None:
-            dd, ii = torch.cat([best_d, dd], 1), torch.cat([best_i, ii], 1)
-            dd, j = dd.topk(min(k, dd.shape[1]), dim=1, largest=False)  # ties keep the earlier row
-            ii = ii.gather(1, j)
-        best_d, best_i = dd, ii
-    return best_d, best_i
+def _as_array(embeddings) -> np.ndarray:
+    if isinstance(embeddings, torch.Tensor):
+        x = embeddings.detach().to("cpu", torch.float32).numpy()
+    else:
+        x = np.asarray(embeddings, dtype=np.float32)
+    if x.ndim != 2:
+        raise ValueError(f"embeddings must be [n, d], got shape {tuple(x.shape)}")
+    if x.size and not np.isfinite(x).all():
+        raise ValueError("embeddings contain NaN or inf")
+    return x
 
 
 def select_prototypes(
@@ -142,45 +144,57 @@ def select_prototypes(
     niter: int = 20,
     tol: float = 1e-3,
     seed_points: int = 8192,
+    gpu: bool | None = None,
+    threads: int | None = None,
 ) -> list[int]:
     """Indices of ``c = ceil(init_fraction * n)`` distinct prototype samples.
 
-    1. :func:`kmeans` on the float32 embeddings (centred first, which changes no
-       distance and keeps the expanded ``|x|^2 - 2x.c + |c|^2`` form accurate):
-       k-means++ seeding over at most ``seed_points`` candidates, then at most
-       ``niter`` Lloyd updates, stopping early below a ``tol`` relative gain.
+    1. :func:`kmeans` (FAISS) on the float32 embeddings, centred first (which
+       changes no distance and keeps FAISS's expanded ``|x|^2 - 2x.c + |c|^2`` form
+       accurate): k-means++ seeding over at most ``seed_points`` rows, then at most
+       ``niter`` Lloyd iterations over all rows, stopping early below a ``tol``
+       relative change of the objective.
     2. Greedy matching: for each centroid in order, take its nearest sample not
-       taken yet (its 16 nearest are found in one pass over the samples; a centroid
-       whose 16 are all taken scans every sample).
+       taken yet (its 16 nearest come from one FAISS search; a centroid whose 16
+       are all taken scans every sample).
+
+    ``gpu``: None runs on a GPU when :func:`faiss_gpu_available`; True requires one
+    (ValueError otherwise, instead of FAISS's silent CPU run). ``threads``: FAISS's
+    threads for the call (None: ``torch.get_num_threads()``).
 
     Returns ``c`` distinct indices (ints, in centroid order); all indices when
-    ``c >= n``; ``[]`` when ``c == 0``. Deterministic for a given ``seed`` (and device).
+    ``c >= n``; ``[]`` when ``c == 0``. Deterministic for a given ``seed``, device and
+    thread count.
     """
-    if isinstance(embeddings, torch.Tensor):
-        x = embeddings.detach().to(torch.float32)
-    else:
-        x = torch.from_numpy(np.asarray(embeddings, dtype=np.float32))
-    if x.ndim != 2:
-        raise ValueError(f"embeddings must be [n, d], got shape {tuple(x.shape)}")
+    x = _as_array(embeddings)
     n = x.shape[0]
     c = num_prototypes(n, init_fraction)
     if c == 0:
         return []
     if c >= n:
         return list(range(n))
+    if gpu is None:
+        gpu = faiss_gpu_available()
+    elif gpu and not faiss_gpu_available():
+        raise ValueError("select_prototypes(gpu=True): FAISS sees no GPU here (faiss-gpu not installed, or no CUDA)")
 
-    x = (x - x.mean(0)).contiguous()
-    centroids, _, _ = kmeans(x, c, seed, niter=niter, tol=tol, seed_points=seed_points)
-    sq = (x * x).sum(1)
-    _, nbrs = _nearest(x, sq, centroids, min(n, 16))
+    x = np.ascontiguousarray(x - x.mean(0, dtype=np.float64).astype(np.float32))
+    with _threads(torch.get_num_threads() if threads is None else threads):
+        centroids, _ = kmeans(x, c, seed, niter=niter, tol=tol, seed_points=seed_points, gpu=gpu)
+        index = _flat_index(x.shape[1], gpu)
+        index.add(x)
+        _, nbrs = index.search(centroids, min(n, NEIGHBOURS))
 
     taken: set[int] = set()
     out: list[int] = []
+    sq = None
     for j, row in enumerate(nbrs.tolist()):
-        pick = next((i for i in row if i not in taken), None)
+        pick = next((i for i in row if i >= 0 and i not in taken), None)
         if pick is None:  # all 16 taken: the nearest free sample over all of them
-            d = torch.addmv(sq, x, centroids[j], alpha=-2.0)
-            d[torch.tensor(sorted(taken), device=x.device)] = float("inf")
+            if sq is None:
+                sq = np.einsum("ij,ij->i", x, x)
+            d = sq - 2.0 * (x @ centroids[j])
+            d[np.fromiter(taken, dtype=np.int64)] = np.inf
             pick = int(d.argmin())
         taken.add(pick)
         out.append(pick)
