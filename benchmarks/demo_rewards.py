@@ -58,13 +58,15 @@ def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run_dir")
     args = ap.parse_args(argv)
+    from ladalit.core.config import RunConfig
     from ladalit.core.encoder import make_encoder
     from ladalit.core.experiment import prepared_records
     from ladalit.core.prompts import format_question, parse_answer
     from ladalit.demo.oracle import world_oracle
 
     run = Path(args.run_dir)
-    cfg = OmegaConf.load(run / "config.yaml")
+    # on today's schema, so that a run written before a key was added (e.g. data.mixture) still reads
+    cfg = OmegaConf.merge(OmegaConf.structured(RunConfig), OmegaConf.load(run / "config.yaml"))
     oracle = world_oracle(cfg)
     selected = [json.loads(line) for line in (run / "selections.jsonl").read_text().splitlines()]
     public_ids = sorted({i for s in selected for i in s["ids"]})
