@@ -145,7 +145,8 @@ def select(cfg, pair: PairState, round: int, cand: list[int], emb: torch.Tensor,
         sel = [cand[j] for j in idx.tolist()]
         _, u_p, u_q = pair.filter.predict(emb[cand])
         pair.round_terms.append((u_p.float().cpu(), pair.filter.lam * u_q.float().cpu()))
-    if pair.filter is not None:  # Eq. 9's baseline: U^p(x) as the filter stands when x is selected
+        pair.u_p_at_selection = dict(zip(sel, u_p[idx].float().cpu().tolist()))  # Eq. 9's baseline: what scored x
+    if pair.filter is not None and round == 1:  # the prototypes chose: U^p as it stands then
         u_p_sel = pair.filter.predict(emb[sel])[1].float().cpu() if sel else torch.zeros(0)
         pair.u_p_at_selection = dict(zip(sel, u_p_sel.tolist()))
     pair.selected += len(sel)
