@@ -19,12 +19,21 @@ which public samples a pair can learn from, for analysis only.
     model, tokenizer = load_member("server")      # trains once, then loads from the cache
     quick_eval(model, tokenizer, records)          # accuracy of the parsed "answer is (X)"
 
-Cache: `cache_dir / f"{name}-{hash}"` (safetensors + tokenizer + zoo.json), the
-hash covering the member spec, its tokenizer spec, the corpus and CODE_VERSION.
+Shipped weights: the repository carries every member's pre-trained weights and tokenizer
+(`ladalit/demo/weights/{name}-{hash}/`, about 6 MB), with their sha256 in
+`ladalit/demo/weights/SHA256SUMS` (`cd ladalit/demo/weights && sha256sum -c SHA256SUMS`).
+`load_member` loads them after checking every file's sha256, so every user starts from the
+same models whatever CPU they have; pre-training on this machine is not bit-reproducible
+elsewhere (the float sums depend on the CPU's kernels).
+
+Cache: a member that is not shipped at its current hash (a changed spec) is pre-trained once
+into `cache_dir / f"{name}-{hash}"` (safetensors + tokenizer + zoo.json), the hash covering the
+member spec, its tokenizer spec, the corpus and CODE_VERSION.
 Default cache dir: $LADALIT_CACHE or ~/.cache/ladalit/zoo.
 
-`python -m ladalit.demo.zoo` pre-trains the whole zoo and prints accuracy per member
-and step count.
+    python -m ladalit.demo.zoo                     # accuracy per member and step count (shipped weights)
+    python -m ladalit.demo.zoo --retrain --cache-dir /tmp/zoo   # pre-train again, compare with the shipped
+    python -m ladalit.demo.zoo --ship              # pre-train (or take the cache's) and ship them
 """
 from __future__ import annotations
 
@@ -140,7 +149,10 @@ SP = TokenizerSpec("sp", "metaspace", 320)
 # rather than a gemma2: transformers gives gemma2 eager attention only (its logit soft-capping), and with
 # a character-level tokenizer it was half of the zoo's pre-training time (world v2, docs/demo.md). Each client also
 # sees a tenth of its taught records in the direct-answer format of its private-train SFT (world v4): without
-# it, that SFT took world v3's client3 from 0.45 to 0.04 step-by-step accuracy in two epochs.
+# it, that SFT took world v3's client3 from 0.45 to 0.04 step-by-step accuracy in two epochs. Client3 trains
+# 4000 steps (world v5): at 1500 it ended at loss 0.067 (the others 0.02) and solved 0.81 / 0.39 of its own
+# domain's 1- / 2-step items, failing precondition b (>= 0.8, benchmarks/demo_preconditions.py); at 4000,
+# 0.98 / 0.98, and shared 3-4 steps still 0.22 / 0.25 (100 items per cell, `python -m ladalit.demo.zoo`).
 ZOO: dict[str, ZooMember] = {m.name: m for m in [
     ZooMember("server", "qwen3", BPE, hidden_size=128, num_layers=4, num_heads=4, num_kv_heads=2,
               intermediate_size=384, one_shot_fraction=0.15, question_fraction=0.05, short_answers=False,
@@ -154,7 +166,7 @@ ZOO: dict[str, ZooMember] = {m.name: m for m in [
     ZooMember("client-gemma", "gemma", BPE_SMALL, hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=1,
               intermediate_size=192, rationale_domains=("market", SHARED), rationale_max_steps=2,
               short_answers=False, direct_fraction=0.1, learnable_steps=3,
-              train=TrainSpec(steps=1500, batch_size=16, seed=2)),
+              train=TrainSpec(steps=4000, batch_size=16, seed=2)),
 ]}
 assert sorted(CLIENT_DOMAINS) == ["calendar", "kitchen", "market"]
 
@@ -367,11 +379,78 @@ def member_dir(member: ZooMember, cache_dir: Path | str | None = None) -> Path:
     return Path(cache_dir or default_cache_dir()) / f"{member.name}-{member_hash(member)}"
 
 
-def load_member(name: str | ZooMember, cache_dir: Path | str | None = None, progress: bool = True):
-    """(model, tokenizer) of a zoo member, pre-training it on first use and loading it from the cache after."""
+# ----------------------------------------------------------------------------- shipped weights
+
+SHIPPED = Path(__file__).resolve().with_name("weights")
+SUMS = "SHA256SUMS"  # `sha256sum` format: "<hex>  <member dir>/<file>", one line per shipped file
+
+
+class ZooIntegrityError(RuntimeError):
+    """A shipped file is missing or its sha256 differs from SHA256SUMS."""
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def read_sums(shipped: Path | None = None) -> dict[str, str]:
+    """relative path -> sha256 of every shipped file; {} where nothing is shipped."""
+    sums = (shipped or SHIPPED) / SUMS
+    if not sums.exists():
+        return {}
+    out = {}
+    for line in sums.read_text().splitlines():
+        digest, rel = line.split(maxsplit=1)
+        out[rel.lstrip("*")] = digest
+    return out
+
+
+def shipped_member(member: ZooMember, shipped: Path | None = None) -> Path | None:
+    """The shipped directory of `member` at its current hash, its files checked against SHA256SUMS; None when
+    this spec is not shipped (it is then pre-trained into the cache)."""
+    shipped = shipped or SHIPPED
+    name = f"{member.name}-{member_hash(member)}"
+    files = {rel: d for rel, d in read_sums(shipped).items() if rel.split("/", 1)[0] == name}
+    if not files:
+        return None
+    for rel, want in sorted(files.items()):
+        path = shipped / rel
+        got = sha256_file(path) if path.exists() else "missing"
+        if got != want:
+            raise ZooIntegrityError(f"{path}: sha256 {got[:16]} does not match {shipped / SUMS} ({want[:16]}); "
+                                    "restore it (git checkout) or ship the zoo again: python -m ladalit.demo.zoo --ship")
+    return shipped / name
+
+
+def ship(members: list[str | ZooMember], cache_dir: Path | str | None = None, shipped: Path | None = None) -> list[str]:
+    """Copy the members' cached directories (pre-training them where missing) into `shipped`, dropping other
+    versions of those members, and rewrite SHA256SUMS over everything shipped. Returns the lines written."""
+    shipped = shipped or SHIPPED
+    shipped.mkdir(parents=True, exist_ok=True)
+    for member in members:
+        member = ZOO[member] if isinstance(member, str) else member
+        load_member(member, cache_dir, progress=False, shipped=False)
+        for old in shipped.glob(f"{member.name}-*"):
+            shutil.rmtree(old)
+        shutil.copytree(member_dir(member, cache_dir), shipped / member_dir(member).name)
+    lines = [f"{sha256_file(f)}  {f.relative_to(shipped).as_posix()}"
+             for f in sorted(shipped.glob("*/*")) if f.is_file()]
+    (shipped / SUMS).write_text("\n".join(lines) + "\n")
+    return lines
+
+
+def load_member(name: str | ZooMember, cache_dir: Path | str | None = None, progress: bool = True,
+                shipped: bool = True):
+    """(model, tokenizer) of a zoo member: the shipped weights where this spec is shipped (sha256 checked),
+    else pre-trained on first use into the cache and loaded from it after. `shipped=False` ignores the shipped
+    weights (a re-train to compare with them)."""
     member = ZOO[name] if isinstance(name, str) else name
     cache_dir = Path(cache_dir or default_cache_dir())
-    path = member_dir(member, cache_dir)
+    path = (shipped_member(member) if shipped else None) or member_dir(member, cache_dir)
     if not (path / "zoo.json").exists():
         tokenizer = load_tokenizer(member.tokenizer, member.corpus, cache_dir)
         model = build_model(member, tokenizer)
@@ -398,9 +477,24 @@ def load_member(name: str | ZooMember, cache_dir: Path | str | None = None, prog
 
 
 def member_info(name: str | ZooMember, cache_dir: Path | str | None = None) -> dict:
-    """What pre-training recorded (time, parameters, losses); the member must be cached."""
+    """What pre-training recorded (time, parameters, losses); the member must be shipped or cached."""
     member = ZOO[name] if isinstance(name, str) else name
-    return json.loads((member_dir(member, cache_dir) / "zoo.json").read_text())
+    path = shipped_member(member) or member_dir(member, cache_dir)
+    return json.loads((path / "zoo.json").read_text())
+
+
+def compare_with_shipped(name: str, cache_dir: Path | str | None = None) -> dict:
+    """How a re-train in `cache_dir` differs from the shipped weights: whether the bytes are the same, and the
+    largest absolute difference of any weight."""
+    from safetensors.torch import load_file
+    member = ZOO[name]
+    ours, theirs = member_dir(member, cache_dir) / "model.safetensors", shipped_member(member)
+    if theirs is None:
+        return {"member": name, "shipped": False}
+    a, b = load_file(ours), load_file(theirs / "model.safetensors")
+    diff = max((a[k].float() - b[k].float()).abs().max().item() for k in a) if a.keys() == b.keys() else float("inf")
+    return {"member": name, "shipped": True, "same_bytes": sha256_file(ours) == sha256_file(theirs / "model.safetensors"),
+            "max_abs_weight_diff": diff}
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -428,7 +522,8 @@ def quick_eval(model, tokenizer, records: list[MCRecord], max_new_tokens: int = 
     return sum(parse_answer(t) == r.answer for t, r in zip(texts, records)) / len(records)
 
 
-def starting_points(members: list[str], per_cell: int = 40, cache_dir=None, progress: bool = True) -> list[dict]:
+def starting_points(members: list[str], per_cell: int = 40, cache_dir=None, progress: bool = True,
+                    shipped: bool = True) -> list[dict]:
     """Accuracy of each member per (domain, steps, shots) on fresh records (seed 7, which no split uses):
     rows {member, domain, steps, shots, n, accuracy}."""
     from ladalit.demo.synthetic import DOMAINS
@@ -437,7 +532,7 @@ def starting_points(members: list[str], per_cell: int = 40, cache_dir=None, prog
              for d in DOMAINS for k in range(1, 5)}
     rows = []
     for name in members:
-        model, tok = load_member(name, cache_dir, progress)
+        model, tok = load_member(name, cache_dir, progress, shipped=shipped)
         for shots in (0, 1):
             for (d, k), recs in cells.items():
                 rows.append({"member": name, "domain": d, "steps": k, "shots": shots, "n": len(recs),
@@ -453,18 +548,29 @@ def main(argv: list[str] | None = None) -> None:
 
     from ladalit.demo.synthetic import DOMAINS
 
-    ap = argparse.ArgumentParser(description="pre-train the zoo and print each member's accuracy per domain, "
-                                             "step count and prompt setting")
+    ap = argparse.ArgumentParser(description="print each zoo member's accuracy per domain, step count and prompt "
+                                             "setting (the shipped weights, or a re-train)")
     ap.add_argument("--members", nargs="*", default=list(ZOO))
     ap.add_argument("--cache-dir", default=None)
     ap.add_argument("--per-cell", type=int, default=40, help="test records per (domain, steps)")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--json", default=None, help="also write the rows to this file")
+    ap.add_argument("--retrain", action="store_true",
+                    help="pre-train into --cache-dir (or load a re-train there), ignoring the shipped weights, and "
+                         "compare them with the shipped ones")
+    ap.add_argument("--ship", action="store_true", help="ship the cache's members (pre-training where missing) "
+                                                        "into ladalit/demo/weights with their sha256")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
-    rows = starting_points(args.members, args.per_cell, args.cache_dir)
+    if args.ship:
+        for line in ship(args.members, args.cache_dir):
+            print(line)
+    rows = starting_points(args.members, args.per_cell, args.cache_dir, shipped=not args.retrain)
+    if args.retrain:
+        for name in args.members:
+            print(json.dumps(compare_with_shipped(name, args.cache_dir)))
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
     for shots in (0, 1):

@@ -1,4 +1,5 @@
 import json
+import subprocess
 from dataclasses import replace
 
 import pytest
@@ -247,3 +248,46 @@ def test_every_zoo_member_has_sdpa_attention(name, tmp_path):
     tok = zoo.load_tokenizer(zoo.ZOO[name].tokenizer, TINY_CORPUS, tmp_path)
     model = zoo.build_model(zoo.ZOO[name], tok)
     assert model.config._attn_implementation == "sdpa"
+
+
+# ----------------------------------------------------------------------------- shipped weights
+
+@pytest.mark.parametrize("name", list(zoo.ZOO))
+def test_every_member_is_shipped_at_its_current_hash(name, monkeypatch):
+    # a change to a member's spec (or CODE_VERSION) changes its hash: ship it again (python -m ladalit.demo.zoo --ship)
+    path = zoo.shipped_member(zoo.ZOO[name])  # checks every file's sha256
+    assert path is not None and path.name == f"{name}-{zoo.member_hash(zoo.ZOO[name])}"
+    monkeypatch.setattr(zoo, "pretrain", lambda *a, **k: pytest.fail("the shipped member was pre-trained again"))
+    model, tok = zoo.load_member(name, cache_dir="/nonexistent/cache", progress=False)
+    assert model.num_parameters() == zoo.member_info(name)["num_parameters"]
+    assert tok.bos_token == zoo.BOS and len(tok) == model.config.vocab_size
+
+
+def test_shipped_sums_are_sha256sum_format():
+    sums = zoo.read_sums()
+    assert {rel.split("/", 1)[0] for rel in sums} == {f"{n}-{zoo.member_hash(m)}" for n, m in zoo.ZOO.items()}
+    out = subprocess.run(["sha256sum", "--check", "--quiet", zoo.SUMS], cwd=zoo.SHIPPED, capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_ship_then_load_then_tamper(tmp_path, monkeypatch):
+    member = tiny(steps=4)
+    lines = zoo.ship([member], cache_dir=tmp_path / "cache", shipped=tmp_path / "weights")
+    name = f"{member.name}-{zoo.member_hash(member)}"
+    assert {ln.split("  ", 1)[1] for ln in lines} >= {f"{name}/model.safetensors", f"{name}/tokenizer.json",
+                                                     f"{name}/zoo.json"}
+    assert zoo.shipped_member(member, tmp_path / "weights") == tmp_path / "weights" / name
+    assert zoo.shipped_member(replace(member, hidden_size=48), tmp_path / "weights") is None  # another spec
+    # loading prefers the shipped copy over a cache that holds the same spec
+    monkeypatch.setattr(zoo, "SHIPPED", tmp_path / "weights")
+    cached = zoo.member_dir(member, tmp_path / "cache") / "model.safetensors"
+    cached.write_bytes(b"not read")  # the shipped copy is loaded, not the cache's
+    model, _ = zoo.load_member(member, cache_dir=tmp_path / "cache", progress=False)
+    assert model.config.hidden_size == member.hidden_size
+    # a changed shipped byte is refused, with the file named
+    weights = tmp_path / "weights" / name / "model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
+    with pytest.raises(zoo.ZooIntegrityError, match=r"model\.safetensors: sha256 .* does not match"):
+        zoo.load_member(member, cache_dir=tmp_path / "cache", progress=False)
+
