@@ -202,7 +202,7 @@ def test_config_refuses_a_bad_mixture_in_one_line(extra, message):
 
 def test_config_mixture_needs_train_and_known_domains():
     with pytest.raises(ConfigError) as e:
-        load_config(["conf=demo.yaml", "data.mixture.public.shared=1"])
+        load_config(["conf=smoke.yaml", "data.mixture.public.shared=1"])
     assert str(e.value).startswith("config key 'data.mixture.train': required once")
     with pytest.raises(ConfigError) as e:  # domains are checked against the records, at data load
         load_data(load_config(V5_ARGS + ["data.mixture.train.client1.foo=0"]))
