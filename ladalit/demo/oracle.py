@@ -38,7 +38,13 @@ that uses them (`world_oracle`, `selection_quality`, `oracle_report`): the zoo's
 round has no label. `selection_quality` gives each label's share of the filter's selection and the shares
 a random selection of the same size would have in expectation: those of every sample of D_p that has both
 answers that round (`random_labelled` of them; the methods generate answers only for the samples some
-selection drew, so where that is below |D_p| the random shares are over those samples only).
+selection drew, so where that is below |D_p| the random shares are over those samples only, unless the
+harness generated the others for analysis: `analysis.all_answers`, passed in as `analysis_responses`).
+
+`reward_auc` scores LaDa's recorded per-sample rewards (r_total, and the filter's predicted reward at
+selection) against the labels: the AUC of correctable against harmful, and against the rest. Under the gold
+teacher (`analysis.gold_teacher`, ladalit.demo.controls) the chosen answer of "k<-server" is the gold one,
+right by definition (`gold_teacher=` of `sample_labels`, `selection_quality`, `reward_auc`).
 """
 from __future__ import annotations
 

@@ -155,3 +155,25 @@ def test_a_selector_replaying_a_run_that_does_not_fit_exits_2_and_writes_nothing
     assert main([*args, f"analysis.sizes_from={tmp_path / 'nope'}"]) == 2
     assert "is not a finished run directory" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_all_answers_survive_a_resume(base, tmp_path, monkeypatch):
+    """The controls' own answers go into the checkpoint beside the method's state: a run stopped after round 1
+    and resumed has round 1's analysis answers too, and the method's results of the uninterrupted run."""
+    import ladalit.run as run_mod
+    real = run_mod.save_checkpoint
+
+    def stop_after_round_1(run_dir, t, snapshot):
+        real(run_dir, t, snapshot)
+        if t == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(run_mod, "save_checkpoint", stop_after_round_1)
+    with pytest.raises(KeyboardInterrupt):
+        smoke_run(tmp_path, "r", "analysis.all_answers=true")
+    monkeypatch.setattr(run_mod, "save_checkpoint", real)
+    cfg, run_dir, saved = smoke_run(tmp_path, "r", "analysis.all_answers=true", "resume=true")
+    for key in ("accuracy", "selection", "selected_per_round", "train"):
+        assert saved[key] == base[2][key], key
+    assert {r["round"] for r in lines(run_dir / "analysis_responses.jsonl")} == {1, 2}
+    assert all(r["random_labelled"] == len(load_data(cfg).public) for r in saved["selection_quality"])
