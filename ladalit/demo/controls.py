@@ -114,6 +114,8 @@ class Controls:
         self.records = {r.id: r for r in records if r.id in public}
         self.gold = {i: gold_response(r) for i, r in self.records.items()} if cfg.analysis.gold_teacher else {}
         self.answers: dict[tuple[int, str, str], str] = {}  # (round, participant, id) -> text
+        # (round, participant, id) the method answers itself (a selected sample's two sides): all_answers skips them
+        self.method_has: set[tuple[int, str, str]] = set()
         self.generated = 0
 
     def hooks(self) -> Hooks:
@@ -141,9 +143,13 @@ class Controls:
         return choose(kind, cand, n, preferred, rng)
 
     def selected(self, round: int, pair: str, cand: list[str], sel: list[str]) -> None:
-        """all_answers: both sides' answers on the candidates the method did not select (it has its own for those)."""
-        chosen = set(sel)
-        self.pair_answers(round, pair, [i for i in cand if i not in chosen])
+        """all_answers: both sides' answers on the candidates whose answers the method does not generate (it does
+        for both sides of every sample it selects; an exchanged answer wins over an analysis one anyway)."""
+        learner, teacher = pair.split("<-")
+        self.method_has |= {(round, p, i) for i in sel for p in (learner, teacher)}
+        if not self.gold_teacher(pair):
+            self.answer(round, teacher, [i for i in cand if (round, teacher, i) not in self.method_has])
+        self.answer(round, learner, [i for i in cand if (round, learner, i) not in self.method_has])
 
     # ----------------------------------------------------------------------- the answers
     def gold_teacher(self, pair: str) -> bool:
@@ -175,6 +181,7 @@ class Controls:
         return {"rows": self.rows(), "generated": self.generated}
 
     def load_state_dict(self, state: dict | None) -> None:
+        """A checkpoint's (taken at a round's end: `method_has` concerns the round under way only)."""
         if state:
             self.answers = {(r["round"], r["participant"], r["id"]): r["text"] for r in state["rows"]}
             self.generated = state["generated"]
