@@ -296,6 +296,7 @@ def controls_lines(runs: dict, seeds: list[int], names: list[str], summary: dict
             ahead = {n: statistics.mean(acc[f"{n} 0-shot lenient"][c]) > statistics.mean(acc[f"{n} 0-shot lenient"]["standalone"])
                      for n in names if n != "server"}
             mark = "met" if all(ahead.values()) else "NOT met"
+            summary["controls"].setdefault("checks", {})[f"{c} ahead of standalone on every client"] = all(ahead.values())
             out.append(f"- check: {NAMES[c]} ahead of Standalone on every client (0-shot lenient means): {mark} "
                        f"({', '.join(f'{n}: {v}' for n, v in ahead.items())})")
         out += ["  (where LaDa with the gold teacher is not above Standalone, suspect the loss, β, the learning rate "

@@ -177,3 +177,13 @@ def test_all_answers_survive_a_resume(base, tmp_path, monkeypatch):
         assert saved[key] == base[2][key], key
     assert {r["round"] for r in lines(run_dir / "analysis_responses.jsonl")} == {1, 2}
     assert all(r["random_labelled"] == len(load_data(cfg).public) for r in saved["selection_quality"])
+
+
+def test_only_the_harness_imports_the_controls():
+    """The controls reach a method only as hooks (ladalit.core.hooks): no module but the harness imports them,
+    and they do not import the oracle (the harness passes it in)."""
+    from tests.demo.test_oracle import ROOT, imports_of
+    users = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "ladalit").rglob("*.py")
+                   if p.name != "controls.py" and any(n.startswith("ladalit.demo.controls") for n in imports_of(p)))
+    assert users == ["ladalit/run.py"]
+    assert not any(n.startswith("ladalit.demo.oracle") for n in imports_of(ROOT / "ladalit/demo/controls.py"))
