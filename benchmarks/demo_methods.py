@@ -1,6 +1,7 @@
 """The demo world's verdict: Standalone, FedKD and LaDa over seeds, judged on the paper's claims.
 
-    python -m benchmarks.demo_methods [--seeds 0 1 2] [--methods standalone fedkd lada] [--controls] [key=value ...]
+    python -m benchmarks.demo_methods [--seeds 0 1 2] [--methods standalone fedkd lada] [--controls [--control-seeds 0]]
+                                      [key=value ...]
 
 Runs `conf/demo.yaml` once per (method, seed), every round evaluated (`eval.every_round=true`; a run whose
 results.json has every round, with the same `analysis:` switches, is reused; the runs go to
@@ -18,13 +19,14 @@ benchmarks/results/demo_runs/), then writes benchmarks/results/demo_methods.{jso
   the same size, how often the chosen answers were right, and the share of the selection labelled
   correctable against a random selection's (`ladalit.demo.oracle`);
 - the server's accuracy per domain at round 0 and after the last round, with each method;
-- learning curves: every participant's accuracy per round (0-shot, lenient and strict), mean over the seeds;
+- learning curves: every participant's accuracy per round (0-shot, lenient and strict), mean over each run's seeds;
 - the paper's claims, each marked met or not: LaDa ahead of Standalone on every client, at least level
   with FedKD on average over the clients, the server no lower than its round 0, and the filter's
   precision above random for every pair after round 1, and its correctable share above random for every
   pair after round 1.
 
-`--controls` (needs lada among the methods) also runs, on the same seeds, the harness's controls
+`--controls` (needs lada among the methods) also runs, on the same seeds (or `--control-seeds`, some of them),
+the harness's controls
 (`analysis:`, `ladalit.demo.controls`, docs/demo.md): LaDa and FedKD with the gold teacher, and LaDa with
 each matched selector (random, disagreement, correctable) at the sizes of that seed's LaDa run, which runs
 with `analysis.all_answers=true` (the oracle's random baseline over all of D_p). It prints the controls'
@@ -114,7 +116,7 @@ def pct(xs: list[float]) -> str:
 def gain_intervals(runs: dict, base: str, shots: int, kind: str = "lenient", of: str = "lada"
                    ) -> dict[str, tuple[float, float, float]]:
     """participant -> (mean, low, high) of `of` − base in points (`of`: LaDa, or a control), paired over the
-    same items per seed."""
+    same items per seed, on the seeds of `of` (some of the base's)."""
     out = {}
     seeds = sorted(runs[of])
     names = sorted({p for s in seeds for p in correct_by_item(runs[of][s][1], last_round(runs[of][s][0]), shots)})
@@ -138,11 +140,16 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--out", default=str(OUT))
     ap.add_argument("--controls", action="store_true",
                     help="also run the controls (gold teacher, matched selectors) and print them with the reward AUCs")
+    ap.add_argument("--control-seeds", type=int, nargs="+", default=None,
+                    help="the seeds of the controls, some of --seeds (default: all of them)")
     ap.add_argument("--no-preconditions", action="store_true", help="leave out the preconditions table")
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args(argv)
     if args.controls and "lada" not in args.methods:
         ap.error("--controls needs lada among --methods (the matched selectors replay its selection sizes)")
+    control_seeds = args.control_seeds or args.seeds
+    if not set(control_seeds) <= set(args.seeds):
+        ap.error(f"--control-seeds {control_seeds} must be some of --seeds {args.seeds} (the paired intervals)")
     runs_dir = Path(args.runs_dir)
     lines, pre = ([], None) if args.no_preconditions else preconditions_lines(args)
     # with the controls, LaDa also answers every candidate for analysis (the oracle's random baseline over all of D_p)
@@ -153,7 +160,7 @@ def main(argv: list[str] | None = None) -> dict:
         for c, (method, switches) in CONTROLS.items():
             runs[c] = {s: run_cell(method, s, args.overrides, runs_dir, args.conf, name=f"{c}-seed{s}",
                                    analysis=[x.format(lada=runs_dir / f"lada-seed{s}") for x in switches])
-                       for s in args.seeds}
+                       for s in control_seeds}
     first = runs[args.methods[0]]
     names = list(accuracy_at(first[args.seeds[0]][0], 0, 0))
     summary = {"seeds": args.seeds, "overrides": args.overrides, "accuracy": {}, "gain": {}}
@@ -211,9 +218,10 @@ def main(argv: list[str] | None = None) -> dict:
                     accs.append(sum(r["accuracy"] * r["n"] for r in rows) / n if n else float("nan"))
                 cells.append(f"{100 * statistics.mean(accs):.1f}")
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    lines += curves(runs, args.seeds, names, summary)
+    lines += curves(runs, names, summary)
     if args.controls:
-        lines += controls_lines(runs, args.seeds, names, summary)
+        summary["control_seeds"] = control_seeds
+        lines += controls_lines(runs, control_seeds, names, summary)
     if "lada" in runs:
         lines += ["", "### The paper's claims on this world", ""] + claims(summary, names, args.methods)
     text = "\n".join(lines)
@@ -251,20 +259,21 @@ def f2(x: float) -> str:
     return "–" if x != x else f"{x:.2f}"
 
 
-def curves(runs: dict, seeds: list[int], names: list[str], summary: dict) -> list[str]:
+def curves(runs: dict, names: list[str], summary: dict) -> list[str]:
     """Learning curves: each participant's 0-shot accuracy per evaluated round, lenient and strict, mean over
-    the seeds, for every run (methods and controls); "–" where a round was not evaluated."""
+    each run's seeds, for every run (methods and controls); "–" where a round was not evaluated."""
     rounds = sorted({r["round"] for m in runs.values() for res, _ in m.values() for r in res["accuracy"]})
     lines, summary["curves"] = [], {}
     for kind in KINDS:
         head = ["participant", "run"] + [f"round {t}" for t in rounds]
-        lines += ["", f"### Learning curves, 0-shot {kind} (%), mean over seeds {seeds}", "",
+        lines += ["", f"### Learning curves, 0-shot {kind} (%), mean over seeds", "",
                   "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for n in names:
             for m in runs:
-                ys = [nanmean(accuracy_at(runs[m][s][0], t, 0, kind).get(n, float("nan")) for s in seeds) for t in rounds]
+                ys = [nanmean(accuracy_at(runs[m][s][0], t, 0, kind).get(n, float("nan")) for s in runs[m]) for t in rounds]
                 summary["curves"].setdefault(f"{n} 0-shot {kind}", {})[m] = ys
-                lines.append(f"| {n} | {NAMES[m]} | " + " | ".join("–" if y != y else f"{100 * y:.1f}" for y in ys) + " |")
+                lines.append(f"| {n} | {NAMES[m]} (seeds {', '.join(map(str, runs[m]))}) | "
+                             + " | ".join("–" if y != y else f"{100 * y:.1f}" for y in ys) + " |")
     return lines
 
 

@@ -164,8 +164,13 @@ def test_demo_methods_controls_and_learning_curves_on_smoke(tmp_path):
                  "the filter's correctable share above random for every pair after round 1"):
         assert line in text, line
     stamps = {c: (tmp_path / "runs" / f"{c}-seed0" / "results.json").stat().st_mtime_ns for c in runs}
-    demo_methods.main(args)
+    again = demo_methods.main([*args[:4], "--control-seeds", "0", *args[4:]])
     assert {c: (tmp_path / "runs" / f"{c}-seed0" / "results.json").stat().st_mtime_ns for c in runs} == stamps
+    assert again["control_seeds"] == [0] and again["controls"]["accuracy"] == out["controls"]["accuracy"]
+    with pytest.raises(SystemExit):  # the controls' seeds must be some of the methods' (paired intervals)
+        demo_methods.main([*args[:4], "--control-seeds", "1", *args[4:]])
+    with pytest.raises(SystemExit):  # the matched selectors replay LaDa's sizes
+        demo_methods.main(["--conf", "smoke.yaml", "--methods", "standalone", "--controls"])
 
 
 def test_sft_prompt_probe_trains_each_style_from_a_fresh_model():
