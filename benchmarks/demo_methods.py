@@ -270,7 +270,8 @@ def curves(runs: dict, names: list[str], summary: dict) -> list[str]:
                   "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for n in names:
             for m in runs:
-                ys = [nanmean(accuracy_at(runs[m][s][0], t, 0, kind).get(n, float("nan")) for s in runs[m]) for t in rounds]
+                ys = [nanmean(accuracy_at(runs[m][s][0], t, 0, kind).get(n, float("nan")) for s in runs[m])
+                      for t in rounds]
                 summary["curves"].setdefault(f"{n} 0-shot {kind}", {})[m] = ys
                 lines.append(f"| {n} | {NAMES[m]} (seeds {', '.join(map(str, runs[m]))}) | "
                              + " | ".join("–" if y != y else f"{100 * y:.1f}" for y in ys) + " |")
@@ -302,10 +303,11 @@ def controls_lines(runs: dict, seeds: list[int], names: list[str], summary: dict
     if "standalone" in runs:
         acc = summary["controls"]["accuracy"]
         for c in ("lada-gold", "fedkd-gold"):
-            ahead = {n: statistics.mean(acc[f"{n} 0-shot lenient"][c]) > statistics.mean(acc[f"{n} 0-shot lenient"]["standalone"])
-                     for n in names if n != "server"}
+            cell = {n: acc[f"{n} 0-shot lenient"] for n in names if n != "server"}
+            ahead = {n: statistics.mean(a[c]) > statistics.mean(a["standalone"]) for n, a in cell.items()}
             mark = "met" if all(ahead.values()) else "NOT met"
-            summary["controls"].setdefault("checks", {})[f"{c} ahead of standalone on every client"] = all(ahead.values())
+            summary["controls"].setdefault("checks", {})[f"{c} ahead of standalone on every client"] = \
+                all(ahead.values())
             out.append(f"- check: {NAMES[c]} ahead of Standalone on every client (0-shot lenient means): {mark} "
                        f"({', '.join(f'{n}: {v}' for n, v in ahead.items())})")
         out += ["  (where LaDa with the gold teacher is not above Standalone, suspect the loss, β, the learning rate "
