@@ -1,9 +1,14 @@
 """The demo world's verdict: Standalone, FedKD and LaDa over seeds, judged on the paper's claims.
 
-    python -m benchmarks.demo_methods [--seeds 0 1 2] [--methods standalone fedkd lada] [key=value ...]
+    python -m benchmarks.demo_methods [--seeds 0 1 2] [--methods standalone fedkd lada] [--controls [--control-seeds 0]]
+                                      [key=value ...]
 
-Runs `conf/demo.yaml` once per (method, seed) (a run whose results.json has its last round is reused;
-the runs go to benchmarks/results/demo_runs/), then writes benchmarks/results/demo_methods.{json,md}:
+Runs `conf/demo.yaml` once per (method, seed), every round evaluated (`eval.every_round=true`; a run whose
+results.json has every round, with the same `analysis:` switches, is reused; the runs go to
+benchmarks/results/demo_runs/), then writes benchmarks/results/demo_methods.{json,md}:
+
+- the preconditions table at the top, where `benchmarks/demo_preconditions.py` exists (`preconditions_lines`;
+  `--no-preconditions` leaves it out);
 
 - accuracy per participant, 0- and 1-shot, lenient and strict (SPEC §7: only an answer statement counts),
   mean ± std over the seeds: round 0 (the pre-trained models) and each method's last round;
@@ -14,10 +19,20 @@ the runs go to benchmarks/results/demo_runs/), then writes benchmarks/results/de
   the same size, how often the chosen answers were right, and the share of the selection labelled
   correctable against a random selection's (`ladalit.demo.oracle`);
 - the server's accuracy per domain at round 0 and after the last round, with each method;
+- learning curves: every participant's accuracy per round (0-shot, lenient and strict), mean over each run's seeds;
 - the paper's claims, each marked met or not: LaDa ahead of Standalone on every client, at least level
   with FedKD on average over the clients, the server no lower than its round 0, and the filter's
   precision above random for every pair after round 1, and its correctable share above random for every
   pair after round 1.
+
+`--controls` (needs lada among the methods) also runs, on the same seeds (or `--control-seeds`, some of them),
+the harness's controls
+(`analysis:`, `ladalit.demo.controls`, docs/demo.md): LaDa and FedKD with the gold teacher, and LaDa with
+each matched selector (random, disagreement, correctable) at the sizes of that seed's LaDa run, which runs
+with `analysis.all_answers=true` (the oracle's random baseline over all of D_p). It prints the controls'
+accuracies with the same paired intervals (against Standalone and LaDa), the matched selectors' oracle
+shares beside LaDa's filter's, the reward AUCs (correctable against harmful, and against every other label)
+with the real and with the gold teacher, and whether LaDa with the gold teacher is above Standalone.
 Extra arguments are config overrides for every run (e.g. `rounds=2`).
 """
 from __future__ import annotations
@@ -28,23 +43,45 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
-from ladalit.core.config import load_config
+from omegaconf import OmegaConf
+
+from ladalit.core.config import AnalysisConfig, load_config
 from ladalit.reporting.stats import interval_kind, paired_bootstrap
 from ladalit.run import execute
 
 OUT = Path(__file__).resolve().parent / "results"
 NAMES = {"standalone": "Standalone", "fedkd": "FedKD", "lada": "LaDa"}
+# the controls: name -> (method, its analysis switches); "{lada}" is that seed's LaDa run directory
+CONTROLS = {
+    "lada-gold": ("lada", ["analysis.gold_teacher=true"]),
+    "fedkd-gold": ("fedkd", ["analysis.gold_teacher=true"]),
+    "lada-random": ("lada", ["analysis.selector=random", "analysis.sizes_from={lada}"]),
+    "lada-disagreement": ("lada", ["analysis.selector=disagreement", "analysis.sizes_from={lada}"]),
+    "lada-correctable": ("lada", ["analysis.selector=correctable", "analysis.sizes_from={lada}"]),
+}
+NAMES |= {"lada-gold": "LaDa, gold teacher", "fedkd-gold": "FedKD, gold teacher", "lada-random": "random selector",
+          "lada-disagreement": "disagreement selector", "lada-correctable": "correctable selector"}
+SELECTORS = ["lada-random", "lada-disagreement", "lada-correctable"]
 
 
-def run_cell(method: str, seed: int, overrides: list[str], runs_dir: Path, conf: str = "demo.yaml"
-             ) -> tuple[dict, list[dict]]:
-    """(results.json, predictions) of one run, reusing a finished one."""
-    name = f"{method}-seed{seed}"
+def run_cell(method: str, seed: int, overrides: list[str], runs_dir: Path, conf: str = "demo.yaml",
+             name: str | None = None, analysis: list[str] = ()) -> tuple[dict, list[dict]]:
+    """(results.json, predictions) of one run, every round evaluated, reusing a finished one (every round
+    evaluated, the same `analysis:` switches). `name`: the run's (default method-seedS); `analysis`: the
+    control's overrides (`analysis.*=...`)."""
+    name = name or f"{method}-seed{seed}"
     cfg = load_config([f"conf={conf}", f"method={method}", f"seed={seed}", f"output_dir={runs_dir}",
-                       f"run_name={name}", "tracking.wandb.mode=disabled", "overwrite=true", *overrides])
+                       f"run_name={name}", "tracking.wandb.mode=disabled", "overwrite=true", "eval.every_round=true",
+                       *overrides, *analysis])
     run_dir = runs_dir / name
     done = run_dir / "results.json"
-    finished = done.exists() and any(r["round"] == cfg.rounds for r in json.loads(done.read_text())["accuracy"])
+    finished = False
+    if done.exists():
+        saved = json.loads(done.read_text())
+        switches = {**OmegaConf.to_container(OmegaConf.structured(AnalysisConfig)),
+                    **saved["config"].get("analysis", {})}
+        finished = ({r["round"] for r in saved["accuracy"]} >= set(range(cfg.rounds + 1))
+                    and switches == OmegaConf.to_container(cfg.analysis))
     if not finished:
         execute(cfg, quiet=True)  # overwrite=true: an unfinished run of that name starts afresh
     preds = [json.loads(line) for line in (run_dir / "predictions.jsonl").read_text().splitlines()]
@@ -76,15 +113,17 @@ def pct(xs: list[float]) -> str:
     return f"{100 * statistics.mean(xs):.1f} ± {100 * (statistics.stdev(xs) if len(xs) > 1 else 0.0):.1f}"
 
 
-def gain_intervals(runs: dict, base: str, shots: int, kind: str = "lenient") -> dict[str, tuple[float, float, float]]:
-    """participant -> (mean, low, high) of LaDa − base in points, paired over the same items per seed."""
+def gain_intervals(runs: dict, base: str, shots: int, kind: str = "lenient", of: str = "lada"
+                   ) -> dict[str, tuple[float, float, float]]:
+    """participant -> (mean, low, high) of `of` − base in points (`of`: LaDa, or a control), paired over the
+    same items per seed, on the seeds of `of` (some of the base's)."""
     out = {}
-    seeds = sorted(runs["lada"])
-    names = sorted({p for s in seeds for p in correct_by_item(runs["lada"][s][1], last_round(runs["lada"][s][0]), shots)})
+    seeds = sorted(runs[of])
+    names = sorted({p for s in seeds for p in correct_by_item(runs[of][s][1], last_round(runs[of][s][0]), shots)})
     for n in names:
         diffs = []
         for s in seeds:
-            lada = correct_by_item(runs["lada"][s][1], last_round(runs["lada"][s][0]), shots, kind)[n]
+            lada = correct_by_item(runs[of][s][1], last_round(runs[of][s][0]), shots, kind)[n]
             other = correct_by_item(runs[base][s][1], last_round(runs[base][s][0]), shots, kind)[n]
             diffs.append([lada[i] - other[i] for i in sorted(lada) if i in other])
         m, lo, hi = paired_bootstrap(diffs)
@@ -99,13 +138,34 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--runs-dir", default=str(OUT / "demo_runs"))
     ap.add_argument("--conf", default="demo.yaml", help="the world (smoke.yaml: a check of this script)")
     ap.add_argument("--out", default=str(OUT))
+    ap.add_argument("--controls", action="store_true",
+                    help="also run the controls (gold teacher, matched selectors) and print them with the reward AUCs")
+    ap.add_argument("--control-seeds", type=int, nargs="+", default=None,
+                    help="the seeds of the controls, some of --seeds (default: all of them)")
+    ap.add_argument("--no-preconditions", action="store_true", help="leave out the preconditions table")
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args(argv)
+    if args.controls and "lada" not in args.methods:
+        ap.error("--controls needs lada among --methods (the matched selectors replay its selection sizes)")
+    control_seeds = args.control_seeds or args.seeds
+    if not set(control_seeds) <= set(args.seeds):
+        ap.error(f"--control-seeds {control_seeds} must be some of --seeds {args.seeds} (the paired intervals)")
     runs_dir = Path(args.runs_dir)
-    runs = {m: {s: run_cell(m, s, args.overrides, runs_dir, args.conf) for s in args.seeds} for m in args.methods}
+    lines, pre = ([], None) if args.no_preconditions else preconditions_lines(args)
+    # with the controls, LaDa also answers every candidate for analysis (the oracle's random baseline over all of D_p)
+    analysis = {m: ["analysis.all_answers=true"] if args.controls and m == "lada" else [] for m in args.methods}
+    runs = {m: {s: run_cell(m, s, args.overrides, runs_dir, args.conf, analysis=analysis[m]) for s in args.seeds}
+            for m in args.methods}
+    if args.controls:
+        for c, (method, switches) in CONTROLS.items():
+            runs[c] = {s: run_cell(method, s, args.overrides, runs_dir, args.conf, name=f"{c}-seed{s}",
+                                   analysis=[x.format(lada=runs_dir / f"lada-seed{s}") for x in switches])
+                       for s in control_seeds}
     first = runs[args.methods[0]]
     names = list(accuracy_at(first[args.seeds[0]][0], 0, 0))
-    lines, summary = [], {"seeds": args.seeds, "overrides": args.overrides, "accuracy": {}, "gain": {}}
+    summary = {"seeds": args.seeds, "overrides": args.overrides, "accuracy": {}, "gain": {}}
+    if pre is not None:
+        summary["preconditions"] = pre
     for shots in (0, 1):
         for kind in KINDS:
             head = ["participant", "round 0"] + [f"{NAMES[m]} (round {last_round(runs[m][args.seeds[0]][0])})"
@@ -158,6 +218,11 @@ def main(argv: list[str] | None = None) -> dict:
                     accs.append(sum(r["accuracy"] * r["n"] for r in rows) / n if n else float("nan"))
                 cells.append(f"{100 * statistics.mean(accs):.1f}")
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines += curves(runs, names, summary)
+    if args.controls:
+        summary["control_seeds"] = control_seeds
+        lines += controls_lines(runs, control_seeds, names, summary)
+    if "lada" in runs:
         lines += ["", "### The paper's claims on this world", ""] + claims(summary, names, args.methods)
     text = "\n".join(lines)
     print(text)
@@ -166,6 +231,146 @@ def main(argv: list[str] | None = None) -> dict:
     (out / "demo_methods.md").write_text(text + "\n")
     (out / "demo_methods.json").write_text(json.dumps(summary, indent=1, default=str))
     return summary
+
+
+def preconditions_lines(args) -> tuple[list[str], list | None]:
+    """The hook for the preconditions table at the top (issue 34, item 2): `benchmarks.demo_preconditions`
+    measured on every seed, where that module exists (its `preconditions(cfg)` per seed, then its `verdicts`
+    and `markdown` where it has them); otherwise one line saying the table is missing."""
+    try:
+        from benchmarks import demo_preconditions as pre
+    except ImportError:
+        return ["(no preconditions table: benchmarks/demo_preconditions.py is not in this checkout)", ""], None
+    per_seed = [pre.preconditions(load_config([f"conf={args.conf}", f"seed={s}", *args.overrides])) for s in args.seeds]
+    if hasattr(pre, "verdicts") and hasattr(pre, "markdown"):
+        text = pre.markdown(per_seed, pre.verdicts(per_seed), "python -m benchmarks.demo_methods")
+    else:
+        text = json.dumps(per_seed, indent=1, default=str)
+    return ["## Preconditions", "", text, ""], per_seed
+
+
+def nanmean(xs) -> float:
+    """The mean of the values that are not NaN; NaN where none is."""
+    xs = [x for x in xs if x is not None and x == x]
+    return statistics.mean(xs) if xs else float("nan")
+
+
+def f2(x: float) -> str:
+    return "–" if x != x else f"{x:.2f}"
+
+
+def curves(runs: dict, names: list[str], summary: dict) -> list[str]:
+    """Learning curves: each participant's 0-shot accuracy per evaluated round, lenient and strict, mean over
+    each run's seeds, for every run (methods and controls); "–" where a round was not evaluated."""
+    rounds = sorted({r["round"] for m in runs.values() for res, _ in m.values() for r in res["accuracy"]})
+    lines, summary["curves"] = [], {}
+    for kind in KINDS:
+        head = ["participant", "run"] + [f"round {t}" for t in rounds]
+        lines += ["", f"### Learning curves, 0-shot {kind} (%), mean over seeds", "",
+                  "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for n in names:
+            for m in runs:
+                ys = [nanmean(accuracy_at(runs[m][s][0], t, 0, kind).get(n, float("nan")) for s in runs[m])
+                      for t in rounds]
+                summary["curves"].setdefault(f"{n} 0-shot {kind}", {})[m] = ys
+                lines.append(f"| {n} | {NAMES[m]} (seeds {', '.join(map(str, runs[m]))}) | "
+                             + " | ".join("–" if y != y else f"{100 * y:.1f}" for y in ys) + " |")
+    return lines
+
+
+def controls_lines(runs: dict, seeds: list[int], names: list[str], summary: dict) -> list[str]:
+    """The controls (docs/demo.md, Controls): accuracies with paired intervals, the gold-teacher check, the
+    matched selectors' oracle shares beside LaDa's filter's, and the reward AUCs with the real and the gold
+    teacher."""
+    ctl = [c for c in CONTROLS if c in runs]
+    bases = [b for b in ("standalone", "lada") if b in runs]
+    out, summary["controls"] = ["", "## Controls", ""], {"accuracy": {}, "gain": {}}
+    for kind in KINDS:
+        cols = bases + ctl
+        out += [f"### Controls, 0-shot accuracy {kind} (%) after the last round, mean ± std over seeds {seeds}", "",
+                "| participant | " + " | ".join(NAMES[c] for c in cols) + " |", "|---|" + "---|" * len(cols)]
+        for n in names:
+            accs = {c: [accuracy_at(runs[c][s][0], last_round(runs[c][s][0]), 0, kind)[n] for s in seeds] for c in cols}
+            summary["controls"]["accuracy"][f"{n} 0-shot {kind}"] = accs
+            out.append(f"| {n} | " + " | ".join(pct(accs[c]) for c in cols) + " |")
+        out.append("")
+        for c in ctl:
+            for base in bases:
+                gains = gain_intervals(runs, base, 0, kind, of=c)
+                summary["controls"]["gain"][f"{c}-{base} 0-shot {kind}"] = gains
+                out += [f"{NAMES[c]} − {NAMES[base]}, 0-shot {kind} (points; {interval_kind(len(seeds))}): "
+                        + "; ".join(f"{n} {m:+.1f} [{lo:+.1f}, {hi:+.1f}]" for n, (m, lo, hi) in gains.items()), ""]
+    if "standalone" in runs:
+        acc = summary["controls"]["accuracy"]
+        for c in ("lada-gold", "fedkd-gold"):
+            cell = {n: acc[f"{n} 0-shot lenient"] for n in names if n != "server"}
+            ahead = {n: statistics.mean(a[c]) > statistics.mean(a["standalone"]) for n, a in cell.items()}
+            mark = "met" if all(ahead.values()) else "NOT met"
+            summary["controls"].setdefault("checks", {})[f"{c} ahead of standalone on every client"] = \
+                all(ahead.values())
+            out.append(f"- check: {NAMES[c]} ahead of Standalone on every client (0-shot lenient means): {mark} "
+                       f"({', '.join(f'{n}: {v}' for n, v in ahead.items())})")
+        out += ["  (where LaDa with the gold teacher is not above Standalone, suspect the loss, β, the learning rate "
+                "or the reference before the filter)", ""]
+    out += selector_lines(runs, seeds, summary) + auc_lines(runs, seeds, summary)
+    return out
+
+
+def by_cell(runs: dict, run: str, seeds: list[int], key: str) -> dict[tuple[int, str], list[dict]]:
+    """A run's rows of results.json[key] (selection_quality, reward_auc) by (round, pair), over the seeds."""
+    cells = defaultdict(list)
+    for s in seeds:
+        for row in runs[run][s][0].get(key, []):
+            cells[(row["round"], row["pair"])].append(row)
+    return cells
+
+
+def selector_lines(runs: dict, seeds: list[int], summary: dict) -> list[str]:
+    """The oracle's correctable and harmful shares of LaDa's filter's selection and of each matched selector's (the
+    same sizes), and of a random draw from every sample of D_p with both answers that round (LaDa's run)."""
+    sel = ["lada"] + [c for c in SELECTORS if c in runs]
+    cells = {r: by_cell(runs, r, seeds, "selection_quality") for r in sel}
+
+    def share(rows, key, label):
+        return nanmean(r.get(key, {}).get(label, float("nan")) for r in rows)
+    head = ["round", "pair", "selected"] + [f"{NAMES[r] if r != 'lada' else 'LaDa filter'}" for r in sel] + [
+        "random over D_p", "labelled of D_p"]
+    out = ["### Matched selectors: the oracle's correctable / harmful shares of each selection (mean over seeds)", "",
+           "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    summary["controls"]["selector_shares"] = {}
+    for (t, pair), rows in sorted(cells["lada"].items()):
+        row = {r: (share(cells[r].get((t, pair), []), "shares", "correctable"),
+                   share(cells[r].get((t, pair), []), "shares", "harmful")) for r in sel}
+        base = (share(rows, "random_shares", "correctable"), share(rows, "random_shares", "harmful"))
+        summary["controls"]["selector_shares"][f"{t} {pair}"] = {**row, "random_over_dp": base}
+        out.append(f"| {t} | {pair} | {nanmean(r['selected'] for r in rows):.0f} | "
+                   + " | ".join(f"{f2(c)} / {f2(h)}" for c, h in row.values())
+                   + f" | {f2(base[0])} / {f2(base[1])} | {nanmean(r['random_labelled'] for r in rows):.0f} |")
+    return out + [""]
+
+
+def auc_lines(runs: dict, seeds: list[int], summary: dict) -> list[str]:
+    """Reward AUCs per (round, pair): LaDa's r_total and the filter's predicted reward U^p, correctable against
+    harmful and against every other label, with the real teacher (LaDa) and with the gold one (its harmful set is
+    empty: the chosen answer is never wrong)."""
+    head = ["round", "pair", "correctable / harmful (n)", "r_total vs harmful", "U^p vs harmful", "r_total vs rest",
+            "U^p vs rest", "gold: correctable (n)", "gold: r_total vs rest", "gold: U^p vs rest"]
+    out = ["### Reward AUC: correctable samples against harmful ones, and against the rest (mean over seeds; "
+           "0.5 = no separation)", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    real = by_cell(runs, "lada", seeds, "reward_auc")
+    gold = by_cell(runs, "lada-gold", seeds, "reward_auc") if "lada-gold" in runs else {}
+    summary["controls"]["reward_auc"] = {}
+    for (t, pair), rows in sorted(real.items()):
+        g = gold.get((t, pair), [])
+        m = {k: nanmean(r[k] for r in rows) for k in ("correctable", "harmful", "auc_r_total", "auc_predicted",
+                                                      "auc_r_total_rest", "auc_predicted_rest")}
+        mg = {k: nanmean(r[k] for r in g) for k in ("correctable", "auc_r_total_rest", "auc_predicted_rest")}
+        summary["controls"]["reward_auc"][f"{t} {pair}"] = {"real": m, "gold": mg}
+        out.append(f"| {t} | {pair} | {m['correctable']:.0f} / {m['harmful']:.0f} | {f2(m['auc_r_total'])} | "
+                   f"{f2(m['auc_predicted'])} | {f2(m['auc_r_total_rest'])} | {f2(m['auc_predicted_rest'])} | "
+                   + ("–" if mg["correctable"] != mg["correctable"] else f"{mg['correctable']:.0f}")
+                   + f" | {f2(mg['auc_r_total_rest'])} | {f2(mg['auc_predicted_rest'])} |")
+    return out + [""]
 
 
 def correctable(rows: list[dict], key: str) -> float:

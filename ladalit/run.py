@@ -4,6 +4,7 @@ Exit status 2 on a bad config or bad input, with a one-line message.
 """
 from __future__ import annotations
 
+import json
 import shlex
 import signal
 import sys
@@ -67,8 +68,13 @@ def execute(cfg, quiet: bool = False, status: dict | None = None, conf: str = ""
     quiet_transformers(cfg.verbose)
     status = {} if status is None else status
     ckpt = check_run_dir(cfg, run_dir_for(cfg))
+    sizes = None
+    if cfg.analysis.selector != "none":  # the LaDa run a matched selector replays: checked before anything is built
+        from ladalit.demo.controls import replay_sizes
+        sizes = replay_sizes(cfg)
     exp = build_experiment(cfg)
     check_budgets(exp)  # every participant's token budgets fit, or one line naming it, before anything is written
+    controls = build_controls(cfg, exp, sizes)
     fabric = exp.fabric
     writer = fabric.is_global_zero
     run_dir = Path(fabric.broadcast(str(run_dir_for(cfg))))  # the name holds a time: rank 0's wins
@@ -87,10 +93,14 @@ def execute(cfg, quiet: bool = False, status: dict | None = None, conf: str = ""
     if ckpt is not None:
         start_round, state = ckpt["round"] + 1, ckpt["state"]
         torch.set_rng_state(ckpt["torch_rng"])
+        if controls is not None:
+            controls.load_state_dict(state.get("analysis"))
         if not quiet:
             print(f"resuming {run_dir} after round {ckpt['round']}")
 
     def on_round_end(t, snapshot):
+        if controls is not None:  # the controls' own answers, beside the method's state
+            snapshot = {**snapshot, "analysis": controls.state_dict()}
         if writer:
             save_checkpoint(run_dir, t, snapshot)
             results.save(run_dir, cfg, channel)
@@ -106,12 +116,31 @@ def execute(cfg, quiet: bool = False, status: dict | None = None, conf: str = ""
     if not writer:
         return run_dir, {}
     from ladalit.demo.oracle import oracle_report  # the harness's analysis: no method sees the oracle
-    extra = {**extra, **oracle_report(cfg, [x.id for x in exp.data.public], results)}
+    analysis = controls.rows() if controls is not None else None
+    if controls is not None:
+        extra["analysis_generated"] = controls.generated
+    extra = {**extra, **oracle_report(cfg, [x.id for x in exp.data.public], results, analysis_responses=analysis)}
     out = results.save(run_dir, cfg, channel, extra=extra)
+    if analysis is not None:
+        from ladalit.reporting.results import atomic_write_text
+        atomic_write_text(run_dir / "analysis_responses.jsonl", "".join(json.dumps(r) + "\n" for r in analysis))
     export_models(exp, run_dir, results, quiet)
     plots = write_plots(out, run_dir)
     tracker.finish(results, plots)
     return run_dir, out
+
+
+def build_controls(cfg, exp, sizes):
+    """The demo world's controls (`analysis:`; ladalit.demo.controls) as hooks in `exp`, with the oracle they
+    need from the harness; None where every switch is off."""
+    from ladalit.demo.controls import Controls, analysis_on
+    if not analysis_on(cfg):
+        return None
+    from ladalit.core.experiment import prepared_records
+    from ladalit.demo.oracle import world_oracle
+    controls = Controls(cfg, exp, world_oracle(cfg), prepared_records(cfg), sizes)
+    exp.hooks = controls.hooks()
+    return controls
 
 
 def main(argv: list[str] | None = None) -> int:

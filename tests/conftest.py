@@ -17,7 +17,8 @@ torch.set_num_threads(1)
 LONGEST_FIRST = ["tests/federation/test_flower.py", "tests/test_resume.py", "tests/test_run.py",
                  "tests/test_resume_methods.py", "tests/test_bad_inputs.py", "tests/test_benchmarks.py",
                  "tests/test_reliability.py", "tests/reporting/test_report.py", "tests/scale/test_fsdp.py",
-                 "tests/federation/test_sites.py", "tests/reporting/test_lm_eval.py", "tests/test_docs_examples.py"]
+                 "tests/federation/test_sites.py", "tests/reporting/test_lm_eval.py", "tests/test_docs_examples.py",
+                 "tests/demo/test_controls.py"]
 
 
 def pytest_collection_modifyitems(config, items):

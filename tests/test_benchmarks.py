@@ -98,8 +98,8 @@ def test_demo_methods_tables_on_smoke(tmp_path):
     the oracle rows and the claims, as JSON and markdown."""
     from benchmarks import demo_methods
     out = demo_methods.main(["--conf", "smoke.yaml", "--seeds", "0", "--methods", "standalone", "lada",
-                             "--runs-dir", str(tmp_path / "runs"), "--out", str(tmp_path), "rounds=1",
-                             "generation.max_new_tokens=4", "eval.max_new_tokens=4"])
+                             "--runs-dir", str(tmp_path / "runs"), "--out", str(tmp_path), "--no-preconditions",
+                             "rounds=1", "generation.max_new_tokens=4", "eval.max_new_tokens=4"])
     text = (tmp_path / "demo_methods.md").read_text()
     assert json.loads((tmp_path / "demo_methods.json").read_text())["seeds"] == [0]
     for n in ("client1", "client2", "server"):
@@ -125,6 +125,52 @@ def test_demo_methods_tables_on_smoke(tmp_path):
     w_min, w_max, h = (float(x.strip(" |")) for x in server_rows[0][-3:])
     assert 0 < w_min <= w_max <= 1 and 0 < h <= 1.0 + 1e-6
     assert any(ln.startswith("| 1 | client1 | ") for ln in md)
+
+
+def test_demo_methods_controls_and_learning_curves_on_smoke(tmp_path):
+    """benchmarks.demo_methods --controls on the smoke world (one seed, two rounds): every round evaluated (the
+    learning curves), the controls' accuracies with paired intervals, the matched selectors' oracle shares at
+    LaDa's sizes, the reward AUCs with the real and the gold teacher, the gold-teacher check and the claims; a
+    second call reuses every run."""
+    from benchmarks import demo_methods
+    args = ["--conf", "smoke.yaml", "--seeds", "0", "--methods", "standalone", "lada", "--controls",
+            "--no-preconditions", "--runs-dir", str(tmp_path / "runs"), "--out", str(tmp_path), "rounds=2",
+            "generation.max_new_tokens=4", "eval.max_new_tokens=4"]
+    out = demo_methods.main(args)
+    runs = ["standalone", "lada", *demo_methods.CONTROLS]
+    for n in ("client1", "client2", "server"):
+        for kind in ("lenient", "strict"):
+            curves = out["curves"][f"{n} 0-shot {kind}"]
+            assert list(curves) == runs and all(len(ys) == 3 for ys in curves.values())  # rounds 0, 1, 2
+            acc = out["controls"]["accuracy"][f"{n} 0-shot {kind}"]
+            assert list(acc) == runs and curves["lada-gold"][-1] == acc["lada-gold"][0]
+            for c in demo_methods.CONTROLS:
+                mean, low, high = out["controls"]["gain"][f"{c}-standalone 0-shot {kind}"][n]
+                assert mean == pytest.approx(100 * (acc[c][0] - acc["standalone"][0])) and low <= mean <= high
+    saved = {c: json.loads((tmp_path / "runs" / f"{c}-seed0" / "results.json").read_text()) for c in runs}
+    lada_sizes = [(r["round"], r["pair"], r["selected"]) for r in saved["lada"]["selected_per_round"]]
+    for c in demo_methods.SELECTORS:
+        assert [(r["round"], r["pair"], r["selected"]) for r in saved[c]["selected_per_round"]] == lada_sizes
+    assert saved["lada"]["config"]["analysis"]["all_answers"] is True  # the random baseline over all of D_p
+    assert all(r["random_labelled"] == 32 for r in saved["lada"]["selection_quality"])
+    cells = {f"{t} {p}" for t, p, _ in lada_sizes}
+    assert set(out["controls"]["selector_shares"]) == cells == set(out["controls"]["reward_auc"])
+    for row in out["controls"]["selector_shares"].values():
+        assert set(row) == {"lada", *demo_methods.SELECTORS, "random_over_dp"}
+    text = (tmp_path / "demo_methods.md").read_text()
+    for line in ("## Controls", "### Learning curves, 0-shot strict", "### Matched selectors", "### Reward AUC",
+                 "LaDa, gold teacher − Standalone, 0-shot lenient", "correctable selector − LaDa, 0-shot strict",
+                 "- check: LaDa, gold teacher ahead of Standalone on every client",
+                 "the filter's correctable share above random for every pair after round 1"):
+        assert line in text, line
+    stamps = {c: (tmp_path / "runs" / f"{c}-seed0" / "results.json").stat().st_mtime_ns for c in runs}
+    again = demo_methods.main([*args[:4], "--control-seeds", "0", *args[4:]])
+    assert {c: (tmp_path / "runs" / f"{c}-seed0" / "results.json").stat().st_mtime_ns for c in runs} == stamps
+    assert again["control_seeds"] == [0] and again["controls"]["accuracy"] == out["controls"]["accuracy"]
+    with pytest.raises(SystemExit):  # the controls' seeds must be some of the methods' (paired intervals)
+        demo_methods.main([*args[:4], "--control-seeds", "1", *args[4:]])
+    with pytest.raises(SystemExit):  # the matched selectors replay LaDa's sizes
+        demo_methods.main(["--conf", "smoke.yaml", "--methods", "standalone", "--controls"])
 
 
 def test_sft_prompt_probe_trains_each_style_from_a_fresh_model():

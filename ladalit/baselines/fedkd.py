@@ -30,7 +30,11 @@ def run_fedkd(exp, channel: Channel, results: Results, tracker=None, start_round
     for t in range(start_round, cfg.rounds + 1):
         if t == 1:
             cache = ResponseCache(cfg.generation.max_new_tokens, cfg.generation.batch_size, progress)
-            llm_answers = cache.get(1, exp.server, public)
+            hooks = getattr(exp, "hooks", None)
+            if hooks is not None and hooks.teacher is not None:  # the gold-teacher control (ladalit.core.hooks)
+                llm_answers = hooks.teacher(1, [x.id for x in public])
+            else:
+                llm_answers = cache.get(1, exp.server, public)
             private_sft(exp, guard, results, optimizers, lambda c: c.train_cfg.sft_epochs, 0)
             received = {k: channel.send(t, DOWN, k, ServerAnswers(t, llm_answers)).texts for k in exp.clients}
         for k, client in exp.clients.items():

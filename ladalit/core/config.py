@@ -326,6 +326,25 @@ class FederationConfig:
 
 
 @dataclass
+class AnalysisConfig:
+    """`analysis:` switches of the experimenter's harness (`ladalit.run`) on the demo world: controls and
+    measurements, not methods. They reach a method only as hooks the harness passes in (docs/demo.md, Controls)."""
+    # control: y^s, the server's answer a client learns from, is the record's gold rationale in the server's
+    # answer format, for LaDa (every selected sample) and FedKD (all of D_p); the server's own answers are unchanged
+    gold_teacher: bool = False
+    # control: the selection of every (round, pair, candidate batch) is made by this matched selector instead of
+    # the filter, at the size LaDa selected there in the run analysis.sizes_from: none | random | disagreement
+    # (the two sides' answer letters differ) | correctable (the oracle's correctable label); the last two fill
+    # up at random when too few candidates qualify
+    selector: str = "none"
+    # the finished LaDa run directory (same seed, data and n_c) whose selection sizes the matched selector replays
+    sizes_from: str = ""
+    # generate both sides' answers on every candidate each (round, pair), for analysis only (neither sent nor
+    # counted nor trained on), so the oracle's random baseline covers all of D_p (analysis_responses.jsonl)
+    all_answers: bool = False
+
+
+@dataclass
 class WandbConfig:
     # offline (default) | online | disabled
     mode: str = "offline"
@@ -394,6 +413,8 @@ class RunConfig:
     federation: FederationConfig = field(default_factory=FederationConfig)
     # experiment tracking
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    # the harness's controls and analysis switches on the demo world (all off: a plain run)
+    analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
     # directory for run directories
     output_dir: str = "runs"
     # run directory name (empty: method-time-seed)
@@ -433,6 +454,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "fedmkt.ce_normalise": ("char", "token"),
     "wasp.vote_decay": ("harmonic", "uniform"),
     "wasp.weights": ("global", "local"),
+    "analysis.selector": ("none", "random", "disagreement", "correctable"),
     "*.model.source": ("tiny", "hub", "zoo"),
     "*.model.arch": ("qwen3", "qwen2", "llama", "gemma2", "internlm3"),
     "*.model.dtype": ("float32", "bfloat16", "float16"),
@@ -694,6 +716,7 @@ def _check_consistency(cfg: DictConfig) -> None:
             raise ConfigError(f"config key '{prefix}.model.num_heads': {m.num_heads} is not a multiple of "
                               f"num_kv_heads {m.num_kv_heads}")
     _check_mixture(cfg)
+    _check_analysis(cfg)
     if cfg.resume and cfg.overwrite:
         raise ConfigError("config key 'overwrite': resume=true and overwrite=true contradict each other; choose one")
     name = cfg.run_name
@@ -726,6 +749,31 @@ def _check_mixture(cfg: DictConfig) -> None:
         check_mixture(mixture_of(cfg), list(cfg.clients))
     except MixtureError as err:
         raise ConfigError(f"config key 'data.mixture.{err.key}': {err.message}") from None
+
+
+def _check_analysis(cfg: DictConfig) -> None:
+    """analysis.*: the controls need the demo world's truth, the in-process harness, and (a matched selector)
+    a LaDa run to replay; whether that run fits is checked at start (ladalit.demo.controls.replay_sizes)."""
+    a = cfg.analysis
+    on = [k for k, v in (("gold_teacher", a.gold_teacher), ("selector", a.selector != "none"),
+                         ("all_answers", a.all_answers)) if v]
+    if a.sizes_from and a.selector == "none":
+        raise ConfigError("config key 'analysis.sizes_from': only a matched selector reads it; set analysis.selector")
+    if not on:
+        return
+    key = f"analysis.{on[0]}"
+    allowed = ("lada", "fedkd") if on == ["gold_teacher"] else ("lada",)
+    if cfg.method not in allowed:
+        raise ConfigError(f"config key '{key}': a control of method {' or '.join(allowed)}, not {cfg.method}")
+    if cfg.data.name != "synthetic":
+        raise ConfigError(f"config key '{key}': needs the demo world's truth (data.name=synthetic), not {cfg.data.name}")
+    if cfg.federation.protocol != "per_batch":
+        raise ConfigError(f"config key '{key}': runs in the in-process harness only (federation.protocol=per_batch)")
+    if a.selector != "none" and not a.sizes_from:
+        raise ConfigError("config key 'analysis.sizes_from': analysis.selector needs the LaDa run whose selection "
+                          "sizes it replays")
+    if a.selector != "none" and cfg.filter != "lada":
+        raise ConfigError("config key 'analysis.selector': replaces the filter's choice; filter=none has none")
 
 
 def mixture_of(cfg):
@@ -831,6 +879,7 @@ HELP_KEYS = [
     ("eval.*", "shots [0, 1], max_new_tokens, batch_size, every_round, limit"),
     ("fabric.*", "accelerator, devices, strategy (auto | fsdp2), precision"),
     ("tracking.wandb.mode", "offline | online | disabled"),
+    ("analysis.*", "controls on the demo world: gold_teacher, selector (+ sizes_from), all_answers"),
     ("output_dir, run_name, resume, overwrite", "where results go; resume=true continues run_name, overwrite=true replaces it"),
 ]
 

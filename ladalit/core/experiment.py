@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 import lightning as L
 
 from ladalit.core.config import ConfigError, mixture_of, participant_configs
+from ladalit.core.hooks import Hooks
 from ladalit.data.records import MCRecord
 from ladalit.data.split import (FederatedData, MixtureError, check_mixture_fits, domain_groups, drop_duplicate_questions,
                                 federated_split, normalise_options, skew_mixture)
@@ -30,6 +31,8 @@ class Experiment:
     server: Participant
     clients: dict[str, Participant]
     residency: Residency = field(default_factory=lambda: Residency("cpu", enabled=False))
+    # the harness's analysis hooks (ladalit.core.hooks; the demo world's controls): none by default
+    hooks: Hooks = field(default_factory=Hooks)
 
 
 def load_records(cfg) -> list[MCRecord]:

@@ -38,13 +38,21 @@ that uses them (`world_oracle`, `selection_quality`, `oracle_report`): the zoo's
 round has no label. `selection_quality` gives each label's share of the filter's selection and the shares
 a random selection of the same size would have in expectation: those of every sample of D_p that has both
 answers that round (`random_labelled` of them; the methods generate answers only for the samples some
-selection drew, so where that is below |D_p| the random shares are over those samples only).
+selection drew, so where that is below |D_p| the random shares are over those samples only, unless the
+harness generated the others for analysis: `analysis.all_answers`, passed in as `analysis_responses`).
+
+`reward_auc` scores LaDa's recorded per-sample rewards (r_total, and the filter's predicted reward at
+selection) against the labels: the AUC of correctable against harmful, and against the rest. Under the gold
+teacher (`analysis.gold_teacher`, ladalit.demo.controls) the chosen answer of "k<-server" is the gold one,
+right by definition (`gold_teacher=` of `sample_labels`, `selection_quality`, `reward_auc`).
 """
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+
+from omegaconf import OmegaConf
 
 from ladalit.core.prompts import parse_answer
 from ladalit.data.split import SHARED_DOMAIN, domain_groups
@@ -73,6 +81,15 @@ class Oracle:
             return t.domain in self.client_domains[teacher] and t.steps <= self.taught_steps[teacher]
         return t.domain == SHARED_DOMAIN and t.steps <= self.learnable_steps[learner]
 
+    def label_of(self, pair: str, sample_id: str, chosen: str, rejected: str, num_options: int = 4,
+                 gold_teacher: bool = False) -> str:
+        """The label of one sample of a pair from its chosen and rejected answers (`gold_teacher`: the chosen
+        answer is the gold one, right by definition); what the harness's correctable selector asks."""
+        t = self.truth[sample_id]
+        right = gold_teacher or parse_answer(chosen, num_options) == t.gold
+        return label(right, parse_answer(rejected, num_options) == t.gold,
+                     t.steps <= self.learnable_steps[pair.split("<-")[0]])
+
 
 LABELS = ("correctable", "out_of_reach", "redundant", "harmful", "noise")
 
@@ -85,19 +102,22 @@ def label(chosen_right: bool, rejected_right: bool, within_reach: bool) -> str:
 
 
 def sample_labels(truth: Mapping[str, Truth], keys: Iterable[tuple[int, str, str]], answers: Mapping[tuple, str],
-                  learnable_steps: Mapping[str, int], num_options: int = 4) -> dict[tuple[int, str, str], str | None]:
+                  learnable_steps: Mapping[str, int], num_options: int = 4,
+                  gold_teacher: bool = False) -> dict[tuple[int, str, str], str | None]:
     """{(round, pair, id): label} for each key; None where the teacher's or the learner's answer of that round
-    is not in `answers` ({(round, participant, id): text}, the exchanged answers)."""
+    is not in `answers` ({(round, participant, id): text}, the exchanged answers). `gold_teacher` (the control
+    `analysis.gold_teacher`): the chosen answer of every "k<-server" pair is the gold one, right by definition."""
     out = {}
     for t, pair, i in keys:
         learner, teacher = pair.split("<-")
+        gold_chosen = gold_teacher and teacher == "server"
         chosen, rejected = answers.get((t, teacher, i)), answers.get((t, learner, i))
-        if chosen is None or rejected is None:
+        if (chosen is None and not gold_chosen) or rejected is None:
             out[(t, pair, i)] = None
             continue
         gold = truth[i].gold
-        out[(t, pair, i)] = label(parse_answer(chosen, num_options) == gold, parse_answer(rejected, num_options) == gold,
-                                  truth[i].steps <= learnable_steps[learner])
+        out[(t, pair, i)] = label(gold_chosen or parse_answer(chosen, num_options) == gold,
+                                  parse_answer(rejected, num_options) == gold, truth[i].steps <= learnable_steps[learner])
     return out
 
 
@@ -134,7 +154,8 @@ def world_oracle(cfg, learnable_steps: Mapping[str, int] | None = None) -> Oracl
 
 
 def selection_quality(oracle: Oracle, public_ids: list[str], selected: list[dict], responses: list[dict],
-                      num_options: int = 4, learnable_steps: Mapping[str, int] | None = None) -> list[dict]:
+                      num_options: int = 4, learnable_steps: Mapping[str, int] | None = None,
+                      analysis_responses: list[dict] | None = None, gold_teacher: bool = False) -> list[dict]:
     """Rows {round, pair, selected, precision, random_precision, chosen_correct, chosen_known, labelled,
     shares, random_labelled, random_shares} per (round, pair).
 
@@ -143,21 +164,26 @@ def selection_quality(oracle: Oracle, public_ids: list[str], selected: list[dict
     client k's y^k; `chosen_correct` is over the selected samples whose chosen answer was recorded.
     `shares`: each label's share of the `labelled` selected samples; `random_shares`: of the
     `random_labelled` samples of D_p with both answers that round (a random selection's expected shares).
-    `learnable_steps` (None: the oracle's) is the labels' table of learnable chain lengths."""
+    `learnable_steps` (None: the oracle's) is the labels' table of learnable chain lengths.
+    `analysis_responses` (rows like `responses`; `analysis.all_answers`): answers the harness generated for
+    analysis only, which complete the random baseline's pool where no answer was exchanged (an exchanged one
+    wins); the selection's own labels use the exchanged answers only. `gold_teacher`: as for `sample_labels`."""
     steps = oracle.learnable_steps if learnable_steps is None else {**oracle.learnable_steps, **learnable_steps}
     ids_of: dict[tuple[int, str], list[str]] = defaultdict(list)
     for row in selected:
         ids_of[(row["round"], row["pair"])] += row["ids"]
     answer = {(r["round"], r["participant"], r["id"]): r["text"] for r in responses}
+    pooled = {(r["round"], r["participant"], r["id"]): r["text"] for r in analysis_responses or []} | answer
     rows = []
     for (t, pair), ids in sorted(ids_of.items()):
         learner, teacher = pair.split("<-")
         useful = sum(oracle.useful(pair, i) for i in ids)
         base = sum(oracle.useful(pair, i) for i in public_ids)
-        said = [(i, answer[(t, teacher, i)]) for i in ids if (t, teacher, i) in answer]
-        right = sum(parse_answer(y, num_options) == oracle.truth[i].gold for i, y in said)
-        mine = sample_labels(oracle.truth, [(t, pair, i) for i in ids], answer, steps, num_options)
-        pool = sample_labels(oracle.truth, [(t, pair, i) for i in public_ids], answer, steps, num_options)
+        gold = gold_teacher and teacher == "server"
+        said = [(i, answer.get((t, teacher, i))) for i in ids if gold or (t, teacher, i) in answer]
+        right = sum(gold or parse_answer(y, num_options) == oracle.truth[i].gold for i, y in said)
+        mine = sample_labels(oracle.truth, [(t, pair, i) for i in ids], answer, steps, num_options, gold_teacher)
+        pool = sample_labels(oracle.truth, [(t, pair, i) for i in public_ids], pooled, steps, num_options, gold_teacher)
         labelled, shares = label_shares(mine[(t, pair, i)] for i in ids)
         random_labelled, random_shares = label_shares(pool.values())
         rows.append({"round": t, "pair": pair, "selected": len(ids),
@@ -183,12 +209,49 @@ def accuracy_by_domain(oracle: Oracle, predictions: list[dict]) -> list[dict]:
             for (r, n, s, d, k), c in sorted(cells.items())]
 
 
-def oracle_report(cfg, public_ids: list[str], results, learnable_steps: Mapping[str, int] | None = None) -> dict:
-    """results.json's oracle keys for a finished run (`selection_quality`, `accuracy_by_domain`), or {}
-    where the data is not the demo world's. `learnable_steps`: as for `world_oracle`."""
+def reward_auc(oracle: Oracle, sample_rewards: list[dict], responses: list[dict], num_options: int = 4,
+               learnable_steps: Mapping[str, int] | None = None, gold_teacher: bool = False) -> list[dict]:
+    """Rows {round, pair, n, labelled, correctable, harmful, auc_r_total, auc_predicted, auc_r_total_rest,
+    auc_predicted_rest} per (round, pair): how well LaDa's reward r_total (as recorded per trained sample,
+    `Results.sample_rewards`) and the filter's predicted reward U^p at selection separate the samples labelled
+    correctable from those labelled harmful (`auc_*`: `ladalit.reporting.stats.auc`, 0.5 = no sign of it; NaN
+    where a side is empty, e.g. under the gold teacher, whose chosen answer is never wrong), and from every other
+    labelled sample (`auc_*_rest`). Labels from the exchanged answers, as in `selection_quality`."""
+    from ladalit.reporting.stats import auc
+    steps = oracle.learnable_steps if learnable_steps is None else {**oracle.learnable_steps, **learnable_steps}
+    answer = {(r["round"], r["participant"], r["id"]): r["text"] for r in responses}
+    cells: dict[tuple[int, str], list[dict]] = defaultdict(list)
+    for r in sample_rewards:
+        cells[(r["round"], r["pair"])].append(r)
+    rows = []
+    for (t, pair), obs in sorted(cells.items()):
+        labels = sample_labels(oracle.truth, [(t, pair, r["id"]) for r in obs], answer, steps, num_options, gold_teacher)
+        tagged = [(labels[(t, pair, r["id"])], r) for r in obs]
+        row = {"round": t, "pair": pair, "n": len(obs), "labelled": sum(lab is not None for lab, _ in tagged),
+               "correctable": sum(lab == "correctable" for lab, _ in tagged),
+               "harmful": sum(lab == "harmful" for lab, _ in tagged)}
+        for key in ("r_total", "predicted"):
+            pos = [r[key] for lab, r in tagged if lab == "correctable"]
+            row[f"auc_{key}"] = auc(pos, [r[key] for lab, r in tagged if lab == "harmful"])
+            row[f"auc_{key}_rest"] = auc(pos, [r[key] for lab, r in tagged if lab not in (None, "correctable")])
+        rows.append(row)
+    return rows
+
+
+def oracle_report(cfg, public_ids: list[str], results, learnable_steps: Mapping[str, int] | None = None,
+                  analysis_responses: list[dict] | None = None) -> dict:
+    """results.json's oracle keys for a finished run (`selection_quality`, `accuracy_by_domain`, and for LaDa
+    `reward_auc`), or {} where the data is not the demo world's. `learnable_steps`: as for `world_oracle`;
+    `analysis_responses`: as for `selection_quality`; the gold teacher (`analysis.gold_teacher`) from `cfg`."""
     oracle = world_oracle(cfg, learnable_steps)
     if oracle is None:
         return {}
-    return {"selection_quality": selection_quality(oracle, public_ids, results.selected_ids, results.responses,
-                                                   cfg.data.num_options),
-            "accuracy_by_domain": accuracy_by_domain(oracle, results.predictions)}
+    gold = bool(OmegaConf.select(cfg, "analysis.gold_teacher", default=False))
+    out = {"selection_quality": selection_quality(oracle, public_ids, results.selected_ids, results.responses,
+                                                  cfg.data.num_options, analysis_responses=analysis_responses,
+                                                  gold_teacher=gold),
+           "accuracy_by_domain": accuracy_by_domain(oracle, results.predictions)}
+    if getattr(results, "sample_rewards", None):
+        out["reward_auc"] = reward_auc(oracle, results.sample_rewards, results.responses, cfg.data.num_options,
+                                       gold_teacher=gold)
+    return out

@@ -11,6 +11,7 @@ import math
 from ladalit.core.messages import (AskAnswers, BeginRound, ClientAnswers, ClientRound, ClientRoundDone, Distilled,
                                    EndClientRound, EndRound, ProtocolError, Ready, SelectCandidates, SelectedIds,
                                    ServerAnswers)
+from ladalit.core.hooks import Hooks
 from ladalit.core.prompts import CutAnswer, private_sft_pairs, zero_shot_prompt
 from ladalit.core.responses import ResponseCache
 from ladalit.core.training import NonFiniteGuard, minibatches, supervised_finetune
@@ -34,9 +35,11 @@ def received_answers(msg) -> list[str]:
 
 
 class LadaClient:
-    def __init__(self, cfg, fabric, name: str, seat: int, participant, private, public, progress: Progress | None = None):
+    def __init__(self, cfg, fabric, name: str, seat: int, participant, private, public, progress: Progress | None = None,
+                 hooks: Hooks | None = None):
         """`seat`: the client's position in the config (its filter's seed); `private`: its train/test split;
-        `public`: D_p with its embeddings and prototypes (ladalit.method.lada.PublicSet)."""
+        `public`: D_p with its embeddings and prototypes (ladalit.method.lada.PublicSet); `hooks`: the harness's
+        analysis hooks (ladalit.core.hooks; the demo world's controls), none by default."""
         self.cfg, self.fabric, self.name, self.participant, self.private, self.public = (
             cfg, fabric, name, participant, private, public)
         self.pair = PairState(make_filter(cfg, public.emb.shape[1], cfg.seed + 2 * seat) if cfg.filter == "lada" else None)
@@ -45,6 +48,7 @@ class LadaClient:
         self.responses = ResponseCache(cfg.generation.max_new_tokens, cfg.generation.batch_size, self.progress,
                                        generators_for(cfg, name, participant), mark_cut=True)
         self.round, self.selection = 0, []
+        self.hooks = hooks or Hooks()
 
     def handle(self, msg):
         handlers = {BeginRound: self.begin_round, SelectCandidates: self.select, ServerAnswers: self.distill,
@@ -92,7 +96,11 @@ class LadaClient:
     def select(self, msg: SelectCandidates) -> SelectedIds:
         """Score and select one candidate batch with U_k (Eq. 10); round 1: the prototypes ❷."""
         cand = [self.public.index[i] for i in msg.ids]
-        sel, bound = select(self.cfg, self.pair, msg.round, cand, self.public.emb, self.public.prototypes)
+        override = None
+        if self.hooks.selector is not None:  # a matched selector of the harness's controls chooses instead
+            pair_name, choose = f"{self.name}<-server", self.hooks.selector
+            override = lambda c: [self.public.index[i] for i in choose(msg.round, pair_name, msg.batch, list(msg.ids))]
+        sel, bound = select(self.cfg, self.pair, msg.round, cand, self.public.emb, self.public.prototypes, override)
         ids = [self.public.records[i].id for i in sel]
         self.results.add_selection(msg.round, f"{self.name}<-server", "client", len(cand), len(sel), bound, ids)
         self.selection = sel
@@ -114,6 +122,8 @@ class LadaClient:
         for m, (mb, r) in enumerate(zip(mbs, rewards_of(self.cfg, self.pair, befores, afters))):
             ids = [sel[i] for i in mb]
             observe_rewards(self.cfg, self.pair, ids, self.public.emb[ids], r, self.guard, self.name, t, b)
+            self.results.add_sample_rewards(t, f"{self.name}<-server", [self.public.records[i].id for i in ids], r,
+                                            [self.pair.u_p_at_selection.get(i, float("nan")) for i in ids])
             self.results.add_train(t, self.name, batch=b, minibatch=m, **loss_row(befores[m], afters[m]),
                                    reward=r.mean().item())
         fit_filter(self.pair)

@@ -34,6 +34,7 @@ import torch
 
 from ladalit.core.channel import DOWN, UP, Channel
 from ladalit.core.encoder import make_encoder
+from ladalit.core.hooks import Hooks
 from ladalit.core.evaluation import evaluate_all
 from ladalit.core.messages import (AskAnswers, BeginRound, ClientRound, EndClientRound, EndRound, SelectCandidates,
                                    ServerAnswers)
@@ -74,8 +75,10 @@ class LadaServer:
     """The server role: ψ, the server-side filters U_{s,k}, ψ's optimizer, its answers y^s, its rows of results."""
 
     def __init__(self, cfg, fabric, participant, public: PublicSet, transport: Transport,
-                 progress: Progress | None = None):
+                 progress: Progress | None = None, hooks: Hooks | None = None):
+        """`hooks`: the harness's analysis hooks (ladalit.core.hooks; the demo world's controls), none by default."""
         self.cfg, self.fabric, self.participant, self.public, self.transport = cfg, fabric, participant, public, transport
+        self.hooks = hooks or Hooks()
         self.pairs = {k: PairState(make_filter(cfg, public.emb.shape[1], cfg.seed + 2 * i + 1)
                                    if cfg.filter == "lada" else None) for i, k in enumerate(transport.names)}
         self.guard, self.results, self.optimizer = NonFiniteGuard(cfg.on_nonfinite), Results(), None
@@ -105,7 +108,10 @@ class LadaServer:
         bar = self.progress.task(f"round {t} {k}: candidate batches", len(batches))
         for b, cand in enumerate(batches):
             bar.advance()
-            asked = self.transport.request(k, SelectCandidates(t, b, [self.public.records[i].id for i in cand]))
+            ids = [self.public.records[i].id for i in cand]
+            asked = self.transport.request(k, SelectCandidates(t, b, ids))
+            if self.hooks.selected is not None:
+                self.hooks.selected(t, f"{k}<-server", ids, list(asked.ids))
             if asked.ids:
                 self.send_server_answers(t, b, k, asked.ids)
         bar.done()
@@ -113,15 +119,21 @@ class LadaServer:
 
     def send_server_answers(self, t: int, b: int, k: str, ids: list[str]) -> None:
         """y^s for the samples client k selected; the client distills from them."""
-        answers = self.responses.get(t, self.participant, [self.public.records[self.public.index[i]] for i in ids])
+        answers = self.server_answers(t, [self.public.records[self.public.index[i]] for i in ids])
         self.transport.request(k, answers_message(ServerAnswers, t, answers, batch=b))
         self.transport.channel.count_answers(t, DOWN, k, answers, answers)
+
+    def server_answers(self, t: int, records) -> list[str]:
+        """y^s as sent to the clients: ψ's answers, or the teacher hook's (the gold-teacher control)."""
+        if self.hooks.teacher is not None:
+            return self.hooks.teacher(t, [x.id for x in records])
+        return self.responses.get(t, self.participant, records)
 
     def clients_phase(self, t: int) -> None:
         """per_round: every client's phase in one message each, sent at once: the candidate batches and y^s for
         all of D_p (the client uses the answers of the samples it selects)."""
         records = self.public.records
-        answers = self.responses.get(t, self.participant, records)
+        answers = self.server_answers(t, records)
         batches = [[records[i].id for i in cand] for cand in
                    candidate_batches(len(records), self.cfg.n_c, self.cfg.seed, t)]
         msg = answers_message(ClientRound, t, answers, batches=batches, ids=[x.id for x in records])
@@ -154,7 +166,7 @@ class LadaServer:
         bar = self.progress.task(f"round {t} server: candidate batches", len(batches))
         for b, cand in enumerate(batches):
             bar.advance()
-            rows = self.server_select(t, cand)
+            rows = self.server_select(t, cand, b)
             if rows:
                 self.weighted_server_step(t, b, rows, self.collect_answers(t, rows))
         bar.done()
@@ -162,14 +174,17 @@ class LadaServer:
             self.results.add_reward_scale(t, f"server<-{k}", "server", **reward_scale(self.pairs[k], self.cfg.filter_net.tau))
             close_round(self.pairs[k])
 
-    def server_select(self, t: int, cand: list[int]) -> list[tuple[str, int]]:
-        """U_{s,k} selects from the candidate batch for every pair k; rows (k, index into D_p)."""
-        rows = []
+    def server_select(self, t: int, cand: list[int], b: int = 0) -> list[tuple[str, int]]:
+        """U_{s,k} selects from candidate batch `b` for every pair k; rows (k, index into D_p)."""
+        rows, cand_ids = [], [self.public.records[i].id for i in cand]
         for k in self.transport.names:
             pair = self.pairs[k]
-            sel, bound = select(self.cfg, pair, t, cand, self.public.emb, self.public.prototypes)
-            self.results.add_selection(t, f"server<-{k}", "server", len(cand), len(sel), bound,
-                                       [self.public.records[i].id for i in sel])
+            sel, bound = select(self.cfg, pair, t, cand, self.public.emb, self.public.prototypes,
+                                override_of(self.hooks, self.public, t, f"server<-{k}", b))
+            ids = [self.public.records[i].id for i in sel]
+            self.results.add_selection(t, f"server<-{k}", "server", len(cand), len(sel), bound, ids)
+            if self.hooks.selected is not None:
+                self.hooks.selected(t, f"server<-{k}", cand_ids, ids)
             rows += [(k, i) for i in sel]
         return rows
 
@@ -222,6 +237,8 @@ class LadaServer:
         _, _, befores, afters = zip(*parts)
         for (m, ids, before, after), r in zip(parts, rewards_of(self.cfg, pair, befores, afters)):
             observe_rewards(self.cfg, pair, ids, self.public.emb[ids], r, self.guard, f"server<-{k}", t, b)
+            self.results.add_sample_rewards(t, f"server<-{k}", [self.public.records[i].id for i in ids], r,
+                                            [pair.u_p_at_selection.get(i, float("nan")) for i in ids])
             self.results.add_train(t, "server", pair=k, batch=b, minibatch=m, **loss_row(before, after),
                                    reward=r.mean().item())
 
@@ -244,6 +261,14 @@ class LadaServer:
             g.close()
 
 
+def override_of(hooks: Hooks, public: PublicSet, t: int, pair: str, b: int):
+    """The selector hook (a matched selector of the harness's controls) for one (round, pair, candidate batch),
+    as `pair.select`'s override (indices into D_p); None without one."""
+    if hooks.selector is None:
+        return None
+    return lambda cand: [public.index[i] for i in hooks.selector(t, pair, b, [public.records[j].id for j in cand])]
+
+
 def sample_minibatches(rows, batch_size: int) -> list[list[int]]:
     """Minibatches of whole samples (the rows of one sample are weighted together, Eq. 4), as row indices."""
     groups: dict[int, list[int]] = {}
@@ -257,9 +282,10 @@ def sample_minibatches(rows, batch_size: int) -> list[list[int]]:
 def build_roles(exp, channel: Channel, progress: Progress) -> tuple[LadaServer, dict[str, LadaClient]]:
     """Every role in this process; the server gets the clients only behind an in-process transport."""
     public = public_set(exp.cfg, exp.data.public)
-    clients = {k: LadaClient(exp.cfg, exp.fabric, k, i, p, exp.data.clients[i], public, progress)
+    hooks = getattr(exp, "hooks", None)
+    clients = {k: LadaClient(exp.cfg, exp.fabric, k, i, p, exp.data.clients[i], public, progress, hooks)
                for i, (k, p) in enumerate(exp.clients.items())}
-    server = LadaServer(exp.cfg, exp.fabric, exp.server, public, InProcess(channel, clients), progress)
+    server = LadaServer(exp.cfg, exp.fabric, exp.server, public, InProcess(channel, clients), progress, hooks)
     return server, clients
 
 

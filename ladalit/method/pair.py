@@ -133,10 +133,15 @@ def reward_scale(pair: PairState, tau: float) -> dict:
     return row
 
 
-def select(cfg, pair: PairState, round: int, cand: list[int], emb: torch.Tensor, prototypes: set[int]):
-    """Indices of D_p chosen from one candidate batch, and which bound fired (if any)."""
+def select(cfg, pair: PairState, round: int, cand: list[int], emb: torch.Tensor, prototypes: set[int],
+           override=None):
+    """Indices of D_p chosen from one candidate batch, and which bound fired (if any). `override` (a matched
+    selector of the harness's controls, `analysis.selector`): cand -> the indices it chooses, instead of the
+    filter or the prototypes; the filter then only records U^p of that selection (Eq. 9's baseline)."""
     pair.candidates += len(cand)
-    if cfg.filter == "none":
+    if override is not None:
+        sel, bound = list(override(cand)), None
+    elif cfg.filter == "none":
         sel, bound = list(cand), None
     elif round == 1:  # ❷ the filter is untrained: prototypes form the first selection
         sel, bound = [i for i in cand if i in prototypes], None
@@ -146,7 +151,7 @@ def select(cfg, pair: PairState, round: int, cand: list[int], emb: torch.Tensor,
         _, u_p, u_q = pair.filter.predict(emb[cand])
         pair.round_terms.append((u_p.float().cpu(), pair.filter.lam * u_q.float().cpu()))
         pair.u_p_at_selection = dict(zip(sel, u_p[idx].float().cpu().tolist()))  # Eq. 9's baseline: what scored x
-    if pair.filter is not None and round == 1:  # the prototypes chose: U^p as it stands then
+    if pair.filter is not None and (round == 1 or override is not None):  # prototypes or a control chose: U^p now
         u_p_sel = pair.filter.predict(emb[sel])[1].float().cpu() if sel else torch.zeros(0)
         pair.u_p_at_selection = dict(zip(sel, u_p_sel.tolist()))
     pair.selected += len(sel)

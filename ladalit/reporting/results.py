@@ -34,6 +34,9 @@ class Results:
         # per selection: the ids selected (rows {round, pair, ids}; selections.jsonl), e.g. for the demo
         # world's oracle (selection_quality)
         self.selected_ids: list[dict] = []
+        # per trained sample (LaDa): rows {round, pair, id, r_total, predicted}: its reward r_total (Eq. 7) and the
+        # filter's predicted reward U^p(x) when it was selected (sample_rewards.jsonl; the demo world's reward AUC)
+        self.sample_rewards: list[dict] = []
 
     def add_eval(self, round: int, participant: str, role: str, shots: int, metrics: dict,
                  predictions: list[dict] | None = None) -> None:
@@ -50,6 +53,10 @@ class Results:
                                "selected": selected, "bound": bound or ""})
         if ids is not None:
             self.selected_ids.append({"round": round, "pair": pair, "ids": list(ids)})
+
+    def add_sample_rewards(self, round: int, pair: str, ids: list[str], r_total, predicted) -> None:
+        for i, r, u in zip(ids, [float(x) for x in r_total], [float(x) for x in predicted]):
+            self.sample_rewards.append({"round": round, "pair": pair, "id": i, "r_total": r, "predicted": u})
 
     def add_reward_scale(self, round: int, pair: str, side: str, **metrics) -> None:
         self.reward_scale.append({"round": round, "pair": pair, "side": side, **metrics})
@@ -76,13 +83,15 @@ class Results:
     def state_dict(self) -> dict:
         return {"accuracy": self.accuracy, "selection": self.selection, "train": self.train,
                 "predictions": self.predictions, "responses": self.responses,
-                "reward_scale": self.reward_scale, "budget": self.budget, "selected_ids": self.selected_ids}
+                "reward_scale": self.reward_scale, "budget": self.budget, "selected_ids": self.selected_ids,
+                "sample_rewards": self.sample_rewards}
 
     def load_state_dict(self, state: dict) -> None:
         self.accuracy, self.selection, self.train = state["accuracy"], state["selection"], state["train"]
         self.predictions, self.responses = state.get("predictions", []), state.get("responses", [])
         self.reward_scale, self.budget = state.get("reward_scale", []), state.get("budget", [])
         self.selected_ids = state.get("selected_ids", [])
+        self.sample_rewards = state.get("sample_rewards", [])
 
     def save(self, run_dir: Path, cfg, channel, extra: dict | None = None) -> dict:
         comm = [{"round": r, "direction": d, "client": c, "bytes": b,
@@ -108,7 +117,7 @@ class Results:
         _write_csv(run_dir / "communication.csv", comm)
         _write_csv(run_dir / "train.csv", self.train)
         for name, rows in (("predictions.jsonl", self.predictions), ("responses.jsonl", self.responses),
-                           ("selections.jsonl", self.selected_ids)):
+                           ("selections.jsonl", self.selected_ids), ("sample_rewards.jsonl", self.sample_rewards)):
             atomic_write_text(run_dir / name, "".join(json.dumps(r) + "\n" for r in rows))
         return out
 

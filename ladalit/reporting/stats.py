@@ -42,3 +42,22 @@ def interval_kind(n_seeds: int) -> str:
     if n_seeds > 1:
         return f"95% interval, hierarchical bootstrap over {n_seeds} seeds, then test items within each"
     return "95% interval over test items only (one seed: training variance is not in it)"
+
+
+def auc(pos: list[float], neg: list[float]) -> float:
+    """The probability that a positive's score is above a negative's, ties counting one half (the area under
+    the ROC curve; Mann-Whitney U / (|pos| |neg|)), from average ranks; NaN where either side is empty.
+    0.5: the score does not separate the two; 1: every positive above every negative."""
+    if not pos or not neg:
+        return float("nan")
+    scored = sorted([(float(x), 1) for x in pos] + [(float(x), 0) for x in neg])
+    rank_sum, i = 0.0, 0
+    while i < len(scored):
+        j = i
+        while j < len(scored) and scored[j][0] == scored[i][0]:
+            j += 1
+        mid = (i + 1 + j) / 2  # the average of ranks i+1..j, shared by the tied scores
+        rank_sum += mid * sum(s[1] for s in scored[i:j])
+        i = j
+    n, m = len(pos), len(neg)
+    return (rank_sum - n * (n + 1) / 2) / (n * m)

@@ -15,7 +15,7 @@ def cli(*args):
 
 
 @pytest.mark.parametrize("override,expected", [
-    ("foo=1", "error: unknown config key 'foo' (allowed keys here: beta, clients, data, eval, fabric, federation, fedmkt, filter, "
+    ("foo=1", "error: unknown config key 'foo' (allowed keys here: analysis, beta, clients, data, eval, fabric, federation, fedmkt, filter, "
               "filter_net, generation, init_fraction, loss, mard_nll, method, n_c, on_nonfinite, output_dir, overwrite, quiet, reasoning, resume, "
               "reward, rounds, run_name, seed, server, server_weights, sft_prompt, tracking, verbose, wasp)"),
     ("reward.alph=0.5", "error: unknown config key 'reward.alph' (allowed keys here: alpha, batch, granularity)"),
@@ -104,3 +104,36 @@ def test_method_sections_have_defaults_and_are_validated_at_load():
             load_config(["conf=smoke.yaml", override])
     with pytest.raises(ConfigError, match=r"^config key 'reasoning.rstar_cut_min': 0.9 is above rstar_cut_max 0.1$"):
         load_config(["conf=smoke.yaml", "reasoning.rstar_cut_min=0.9", "reasoning.rstar_cut_max=0.1"])
+
+
+@pytest.mark.parametrize("overrides,expected", [
+    (["analysis.selector=best"], "config key 'analysis.selector': unknown value 'best' (allowed: none, random, "
+                                 "disagreement, correctable)"),
+    (["analysis.selector=random"], "config key 'analysis.sizes_from': analysis.selector needs the LaDa run whose "
+                                   "selection sizes it replays"),
+    (["analysis.sizes_from=runs/x"], "config key 'analysis.sizes_from': only a matched selector reads it; set "
+                                     "analysis.selector"),
+    (["analysis.gold_teacher=true", "method=standalone"], "config key 'analysis.gold_teacher': a control of method "
+                                                          "lada or fedkd, not standalone"),
+    (["analysis.all_answers=true", "method=fedkd"], "config key 'analysis.all_answers': a control of method lada, "
+                                                    "not fedkd"),
+    (["analysis.gold_teacher=true", "data.name=aqua", "data.path=x.jsonl"],
+     "config key 'analysis.gold_teacher': needs the demo world's truth (data.name=synthetic), not aqua"),
+    (["analysis.all_answers=true", "federation.protocol=per_round"],
+     "config key 'analysis.all_answers': runs in the in-process harness only (federation.protocol=per_batch)"),
+    (["analysis.selector=random", "analysis.sizes_from=r", "filter=none"],
+     "config key 'analysis.selector': replaces the filter's choice; filter=none has none"),
+])
+def test_analysis_switches_are_validated_at_load(overrides, expected):
+    with pytest.raises(ConfigError) as err:
+        load_config(["conf=smoke.yaml", *overrides])
+    assert str(err.value) == expected
+
+
+def test_analysis_switches_default_off_and_load_for_their_methods():
+    cfg = load_config(["conf=smoke.yaml"])
+    assert (cfg.analysis.gold_teacher, cfg.analysis.selector, cfg.analysis.sizes_from, cfg.analysis.all_answers) == \
+        (False, "none", "", False)
+    load_config(["conf=smoke.yaml", "method=fedkd", "analysis.gold_teacher=true"])
+    load_config(["conf=smoke.yaml", "analysis.selector=correctable", "analysis.sizes_from=runs/lada-seed0",
+                 "analysis.all_answers=true", "analysis.gold_teacher=true"])

@@ -126,6 +126,61 @@ def test_selection_quality_label_shares_against_random_by_hand():
     assert up0["shares"]["out_of_reach"] == 0.5 and up0["shares"]["correctable"] == 0.0
 
 
+def test_analysis_answers_complete_the_random_pool_and_the_gold_teacher_is_always_right():
+    o = hand_made()
+    public = ["s1", "s3", "s4", "m1", "m3", "k2"]
+    selected = [{"round": 1, "pair": "c1<-server", "ids": ["s1"]}]
+    exchanged = [r for r in ROUND1 if r["id"] == "s1"]  # only the selected sample's answers crossed the channel
+    alone = selection_quality(o, public, selected, exchanged)[0]
+    assert alone["random_labelled"] == 1 and alone["random_shares"]["correctable"] == 1.0
+    # the harness's analysis answers (analysis.all_answers) on the rest of D_p: the random pool is all of it, the
+    # selection's own labels stay the exchanged answers' (an exchanged answer wins over an analysis one)
+    analysis = [dict(r, text=" so it is (D).") if r["id"] == "s1" else r for r in ROUND1]
+    full = selection_quality(o, public, selected, exchanged, analysis_responses=analysis)[0]
+    assert full["random_labelled"] == 6 and full["labelled"] == 1 and full["shares"]["correctable"] == 1.0
+    assert full["random_shares"] == {"correctable": 2 / 6, "out_of_reach": 1 / 6, "redundant": 1 / 6,
+                                     "harmful": 1 / 6, "noise": 1 / 6}
+    # the gold teacher: the client learns from the gold answer, right by definition, whatever the server said;
+    # the server <- c1 direction keeps the server's own answer as its rejected one
+    answers = {(r["round"], r["participant"], r["id"]): r["text"] for r in ROUND1}
+    keys = [(1, "c1<-server", i) for i in ("s1", "s3", "s4", "m1", "m3", "k2")]
+    assert list(sample_labels(o.truth, keys, answers, o.learnable_steps, gold_teacher=True).values()) == [
+        "correctable", "correctable", "out_of_reach", "redundant", "correctable", "redundant"]
+    assert sample_labels(o.truth, [(1, "c1<-server", "s1")], {(1, "c1", "s1"): " (B)"}, o.learnable_steps,
+                         gold_teacher=True) == {(1, "c1<-server", "s1"): "correctable"}  # no server answer needed
+    back = sample_labels(o.truth, [(1, "server<-c1", "m1")], answers, o.learnable_steps, gold_teacher=True)
+    assert back == {(1, "server<-c1", "m1"): "correctable"}
+    gold = selection_quality(o, public, [{"round": 1, "pair": "c1<-server", "ids": ["m1", "m3"]}], ROUND1,
+                             gold_teacher=True)[0]
+    assert gold["chosen_correct"] == 1.0 and gold["chosen_known"] == 2
+    assert o.label_of("c1<-server", "m1", " (A)", " (D)") == "harmful"
+    assert o.label_of("c1<-server", "m1", " (A)", " (B)", gold_teacher=True) == "correctable"
+    assert o.label_of("c1<-server", "s4", " (C)", " (B)") == "out_of_reach"
+
+
+def test_reward_auc_by_hand():
+    from ladalit.demo.oracle import reward_auc
+    o = hand_made()
+    # c1 <- server in round 1: s1, s3 correctable, m1 harmful, m3 noise, k2 redundant (ROUND1)
+    rewards = [{"round": 1, "pair": "c1<-server", "id": i, "r_total": r, "predicted": u}
+               for i, r, u in (("s1", 0.7, 0.2), ("s3", 0.4, 0.9), ("m1", 0.5, 0.1), ("m3", 0.3, 0.9),
+                               ("k2", 0.6, 0.5))]
+    rewards.append({"round": 1, "pair": "c2<-server", "id": "s1", "r_total": 0.5, "predicted": 0.5})  # c2: no answer
+    rows = {(r["round"], r["pair"]): r for r in reward_auc(o, rewards, ROUND1)}
+    row = rows[(1, "c1<-server")]
+    assert (row["n"], row["labelled"], row["correctable"], row["harmful"]) == (5, 5, 2, 1)
+    # r_total: correctable {0.7, 0.4} against harmful {0.5}: one win of two
+    assert row["auc_r_total"] == 0.5
+    # U^p: {0.2, 0.9} against {0.1}: two wins of two
+    assert row["auc_predicted"] == 1.0
+    # against the rest {m1 0.5, m3 0.3, k2 0.6}: 0.7 beats all three, 0.4 beats 0.3 only: 4 of 6
+    assert row["auc_r_total_rest"] == pytest.approx(4 / 6)
+    # U^p against {0.1, 0.9, 0.5}: 0.2 beats 0.1; 0.9 beats 0.1 and 0.5, ties 0.9: 3.5 of 6
+    assert row["auc_predicted_rest"] == pytest.approx(3.5 / 6)
+    none = rows[(1, "c2<-server")]
+    assert none["labelled"] == 0 and math.isnan(none["auc_r_total"]) and math.isnan(none["auc_predicted_rest"])
+
+
 def test_accuracy_by_domain_by_hand():
     o = hand_made()
     preds = [{"round": 0, "participant": "c1", "shots": 0, "id": "m1", "gold": "D", "parsed": "D"},

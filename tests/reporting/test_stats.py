@@ -1,3 +1,4 @@
+import math
 import statistics
 
 import pytest
@@ -46,3 +47,25 @@ def test_seed_variance_widens_the_interval():
 
 def test_interval_kind_says_what_it_covers():
     assert "items only" in interval_kind(1) and "seeds" in interval_kind(3)
+
+
+def test_auc_against_hand_computed_values():
+    from ladalit.reporting.stats import auc
+    assert auc([3.0, 4.0], [1.0, 2.0]) == 1.0  # every positive above every negative
+    assert auc([1.0, 2.0], [3.0, 4.0]) == 0.0
+    # pairs (p, n): (0.2, 0.1) win, (0.2, 0.5) loss, (0.6, 0.1) win, (0.6, 0.5) win, (0.5, 0.1) win, (0.5, 0.5) tie:
+    # 4 wins + 1 half out of 6 pairs
+    assert auc([0.2, 0.6, 0.5], [0.1, 0.5]) == pytest.approx(4.5 / 6)
+    assert auc([1.0, 1.0], [1.0]) == 0.5  # all tied
+    assert math.isnan(auc([], [1.0])) and math.isnan(auc([1.0], []))
+
+
+def test_auc_matches_the_pairwise_count_on_random_scores_with_ties():
+    import random as rnd
+
+    from ladalit.reporting.stats import auc
+    g = rnd.Random(4)
+    pos = [g.randint(0, 9) / 3 for _ in range(40)]
+    neg = [g.randint(0, 9) / 3 for _ in range(55)]
+    pairwise = sum((p > n) + 0.5 * (p == n) for p in pos for n in neg) / (len(pos) * len(neg))
+    assert auc(pos, neg) == pytest.approx(pairwise, abs=1e-12)
