@@ -143,6 +143,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--control-seeds", type=int, nargs="+", default=None,
                     help="the seeds of the controls, some of --seeds (default: all of them)")
     ap.add_argument("--no-preconditions", action="store_true", help="leave out the preconditions table")
+    ap.add_argument("--preconditions", default=None,
+                    help="read the preconditions from this benchmarks.demo_preconditions JSON instead of measuring them")
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args(argv)
     if args.controls and "lada" not in args.methods:
@@ -152,21 +154,26 @@ def main(argv: list[str] | None = None) -> dict:
         ap.error(f"--control-seeds {control_seeds} must be some of --seeds {args.seeds} (the paired intervals)")
     runs_dir = Path(args.runs_dir)
     lines, pre = ([], None) if args.no_preconditions else preconditions_lines(args)
-    # with the controls, LaDa also answers every candidate for analysis (the oracle's random baseline over all of D_p)
-    analysis = {m: ["analysis.all_answers=true"] if args.controls and m == "lada" else [] for m in args.methods}
-    runs = {m: {s: run_cell(m, s, args.overrides, runs_dir, args.conf, analysis=analysis[m]) for s in args.seeds}
+    # with the controls, LaDa also answers every candidate for analysis on the controls' seeds (the oracle's random
+    # baseline over all of D_p), and every run's oracle labels use the learnable steps its seed measured (precondition c)
+    def switches(m: str, s: int) -> list[str]:
+        replayed = args.controls and m == "lada" and s in control_seeds
+        return (["analysis.all_answers=true"] if replayed else []) + measured_steps(pre, s)
+    runs = {m: {s: run_cell(m, s, args.overrides, runs_dir, args.conf, analysis=switches(m, s)) for s in args.seeds}
             for m in args.methods}
     if args.controls:
         for c, (method, switches) in CONTROLS.items():
             runs[c] = {s: run_cell(method, s, args.overrides, runs_dir, args.conf, name=f"{c}-seed{s}",
-                                   analysis=[x.format(lada=runs_dir / f"lada-seed{s}") for x in switches])
+                                   analysis=[x.format(lada=runs_dir / f"lada-seed{s}") for x in switches]
+                                   + measured_steps(pre, s))
                        for s in control_seeds}
     first = runs[args.methods[0]]
     names = list(accuracy_at(first[args.seeds[0]][0], 0, 0))
     summary = {"seeds": args.seeds, "overrides": args.overrides, "accuracy": {}, "gain": {}}
     if pre is not None:
         summary["preconditions"] = pre
-    for shots in (0, 1):
+    evaluated = sorted({r["shots"] for r in first[args.seeds[0]][0]["accuracy"]})
+    for shots in evaluated:
         for kind in KINDS:
             head = ["participant", "round 0"] + [f"{NAMES[m]} (round {last_round(runs[m][args.seeds[0]][0])})"
                                                  for m in args.methods]
@@ -234,19 +241,30 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def preconditions_lines(args) -> tuple[list[str], list | None]:
-    """The hook for the preconditions table at the top (issue 34, item 2): `benchmarks.demo_preconditions`
-    measured on every seed, where that module exists (its `preconditions(cfg)` per seed, then its `verdicts`
-    and `markdown` where it has them); otherwise one line saying the table is missing."""
-    try:
-        from benchmarks import demo_preconditions as pre
-    except ImportError:
-        return ["(no preconditions table: benchmarks/demo_preconditions.py is not in this checkout)", ""], None
-    per_seed = [pre.preconditions(load_config([f"conf={args.conf}", f"seed={s}", *args.overrides])) for s in args.seeds]
-    if hasattr(pre, "verdicts") and hasattr(pre, "markdown"):
-        text = pre.markdown(per_seed, pre.verdicts(per_seed), "python -m benchmarks.demo_methods")
+    """The preconditions table at the top (issue 34, item 2): `benchmarks.demo_preconditions` measured on every
+    seed (its `preconditions(cfg)`, `verdicts`, `markdown`), or read from `--preconditions FILE` (that script's
+    JSON) where it holds every seed."""
+    from benchmarks import demo_preconditions as pre
+    if args.preconditions:
+        saved = {m["seed"]: pre.revive(m) for m in json.loads(Path(args.preconditions).read_text())["per_seed"]}
+        missing = sorted(set(args.seeds) - set(saved))
+        if missing:
+            raise SystemExit(f"--preconditions {args.preconditions}: no seeds {missing} in it")
+        per_seed = [saved[s] for s in args.seeds]
     else:
-        text = json.dumps(per_seed, indent=1, default=str)
-    return ["## Preconditions", "", text, ""], per_seed
+        per_seed = [pre.preconditions(load_config([f"conf={args.conf}", f"seed={s}", *args.overrides]))
+                    for s in args.seeds]
+    text = pre.markdown(per_seed, pre.verdicts(per_seed), "python -m benchmarks.demo_preconditions")
+    return ["## Preconditions", "", text.split("\n", 1)[1], ""], per_seed
+
+
+def measured_steps(pre: list | None, seed: int) -> list[str]:
+    """The oracle's learnable steps of a seed as measured by precondition c (`analysis.learnable_steps.*`), for
+    every run of that seed; none without the preconditions (the zoo's asserted values then)."""
+    for m in pre or []:
+        if m["seed"] == seed:
+            return [f"analysis.learnable_steps.{k}={v['learnable_steps']}" for k, v in m["c"].items()]
+    return []
 
 
 def nanmean(xs) -> float:

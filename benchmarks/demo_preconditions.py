@@ -262,6 +262,14 @@ def verdicts(per_seed: list[dict]) -> dict[str, dict]:
     return out
 
 
+def revive(m: dict) -> dict:
+    """One seed's figures as read back from the JSON this script writes (chain lengths as int keys again)."""
+    m["a"]["shared"] = {int(L): v for L, v in m["a"]["shared"].items()}
+    for c in m["c"].values():
+        c["by_steps"] = {int(L): v for L, v in c["by_steps"].items()}
+    return m
+
+
 def learnable_steps(per_seed: list[dict]) -> dict[str, int]:
     """The measured learnable steps per client: the smallest over the seeds (the cautious reading)."""
     return {k: min(m["c"][k]["learnable_steps"] for m in per_seed) for k in per_seed[0]["clients"]}

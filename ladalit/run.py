@@ -119,7 +119,8 @@ def execute(cfg, quiet: bool = False, status: dict | None = None, conf: str = ""
     analysis = controls.rows() if controls is not None else None
     if controls is not None:
         extra["analysis_generated"] = controls.generated
-    extra = {**extra, **oracle_report(cfg, [x.id for x in exp.data.public], results, analysis_responses=analysis)}
+    extra = {**extra, **oracle_report(cfg, [x.id for x in exp.data.public], results,
+                                      dict(cfg.analysis.learnable_steps) or None, analysis_responses=analysis)}
     out = results.save(run_dir, cfg, channel, extra=extra)
     if analysis is not None:
         from ladalit.reporting.results import atomic_write_text
@@ -138,7 +139,8 @@ def build_controls(cfg, exp, sizes):
         return None
     from ladalit.core.experiment import prepared_records
     from ladalit.demo.oracle import world_oracle
-    controls = Controls(cfg, exp, world_oracle(cfg), prepared_records(cfg), sizes)
+    controls = Controls(cfg, exp, world_oracle(cfg, dict(cfg.analysis.learnable_steps) or None), prepared_records(cfg),
+                        sizes)
     exp.hooks = controls.hooks()
     return controls
 

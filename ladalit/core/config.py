@@ -342,6 +342,10 @@ class AnalysisConfig:
     # generate both sides' answers on every candidate each (round, pair), for analysis only (neither sent nor
     # counted nor trained on), so the oracle's random baseline covers all of D_p (analysis_responses.jsonl)
     all_answers: bool = False
+    # the oracle's learnable steps, participant -> the longest chain it can learn from rationales, as measured by
+    # benchmarks/demo_preconditions.py (its precondition c); {}: the zoo's asserted learnable_steps. Labels only
+    # (correctable / out of reach), for the run's oracle rows and the correctable selector
+    learnable_steps: Dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -755,6 +759,12 @@ def _check_analysis(cfg: DictConfig) -> None:
     """analysis.*: the controls need the demo world's truth, the in-process harness, and (a matched selector)
     a LaDa run to replay; whether that run fits is checked at start (ladalit.demo.controls.replay_sizes)."""
     a = cfg.analysis
+    names = ["server", *cfg.clients]
+    for k, v in a.learnable_steps.items():
+        if k not in names:
+            raise ConfigError(f"config key 'analysis.learnable_steps.{k}': no such participant ({', '.join(names)})")
+        if v < 0:
+            raise ConfigError(f"config key 'analysis.learnable_steps.{k}': {v} is below 0")
     on = [k for k, v in (("gold_teacher", a.gold_teacher), ("selector", a.selector != "none"),
                          ("all_answers", a.all_answers)) if v]
     if a.sizes_from and a.selector == "none":

@@ -123,6 +123,9 @@ def test_method_sections_have_defaults_and_are_validated_at_load():
      "config key 'analysis.all_answers': runs in the in-process harness only (federation.protocol=per_batch)"),
     (["analysis.selector=random", "analysis.sizes_from=r", "filter=none"],
      "config key 'analysis.selector': replaces the filter's choice; filter=none has none"),
+    (["analysis.learnable_steps.client9=2"],
+     "config key 'analysis.learnable_steps.client9': no such participant (server, client1, client2)"),
+    (["analysis.learnable_steps.client1=-1"], "config key 'analysis.learnable_steps.client1': -1 is below 0"),
 ])
 def test_analysis_switches_are_validated_at_load(overrides, expected):
     with pytest.raises(ConfigError) as err:

@@ -265,3 +265,15 @@ def check_selection_quality(cfg, run_dir):
     assert (run_dir / "selection_quality.png").stat().st_size > 0
     by_domain = saved["accuracy_by_domain"]
     assert sum(r["n"] for r in by_domain) == sum(r["n"] for r in saved["accuracy"])
+
+
+def test_run_oracle_uses_the_measured_learnable_steps(tmp_path, monkeypatch):
+    """analysis.learnable_steps (precondition c's measured table) is what the run's oracle labels with."""
+    from ladalit.demo import oracle
+    from ladalit.run import main
+    seen, real = [], oracle.world_oracle
+    monkeypatch.setattr(oracle, "world_oracle", lambda cfg, steps=None: seen.append(steps) or real(cfg, steps))
+    args = ["conf=smoke.yaml", f"output_dir={tmp_path}", "quiet=true", "rounds=1"]
+    assert main([*args, "run_name=measured", "analysis.learnable_steps.client1=1"]) == 0
+    assert main([*args, "run_name=asserted"]) == 0
+    assert seen == [{"client1": 1}, None]  # one oracle report per run; without the key, the zoo's values
