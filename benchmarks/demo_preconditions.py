@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 import time
 from collections import defaultdict
 from contextlib import contextmanager
@@ -340,7 +341,7 @@ def main(argv: list[str] | None = None) -> dict:
         # each seed's figures are written as soon as it ends: a later seed may not
         (out / f"{args.name}.json").write_text(json.dumps({"per_seed": per_seed}, indent=1, default=str))
     v = verdicts(per_seed)
-    command = "python -m benchmarks.demo_preconditions " + " ".join(argv if argv is not None else [])
+    command = "python -m benchmarks.demo_preconditions " + " ".join(argv if argv is not None else sys.argv[1:])
     (out / f"{args.name}.json").write_text(json.dumps({"command": command, "thresholds": THRESHOLDS,
                                                        "verdicts": v, "learnable_steps": learnable_steps(per_seed),
                                                        "per_seed": per_seed}, indent=1, default=str))

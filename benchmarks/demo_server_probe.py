@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -54,7 +55,7 @@ def main(argv: list[str] | None = None) -> dict:
         rows.append({"lr": float(lr), "epochs": int(epochs), "after": after, "seconds": time.perf_counter() - t0})
         print(json.dumps(rows[-1]), flush=True)
     out = {"seed": args.seed, "pairs": len(pairs), "before": before, "rows": rows,
-           "date": time.strftime("%Y-%m-%d"), "command": "python -m benchmarks.demo_server_probe " + " ".join(argv or [])}
+           "date": time.strftime("%Y-%m-%d"), "command": "python -m benchmarks.demo_server_probe " + " ".join(sys.argv[1:] if argv is None else argv)}
     Path(args.out).write_text(json.dumps(out, indent=1))
     return out
 
