@@ -12,14 +12,23 @@ from pathlib import Path
 
 import torch
 
+import ladalit.components  # noqa: F401  registers data sets, model sources, class-path checks
 from ladalit import registry
 from ladalit.core.config import ConfigError, help_text, load_config, to_yaml
 from ladalit.data.records import DataError
 from ladalit.reporting.plots import write_plots
-from ladalit.reporting.progress import Progress, header, quiet_transformers
-from ladalit.reporting.results import Results, Tracker
+from ladalit.core.progress import Progress, header, quiet_transformers
+from ladalit.core.results import Results, log_round
+from ladalit.reporting.tracker import Tracker
 from ladalit.core.run_identity import RunError, check_checkpoint, check_run_dir, prepare_run_dir, save_checkpoint
 from ladalit.core.training import NonFiniteError
+from ladalit.core.evaluation import evaluate_all
+from ladalit.reporting.export import export_participants
+from ladalit.scale.strategy import is_sharded
+from ladalit.core.channel import Channel
+from ladalit.core.budgets import check_budgets
+from ladalit.core import experiment  # experiment.build_experiment: tests substitute it
+from ladalit.demo.oracle import oracle_report  # the harness's analysis: no method sees the oracle
 
 
 def run_dir_for(cfg) -> Path:
@@ -30,8 +39,6 @@ def run_dir_for(cfg) -> Path:
 def evaluate_round0(exp, results, tracker, channel, progress) -> None:
     """Round 0: every participant as it starts (the pre-trained models, before any transfer), evaluated
     like every round, so that the final table and the plots show what the run changed."""
-    from ladalit.core.evaluation import evaluate_all
-    from ladalit.reporting.results import log_round
     evaluate_all(exp, results, 0, progress)
     log_round(tracker, results, channel, 0)
     progress.summary(results, 0, channel)
@@ -40,8 +47,6 @@ def evaluate_round0(exp, results, tracker, channel, progress) -> None:
 def export_models(exp, run_dir: Path, results, quiet: bool) -> None:
     """The trained participants in RUN_DIR/models/ (ladalit.reporting.export); rank 0 only. Not under FSDP2
     (sharded weights): `python -m ladalit.reporting.export RUN_DIR` writes them from the checkpoint afterwards."""
-    from ladalit.reporting.export import export_participants
-    from ladalit.scale.strategy import is_sharded
     if is_sharded(exp.fabric):
         if not quiet:
             print(f"models: not exported under fsdp2; run: python -m ladalit.reporting.export {run_dir}")
@@ -60,14 +65,11 @@ def execute(cfg, quiet: bool = False, status: dict | None = None, conf: str = ""
     With several processes (FSDP2) every rank runs the loop; rank 0 alone writes files and W&B.
     `conf` (the config file given) is only shown in the header.
     """
-    from ladalit.core.channel import Channel
-    from ladalit.core.budgets import check_budgets
-    from ladalit.core.experiment import build_experiment
 
     quiet_transformers(cfg.verbose)
     status = {} if status is None else status
     ckpt = check_run_dir(cfg, run_dir_for(cfg))
-    exp = build_experiment(cfg)
+    exp = experiment.build_experiment(cfg)
     check_budgets(exp)  # every participant's token budgets fit, or one line naming it, before anything is written
     fabric = exp.fabric
     writer = fabric.is_global_zero
@@ -105,7 +107,6 @@ def execute(cfg, quiet: bool = False, status: dict | None = None, conf: str = ""
                        on_round_end=on_round_end, progress=progress)
     if not writer:
         return run_dir, {}
-    from ladalit.demo.oracle import oracle_report  # the harness's analysis: no method sees the oracle
     extra = {**extra, **oracle_report(cfg, [x.id for x in exp.data.public], results)}
     out = results.save(run_dir, cfg, channel, extra=extra)
     export_models(exp, run_dir, results, quiet)

@@ -48,7 +48,7 @@ from ladalit.core.channel import DOWN, UP, Channel
 from ladalit.core.messages import ServerAnswers, TopKLogits, as_dict
 from ladalit.core.responses import ResponseCache
 from ladalit.core.prompts import zero_shot_prompt
-from ladalit.reporting.results import Results
+from ladalit.core.results import Results
 from ladalit.core.training import NonFiniteGuard, RowLoss, minibatches, train_rows
 
 # bump when a change here changes what a cached vocabulary mapping would contain

@@ -7,7 +7,6 @@ one line naming the key; `ladalit.run` prints it and exits with status 2.
 """
 from __future__ import annotations
 
-import importlib
 import math
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
@@ -16,7 +15,10 @@ from typing import Any, Dict, List, Optional, Union, get_args, get_origin, get_t
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
+from ladalit.core.classpath import import_class
+from ladalit.core.encoder import Encoder
 from ladalit.registry import METHODS as REGISTERED
+from ladalit.data.split import Mixture, MixtureError, check_mixture
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
@@ -412,6 +414,16 @@ class RunConfig:
 
 METHODS = tuple(REGISTERED)  # ladalit.registry: every method, registered once
 # Allowed values of the string-valued names. A key ending in ".*" applies to every entry of a dict.
+# Keys whose value names a class ("pkg.mod:Class"), with the base it must subclass; the module that defines the
+# base registers its key at import (`class_key`), as `ladalit.method.filter` does for filter_net.class_path.
+CLASS_KEYS: dict[str, type] = {}
+
+
+def class_key(key: str, base: type) -> None:
+    """Validate `key`, when set, as the class path of a subclass of `base`."""
+    CLASS_KEYS[key] = base
+
+
 CHOICES: dict[str, tuple[str, ...]] = {
     "method": METHODS,
     "loss": ("mard", "ce"),
@@ -703,11 +715,11 @@ def _check_consistency(cfg: DictConfig) -> None:
         value = OmegaConf.select(cfg, key)
         if value in ("", "minilm", "hashing"):
             continue
-        from ladalit.core.encoder import Encoder
         _check_class(key, value, Encoder)
-    if cfg.filter_net.class_path:
-        from ladalit.method.filter import LearnabilityFilter
-        _check_class("filter_net.class_path", cfg.filter_net.class_path, LearnabilityFilter)
+    for key, base in CLASS_KEYS.items():
+        value = OmegaConf.select(cfg, key)
+        if value:
+            _check_class(key, value, base)
 
 
 def _check_mixture(cfg: DictConfig) -> None:
@@ -721,7 +733,6 @@ def _check_mixture(cfg: DictConfig) -> None:
     if cfg.data.domain_skew > 0:
         raise ConfigError(f"config key 'data.domain_skew': {cfg.data.domain_skew} and data.mixture both shape the "
                           "split; set domain_skew to 0")
-    from ladalit.data.split import MixtureError, check_mixture
     try:
         check_mixture(mixture_of(cfg), list(cfg.clients))
     except MixtureError as err:
@@ -730,7 +741,6 @@ def _check_mixture(cfg: DictConfig) -> None:
 
 def mixture_of(cfg):
     """The config's data.mixture as a `ladalit.data.split.Mixture` (clients in config order), or None."""
-    from ladalit.data.split import Mixture
     m = cfg.data.mixture
     if not m.train:
         return None
@@ -770,22 +780,6 @@ def _check_vllm(cfg: DictConfig) -> None:
         if node.model.source != "hub":
             raise ConfigError(f"config key '{prefix}.model.source': generation.backend=vllm needs source=hub "
                               f"(a hub id or a local directory vLLM loads itself); {why[node.model.source]}")
-
-
-def import_class(path: str, base: type) -> type:
-    """The class named by a config string ``"pkg.mod:Class"`` (or ``"pkg.mod.Class"``); it must subclass `base`."""
-    if ":" in path:
-        mod_name, _, attr = path.partition(":")
-    else:
-        mod_name, _, attr = path.rpartition(".")
-    if not mod_name or not attr:
-        raise ValueError(f"expected 'pkg.mod:Class', got {path!r}")
-    obj: Any = importlib.import_module(mod_name)
-    for part in attr.split("."):
-        obj = getattr(obj, part)
-    if not (isinstance(obj, type) and issubclass(obj, base)):
-        raise TypeError(f"{path} is not a subclass of {base.__module__}.{base.__name__}")
-    return obj
 
 
 def load_config(argv: list[str]) -> DictConfig:

@@ -49,6 +49,8 @@ from dataclasses import dataclass
 from ladalit.core.prompts import parse_answer
 from ladalit.data.split import SHARED_DOMAIN, domain_groups
 from ladalit.demo.synthetic import num_steps
+from ladalit.core.experiment import prepared_records
+from ladalit.demo.zoo import ZOO
 
 
 @dataclass(frozen=True)
@@ -113,14 +115,12 @@ def world_oracle(cfg, learnable_steps: Mapping[str, int] | None = None) -> Oracl
     ({participant: steps}, e.g. measured) replaces the zoo's asserted values for the participants it names."""
     if cfg.data.name != "synthetic":
         return None
-    from ladalit.core.experiment import prepared_records
     records = prepared_records(cfg)
     names = list(cfg.clients)
     learnable, taught = {}, {}
     for name, ccfg in [("server", cfg.server), *cfg.clients.items()]:
         learnable[name] = taught[name] = cfg.data.synthetic.max_steps
         if ccfg.model.source == "zoo":
-            from ladalit.demo.zoo import ZOO
             member = ZOO.get(ccfg.model.name_or_path)
             if member is not None:
                 learnable[name], taught[name] = member.learnable_steps, member.rationale_max_steps

@@ -638,6 +638,7 @@ def local_run(argv: list[str], nodes: int | None = None):
     """The config, the work directory and the ServerApp's run config of `CONF [key=value ...]` on a local
     federation; the run directory gets its name now (run_name), so that the sites sit beside it in
     RUN_DIR.flower/. Raises ConfigError / DataError before anything is written."""
+    # deferred: the process supervisor above (LocalFederation) is used without the library (tests, benchmarks)
     from ladalit.core.config import ConfigError, load_config, resolve_conf_path
     from ladalit.run import run_dir_for
     conf, overrides = argv[0], list(argv[1:])
@@ -655,6 +656,7 @@ def local_run(argv: list[str], nodes: int | None = None):
 
 
 def main(argv: list[str] | None = None) -> int:
+    # deferred as in local_run
     from ladalit.core.config import ConfigError
     from ladalit.data.records import DataError
     from ladalit.federation.prepare import prepare_sites

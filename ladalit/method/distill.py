@@ -5,7 +5,7 @@ import torch
 
 from ladalit.core.training import NonFiniteGuard, rows_step
 from ladalit.method import losses
-from ladalit.reporting.results import Results
+from ladalit.core.results import Results
 
 
 def per_sample_loss(cfg, participant, keys, prompts, chosen, rejected) -> torch.Tensor:

@@ -36,7 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ladalit.core.config import import_class
+from ladalit.core.classpath import import_class
+from ladalit.core.config import class_key
 
 __all__ = [
     "ResidualBlock",
@@ -485,3 +486,6 @@ def filter_class_from_path(path: str) -> type[LearnabilityFilter]:
     """Import ``"pkg.mod:Class"`` (or ``"pkg.mod.Class"``) and check it subclasses
     :class:`LearnabilityFilter`."""
     return import_class(path, LearnabilityFilter)
+
+
+class_key("filter_net.class_path", LearnabilityFilter)  # validated at start once this module is imported

@@ -15,7 +15,7 @@ from ladalit.core.experiment import build_experiment
 from ladalit.baselines.fedmkt import (align_tokens, aligned_target, levenshtein, map_vocab_strings,
                             min_ce_choice, sequence_ce, sparse_kd_loss, sparse_target, token_strings,
                             token_table, topk_logits, vocab_mapping)
-from ladalit.reporting.results import Results
+from ladalit.core.results import Results
 
 TEXT = "the cat sat."
 # shorter sequences keep the end-to-end runs quick (prompts lose tokens from the left)
