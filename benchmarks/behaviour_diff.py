@@ -1,9 +1,11 @@
-"""Behaviour-unchanged harness: run every registered method on conf/smoke.yaml and write a canonical digest
+"""Behaviour-unchanged harness: run every registered method on conf/smoke.yaml (or --conf) and write a canonical digest
 of what each run produced, so that a refactoring can show that it changed nothing.
 
     python -m benchmarks.behaviour_diff OUT_DIR                # run every method, write OUT_DIR/digest.json
     python -m benchmarks.behaviour_diff OUT_DIR --methods lada fedkd
+    python -m benchmarks.behaviour_diff OUT_DIR rounds=1 --conf demo.yaml --methods lada   # another config
     python -m benchmarks.behaviour_diff --compare A/digest.json B/digest.json   # "identical" or the differences
+    python -m benchmarks.behaviour_diff --compare A B --ignore-key init_args   # less a key a change added
 
 Per method the digest holds: results.json less the fields that name the run or the clock (the run's own
 output_dir/run_name and any key about time); the rows of predictions.jsonl, selections.jsonl and
@@ -63,14 +65,14 @@ def digest(run_dir: Path) -> dict:
     return d
 
 
-def run_methods(out: Path, methods: list[str], extra: list[str]) -> dict:
-    """Every method of `methods` on smoke into out/<method>; their digests."""
+def run_methods(out: Path, methods: list[str], extra: list[str], conf: str = "smoke.yaml") -> dict:
+    """Every method of `methods` on `conf` into out/<method>; their digests."""
     import torch
     from ladalit import run
     torch.set_num_threads(1)
     digests = {}
     for m in methods:
-        argv = ["conf=smoke.yaml", "quiet=true", f"method={m}", f"output_dir={out}", f"run_name={m}",
+        argv = [f"conf={conf}", "quiet=true", f"method={m}", f"output_dir={out}", f"run_name={m}",
                 "overwrite=true", "tracking.wandb.mode=disabled", *extra]
         rc = run.main(argv)
         if rc != 0:
@@ -111,11 +113,21 @@ def differences(a, b, path: str = "", out: list | None = None, limit: int = 20) 
     return out
 
 
-def compare(a_path: Path, b_path: Path) -> int:
-    a, b = (json.loads(p.read_text()) for p in (a_path, b_path))
+def drop_keys(obj, names: set[str]):
+    """obj without the dict keys in `names`, at any depth (e.g. a config key one side does not have yet)."""
+    if isinstance(obj, dict):
+        return {k: drop_keys(v, names) for k, v in obj.items() if k not in names}
+    if isinstance(obj, list):
+        return [drop_keys(v, names) for v in obj]
+    return obj
+
+
+def compare(a_path: Path, b_path: Path, ignore: list[str] | None = None) -> int:
+    a, b = (drop_keys(json.loads(p.read_text()), set(ignore or ())) for p in (a_path, b_path))
     diffs = differences(a, b)
     if not diffs:
-        print(f"identical: {', '.join(sorted(a))} ({a_path} vs {b_path})")
+        less = f", less keys named {', '.join(ignore)}" if ignore else ""
+        print(f"identical: {', '.join(sorted(a))} ({a_path} vs {b_path}{less})")
         return 0
     print(f"different ({a_path} vs {b_path}); first differences:")
     for line in diffs:
@@ -126,8 +138,11 @@ def compare(a_path: Path, b_path: Path) -> int:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("out", nargs="?", type=Path, help="directory for the runs and digest.json")
+    p.add_argument("--conf", default="smoke.yaml", help="the config every method runs on (default smoke.yaml)")
     p.add_argument("--methods", nargs="*", help="methods to run (default: every method of the registry)")
     p.add_argument("--compare", nargs=2, type=Path, metavar=("A", "B"), help="two digest.json files")
+    p.add_argument("--ignore-key", nargs="*", default=[], metavar="NAME",
+                   help="with --compare: leave out dict keys of these names, at any depth")
     p.add_argument("overrides", nargs="*", default=[], help="extra key=value settings for every run")
     args = p.parse_args(argv)
     if args.compare:
@@ -135,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         if missing:
             print(f"error: no such digest: {missing[0]}", file=sys.stderr)
             return 2
-        return compare(*args.compare)
+        return compare(*args.compare, ignore=args.ignore_key)
     if args.out is None:
         print("error: give OUT_DIR, or --compare A B", file=sys.stderr)
         return 2
@@ -146,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: unknown method {unknown[0]!r} (known: {', '.join(registry.METHODS)})", file=sys.stderr)
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
-    digests = run_methods(args.out.resolve(), methods, args.overrides)
+    digests = run_methods(args.out.resolve(), methods, args.overrides, args.conf)
     path = args.out / "digest.json"
     path.write_text(json.dumps(digests, indent=1, sort_keys=True))
     for m, d in digests.items():  # short fingerprints to quote; --compare is the check

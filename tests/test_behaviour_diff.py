@@ -30,3 +30,12 @@ def test_compare_exits_0_when_identical_1_when_not_2_on_a_missing_file(tmp_path,
     assert bd.main(["--compare", str(tmp_path / "a.json"), str(tmp_path / "b.json")]) == 1
     assert "/m/v: 1 != 2" in capsys.readouterr().out
     assert bd.main(["--compare", str(tmp_path / "a.json"), str(tmp_path / "c.json")]) == 2
+
+
+def test_compare_can_leave_out_a_key_a_change_added(tmp_path, capsys):
+    (tmp_path / "a.json").write_text(json.dumps({"m": {"config": {"x": 1}}}))
+    (tmp_path / "b.json").write_text(json.dumps({"m": {"config": {"x": 1, "init_args": {}}}}))
+    assert bd.main(["--compare", str(tmp_path / "a.json"), str(tmp_path / "b.json")]) == 1
+    assert "/m/config/init_args: only in B" in capsys.readouterr().out
+    assert bd.main(["--compare", str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--ignore-key", "init_args"]) == 0
+    assert "less keys named init_args" in capsys.readouterr().out
