@@ -7,7 +7,9 @@ one line naming the key; `ladalit.run` prints it and exits with status 2.
 """
 from __future__ import annotations
 
+import inspect
 import math
+import types
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Union, get_args, get_origin, get_type_hints
@@ -165,6 +167,8 @@ class FilterNetConfig:
     encoder: str = "minilm"
     # "package.module:Class", a LearnabilityFilter subclass; empty = the default
     class_path: str = ""
+    # the class_path subclass's own settings, passed to its `__init__` and checked against it at start
+    init_args: Dict[str, Any] = field(default_factory=dict)
     # width of ExploitNet / ExploreNet
     hidden: int = 128
     # residual blocks per network
@@ -414,14 +418,16 @@ class RunConfig:
 
 METHODS = tuple(REGISTERED)  # ladalit.registry: every method, registered once
 # Allowed values of the string-valued names. A key ending in ".*" applies to every entry of a dict.
-# Keys whose value names a class ("pkg.mod:Class"), with the base it must subclass; the module that defines the
-# base registers its key at import (`class_key`), as `ladalit.method.filter` does for filter_net.class_path.
-CLASS_KEYS: dict[str, type] = {}
+# Keys whose value names a class ("pkg.mod:Class"): key -> (the base it must subclass, the key of its own
+# settings (init_args) or "", the __init__ arguments the caller passes itself). The module that defines the base
+# registers its key at import (`class_key`), as `ladalit.method.filter` does for filter_net.class_path.
+CLASS_KEYS: dict[str, tuple[type, str, tuple[str, ...]]] = {}
 
 
-def class_key(key: str, base: type) -> None:
-    """Validate `key`, when set, as the class path of a subclass of `base`."""
-    CLASS_KEYS[key] = base
+def class_key(key: str, base: type, init_args: str = "", passed: tuple[str, ...] = ()) -> None:
+    """Validate `key`, when set, as the class path of a subclass of `base`, and the mapping at `init_args` as
+    settings of that subclass's `__init__` (less `passed`, the arguments its caller sets from other keys)."""
+    CLASS_KEYS[key] = (base, init_args, tuple(passed))
 
 
 CHOICES: dict[str, tuple[str, ...]] = {
@@ -716,10 +722,15 @@ def _check_consistency(cfg: DictConfig) -> None:
         if value in ("", "minilm", "hashing"):
             continue
         _check_class(key, value, Encoder)
-    for key, base in CLASS_KEYS.items():
+    for key, (base, args_key, passed) in CLASS_KEYS.items():
         value = OmegaConf.select(cfg, key)
+        args = OmegaConf.select(cfg, args_key) if args_key else None
         if value:
-            _check_class(key, value, base)
+            cls = _check_class(key, value, base)
+            if args_key:
+                _check_init_args(args_key, value, cls, base, OmegaConf.to_container(args) if args else {}, passed)
+        elif args:
+            raise ConfigError(f"config key '{args_key}': settings of a class, but {key} names none")
 
 
 def _check_mixture(cfg: DictConfig) -> None:
@@ -749,11 +760,65 @@ def mixture_of(cfg):
     return Mixture(train=train, test={n: dict(v) for n, v in m.test.items()}, public=dict(m.public) or None)
 
 
-def _check_class(key: str, path: str, base: type) -> None:
+def _check_class(key: str, path: str, base: type) -> type:
     try:
-        import_class(path, base)
+        return import_class(path, base)
     except (ValueError, TypeError, ImportError, AttributeError) as err:
         raise ConfigError(f"config key '{key}': {path!r}: {str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
+
+
+def _init_params(cls: type, base: type) -> tuple[dict[str, inspect.Parameter], dict[str, Any]]:
+    """The named parameters a config may set on `cls.__init__` (with `base.__init__`'s where it passes
+    **kwargs on) and their type hints (those that resolve)."""
+    params, hints = {}, {}
+    for c in (base, cls):  # the subclass's own win
+        sig = inspect.signature(c.__init__)
+        if c is base and not any(p.kind is p.VAR_KEYWORD for p in inspect.signature(cls.__init__).parameters.values()):
+            continue
+        params.update({n: p for n, p in list(sig.parameters.items())[1:]
+                       if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)})
+        try:
+            hints.update(get_type_hints(c.__init__))
+        except Exception:  # an annotation that does not resolve: no type check for that class's arguments
+            pass
+    return params, hints
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    """`value` fits a plain hint (int, float, str, bool, or Optional of one); other hints are not checked."""
+    union = get_origin(hint) in (Union, types.UnionType)
+    options = [a for a in get_args(hint) if a is not type(None)] if union else [hint]
+    if value is None:
+        return (union and type(None) in get_args(hint)) or hint is Any
+    if len(options) != 1 or options[0] not in (int, float, str, bool):
+        return True
+    t = options[0]
+    if t is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if t is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, t)
+
+
+def _check_init_args(key: str, path: str, cls: type, base: type, args: dict, passed: tuple[str, ...]) -> None:
+    """`args` (the mapping at `key`) are settings of `cls.__init__`: each a parameter it takes, of its type,
+    none that its caller passes itself; every parameter without a default is given."""
+    params, hints = _init_params(cls, base)
+    own = sorted(n for n in params if n not in passed)
+    for name, value in args.items():
+        if name in passed:
+            raise ConfigError(f"config key '{key}.{name}': passed by the loop from its own config key, not init_args")
+        if name not in params:
+            raise ConfigError(f"config key '{key}.{name}': not a parameter of {path}.__init__ "
+                              f"(its settings: {', '.join(own) or 'none'})")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"config key '{key}.{name}': value {value} is not a finite number")
+        if name in hints and not _fits(value, hints[name]):
+            want = getattr(hints[name], "__name__", str(hints[name]))
+            raise ConfigError(f"config key '{key}.{name}': {value!r} is not of type {want} ({path}.__init__)")
+    for name in own:
+        if params[name].default is inspect.Parameter.empty and name not in args:
+            raise ConfigError(f"config key '{key}.{name}': required by {path}.__init__ (it has no default)")
 
 
 def _check_vllm(cfg: DictConfig) -> None:

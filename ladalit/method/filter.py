@@ -408,4 +408,9 @@ def filter_class_from_path(path: str) -> type[LearnabilityFilter]:
     return import_class(path, LearnabilityFilter)
 
 
-class_key("filter_net.class_path", LearnabilityFilter)  # validated at start once this module is imported
+# the __init__ arguments the loop passes from filter_net.* (ladalit.method.pair.make_filter); a subclass's own
+# take their values from filter_net.init_args
+LOOP_ARGS = ("embed_dim", "hidden", "depth", "lr", "epochs", "batch_size", "lam", "tau", "min_select", "max_select",
+             "buffer_size", "seed")
+# validated at start once this module is imported (ladalit.components)
+class_key("filter_net.class_path", LearnabilityFilter, init_args="filter_net.init_args", passed=LOOP_ARGS)
