@@ -7,9 +7,7 @@ one line naming the key; `ladalit.run` prints it and exits with status 2.
 """
 from __future__ import annotations
 
-import inspect
 import math
-import types
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Union, get_args, get_origin, get_type_hints
@@ -17,7 +15,7 @@ from typing import Any, Dict, List, Optional, Union, get_args, get_origin, get_t
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
-from ladalit.core.classpath import import_class
+from ladalit.core.classpath import InitArgError, check_init_args, import_class
 from ladalit.core.encoder import Encoder
 from ladalit.registry import METHODS as REGISTERED
 from ladalit.data.split import Mixture, MixtureError, check_mixture
@@ -728,7 +726,10 @@ def _check_consistency(cfg: DictConfig) -> None:
         if value:
             cls = _check_class(key, value, base)
             if args_key:
-                _check_init_args(args_key, value, cls, base, OmegaConf.to_container(args) if args else {}, passed)
+                try:
+                    check_init_args(value, cls, base, OmegaConf.to_container(args) if args else {}, passed)
+                except InitArgError as err:
+                    raise ConfigError(f"config key '{args_key}.{err.name}': {err}") from None
         elif args:
             raise ConfigError(f"config key '{args_key}': settings of a class, but {key} names none")
 
@@ -765,60 +766,6 @@ def _check_class(key: str, path: str, base: type) -> type:
         return import_class(path, base)
     except (ValueError, TypeError, ImportError, AttributeError) as err:
         raise ConfigError(f"config key '{key}': {path!r}: {str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
-
-
-def _init_params(cls: type, base: type) -> tuple[dict[str, inspect.Parameter], dict[str, Any]]:
-    """The named parameters a config may set on `cls.__init__` (with `base.__init__`'s where it passes
-    **kwargs on) and their type hints (those that resolve)."""
-    params, hints = {}, {}
-    for c in (base, cls):  # the subclass's own win
-        sig = inspect.signature(c.__init__)
-        if c is base and not any(p.kind is p.VAR_KEYWORD for p in inspect.signature(cls.__init__).parameters.values()):
-            continue
-        params.update({n: p for n, p in list(sig.parameters.items())[1:]
-                       if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)})
-        try:
-            hints.update(get_type_hints(c.__init__))
-        except Exception:  # an annotation that does not resolve: no type check for that class's arguments
-            pass
-    return params, hints
-
-
-def _fits(value: Any, hint: Any) -> bool:
-    """`value` fits a plain hint (int, float, str, bool, or Optional of one); other hints are not checked."""
-    union = get_origin(hint) in (Union, types.UnionType)
-    options = [a for a in get_args(hint) if a is not type(None)] if union else [hint]
-    if value is None:
-        return (union and type(None) in get_args(hint)) or hint is Any
-    if len(options) != 1 or options[0] not in (int, float, str, bool):
-        return True
-    t = options[0]
-    if t is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if t is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    return isinstance(value, t)
-
-
-def _check_init_args(key: str, path: str, cls: type, base: type, args: dict, passed: tuple[str, ...]) -> None:
-    """`args` (the mapping at `key`) are settings of `cls.__init__`: each a parameter it takes, of its type,
-    none that its caller passes itself; every parameter without a default is given."""
-    params, hints = _init_params(cls, base)
-    own = sorted(n for n in params if n not in passed)
-    for name, value in args.items():
-        if name in passed:
-            raise ConfigError(f"config key '{key}.{name}': passed by the loop from its own config key, not init_args")
-        if name not in params:
-            raise ConfigError(f"config key '{key}.{name}': not a parameter of {path}.__init__ "
-                              f"(its settings: {', '.join(own) or 'none'})")
-        if isinstance(value, float) and not math.isfinite(value):
-            raise ConfigError(f"config key '{key}.{name}': value {value} is not a finite number")
-        if name in hints and not _fits(value, hints[name]):
-            want = getattr(hints[name], "__name__", str(hints[name]))
-            raise ConfigError(f"config key '{key}.{name}': {value!r} is not of type {want} ({path}.__init__)")
-    for name in own:
-        if params[name].default is inspect.Parameter.empty and name not in args:
-            raise ConfigError(f"config key '{key}.{name}': required by {path}.__init__ (it has no default)")
 
 
 def _check_vllm(cfg: DictConfig) -> None:
