@@ -19,6 +19,7 @@ import torch
 from omegaconf import OmegaConf
 from transformers import AutoModelForCausalLM
 
+import ladalit.components  # noqa: F401  registers data sets, model sources, class-path checks
 from ladalit.core.prompts import parse_answer, zero_shot_prompt
 
 

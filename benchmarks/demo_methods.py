@@ -13,7 +13,7 @@ benchmarks/results/demo_runs/), then writes benchmarks/results/demo_methods.{jso
 - accuracy per participant, 0- and 1-shot, lenient and strict (SPEC §7: only an answer statement counts),
   mean ± std over the seeds: round 0 (the pre-trained models) and each method's last round;
 - LaDa − baseline per participant, lenient and strict, with a paired 95% interval that resamples the seeds,
-  then the test items within each (`ladalit.reporting.stats.paired_bootstrap`; a seed fixes the split, so
+  then the test items within each (`ladalit.core.stats.paired_bootstrap`; a seed fixes the split, so
   both methods saw the same items; with one seed the interval covers the items only, and says so);
 - the oracle's selection precision of LaDa's filters per pair and round against a random selection of
   the same size, how often the chosen answers were right, and the share of the selection labelled
@@ -46,7 +46,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from ladalit.core.config import AnalysisConfig, load_config
-from ladalit.reporting.stats import interval_kind, paired_bootstrap
+from ladalit.core.stats import interval_kind, paired_bootstrap
 from ladalit.run import execute
 
 OUT = Path(__file__).resolve().parent / "results"

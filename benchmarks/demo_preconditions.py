@@ -38,6 +38,8 @@ from pathlib import Path
 
 import torch
 
+import ladalit.components  # noqa: F401  registers the synthetic data set and the zoo
+
 from ladalit.core.config import load_config
 from ladalit.core.evaluation import evaluate
 from ladalit.core.experiment import build_experiment, prepared_records
@@ -45,7 +47,7 @@ from ladalit.core.prompts import format_response, parse_answer, private_sft_pair
 from ladalit.core.training import NonFiniteGuard, supervised_finetune
 from ladalit.data.split import SHARED_DOMAIN
 from ladalit.demo.synthetic import SyntheticConfig, generate, num_steps
-from ladalit.reporting.stats import interval_kind, paired_bootstrap
+from ladalit.core.stats import interval_kind, paired_bootstrap
 
 OUT = Path(__file__).resolve().parent / "results"
 STEPS = (1, 2, 3, 4)

@@ -24,6 +24,8 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
+import ladalit.components  # noqa: F401  registers data sets, model sources, class-path checks
+
 
 def auc(pos: list[float], neg: list[float]) -> float:
     """P(a positive's score > a negative's), ties counting one half (Mann-Whitney); NaN if a side is empty."""

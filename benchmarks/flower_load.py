@@ -9,7 +9,7 @@ The K clients are smoke's two (client1: llama, client2: gemma2 with LoRA) repeat
 for odd N and client2 for even N; data.synthetic.num_records grows to fit K clients' splits. The in-process
 run (the default engine) goes first in this process; then the federation, every process with
 OMP_NUM_THREADS=1. While the federation runs, a sampler reads every process of it (found by the marker in its
-environment, ladalit.federation.launch) every `--sample-s` seconds: VmRSS and VmHWM (the kernel's peak RSS of
+environment, launch.local_federation) every `--sample-s` seconds: VmRSS and VmHWM (the kernel's peak RSS of
 that process) from /proc/PID/status, and Pss from /proc/PID/smaps_rollup (shared pages divided among their
 sharers: the torch and Python libraries mapped by every process are counted once in the sum of Pss, K times
 in the sum of RSS). Reported: peak RSS per site worker, per SuperNode with everything it started, per
@@ -97,7 +97,7 @@ class Sampler(threading.Thread):
         self.halt = threading.Event()
 
     def run(self) -> None:
-        from ladalit.federation.launch import find_tagged
+        from launch.local_federation import find_tagged
         t0 = time.time()
         while not self.halt.is_set():
             rss = pss = 0
@@ -129,7 +129,8 @@ def in_process(conf: str, overrides: list[str]) -> dict:
 def on_flower(conf: str, overrides: list[str], work: Path, sample_s: float) -> dict:
     from ladalit.core.messages import decode
     from ladalit.federation.flower import read_audit
-    from ladalit.federation.launch import APP_DIR, FAST_POLL, LocalFederation, local_run
+    from launch.flower_local import local_run
+    from launch.local_federation import APP_DIR, FAST_POLL, LocalFederation
     from ladalit.federation.prepare import prepare_sites
     cfg, run_dir, fed_dir, run_config = local_run([conf, f"output_dir={work}", "run_name=flower", *overrides])
     nodes = prepare_sites(cfg, fed_dir / "sites")

@@ -37,7 +37,8 @@ def in_process(conf: str, overrides: list[str]) -> dict:
 
 
 def on_flower(conf: str, overrides: list[str], work: Path) -> dict:
-    from ladalit.federation.launch import APP_DIR, FAST_POLL, LocalFederation, local_run
+    from launch.flower_local import local_run
+    from launch.local_federation import APP_DIR, FAST_POLL, LocalFederation
     from ladalit.federation.prepare import prepare_sites
     cfg, run_dir, fed_dir, run_config = local_run([conf, f"output_dir={work}", "run_name=flower", "quiet=true",
                                                    *overrides])

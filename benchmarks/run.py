@@ -45,6 +45,7 @@ from pathlib import Path
 
 import torch
 
+import ladalit.components  # noqa: F401  registers data sets, model sources, class-path checks
 from benchmarks import common
 
 QUICK_RESULTS = Path(__file__).resolve().parent / "results" / "quick"
@@ -162,7 +163,7 @@ def run_method(cfg, keep_payloads: bool = False, data=None, on_round=None) -> Me
     from ladalit.core import experiment
     from ladalit.method import lada
     from ladalit.core.channel import Channel
-    from ladalit.reporting.results import Results
+    from ladalit.core.results import Results
     from ladalit.registry import runner as method_runner
 
     t0 = time.perf_counter()

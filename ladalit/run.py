@@ -13,14 +13,24 @@ from pathlib import Path
 
 import torch
 
+import ladalit.components  # noqa: F401  registers data sets, model sources, class-path checks
 from ladalit import registry
 from ladalit.core.config import ConfigError, help_text, load_config, to_yaml
 from ladalit.data.records import DataError
 from ladalit.reporting.plots import write_plots
-from ladalit.reporting.progress import Progress, header, quiet_transformers
-from ladalit.reporting.results import Results, Tracker
+from ladalit.core.progress import Progress, header, quiet_transformers
+from ladalit.core.results import Results, atomic_write_text, log_round
+from ladalit.reporting.tracker import Tracker
 from ladalit.core.run_identity import RunError, check_checkpoint, check_run_dir, prepare_run_dir, save_checkpoint
 from ladalit.core.training import NonFiniteError
+from ladalit.core.evaluation import evaluate_all
+from ladalit.reporting.export import export_participants
+from ladalit.scale.strategy import is_sharded
+from ladalit.core.channel import Channel
+from ladalit.core.budgets import check_budgets
+from ladalit.core import experiment  # experiment.build_experiment: tests substitute it
+from ladalit.demo.controls import Controls, analysis_on, replay_sizes  # the harness's controls (analysis only)
+from ladalit.demo.oracle import oracle_report, world_oracle  # the harness's analysis: no method sees the oracle
 
 
 def run_dir_for(cfg) -> Path:
@@ -31,8 +41,6 @@ def run_dir_for(cfg) -> Path:
 def evaluate_round0(exp, results, tracker, channel, progress) -> None:
     """Round 0: every participant as it starts (the pre-trained models, before any transfer), evaluated
     like every round, so that the final table and the plots show what the run changed."""
-    from ladalit.core.evaluation import evaluate_all
-    from ladalit.reporting.results import log_round
     evaluate_all(exp, results, 0, progress)
     log_round(tracker, results, channel, 0)
     progress.summary(results, 0, channel)
@@ -41,8 +49,6 @@ def evaluate_round0(exp, results, tracker, channel, progress) -> None:
 def export_models(exp, run_dir: Path, results, quiet: bool) -> None:
     """The trained participants in RUN_DIR/models/ (ladalit.reporting.export); rank 0 only. Not under FSDP2
     (sharded weights): `python -m ladalit.reporting.export RUN_DIR` writes them from the checkpoint afterwards."""
-    from ladalit.reporting.export import export_participants
-    from ladalit.scale.strategy import is_sharded
     if is_sharded(exp.fabric):
         if not quiet:
             print(f"models: not exported under fsdp2; run: python -m ladalit.reporting.export {run_dir}")
@@ -61,18 +67,14 @@ def execute(cfg, quiet: bool = False, status: dict | None = None, conf: str = ""
     With several processes (FSDP2) every rank runs the loop; rank 0 alone writes files and W&B.
     `conf` (the config file given) is only shown in the header.
     """
-    from ladalit.core.channel import Channel
-    from ladalit.core.budgets import check_budgets
-    from ladalit.core.experiment import build_experiment
 
     quiet_transformers(cfg.verbose)
     status = {} if status is None else status
     ckpt = check_run_dir(cfg, run_dir_for(cfg))
     sizes = None
     if cfg.analysis.selector != "none":  # the LaDa run a matched selector replays: checked before anything is built
-        from ladalit.demo.controls import replay_sizes
         sizes = replay_sizes(cfg)
-    exp = build_experiment(cfg)
+    exp = experiment.build_experiment(cfg)
     check_budgets(exp)  # every participant's token budgets fit, or one line naming it, before anything is written
     controls = build_controls(cfg, exp, sizes)
     fabric = exp.fabric
@@ -115,7 +117,6 @@ def execute(cfg, quiet: bool = False, status: dict | None = None, conf: str = ""
                        on_round_end=on_round_end, progress=progress)
     if not writer:
         return run_dir, {}
-    from ladalit.demo.oracle import oracle_report  # the harness's analysis: no method sees the oracle
     analysis = controls.rows() if controls is not None else None
     if controls is not None:
         extra["analysis_generated"] = controls.generated
@@ -123,7 +124,6 @@ def execute(cfg, quiet: bool = False, status: dict | None = None, conf: str = ""
                                       dict(cfg.analysis.learnable_steps) or None, analysis_responses=analysis)}
     out = results.save(run_dir, cfg, channel, extra=extra)
     if analysis is not None:
-        from ladalit.reporting.results import atomic_write_text
         atomic_write_text(run_dir / "analysis_responses.jsonl", "".join(json.dumps(r) + "\n" for r in analysis))
     export_models(exp, run_dir, results, quiet)
     plots = write_plots(out, run_dir)
@@ -134,13 +134,10 @@ def execute(cfg, quiet: bool = False, status: dict | None = None, conf: str = ""
 def build_controls(cfg, exp, sizes):
     """The demo world's controls (`analysis:`; ladalit.demo.controls) as hooks in `exp`, with the oracle they
     need from the harness; None where every switch is off."""
-    from ladalit.demo.controls import Controls, analysis_on
     if not analysis_on(cfg):
         return None
-    from ladalit.core.experiment import prepared_records
-    from ladalit.demo.oracle import world_oracle
-    controls = Controls(cfg, exp, world_oracle(cfg, dict(cfg.analysis.learnable_steps) or None), prepared_records(cfg),
-                        sizes)
+    controls = Controls(cfg, exp, world_oracle(cfg, dict(cfg.analysis.learnable_steps) or None),
+                        experiment.prepared_records(cfg), sizes)
     exp.hooks = controls.hooks()
     return controls
 

@@ -15,4 +15,4 @@ if [[ $# -lt 2 ]]; then
   exit 2
 fi
 py=${PYTHON:-$( [[ -x .venv/bin/python ]] && echo .venv/bin/python || echo python )}
-exec "$py" -m ladalit.federation.launch "$@"
+exec "$py" -m launch.flower_local "$@"

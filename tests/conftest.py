@@ -9,6 +9,8 @@ import torch  # noqa: E402
 
 torch.set_num_threads(1)
 
+import ladalit.components  # noqa: E402,F401  what a run registers with core at import, for tests that build directly
+
 
 # The files that take longest (seconds per file, summed from --junitxml of a fresh-clone CI run), longest
 # first. pyproject's addopts turn off xdist's own order (most tests first), so the workers start on these

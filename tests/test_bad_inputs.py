@@ -289,8 +289,10 @@ def schema_float_keys(cls: type, prefix: str = "") -> list[str]:
     keys = []
     for f in dataclasses.fields(cls):
         tp = typing.get_type_hints(cls)[f.name]
-        if typing.get_origin(tp) is dict:  # clients (ParticipantConfig, as server) or data.mixture's share maps
-            assert typing.get_args(tp)[1] is ParticipantConfig or f"{prefix}{f.name}" in MAP_FLOAT_KEYS, f.name
+        if typing.get_origin(tp) is dict:  # clients (ParticipantConfig, as server), data.mixture's share maps, or a
+            # class's own settings (checked against its __init__, NaN and inf too: tests/method/test_filter.py)
+            assert typing.get_args(tp)[1] is ParticipantConfig or f"{prefix}{f.name}" in MAP_FLOAT_KEYS \
+                or f"{prefix}{f.name}" in CLASS_SETTINGS, f.name
             continue
         if dataclasses.is_dataclass(tp):
             keys += schema_float_keys(tp, f"{prefix}{f.name}.")
@@ -299,6 +301,7 @@ def schema_float_keys(cls: type, prefix: str = "") -> list[str]:
     return keys
 
 
+CLASS_SETTINGS = {"filter_net.init_args"}
 # float maps, with the overrides that make a case of one share (every client needs a train mixture)
 MAP_FLOAT_KEYS = {
     "data.mixture.train": ("data.mixture.train.client1.shared={v}", "data.mixture.train.client2.shared=1.0"),

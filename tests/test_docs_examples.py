@@ -43,8 +43,12 @@ def test_wide_filter_example_is_the_filter_lada_trains(tmp_path, examples, monke
     calls = []
     forward = wide_filter.WideExploit.forward
     monkeypatch.setattr(wide_filter.WideExploit, "forward", lambda self, x: calls.append(x.shape) or forward(self, x))
-    saved = smoke(tmp_path, "rounds=1", "filter_net.class_path=wide_filter:WideFilter")
+    widths = []
+    init = wide_filter.WideExploit.__init__
+    monkeypatch.setattr(wide_filter.WideExploit, "__init__", lambda self, d, width: widths.append(width) or init(self, d, width))
+    saved = smoke(tmp_path, "rounds=1", "filter_net.class_path=wide_filter:WideFilter", "filter_net.init_args.width=24")
     assert calls and all(len(s) == 2 for s in calls)  # the filter's fits and scores went through WideExploit
+    assert widths and set(widths) == {24}  # its own setting, from the config's init_args
     assert {r["round"] for r in saved["accuracy"]} == {0, 1}
 
 

@@ -12,7 +12,7 @@ from ladalit.method import lada, losses
 from ladalit.core.channel import Channel
 from ladalit.core.config import load_config
 from ladalit.core.experiment import build_experiment
-from ladalit.reporting.results import Results
+from ladalit.core.results import Results
 from ladalit.core.training import NonFiniteError
 
 BASE = ["conf=smoke.yaml", "quiet=true", "rounds=1", "eval.shots=[0]"]

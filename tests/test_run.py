@@ -8,7 +8,7 @@ import yaml
 from ladalit.core.channel import Channel
 from ladalit.core.config import load_config
 from ladalit.core.experiment import build_experiment
-from ladalit.reporting.results import Results
+from ladalit.core.results import Results
 from ladalit.run import execute, main
 from tests.channel_audit import decoded, strings_in
 from tests.demo.test_oracle import check_selection_quality

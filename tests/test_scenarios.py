@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from ladalit.reporting import scenarios
 from ladalit.scale import shapes
 from ladalit.core.config import load_config
 
@@ -98,7 +99,7 @@ def test_memory_estimate_is_consistent():
 
 def test_docs_tables_are_the_computed_ones():
     text = (ROOT / "docs" / "scenarios.md").read_text()
-    assert shapes.scenarios_markdown() in text  # regenerate with `python -m ladalit.scale.shapes`
+    assert scenarios.markdown() in text  # regenerate with `python -m ladalit.reporting.scenarios`
 
 
 def test_gpu_round_benchmark_dry_run_runs_on_cpu():

@@ -10,7 +10,7 @@ from ladalit.core.messages import LocalRound, ProtocolError, Ready, ServerAnswer
 from ladalit.core.prompts import zero_shot_prompt
 from ladalit.core.responses import ResponseCache
 from ladalit.core.training import NonFiniteGuard, supervised_finetune
-from ladalit.reporting.results import Results
+from ladalit.core.results import Results
 
 
 def run_fedkd(exp, channel: Channel, results: Results, tracker=None, start_round: int = 1, state=None,

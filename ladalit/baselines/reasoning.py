@@ -26,10 +26,10 @@ from ladalit.core.participant import Sampling
 from ladalit.core.messages import CompletionAnswers, PartialTrajectories, ServerRationales, SocraticChains, as_dict
 from ladalit.data.records import LETTERS, MCRecord
 from ladalit.core.experiment import public_by_id
-from ladalit.reporting.progress import Progress
+from ladalit.core.progress import Progress
 from ladalit.core.seeds import client_seed, round_seed
 from ladalit.core.prompts import format_question, format_response, one_shot_prompt, zero_shot_prompt
-from ladalit.reporting.results import Results
+from ladalit.core.results import Results
 from ladalit.core.training import NonFiniteGuard, supervised_finetune
 
 

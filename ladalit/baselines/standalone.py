@@ -11,8 +11,8 @@ from ladalit.core.evaluation import evaluate_all
 from ladalit.core.messages import LocalRound, ProtocolError, Ready
 from ladalit.core.prompts import private_sft_pairs
 from ladalit.core.training import NonFiniteGuard, supervised_finetune
-from ladalit.reporting.progress import Progress
-from ladalit.reporting.results import Results, log_round
+from ladalit.core.progress import Progress
+from ladalit.core.results import Results, log_round
 
 
 def private_sft(exp, guard, results, optimizers, epochs_of, round):

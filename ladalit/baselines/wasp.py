@@ -47,10 +47,10 @@ from ladalit.core.encoder import make_encoder
 from ladalit.core.participant import Sampling
 from ladalit.core.responses import ResponseCache
 from ladalit.core.seeds import client_seed, item_seed, round_seed
-from ladalit.reporting.progress import Progress
+from ladalit.core.progress import Progress
 from ladalit.core.prompts import format_question, zero_shot_prompt
 from ladalit.baselines.reasoning import generate, normalised_target
-from ladalit.reporting.results import Results
+from ladalit.core.results import Results
 from ladalit.core.training import NonFiniteGuard, RowLoss, train_rows
 
 

@@ -21,11 +21,11 @@ from __future__ import annotations
 
 from ladalit.core.config import ConfigError
 from ladalit.core.prompts import format_response, zero_shot_prompt
+from ladalit.core.experiment import load_records
 
 
 def reference_responses(cfg, example) -> list[str]:
     """Full answers in the response format: the worked example's and those of the data's rationales."""
-    from ladalit.core.experiment import load_records
     out = [format_response(example.rationale, example.answer)]
     out += [format_response(r.rationale, r.answer) for r in load_records(cfg) if r.rationale and r.answer]
     return out

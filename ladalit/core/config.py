@@ -7,7 +7,6 @@ one line naming the key; `ladalit.run` prints it and exits with status 2.
 """
 from __future__ import annotations
 
-import importlib
 import math
 from dataclasses import dataclass, field, fields, is_dataclass
 from pathlib import Path
@@ -16,7 +15,10 @@ from typing import Any, Dict, List, Optional, Union, get_args, get_origin, get_t
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
+from ladalit.core.classpath import InitArgError, check_init_args, import_class
+from ladalit.core.encoder import Encoder
 from ladalit.registry import METHODS as REGISTERED
+from ladalit.data.split import Mixture, MixtureError, check_mixture
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
@@ -163,6 +165,8 @@ class FilterNetConfig:
     encoder: str = "minilm"
     # "package.module:Class", a LearnabilityFilter subclass; empty = the default
     class_path: str = ""
+    # the class_path subclass's own settings, passed to its `__init__` and checked against it at start
+    init_args: Dict[str, Any] = field(default_factory=dict)
     # width of ExploitNet / ExploreNet
     hidden: int = 128
     # residual blocks per network
@@ -437,6 +441,18 @@ class RunConfig:
 
 METHODS = tuple(REGISTERED)  # ladalit.registry: every method, registered once
 # Allowed values of the string-valued names. A key ending in ".*" applies to every entry of a dict.
+# Keys whose value names a class ("pkg.mod:Class"): key -> (the base it must subclass, the key of its own
+# settings (init_args) or "", the __init__ arguments the caller passes itself). The module that defines the base
+# registers its key at import (`class_key`), as `ladalit.method.filter` does for filter_net.class_path.
+CLASS_KEYS: dict[str, tuple[type, str, tuple[str, ...]]] = {}
+
+
+def class_key(key: str, base: type, init_args: str = "", passed: tuple[str, ...] = ()) -> None:
+    """Validate `key`, when set, as the class path of a subclass of `base`, and the mapping at `init_args` as
+    settings of that subclass's `__init__` (less `passed`, the arguments its caller sets from other keys)."""
+    CLASS_KEYS[key] = (base, init_args, tuple(passed))
+
+
 CHOICES: dict[str, tuple[str, ...]] = {
     "method": METHODS,
     "loss": ("mard", "ce"),
@@ -730,11 +746,19 @@ def _check_consistency(cfg: DictConfig) -> None:
         value = OmegaConf.select(cfg, key)
         if value in ("", "minilm", "hashing"):
             continue
-        from ladalit.core.encoder import Encoder
         _check_class(key, value, Encoder)
-    if cfg.filter_net.class_path:
-        from ladalit.method.filter import LearnabilityFilter
-        _check_class("filter_net.class_path", cfg.filter_net.class_path, LearnabilityFilter)
+    for key, (base, args_key, passed) in CLASS_KEYS.items():
+        value = OmegaConf.select(cfg, key)
+        args = OmegaConf.select(cfg, args_key) if args_key else None
+        if value:
+            cls = _check_class(key, value, base)
+            if args_key:
+                try:
+                    check_init_args(value, cls, base, OmegaConf.to_container(args) if args else {}, passed)
+                except InitArgError as err:
+                    raise ConfigError(f"config key '{args_key}.{err.name}': {err}") from None
+        elif args:
+            raise ConfigError(f"config key '{args_key}': settings of a class, but {key} names none")
 
 
 def _check_mixture(cfg: DictConfig) -> None:
@@ -748,7 +772,6 @@ def _check_mixture(cfg: DictConfig) -> None:
     if cfg.data.domain_skew > 0:
         raise ConfigError(f"config key 'data.domain_skew': {cfg.data.domain_skew} and data.mixture both shape the "
                           "split; set domain_skew to 0")
-    from ladalit.data.split import MixtureError, check_mixture
     try:
         check_mixture(mixture_of(cfg), list(cfg.clients))
     except MixtureError as err:
@@ -788,7 +811,6 @@ def _check_analysis(cfg: DictConfig) -> None:
 
 def mixture_of(cfg):
     """The config's data.mixture as a `ladalit.data.split.Mixture` (clients in config order), or None."""
-    from ladalit.data.split import Mixture
     m = cfg.data.mixture
     if not m.train:
         return None
@@ -797,9 +819,9 @@ def mixture_of(cfg):
     return Mixture(train=train, test={n: dict(v) for n, v in m.test.items()}, public=dict(m.public) or None)
 
 
-def _check_class(key: str, path: str, base: type) -> None:
+def _check_class(key: str, path: str, base: type) -> type:
     try:
-        import_class(path, base)
+        return import_class(path, base)
     except (ValueError, TypeError, ImportError, AttributeError) as err:
         raise ConfigError(f"config key '{key}': {path!r}: {str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
 
@@ -828,22 +850,6 @@ def _check_vllm(cfg: DictConfig) -> None:
         if node.model.source != "hub":
             raise ConfigError(f"config key '{prefix}.model.source': generation.backend=vllm needs source=hub "
                               f"(a hub id or a local directory vLLM loads itself); {why[node.model.source]}")
-
-
-def import_class(path: str, base: type) -> type:
-    """The class named by a config string ``"pkg.mod:Class"`` (or ``"pkg.mod.Class"``); it must subclass `base`."""
-    if ":" in path:
-        mod_name, _, attr = path.partition(":")
-    else:
-        mod_name, _, attr = path.rpartition(".")
-    if not mod_name or not attr:
-        raise ValueError(f"expected 'pkg.mod:Class', got {path!r}")
-    obj: Any = importlib.import_module(mod_name)
-    for part in attr.split("."):
-        obj = getattr(obj, part)
-    if not (isinstance(obj, type) and issubclass(obj, base)):
-        raise TypeError(f"{path} is not a subclass of {base.__module__}.{base.__name__}")
-    return obj
 
 
 def load_config(argv: list[str]) -> DictConfig:

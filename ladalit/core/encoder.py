@@ -19,7 +19,7 @@ from collections.abc import Hashable, Sequence
 import torch
 from torch import Tensor
 
-from ladalit.core.config import import_class
+from ladalit.core.classpath import import_class
 
 __all__ = ["Encoder", "TextEncoder", "HashingEncoder", "make_encoder"]
 

@@ -5,7 +5,7 @@ import torch
 from torchmetrics.classification import MulticlassAccuracy
 
 from ladalit.data.records import LETTERS, MCRecord
-from ladalit.reporting.progress import Progress
+from ladalit.core.progress import Progress
 from ladalit.core.prompts import make_prompt, parse_answer, stated_answer
 
 

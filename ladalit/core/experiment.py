@@ -7,13 +7,16 @@ import lightning as L
 
 from ladalit.core.config import ConfigError, mixture_of, participant_configs
 from ladalit.core.hooks import Hooks
+from ladalit.core.sources import DATA_SETS
+from ladalit.data.loaders import LOADERS
+from ladalit.data.loaders import load_records as read_records
 from ladalit.data.records import MCRecord
 from ladalit.data.split import (FederatedData, MixtureError, check_mixture_fits, domain_groups, drop_duplicate_questions,
                                 federated_split, normalise_options, skew_mixture)
 from ladalit.core.models import build_model, check_model_source
 from ladalit.scale.offload import Residency
 from ladalit.core.seeds import name_seed
-from ladalit.scale.strategy import is_sharded
+from ladalit.scale.strategy import fsdp2_strategy, is_sharded, loads_sharded  # loads_sharded: fsdp2 + hub, built on meta
 from ladalit.core.participant import Participant
 from ladalit.core.prompts import DATA_FAMILY, ONE_SHOT_EXAMPLES
 
@@ -37,13 +40,12 @@ class Experiment:
 
 def load_records(cfg) -> list[MCRecord]:
     d = cfg.data
-    if d.name == "synthetic":
-        from ladalit.demo import synthetic
-        return synthetic.generate(synthetic.SyntheticConfig(
-            num_records=d.synthetic.num_records, min_steps=d.synthetic.min_steps,
-            max_steps=d.synthetic.max_steps, seed=cfg.seed))
-    from ladalit.data.loaders import load_records as load
-    return load(d.name, d.path, d.hub_id, d.split)
+    if d.name in DATA_SETS:  # generated, not read: registered by a layer above core (ladalit.demo.sources)
+        return DATA_SETS[d.name](cfg)
+    if d.name not in LOADERS:  # a name the config allows whose module was not imported
+        raise ConfigError(f"config key 'data.name': {d.name!r} is not registered "
+                          "(import ladalit.components before loading data)")
+    return read_records(d.name, d.path, d.hub_id, d.split)
 
 
 def data_source(cfg) -> str:
@@ -111,7 +113,6 @@ def make_fabric(cfg) -> L.Fabric:
     f = cfg.fabric
     strategy = "auto"
     if f.strategy == "fsdp2":
-        from ladalit.scale.strategy import fsdp2_strategy
         strategy = fsdp2_strategy(cfg)
     try:
         fabric = L.Fabric(accelerator=f.accelerator, devices=f.devices, num_nodes=f.num_nodes,
@@ -124,7 +125,6 @@ def make_fabric(cfg) -> L.Fabric:
 
 def build_participant(cfg, name: str, role: str, pcfg) -> Participant:
     key = "server" if role == "server" else f"clients.{name}"
-    from ladalit.scale.strategy import loads_sharded  # fsdp2 + hub: built on meta, rank 0 reads the weights
     try:
         model, tok = build_model(pcfg.model, seed=name_seed(cfg.seed, name), key=key, meta=loads_sharded(cfg, pcfg),
                                  quiet=cfg.quiet)

@@ -1,8 +1,9 @@
 """Build a participant's causal LM and tokenizer from its `ModelConfig`.
 
 Sources: `tiny` (random weights from an inline config, for tests), `hub` (a hub
-id or a local directory, loaded with `from_pretrained`) and `zoo` (a
-pre-trained member of the CPU proving ground, `ladalit.demo.zoo`).
+id or a local directory, loaded with `from_pretrained`) and those registered in
+`ladalit.core.sources` by the layers above, e.g. `zoo` (a pre-trained member of the CPU proving
+ground, `ladalit.demo.zoo`, registered by `ladalit.demo.sources`).
 
 `build_model(..., meta=True)` (FSDP2 sharded loading, `ladalit.scale.strategy`) builds a
 `hub` model's parameters on the meta device and reads no weights: every process
@@ -18,6 +19,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
 from ladalit.core.config import ConfigError
+from ladalit.core.sources import MODEL_SOURCES
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -134,12 +136,12 @@ def build_model(mcfg, seed: int = 0, key: str = "model", meta: bool = False,
                 f"config key '{key}.model.name_or_path': could not load {mcfg.name_or_path!r} "
                 f"({str(err).splitlines()[0]}); if this machine is offline, download the model elsewhere and "
                 "point name_or_path at its local directory") from None
-    elif mcfg.source == "zoo":
-        from ladalit.demo import zoo
-        model, tok = zoo.load_member(mcfg.name_or_path, progress=not quiet)  # quiet: no pre-training lines
+    elif mcfg.source in MODEL_SOURCES:  # registered by a layer above core (zoo: ladalit.demo.sources)
+        model, tok = MODEL_SOURCES[mcfg.source](mcfg, quiet)
         model = model.to(dtype)
-    else:  # validated by config
-        raise ConfigError(f"unknown model source {mcfg.source!r}")
+    else:  # a name the config allows whose module was not imported (ladalit.components imports them all)
+        raise ConfigError(f"config key '{key}.model.source': {mcfg.source!r} is not registered "
+                          "(import ladalit.components before building models)")
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     model.config.pad_token_id = tok.pad_token_id

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from ladalit.core.channel import Channel
 from ladalit.core.prompts import CutAnswer, zero_shot_prompt
-from ladalit.reporting.progress import Progress
+from ladalit.core.progress import Progress
 
 
 class ResponseCache:

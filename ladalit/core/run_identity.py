@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 from omegaconf import OmegaConf
+from ladalit.core.results import atomic_write_text
 
 CHECKPOINT = "checkpoint.pt"
 FINGERPRINT = "fingerprint.json"
@@ -210,7 +211,6 @@ def finished(run_dir: Path) -> bool:
 
 def prepare_run_dir(cfg, run_dir: Path, config_yaml: str) -> None:
     """After validation: replace an old run (overwrite=true), then record the config and the fingerprint."""
-    from ladalit.reporting.results import atomic_write_text
     run_dir = Path(run_dir)
     if cfg.overwrite and holds_a_run(run_dir):
         shutil.rmtree(run_dir)

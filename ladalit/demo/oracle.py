@@ -57,6 +57,8 @@ from omegaconf import OmegaConf
 from ladalit.core.prompts import parse_answer
 from ladalit.data.split import SHARED_DOMAIN, domain_groups
 from ladalit.demo.synthetic import num_steps
+from ladalit.core.experiment import prepared_records
+from ladalit.demo.zoo import ZOO
 
 
 @dataclass(frozen=True)
@@ -133,14 +135,12 @@ def world_oracle(cfg, learnable_steps: Mapping[str, int] | None = None) -> Oracl
     ({participant: steps}, e.g. measured) replaces the zoo's asserted values for the participants it names."""
     if cfg.data.name != "synthetic":
         return None
-    from ladalit.core.experiment import prepared_records
     records = prepared_records(cfg)
     names = list(cfg.clients)
     learnable, taught = {}, {}
     for name, ccfg in [("server", cfg.server), *cfg.clients.items()]:
         learnable[name] = taught[name] = cfg.data.synthetic.max_steps
         if ccfg.model.source == "zoo":
-            from ladalit.demo.zoo import ZOO
             member = ZOO.get(ccfg.model.name_or_path)
             if member is not None:
                 learnable[name], taught[name] = member.learnable_steps, member.rationale_max_steps
@@ -214,10 +214,10 @@ def reward_auc(oracle: Oracle, sample_rewards: list[dict], responses: list[dict]
     """Rows {round, pair, n, labelled, correctable, harmful, auc_r_total, auc_predicted, auc_r_total_rest,
     auc_predicted_rest} per (round, pair): how well LaDa's reward r_total (as recorded per trained sample,
     `Results.sample_rewards`) and the filter's predicted reward U^p at selection separate the samples labelled
-    correctable from those labelled harmful (`auc_*`: `ladalit.reporting.stats.auc`, 0.5 = no sign of it; NaN
+    correctable from those labelled harmful (`auc_*`: `ladalit.core.stats.auc`, 0.5 = no sign of it; NaN
     where a side is empty, e.g. under the gold teacher, whose chosen answer is never wrong), and from every other
     labelled sample (`auc_*_rest`). Labels from the exchanged answers, as in `selection_quality`."""
-    from ladalit.reporting.stats import auc
+    from ladalit.core.stats import auc
     steps = oracle.learnable_steps if learnable_steps is None else {**oracle.learnable_steps, **learnable_steps}
     answer = {(r["round"], r["participant"], r["id"]): r["text"] for r in responses}
     cells: dict[tuple[int, str], list[dict]] = defaultdict(list)

@@ -57,7 +57,9 @@ from ladalit.core.prompts import (ONE_SHOT_EXAMPLES, format_question, format_res
                                   zero_shot_prompt)
 from ladalit.data.records import MCRecord
 from ladalit.demo.synthetic import VERSION as SYNTHETIC_VERSION
-from ladalit.demo.synthetic import CLIENT_DOMAINS, SHARED, SyntheticConfig, generate, num_steps
+from ladalit.demo.synthetic import CLIENT_DOMAINS, DOMAINS, SHARED, SyntheticConfig, generate, num_steps
+from ladalit.baselines.wasp import generation_prompt
+from ladalit.core.progress import Progress
 
 # bump when a change to this file changes what a cached member would contain
 CODE_VERSION = "zoo-4+" + SYNTHETIC_VERSION
@@ -217,7 +219,6 @@ def build_tokenizer(spec: TokenizerSpec, texts: list[str]) -> PreTrainedTokenize
 def corpus_texts(cfg: SyntheticConfig) -> list[str]:
     """The texts a zoo tokenizer is trained on: every record as prompt and response, the worked example and
     the question-writing instruction."""
-    from ladalit.baselines.wasp import generation_prompt
     texts = [zero_shot_prompt(r) + format_response(r.rationale, r.answer) for r in generate(cfg, unique=False)]
     return texts + [one_shot_prompt(EXAMPLE, EXAMPLE), generation_prompt([], [], [EXAMPLE], 4)]
 
@@ -270,7 +271,6 @@ def curriculum(member: ZooMember, records: list[MCRecord], seed: int) -> list[tu
     (or nothing, without short answers); a share in the one-shot format; a share of the taught records once
     more after the direct-answer prompt, with the short answer (`direct_fraction`); and, for a member that
     writes questions, WASP's generation prompt over three taught records followed by a new taught question."""
-    from ladalit.baselines.wasp import generation_prompt
     rng = random.Random(seed)
     pairs, pool = [], []
     for r in records:
@@ -337,7 +337,7 @@ def length_bucketed_batches(lengths: list[int], batch_size: int, g: torch.Genera
 def pretrain(model, tokenizer, member: ZooMember, progress=None) -> list[float]:
     """Plain AdamW loop, loss on response tokens only. Returns the loss of every step.
 
-    `progress`: a `ladalit.reporting.progress.Task` advanced every step (a bar on a terminal, else a line every 30 s)."""
+    `progress`: a `ladalit.core.progress.Task` advanced every step (a bar on a terminal, else a line every 30 s)."""
     ts = member.train
     records = generate(member.corpus, unique=False)
     data = encode_pairs(tokenizer, curriculum(member, records, ts.seed))
@@ -456,7 +456,6 @@ def load_member(name: str | ZooMember, cache_dir: Path | str | None = None, prog
         model = build_model(member, tokenizer)
         t0 = time.perf_counter()
         if progress:
-            from ladalit.reporting.progress import Progress
             with Progress() as prog, prog.task(f"pre-training {member.name}", member.train.steps) as task:
                 losses = pretrain(model, tokenizer, member, task)
         else:
@@ -526,7 +525,6 @@ def starting_points(members: list[str], per_cell: int = 40, cache_dir=None, prog
                     shipped: bool = True) -> list[dict]:
     """Accuracy of each member per (domain, steps, shots) on fresh records (seed 7, which no split uses):
     rows {member, domain, steps, shots, n, accuracy}."""
-    from ladalit.demo.synthetic import DOMAINS
     test = generate(SyntheticConfig(num_records=per_cell * 16 * 2, seed=7), unique=False)
     cells = {(d, k): [r for r in test if r.domain == d and num_steps(r) == k][:per_cell]
              for d in DOMAINS for k in range(1, 5)}
@@ -545,8 +543,6 @@ def main(argv: list[str] | None = None) -> None:
 
     from rich.console import Console
     from rich.table import Table
-
-    from ladalit.demo.synthetic import DOMAINS
 
     ap = argparse.ArgumentParser(description="print each zoo member's accuracy per domain, step count and prompt "
                                              "setting (the shipped weights, or a re-train)")

@@ -23,9 +23,9 @@ def client_query(msg: Message, context: Context) -> Message:
     node = dict(context.node_config)
     data = msg.content["ladalit"]["message"]
     if str(node.get("worker", "true")).lower() in ("false", "0", "no"):
-        from ladalit.federation.site import ClientSite
+        from ladalit.federation.site import ClientSite  # in here: this process starts without torch
         reply = ClientSite(node).handle_bytes(data)
     else:
-        from ladalit.federation.worker import forward
+        from ladalit.federation.worker import forward  # in here: see the module docstring
         reply = forward(node, data)
     return Message(content_of(reply), reply_to=msg)

@@ -129,6 +129,7 @@ def server_main(grid: Grid, context: Context) -> None:
 def serve_main(grid: Grid, run_config: dict) -> int:
     """The ServerApp's body: exit status 0, 1 (a client failed under raise) or 2 (bad config or input),
     with one line on stderr."""
+    # deferred to the run: loading this module (the ServerApp component) imports flwr, not torch
     from ladalit.core.channel import Channel
     from ladalit.core.config import ConfigError, load_config
     from ladalit.core.messages import ProtocolError

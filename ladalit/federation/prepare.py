@@ -15,14 +15,15 @@ import shlex
 import sys
 from pathlib import Path
 
+import ladalit.components  # noqa: F401  registers data sets, model sources, class-path checks
 from ladalit.core.config import ConfigError, load_config
 from ladalit.data.records import DataError
 from ladalit.federation.site import write_records
+from ladalit.core.experiment import load_data
 
 
 def prepare_sites(cfg, sites: Path) -> dict[str, dict]:
     """Write every side's files; returns each client's node config (name, data)."""
-    from ladalit.core.experiment import load_data
     data = load_data(cfg)
     sites = Path(sites)
     tests = [c.test[: cfg.eval.limit] for c in data.clients]

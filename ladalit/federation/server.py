@@ -31,8 +31,12 @@ from ladalit.core.run_identity import check_run_dir, prepare_run_dir, save_check
 from ladalit.federation.site import read_records
 from ladalit.method.lada import LadaServer, public_set
 from ladalit.reporting.plots import write_plots
-from ladalit.reporting.progress import Progress, quiet_transformers
-from ladalit.reporting.results import Results, Tracker, log_round
+from ladalit.core.progress import Progress, quiet_transformers
+from ladalit.core.results import Results, log_round
+from ladalit.reporting.tracker import Tracker
+from ladalit.run import run_dir_for
+from ladalit.baselines.standalone import LocalRoundsServer
+from ladalit.baselines.fedkd import FedKDServer
 
 
 DEPLOYABLE = ("lada", "fedkd", "standalone")  # the methods whose server and client roles are split
@@ -74,7 +78,6 @@ def join(transport, cfg, run_name: str, public, evaluate: bool) -> dict:
 
 def serve(cfg, transport, server_data: Path, quiet: bool = True) -> tuple[Path, dict]:
     """Run LaDa with the clients behind `transport` (a SiteTransport); returns the run dir and results.json."""
-    from ladalit.run import run_dir_for
     check_deployable(cfg)
     quiet_transformers(cfg.verbose)
     run_dir = run_dir_for(cfg)
@@ -120,10 +123,8 @@ def serve(cfg, transport, server_data: Path, quiet: bool = True) -> tuple[Path, 
 
 def server_role(cfg, fabric, participant, public, transport, progress):
     if cfg.method == "standalone":
-        from ladalit.baselines.standalone import LocalRoundsServer
         return LocalRoundsServer(cfg, transport)
     if cfg.method == "fedkd":
-        from ladalit.baselines.fedkd import FedKDServer
         return FedKDServer(cfg, participant, public, transport, progress)
     return LadaServer(cfg, fabric, participant, public_set(cfg, public), transport, progress)
 

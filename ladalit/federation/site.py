@@ -24,10 +24,19 @@ from pathlib import Path
 
 import torch
 
+import ladalit.components  # noqa: F401  registers data sets, model sources, class-path checks
 from ladalit.core.messages import (ROUND_ENDS, ROUND_STARTS, Join, ProtocolError, Refused, RoundReport, decode,
                                    encode)
 from ladalit.data.records import DataError, MCRecord, validate_record
 from ladalit.data.split import ClientData
+from ladalit.core.config import load_config
+from ladalit.core.experiment import build_participant, make_fabric, one_shot_example, setup_participant
+from ladalit.core.evaluation import evaluate
+from ladalit.core.results import Results
+from ladalit.baselines.standalone import PrivateClient
+from ladalit.baselines.fedkd import FedKDClient
+from ladalit.method.client import LadaClient
+from ladalit.method.lada import public_set
 
 STATE_VERSION = 1
 
@@ -126,7 +135,6 @@ class ClientSite:
         return self.root / active.read_text().strip()
 
     def config(self):
-        from ladalit.core.config import load_config
         cfg = load_config([f"conf={self.dir / 'config.yaml'}"])
         if self.model is not None:  # the site's own copy of its model
             cfg.clients[self.name].model.source = "hub"
@@ -135,7 +143,6 @@ class ClientSite:
 
     def build(self):
         """The client role, as the process starts: config, private data, its model (Fabric-wrapped), D_p."""
-        from ladalit.core.experiment import build_participant, make_fabric, setup_participant
         cfg = self.config()
         fabric = make_fabric(cfg)
         fabric.launch()
@@ -179,9 +186,6 @@ class ClientSite:
     def report(self, role, round: int, evaluated: bool) -> RoundReport:
         """The round's rows of results (then forgotten here), after evaluating on the private test set when
         `evaluated`; the predictions are kept in this site's predictions.jsonl, only their scores are sent."""
-        from ladalit.core.evaluation import evaluate
-        from ladalit.core.experiment import one_shot_example
-        from ladalit.reporting.results import Results
         cfg = role.cfg
         if evaluated:
             test = role.private.test[: cfg.eval.limit]
@@ -200,13 +204,9 @@ class ClientSite:
 def client_role(cfg, fabric, name: str, participant, private, public):
     """The method's client role (the methods that run on a deployment: ladalit.federation.server.ROLES)."""
     if cfg.method == "standalone":
-        from ladalit.baselines.standalone import PrivateClient
         return PrivateClient(cfg, fabric, name, participant, private)
     if cfg.method == "fedkd":
-        from ladalit.baselines.fedkd import FedKDClient
         return FedKDClient(cfg, fabric, name, participant, private, public)
-    from ladalit.method.client import LadaClient
-    from ladalit.method.lada import public_set
     return LadaClient(cfg, fabric, name, list(cfg.clients).index(name), participant, private, public_set(cfg, public))
 
 

@@ -95,7 +95,7 @@ def start_worker(node_config: dict, timeout_s: float) -> None:
 
 def serve(node_config: dict) -> None:
     """Answer messages on the socket, one at a time, until `worker_idle_s` passes without one."""
-    from ladalit.federation.site import ClientSite
+    from ladalit.federation.site import ClientSite  # in here: `forward` runs in the torch-free ClientApp
     site = ClientSite(node_config)
     idle = float(node_config.get("worker_idle_s", IDLE_S))
     path = socket_path(node_config)

@@ -19,8 +19,9 @@ from ladalit.method import checkpoint
 from ladalit.method.distill import count_pairs, train_selection
 from ladalit.method.pair import (PairState, close_round, fit_filter, make_filter, observe_rewards, reward_scale,
                                  rewards_of, select)
-from ladalit.reporting.progress import Progress
-from ladalit.reporting.results import Results
+from ladalit.core.progress import Progress
+from ladalit.core.results import Results
+from ladalit.scale.vllm_backend import make_generators
 
 
 def answers_message(cls, round: int, answers, **extra):
@@ -190,5 +191,4 @@ def record_answers(results: Results, responses: ResponseCache, round: int) -> No
 def generators_for(cfg, name, participant) -> dict:
     if cfg.generation.backend != "vllm":
         return {}
-    from ladalit.scale.vllm_backend import make_generators
     return make_generators(cfg, {name: participant})

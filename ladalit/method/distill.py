@@ -5,7 +5,7 @@ import torch
 
 from ladalit.core.training import NonFiniteGuard, rows_step
 from ladalit.method import losses
-from ladalit.reporting.results import Results
+from ladalit.core.results import Results
 
 
 def per_sample_loss(cfg, participant, keys, prompts, chosen, rejected) -> torch.Tensor:
@@ -16,7 +16,10 @@ def per_sample_loss(cfg, participant, keys, prompts, chosen, rejected) -> torch.
         return -(logp * mask).sum(-1) / mask.sum(-1).clamp(min=1)
     pol_c, pol_r = participant.pair_logprobs(prompts, chosen, rejected)
     ref_c, ref_r = participant.reference_pair_logprobs(keys, prompts, chosen, rejected)
-    mard = losses.mard_loss(pol_c, pol_r, ref_c, ref_r, cfg.beta)
+    if participant.role == "client":  # Eq. 3: chosen = the server's answer y^s, rejected = its own y^k
+        mard = losses.client_mard_loss(pol_ys=pol_c, pol_yk=pol_r, ref_ys=ref_c, ref_yk=ref_r, beta=cfg.beta)
+    else:  # Eq. 4, per row (weighted by core.training.minibatch_loss): chosen = y^k, rejected = its own y^s
+        mard = losses.server_mard_loss(pol_yk=pol_c, pol_ys=pol_r, ref_yk=ref_c, ref_ys=ref_r, beta=cfg.beta)
     if not cfg.mard_nll:
         return mard
     tokens = torch.tensor(participant.response_lengths(prompts, chosen), device=mard.device)

@@ -28,7 +28,6 @@ Swap either network by subclassing and overriding :meth:`LearnabilityFilter.buil
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 import lightning as L
@@ -36,7 +35,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ladalit.core.config import import_class
+from ladalit.core.classpath import import_class
+from ladalit.core.config import class_key
+from ladalit.method.flat_adamw import adamw_steps
 
 __all__ = [
     "ResidualBlock",
@@ -107,86 +108,6 @@ class ExploreNet(_ResidualMLP):
 
     def forward(self, h: Tensor) -> Tensor:
         return self.score(self.trunk(h)[-1])
-
-
-# ------------------------------------------------------------ AdamW, batched
-def _flat_over(ts: list[Tensor]) -> tuple[Tensor, tuple[Tensor, ...] | None]:
-    """``(flat, None)`` where ``ts`` already lie one after the other in one storage (``flat`` views them), else
-    ``(flat, views)``: a new 1-d copy of them and its views shaped as ``ts``, to put in their place."""
-    storage, ptr = ts[0].untyped_storage().data_ptr(), ts[0].data_ptr()
-    for t in ts:
-        if not t.is_contiguous() or t.untyped_storage().data_ptr() != storage or t.data_ptr() != ptr:
-            flat = torch.cat([t.detach().reshape(-1) for t in ts])
-            return flat, tuple(v.view_as(t) for v, t in zip(flat.split([t.numel() for t in ts]), ts))
-        ptr += t.numel() * t.element_size()
-    return ts[0].detach().as_strided((sum(t.numel() for t in ts),), (1,)), None
-
-
-def _flat_adamw(opt: torch.optim.Optimizer, params: list[nn.Parameter]) -> torch.optim.AdamW | None:
-    """An AdamW with ``opt``'s settings over one flat tensor, once ``params`` and their exp_avg / exp_avg_sq are
-    views of it and of its state; None while ``opt`` lacks a state, at one step count, for every parameter."""
-    states = [opt.state.get(p) for p in params]
-    if not all(states) or len({float(s["step"]) for s in states}) != 1:
-        return None
-    flat, views = _flat_over([p.data for p in params])
-    for p, v in zip(params, views or ()):
-        p.data = v
-    flat.grad = torch.empty_like(flat)
-    fast = torch.optim.AdamW([flat])
-    fast.param_groups[0].update({k: v for k, v in opt.param_groups[0].items() if k != "params"})
-    fast.state[flat]["step"] = states[0]["step"].clone()
-    for k in ("exp_avg", "exp_avg_sq"):
-        fast.state[flat][k], views = _flat_over([s[k] for s in states])
-        for s, v in zip(states, views or ()):
-            s[k] = v
-    return fast
-
-
-@contextlib.contextmanager
-def _adamw_steps(opt: torch.optim.Optimizer, params: list[nn.Parameter]):
-    """Yields ``step()``: ``opt.step()``, taken where that gives the same bits as one AdamW step on one flat tensor.
-
-    On CPU torch's AdamW loops over the parameter tensors, ~10 small ops each (~180 per step for a network
-    here). AdamW is elementwise, so the same step on one flat tensor that every parameter, and its exp_avg /
-    exp_avg_sq, is a view of gives the same bits (tests/method/test_filter.py) in ~10 ops. ``opt`` keeps its
-    per-parameter state all along (views of the flat one; the step count is copied back), so checkpoints and
-    ``configure_optimizers`` see torch's AdamW. Plain ``opt.step()`` where the flat step could differ: an
-    optimizer other than a default AdamW over exactly ``params`` (contiguous, float32, on CPU), a parameter
-    without gradient (torch skips it) or without state yet (torch's own first step makes it).
-    """
-    g = opt.param_groups[0]
-    eligible = (type(opt) is torch.optim.AdamW and len(opt.param_groups) == 1 and len(g["params"]) == len(params)
-                and all(a is b for a, b in zip(g["params"], params))
-                and not any(g.get(k) for k in ("amsgrad", "maximize", "foreach", "fused", "capturable",
-                                               "differentiable"))
-                and all(p.device.type == "cpu" and p.dtype == torch.float32 and p.is_contiguous() for p in params))
-    fast: torch.optim.AdamW | None = None
-
-    def sync() -> None:  # the flat step count back into opt's per-parameter states
-        count = next(iter(fast.state.values()))["step"]
-        for p in params:
-            opt.state[p]["step"].copy_(count)
-
-    def step() -> None:
-        nonlocal fast
-        if eligible and all(p.grad is not None for p in params):
-            if fast is None:
-                fast = _flat_adamw(opt, params)
-        elif fast is not None:
-            sync()
-            fast = None
-        if fast is None:
-            opt.step()
-            return
-        flat = fast.param_groups[0]["params"][0]
-        torch.cat([p.grad.reshape(-1) for p in params], out=flat.grad)
-        fast.step()
-
-    try:
-        yield step
-    finally:
-        if fast is not None:
-            sync()
 
 
 class LearnabilityFilter(L.LightningModule):
@@ -290,7 +211,7 @@ class LearnabilityFilter(L.LightningModule):
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
         """``[AdamW(U^p), AdamW(U^q)]``. :meth:`fit` takes a default AdamW's steps on one flat tensor per
-        network (same bits, fewer ops: :func:`_adamw_steps`); any other optimizer steps as it is."""
+        network (same bits, fewer ops: `ladalit.method.flat_adamw.adamw_steps`); any other optimizer steps as it is."""
         opt_p = torch.optim.AdamW(self.exploit_net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         opt_q = torch.optim.AdamW(self.explore_net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         return [opt_p, opt_q]
@@ -424,7 +345,7 @@ class LearnabilityFilter(L.LightningModule):
         self.train()
 
         loss_p = float("nan")
-        with _adamw_steps(opt_p, list(self.exploit_net.parameters())) as step:
+        with adamw_steps(opt_p, list(self.exploit_net.parameters())) as step:
             for _ in range(self.epochs):
                 tot = 0.0
                 for mb in self._minibatches(n):
@@ -443,7 +364,7 @@ class LearnabilityFilter(L.LightningModule):
             target_q = r - u_p_sel
 
         loss_q = float("nan")
-        with _adamw_steps(opt_q, list(self.explore_net.parameters())) as step:
+        with adamw_steps(opt_q, list(self.explore_net.parameters())) as step:
             for _ in range(self.epochs):
                 tot = 0.0
                 for mb in self._minibatches(n):
@@ -485,3 +406,11 @@ def filter_class_from_path(path: str) -> type[LearnabilityFilter]:
     """Import ``"pkg.mod:Class"`` (or ``"pkg.mod.Class"``) and check it subclasses
     :class:`LearnabilityFilter`."""
     return import_class(path, LearnabilityFilter)
+
+
+# the __init__ arguments the loop passes from filter_net.* (ladalit.method.pair.make_filter); a subclass's own
+# take their values from filter_net.init_args
+LOOP_ARGS = ("embed_dim", "hidden", "depth", "lr", "epochs", "batch_size", "lam", "tau", "min_select", "max_select",
+             "buffer_size", "seed")
+# validated at start once this module is imported (ladalit.components)
+class_key("filter_net.class_path", LearnabilityFilter, init_args="filter_net.init_args", passed=LOOP_ARGS)

@@ -49,8 +49,8 @@ from ladalit.method.distill import count_pairs, train_selection
 from ladalit.method.pair import (PairState, candidate_batches, close_round, fit_filter, make_filter, observe_rewards,
                                  record_weight_spread, reward_scale, rewards_of, select, server_weights)
 from ladalit.method.prototypes import select_prototypes
-from ladalit.reporting.progress import Progress
-from ladalit.reporting.results import Results, log_round
+from ladalit.core.progress import Progress
+from ladalit.core.results import Results, log_round
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""MARD losses (paper Eq. 3 and Eq. 4) and the server's overlap weighting.
+"""MARD losses (paper Eq. 3 and Eq. 4) and the server's overlap weights; the training path
+(`ladalit.method.distill.per_sample_loss`) calls `client_mard_loss` / `server_mard_loss`.
 
 All functions are pure: they take summed response log-probabilities
 ``log p(y | x)`` (one number per row, shape ``[B]``) and return tensors.
@@ -23,7 +24,6 @@ __all__ = [
     "client_mard_loss",
     "server_mard_loss",
     "overlap_weights",
-    "weighted_server_loss",
 ]
 
 
@@ -65,8 +65,9 @@ def client_mard_loss(pol_ys: Tensor, pol_yk: Tensor, ref_ys: Tensor, ref_yk: Ten
 def server_mard_loss(pol_yk: Tensor, pol_ys: Tensor, ref_yk: Tensor, ref_ys: Tensor, beta: float) -> Tensor:
     """Eq. 4 (per row): the server prefers the client answer y^k over its own y^s.
 
-    ``pol_*`` = log psi(y|x), ``ref_*`` = log psi_ref(y|x). Returns ``[B]``; combine
-    rows of the same sample with :func:`overlap_weights` / :func:`weighted_server_loss`.
+    ``pol_*`` = log psi(y|x), ``ref_*`` = log psi_ref(y|x). Returns ``[B]``; rows of the same
+    sample are combined with the weights of :func:`overlap_weights` as ``sum(w * loss) / sum(w)`` by
+    the training skeleton (``ladalit.core.training.minibatch_loss``, ``normalise="weights"``).
     """
     return mard_loss(pol_yk, pol_ys, ref_yk, ref_ys, beta)
 
@@ -123,22 +124,3 @@ def overlap_weights(
                 continue
         w[idx] = 1.0 / len(rows)
     return w
-
-
-def weighted_server_loss(per_row_loss: Tensor, weights: Tensor) -> Tensor:
-    """Scalar server loss ``sum_rows w * loss / sum_rows w``.
-
-    With weights from :func:`overlap_weights` (summing to 1 per sample) the
-    denominator ``sum w`` equals the number of distinct samples, so this is the
-    expectation over samples x of ``sum_k w_k(x) * loss_k(x)`` — overlapping
-    samples contribute their weighted sum, non-overlapping samples their single
-    loss, each sample counting once (Eq. 4). Because the denominator is the
-    weight mass rather than a count, a minibatch holding only some rows of a
-    sample still gives a correctly weighted mean.
-    """
-    if per_row_loss.shape != weights.shape:
-        raise ValueError(f"shape mismatch: loss {tuple(per_row_loss.shape)} vs weights {tuple(weights.shape)}")
-    if weights.numel() == 0:
-        return per_row_loss.sum()  # 0.0, still attached to the graph
-    weights = weights.detach().to(per_row_loss.dtype)
-    return (weights * per_row_loss).sum() / weights.sum()

@@ -9,6 +9,7 @@ import random
 from dataclasses import dataclass, field
 
 import torch
+from omegaconf import OmegaConf
 
 from ladalit.core.seeds import round_seed
 from ladalit.core.training import NonFiniteGuard
@@ -44,9 +45,10 @@ class PairState:
 def make_filter(cfg, embed_dim: int, seed: int) -> LearnabilityFilter:
     f = cfg.filter_net
     cls = filter_class_from_path(f.class_path) if f.class_path else LearnabilityFilter
+    own = OmegaConf.to_container(f.init_args) if f.class_path and f.get("init_args") else {}  # the subclass's
     return cls(embed_dim=embed_dim, hidden=f.hidden, depth=f.depth, lr=f.lr, epochs=f.epochs,
                batch_size=f.batch_size, lam=f.lam, tau=f.tau, min_select=f.min_select,
-               max_select=f.max_select, buffer_size=f.buffer_size, seed=seed)
+               max_select=f.max_select, buffer_size=f.buffer_size, seed=seed, **own)
 
 
 def candidate_batches(n: int, n_c: int, seed: int, round: int) -> list[list[int]]:

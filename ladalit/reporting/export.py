@@ -31,7 +31,13 @@ from pathlib import Path
 
 import torch
 
-from ladalit.core.config import to_yaml
+import ladalit.components  # noqa: F401  registers data sets, model sources, class-path checks
+from ladalit.core.config import ConfigError, load_config, to_yaml
+from ladalit.scale.vllm_backend import merge_adapters, save_adapter
+from ladalit.core.experiment import build_participant
+from ladalit.core.results import Results
+from ladalit.core.run_identity import CHECKPOINT, RunError, load_checkpoint
+from ladalit.core.progress import quiet_transformers
 
 MODELS = "models"
 
@@ -118,7 +124,6 @@ def model_card(name: str, cfg, round: int, accuracy: list[dict], base: str, kind
 
 def export_participant(participant, cfg, out: Path, round: int, accuracy: list[dict], merge: bool = False) -> Path:
     """Write one participant to `out` (replacing what was there); returns `out`."""
-    from ladalit.scale.vllm_backend import merge_adapters, save_adapter
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
@@ -154,7 +159,6 @@ def export_participants(participants: dict, cfg, run_dir: Path, round: int, resu
 
 def rebuild_participants(cfg, state: dict) -> dict:
     """The participants of a run, on the CPU, with the checkpoint's trained weights and the policy adapters on."""
-    from ladalit.core.experiment import build_participant
     parts = {"server": build_participant(cfg, "server", "server", cfg.server)}
     parts |= {n: build_participant(cfg, n, "client", c) for n, c in cfg.clients.items()}
     for n, p in parts.items():
@@ -170,9 +174,6 @@ def rebuild_participants(cfg, state: dict) -> dict:
 
 def export_run(run_dir, round: int | None = None, merge: bool = False) -> list[Path]:
     """Export an existing run from its checkpoint (see the module docstring)."""
-    from ladalit.core.config import ConfigError, load_config
-    from ladalit.reporting.results import Results
-    from ladalit.core.run_identity import CHECKPOINT, RunError, load_checkpoint
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").is_file():
         raise ExportError(f"{run_dir}: no config.yaml (not a run directory)")
@@ -202,7 +203,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--round", type=int, default=None, help="the round to export (default: the checkpoint's)")
     ap.add_argument("--merge", action="store_true", help="full weights with the LoRA adapters merged in")
     args = ap.parse_args(argv)
-    from ladalit.reporting.progress import quiet_transformers
     quiet_transformers()
     try:
         paths = export_run(args.run_dir, args.round, args.merge)

@@ -26,6 +26,7 @@ import math
 from dataclasses import dataclass
 
 import torch
+from ladalit.scale.strategy import activation_checkpointing
 
 GB = 1024**3
 OVERHEAD_GB = 4.0  # CUDA context, NCCL buffers (flat, per GPU)
@@ -171,7 +172,6 @@ def scenario_memory(cfg, device_gb: float = 80.0, max_gpus: int = 64, checkpoint
     whole minibatch (one process).
     """
     if checkpointing is None:
-        from ladalit.scale.strategy import activation_checkpointing
         checkpointing = activation_checkpointing(cfg)
 
     def memory(p, name, rows):
@@ -238,13 +238,12 @@ def table(cfg, name: str, devices_gb=(80.0, 141.0)) -> str:
 def gpus_needed(cfg, device_gb: float = 80.0) -> int | None:
     return scenario_memory(cfg, device_gb=device_gb)["gpus"]
 
-def summary(names=("s1", "s2", "s3", "s4")) -> str:
-    """One line per scenario: its models and the GPU counts computed for 80 GB and 141 GB GPUs."""
-    from ladalit.core.config import load_config
+def summary(configs: dict) -> str:
+    """One line per scenario (name -> its loaded config): its models and the GPU counts computed for 80 GB and
+    141 GB GPUs."""
     lines = ["| conf | client 1 | client 2 | client 3 | server | GPUs, 80 GB | GPUs, 141 GB |",
              "|---|---|---|---|---|---|---|"]
-    for n in names:
-        cfg = load_config([f"conf={n}.yaml"])
+    for n, cfg in configs.items():
         models = [c.model.name_or_path.split("/")[1] for c in cfg.clients.values()]
         models.append(cfg.server.model.name_or_path.split("/")[1])
         counts = [gpus_needed(cfg, gb) for gb in (80.0, 141.0)]
@@ -252,11 +251,7 @@ def summary(names=("s1", "s2", "s3", "s4")) -> str:
     return "\n".join(lines)
 
 
-def scenarios_markdown(names=("s1", "s2", "s3", "s4")) -> str:
-    """The computed part of docs/scenarios.md: `python -m ladalit.scale.shapes`."""
-    from ladalit.core.config import load_config
-    return "\n\n".join([summary(names)] + [table(load_config([f"conf={n}.yaml"]), n) for n in names])
-
-
-if __name__ == "__main__":
-    print(scenarios_markdown())
+def scenarios_markdown(configs: dict) -> str:
+    """The computed part of docs/scenarios.md from the scenarios' loaded configs (name -> config):
+    `python -m ladalit.reporting.scenarios` loads conf/s1-s4.yaml and prints it."""
+    return "\n\n".join([summary(configs)] + [table(cfg, n) for n, cfg in configs.items()])

@@ -12,10 +12,11 @@ from ladalit.core.channel import Channel
 from ladalit.core.messages import as_dict, decode
 from ladalit.core.config import load_config
 from ladalit.core.experiment import build_experiment
-from ladalit.baselines.fedmkt import (align_tokens, aligned_target, levenshtein, map_vocab_strings,
-                            min_ce_choice, sequence_ce, sparse_kd_loss, sparse_target, token_strings,
-                            token_table, topk_logits, vocab_mapping)
-from ladalit.reporting.results import Results
+from ladalit.baselines import token_alignment
+from ladalit.baselines.fedmkt import aligned_target, min_ce_choice, sequence_ce, sparse_kd_loss, sparse_target, topk_logits
+from ladalit.baselines.token_alignment import (align_tokens, levenshtein, map_vocab_strings, token_strings, token_table,
+                                              vocab_mapping)
+from ladalit.core.results import Results
 
 TEXT = "the cat sat."
 # shorter sequences keep the end-to-end runs quick (prompts lose tokens from the left)
@@ -119,14 +120,14 @@ def test_map_vocab_strings_prefers_exact_then_lowest_id():
 
 def test_vocab_mapping_disk_cache(tmp_path):
     bpe, char = bpe_tokenizer(), char_tokenizer()
-    fedmkt._MAPPINGS.clear()  # the in-memory cache would answer first
+    token_alignment._MAPPINGS.clear()  # the in-memory cache would answer first
     first = vocab_mapping(bpe, char, cache_dir=tmp_path)
-    fedmkt._MAPPINGS.clear()
+    token_alignment._MAPPINGS.clear()
     files = list(tmp_path.glob("vocab-*.pt"))
     assert len(files) == 1
     torch.save(torch.zeros_like(first), files[0])  # a later call reads the file, not recomputes
     assert torch.equal(vocab_mapping(bpe, char, cache_dir=tmp_path), torch.zeros_like(first))
-    fedmkt._MAPPINGS.clear()
+    token_alignment._MAPPINGS.clear()
 
 
 # ----------------------------------------------------------------------------- top-k and KD loss

@@ -10,7 +10,7 @@ from ladalit.core.channel import DOWN, UP, Channel
 from ladalit.core.config import load_config
 from ladalit.core.experiment import build_experiment
 from ladalit.core.prompts import ONE_SHOT_EXAMPLES, zero_shot_prompt
-from ladalit.reporting.results import Results
+from ladalit.core.results import Results
 from tests.channel_audit import decoded, strings_in
 
 SHORT = ["server.train.max_length=128", "clients.client1.train.max_length=128",

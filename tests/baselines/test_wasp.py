@@ -14,7 +14,7 @@ from ladalit.core.experiment import build_experiment
 from ladalit.core.participant import Sampling
 from ladalit.core.seeds import round_seed
 from ladalit.core.prompts import format_response
-from ladalit.reporting.results import Results
+from ladalit.core.results import Results
 from tests.channel_audit import decoded, strings_in
 
 SHORT = ["server.train.max_length=128", "clients.client1.train.max_length=128",

@@ -24,8 +24,8 @@ pytest.importorskip("flwr")
 from ladalit.core.config import load_config  # noqa: E402
 from ladalit.core.messages import decode  # noqa: E402
 from ladalit.federation.flower import read_audit  # noqa: E402
-from ladalit.federation.launch import (APP_DIR, FAST_POLL, LocalFederation, find_tagged,  # noqa: E402
-                                      local_run, log_tail, make_node_key)
+from launch.flower_local import local_run  # noqa: E402
+from launch.local_federation import APP_DIR, FAST_POLL, LocalFederation, find_tagged, log_tail, make_node_key  # noqa: E402
 from ladalit.federation.prepare import prepare_sites  # noqa: E402
 
 pytestmark = pytest.mark.deployment

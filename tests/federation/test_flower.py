@@ -16,8 +16,8 @@ pytest.importorskip("flwr")
 
 from ladalit.core.config import load_config  # noqa: E402
 from ladalit.federation.flower import read_audit, send_and_receive  # noqa: E402
-from ladalit.federation.launch import (APP_DIR, FAST_POLL, LocalFederation, find_tagged, group_members,  # noqa: E402
-                                      local_run)
+from launch.flower_local import local_run  # noqa: E402
+from launch.local_federation import APP_DIR, FAST_POLL, LocalFederation, find_tagged, group_members  # noqa: E402
 from ladalit.federation.prepare import prepare_sites  # noqa: E402
 from ladalit.federation.site import read_records  # noqa: E402
 from ladalit.run import execute  # noqa: E402

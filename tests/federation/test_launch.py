@@ -9,7 +9,7 @@ import pytest
 
 pytest.importorskip("flwr")
 
-from ladalit.federation.launch import LocalFederation, config_arg  # noqa: E402
+from launch.local_federation import LocalFederation, config_arg  # noqa: E402
 
 APP = Path(__file__).resolve().parents[2] / "launch" / "flower_app"
 
@@ -59,7 +59,7 @@ def test_config_arg_quoting():
     (["conf/smoke.yaml", "2", "rounds=0"], "error: config key 'rounds': value 0 out of range"),
 ])
 def test_launcher_refuses_bad_arguments_before_starting_anything(tmp_path, capsys, argv, line):
-    from ladalit.federation.launch import main
+    from launch.flower_local import main
     before = _children()
     assert main([*argv, f"output_dir={tmp_path}"]) == 2
     assert capsys.readouterr().err.startswith(line)
@@ -84,7 +84,7 @@ class _Started(Exception):
 def test_launcher_passes_auth_and_says_when_it_is_off(tmp_path, capsys, monkeypatch, flags, auth, said):
     """The launcher's choice reaches LocalFederation (the federation itself: tests/federation/test_deployment.py,
     marker deployment); --no-auth is said in one line."""
-    from ladalit.federation import launch
+    from launch import flower_local as launch
     seen = {}
 
     class Fake:
@@ -109,7 +109,7 @@ def test_launcher_passes_auth_and_says_when_it_is_off(tmp_path, capsys, monkeypa
 
 
 def test_no_auth_without_tls_is_refused_before_anything_starts(tmp_path, capsys):
-    from ladalit.federation.launch import main
+    from launch.flower_local import main
     before = _children()
     assert main(["--no-auth", "conf/smoke.yaml", "2", f"output_dir={tmp_path}"]) == 2
     assert capsys.readouterr().err.startswith("error: --no-auth is for --tls")

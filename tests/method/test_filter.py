@@ -1,8 +1,10 @@
 import sys
 import types
+from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from torch import nn
 
 from ladalit.method.filter import ExploitNet, ExploreNet, LearnabilityFilter, filter_class_from_path
@@ -273,6 +275,95 @@ def test_filter_class_from_path():
             filter_class_from_path("_ladalit_test_filters:NotAFilter")
         with pytest.raises(ValueError):
             filter_class_from_path("nomodule")
+    finally:
+        del sys.modules[mod.__name__]
+
+
+# ------------------------------------------------- a subclass with its own setting, from YAML
+class NarrowExploit(nn.Module):
+    """U^p of one hidden layer `width` wide."""
+
+    def __init__(self, in_dim, width):
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(in_dim, width), nn.GELU())
+        self.head = nn.Linear(width, 1)
+
+    def forward(self, x):
+        h = self.body(x)
+        return self.head(h).squeeze(-1), h
+
+
+class NarrowFilter(LearnabilityFilter):
+    """`width`: a setting of its own (filter_net.init_args.width); `built` records every instance."""
+    built: list = []
+
+    def __init__(self, *args, width: int = 512, **kwargs):
+        self.width = width  # before LearnabilityFilter.__init__, which builds the networks
+        super().__init__(*args, **kwargs)
+        NarrowFilter.built.append(self)
+
+    def build_exploit_net(self):
+        return NarrowExploit(self.embed_dim, self.width)
+
+
+def smoke_yaml(tmp_path, filter_net: dict) -> Path:
+    """conf/smoke.yaml with `filter_net` merged in, as a YAML file of its own."""
+    conf = yaml.safe_load((Path(__file__).resolve().parents[2] / "conf" / "smoke.yaml").read_text())
+    conf["filter_net"].update(filter_net)
+    path = tmp_path / "narrow.yaml"
+    path.write_text(yaml.safe_dump(conf))
+    return path
+
+
+def test_a_subclass_configured_from_yaml_with_a_setting_of_its_own_is_the_filter_lada_trains(tmp_path, monkeypatch):
+    from ladalit import run
+    monkeypatch.setattr(NarrowFilter, "built", [])
+    conf = smoke_yaml(tmp_path, {"class_path": f"{__name__}:NarrowFilter", "init_args": {"width": 7}})
+    assert run.main([f"conf={conf}", f"output_dir={tmp_path}", "run_name=r", "quiet=true", "rounds=1",
+                     "eval.shots=[0]"]) == 0
+    # one filter per pair and side (2 clients: the clients' and the server's), each 7 wide and trained
+    assert len(NarrowFilter.built) == 4
+    for f in NarrowFilter.built:
+        assert f.width == 7 and f.exploit_net.body[0].out_features == 7 and f.explore_net.proj.in_features == 7
+    assert sum(f.n_fits for f in NarrowFilter.built) > 0
+    saved = yaml.safe_load((tmp_path / "r" / "config.yaml").read_text())
+    assert saved["filter_net"]["init_args"] == {"width": 7}
+
+
+@pytest.mark.parametrize("init_args,line", [
+    ({"widht": 7}, "config key 'filter_net.init_args.widht': not a parameter of tests.method.test_filter:NarrowFilter"
+                   ".__init__ (its settings: fit_threads, weight_decay, width)"),
+    ({"width": "wide"}, "config key 'filter_net.init_args.width': 'wide' is not of type int"),
+    ({"hidden": 7}, "config key 'filter_net.init_args.hidden': passed by the loop from its own config key"),
+    ({"weight_decay": float("inf")}, "config key 'filter_net.init_args.weight_decay': value inf is not a finite number"),
+])
+def test_init_args_are_checked_against_the_subclass_init_at_start_in_one_line(tmp_path, capsys, init_args, line):
+    from ladalit import run
+    conf = smoke_yaml(tmp_path, {"class_path": f"{__name__}:NarrowFilter", "init_args": init_args})
+    assert run.main([f"conf={conf}", f"output_dir={tmp_path}", "run_name=r", "quiet=true"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {line}") and err.count("\n") == 1
+    assert not (tmp_path / "r").exists()  # nothing written
+
+
+def test_init_args_without_a_class_path_or_a_required_argument_are_refused():
+    from ladalit.core.config import ConfigError, load_config
+    with pytest.raises(ConfigError, match="'filter_net.init_args': settings of a class, but filter_net.class_path"):
+        load_config(["conf=smoke.yaml", "filter_net.init_args.width=7"])
+    mod = types.ModuleType("_ladalit_test_required")
+
+    class Required(LearnabilityFilter):
+        def __init__(self, *args, width: int, **kwargs):
+            self.width = width
+            super().__init__(*args, **kwargs)
+    mod.Required = Required
+    sys.modules[mod.__name__] = mod
+    try:
+        with pytest.raises(ConfigError, match=r"'filter_net.init_args.width': required by _ladalit_test_required:Req"):
+            load_config(["conf=smoke.yaml", "filter_net.class_path=_ladalit_test_required:Required"])
+        cfg = load_config(["conf=smoke.yaml", "filter_net.class_path=_ladalit_test_required:Required",
+                           "filter_net.init_args.width=3"])
+        assert cfg.filter_net.init_args == {"width": 3}
     finally:
         del sys.modules[mod.__name__]
 

@@ -16,7 +16,7 @@ from ladalit.core.participant import Participant
 from ladalit.core.messages import ServerAnswers, decode
 from ladalit.method.client import answers_message, received_answers
 from ladalit.core.prompts import CutAnswer, zero_shot_prompt
-from ladalit.reporting.results import Results
+from ladalit.core.results import Results
 from ladalit.core.run_identity import CHECKPOINT
 from ladalit.run import execute, main
 

@@ -10,7 +10,6 @@ from ladalit.method.losses import (
     mard_nll_loss,
     overlap_weights,
     server_mard_loss,
-    weighted_server_loss,
 )
 
 
@@ -164,23 +163,29 @@ def test_overlap_weights_rejects_bad_input():
         overlap_weights(["a", "b"], [0], torch.tensor([0.5, 0.5]))
 
 
-def test_weighted_server_loss_is_expectation_over_samples():
+def weighted(loss, w):
+    """Eq. 4's combination as the training path computes it: core.training.minibatch_loss with the weights."""
+    from ladalit.core.training import RowLoss, minibatch_loss
+    out, _, _ = minibatch_loss(None, lambda rows: RowLoss({"loss": loss[rows]}), range(len(loss)), w, "weights")
+    return out
+
+
+def test_server_loss_is_the_expectation_over_samples_on_the_training_path():
     sample_ids = ["a", "a", "b"]
     client_ids = [0, 1, 0]
     loss = torch.tensor([1.0, 3.0, 10.0], requires_grad=True)
     w = overlap_weights(sample_ids, client_ids, torch.tensor([0.75, 0.25, 0.4]), mode="reward")
-    out = weighted_server_loss(loss, w)
+    out = weighted(loss, w)
     # sample a: 0.75*1 + 0.25*3 = 1.5 ; sample b: 10 ; mean over 2 samples = 5.75
     torch.testing.assert_close(out, torch.tensor(5.75))
     out.backward()
     torch.testing.assert_close(loss.grad, torch.tensor([0.375, 0.125, 0.5]))
 
 
-def test_weighted_server_loss_without_overlap_is_plain_mean():
+def test_server_loss_without_overlap_is_the_plain_mean_on_the_training_path():
     loss = torch.tensor([0.2, 0.4, 0.9])
     w = overlap_weights([1, 2, 3], [0, 1, 2], torch.tensor([0.1, 0.7, 0.3]))
-    torch.testing.assert_close(weighted_server_loss(loss, w), loss.mean())
-    assert weighted_server_loss(torch.zeros(0), torch.zeros(0)).item() == 0.0
+    torch.testing.assert_close(weighted(loss, w), loss.mean())
 
 
 def test_per_sample_loss_adds_the_nll_term_only_with_mard_nll():
@@ -190,6 +195,8 @@ def test_per_sample_loss_adds_the_nll_term_only_with_mard_nll():
     from ladalit.method.distill import per_sample_loss
 
     class Participant:
+        role = "client"
+
         def pair_logprobs(self, prompts, chosen, rejected):
             return torch.tensor([-6.0, -2.0]), torch.tensor([-5.0, -1.0])
 
@@ -205,3 +212,37 @@ def test_per_sample_loss_adds_the_nll_term_only_with_mard_nll():
                                                 torch.tensor([-5.0, -3.0]), torch.tensor([-5.0, -2.0]), 0.1))
     rpo = per_sample_loss(SimpleNamespace(loss="mard", beta=0.1, mard_nll=0.5), *args)
     torch.testing.assert_close(rpo, paper + 0.5 * torch.tensor([6.0 / 3, 2.0 / 4]))
+
+
+@pytest.mark.parametrize("role", ["client", "server"])
+def test_per_sample_loss_calls_eq3_for_a_client_and_eq4_for_the_server(role, monkeypatch):
+    """The training path's MARD term is losses.client_mard_loss (Eq. 3: chosen = y^s) on a client and
+    losses.server_mard_loss (Eq. 4: chosen = y^k) on the server, with the chosen answer's log-probs as the
+    preferred side's."""
+    from types import SimpleNamespace
+
+    from ladalit.method import distill, losses
+
+    pol = torch.tensor([-6.0]), torch.tensor([-5.0])  # (chosen, rejected)
+    ref = torch.tensor([-4.0]), torch.tensor([-3.0])
+    calls = []
+    for name in ("client_mard_loss", "server_mard_loss"):
+        real = getattr(losses, name)
+        monkeypatch.setattr(losses, name, lambda *a, _n=name, _r=real, **kw: calls.append((_n, kw)) or _r(*a, **kw))
+
+    class Participant:
+        def pair_logprobs(self, prompts, chosen, rejected):
+            return pol
+
+        def reference_pair_logprobs(self, keys, prompts, chosen, rejected):
+            return ref
+
+    p = Participant()
+    p.role = role
+    out = distill.per_sample_loss(SimpleNamespace(loss="mard", beta=0.1, mard_nll=0.0), p, ["k"], ["x"], ["c"], ["r"])
+    (name, kw), = calls
+    if role == "client":
+        assert name == "client_mard_loss" and kw["pol_ys"] is pol[0] and kw["ref_yk"] is ref[1]
+    else:
+        assert name == "server_mard_loss" and kw["pol_yk"] is pol[0] and kw["ref_ys"] is ref[1]
+    torch.testing.assert_close(out, mard_loss(pol[0], pol[1], ref[0], ref[1], 0.1))

@@ -14,7 +14,7 @@ from ladalit.core.messages import BeginRound, ProtocolError, SelectCandidates
 from ladalit.core.transport import InProcess
 from ladalit.method import lada
 from ladalit.method.client import LadaClient
-from ladalit.reporting.progress import Progress
+from ladalit.core.progress import Progress
 
 ROOT = Path(__file__).resolve().parents[2]
 

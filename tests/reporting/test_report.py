@@ -16,9 +16,9 @@ from rich.console import Console
 from ladalit.core.channel import Channel, Sent
 from ladalit.reporting.plots import (accuracy_figure, partial_label, plot_accuracy, plot_communication, plot_selection,
                            wandb_images, write_plots)
-from ladalit.reporting.progress import Progress, duration, summary_rows
+from ladalit.core.progress import Progress, duration, summary_rows
 from ladalit.reporting.report import main as report_main, seed_groups
-from ladalit.reporting.results import Results
+from ladalit.core.results import Results
 
 PNG = b"\x89PNG\r\n\x1a\n"
 CLIENTS = ("client1", "client2")
@@ -416,7 +416,7 @@ def test_duration_format():
 def test_header_fits_one_screen_and_names_what_a_run_is(tmp_path):
     from ladalit.core.config import load_config
     from ladalit.core.experiment import build_experiment
-    from ladalit.reporting.progress import header
+    from ladalit.core.progress import header
     cfg = load_config(["conf=smoke.yaml", "rounds=1"])
     exp = build_experiment(cfg)
     lines = header(exp, tmp_path / "r", "smoke.yaml").splitlines()
@@ -433,7 +433,7 @@ def test_header_fits_one_screen_and_names_what_a_run_is(tmp_path):
 def test_transformers_bars_off_unless_verbose():
     from transformers.utils import logging as hf_logging
 
-    from ladalit.reporting.progress import quiet_transformers
+    from ladalit.core.progress import quiet_transformers
     try:
         quiet_transformers(verbose=False)
         assert not hf_logging.is_progress_bar_enabled()

@@ -232,7 +232,7 @@ def _run(method, offload: bool, tmp_path):
     from ladalit.core.channel import Channel
     from ladalit.core.config import load_config
     from ladalit.core.experiment import build_experiment
-    from ladalit.reporting.results import Results
+    from ladalit.core.results import Results
     from ladalit.registry import runner as method_runner
     cfg = load_config(["conf=smoke.yaml", f"method={method}", f"output_dir={tmp_path}", "quiet=true",
                        "clients.client1.model.lora.enabled=true"])

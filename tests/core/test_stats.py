@@ -3,7 +3,7 @@ import statistics
 
 import pytest
 
-from ladalit.reporting.stats import interval_kind, paired_bootstrap
+from ladalit.core.stats import interval_kind, paired_bootstrap
 
 
 def test_constant_differences_give_a_point_interval():
@@ -50,7 +50,7 @@ def test_interval_kind_says_what_it_covers():
 
 
 def test_auc_against_hand_computed_values():
-    from ladalit.reporting.stats import auc
+    from ladalit.core.stats import auc
     assert auc([3.0, 4.0], [1.0, 2.0]) == 1.0  # every positive above every negative
     assert auc([1.0, 2.0], [3.0, 4.0]) == 0.0
     # pairs (p, n): (0.2, 0.1) win, (0.2, 0.5) loss, (0.6, 0.1) win, (0.6, 0.5) win, (0.5, 0.1) win, (0.5, 0.5) tie:
@@ -63,7 +63,7 @@ def test_auc_against_hand_computed_values():
 def test_auc_matches_the_pairwise_count_on_random_scores_with_ties():
     import random as rnd
 
-    from ladalit.reporting.stats import auc
+    from ladalit.core.stats import auc
     g = rnd.Random(4)
     pos = [g.randint(0, 9) / 3 for _ in range(40)]
     neg = [g.randint(0, 9) / 3 for _ in range(55)]
