@@ -60,6 +60,7 @@ from ladalit.demo.synthetic import VERSION as SYNTHETIC_VERSION
 from ladalit.demo.synthetic import CLIENT_DOMAINS, DOMAINS, SHARED, SyntheticConfig, generate, num_steps
 from ladalit.baselines.wasp import generation_prompt
 from ladalit.core.progress import Progress
+from ladalit.core.run_identity import file_sha256
 
 # bump when a change to this file changes what a cached member would contain
 CODE_VERSION = "zoo-4+" + SYNTHETIC_VERSION
@@ -389,14 +390,6 @@ class ZooIntegrityError(RuntimeError):
     """A shipped file is missing or its sha256 differs from SHA256SUMS."""
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def read_sums(shipped: Path | None = None) -> dict[str, str]:
     """relative path -> sha256 of every shipped file; {} where nothing is shipped."""
     sums = (shipped or SHIPPED) / SUMS
@@ -419,7 +412,7 @@ def shipped_member(member: ZooMember, shipped: Path | None = None) -> Path | Non
         return None
     for rel, want in sorted(files.items()):
         path = shipped / rel
-        got = sha256_file(path) if path.exists() else "missing"
+        got = file_sha256(path) if path.exists() else "missing"
         if got != want:
             raise ZooIntegrityError(f"{path}: sha256 {got[:16]} does not match {shipped / SUMS} ({want[:16]}); "
                                     "restore it (git checkout) or ship the zoo again: python -m ladalit.demo.zoo --ship")
@@ -437,7 +430,7 @@ def ship(members: list[str | ZooMember], cache_dir: Path | str | None = None, sh
         for old in shipped.glob(f"{member.name}-*"):
             shutil.rmtree(old)
         shutil.copytree(member_dir(member, cache_dir), shipped / member_dir(member).name)
-    lines = [f"{sha256_file(f)}  {f.relative_to(shipped).as_posix()}"
+    lines = [f"{file_sha256(f)}  {f.relative_to(shipped).as_posix()}"
              for f in sorted(shipped.glob("*/*")) if f.is_file()]
     (shipped / SUMS).write_text("\n".join(lines) + "\n")
     return lines
@@ -492,7 +485,7 @@ def compare_with_shipped(name: str, cache_dir: Path | str | None = None) -> dict
         return {"member": name, "shipped": False}
     a, b = load_file(ours), load_file(theirs / "model.safetensors")
     diff = max((a[k].float() - b[k].float()).abs().max().item() for k in a) if a.keys() == b.keys() else float("inf")
-    return {"member": name, "shipped": True, "same_bytes": sha256_file(ours) == sha256_file(theirs / "model.safetensors"),
+    return {"member": name, "shipped": True, "same_bytes": file_sha256(ours) == file_sha256(theirs / "model.safetensors"),
             "max_abs_weight_diff": diff}
 
 
