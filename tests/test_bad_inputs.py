@@ -289,10 +289,11 @@ def schema_float_keys(cls: type, prefix: str = "") -> list[str]:
     keys = []
     for f in dataclasses.fields(cls):
         tp = typing.get_type_hints(cls)[f.name]
-        if typing.get_origin(tp) is dict:  # clients (ParticipantConfig, as server), data.mixture's share maps, or a
-            # class's own settings (checked against its __init__, NaN and inf too: tests/method/test_filter.py)
+        if typing.get_origin(tp) is dict:  # clients (ParticipantConfig, as server), data.mixture's share maps, a
+            # class's own settings (checked against its __init__, NaN and inf too: tests/method/test_filter.py), or a
+            # map of whole numbers (no float can enter it: OmegaConf refuses one for an int)
             assert typing.get_args(tp)[1] is ParticipantConfig or f"{prefix}{f.name}" in MAP_FLOAT_KEYS \
-                or f"{prefix}{f.name}" in CLASS_SETTINGS, f.name
+                or f"{prefix}{f.name}" in CLASS_SETTINGS or typing.get_args(tp)[1] is int, f.name
             continue
         if dataclasses.is_dataclass(tp):
             keys += schema_float_keys(tp, f"{prefix}{f.name}.")
