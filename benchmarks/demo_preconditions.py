@@ -134,6 +134,18 @@ def standalone_sft(exp, name: str, train) -> None:
         sft(exp, c, prompts, responses, c.train_cfg.epochs, exp.cfg.seed + t)
 
 
+def right(text: str, rec) -> bool:
+    """Whether an answer's parsed letter is the record's gold one (the oracle's labels)."""
+    return parse_answer(text, len(rec.options)) == rec.answer
+
+
+def own_domain_lessons(public, y_k: dict[str, list[str]], own: dict[str, str]) -> tuple[list[str], list[str]]:
+    """Precondition e's data: (prompts, answers) of each client's correct answers to public samples of its own
+    domain."""
+    pairs = [(x, y) for k, ys in y_k.items() for x, y in zip(public, ys) if x.domain == own[k] and right(y, x)]
+    return [zero_shot_prompt(x) for x, _ in pairs], [y for _, y in pairs]
+
+
 def answers(exp, participant, records) -> list[str]:
     g = exp.cfg.generation
     return participant.generate_text([zero_shot_prompt(x) for x in records], g.max_new_tokens, g.batch_size)
@@ -186,7 +198,6 @@ def preconditions(cfg, log=print, learn_train: int = LEARN_TRAIN, learn_test: in
     public = [truth[x.id] for x in exp.data.public]
     y_s = answers(exp, exp.server, public)
     y_k = {k: answers(exp, exp.clients[k], public) for k in names}
-    right = lambda text, r: parse_answer(text, len(r.options)) == r.answer  # noqa: E731  (the oracle's labels)
     out["d"] = {}
     for i, k in enumerate(names):
         c = exp.clients[k]
@@ -205,11 +216,11 @@ def preconditions(cfg, log=print, learn_train: int = LEARN_TRAIN, learn_test: in
     s = exp.server
     domain_items = {k: [x for x in union if truth[x.id].domain == own[k]] for k in names}
     before = {k: mean(strict_eval(exp, s, domain_items[k])[1]) for k in names}
-    pairs = [(x, y) for k in names for x, y in zip(public, y_k[k]) if x.domain == own[k] and right(y, x)]
+    prompts, lessons = own_domain_lessons(public, y_k, own)
     with restored(s):
-        sft(exp, s, [zero_shot_prompt(x) for x, _ in pairs], [y for _, y in pairs], s.train_cfg.epochs, cfg.seed + 9)
+        sft(exp, s, prompts, lessons, s.train_cfg.epochs, cfg.seed + 9)
         after = {k: mean(strict_eval(exp, s, domain_items[k])[1]) for k in names}
-    out["e"] = {"pairs": len(pairs), **{own[k]: {"before": before[k], "after": after[k], "gain": after[k] - before[k]}
+    out["e"] = {"pairs": len(prompts), **{own[k]: {"before": before[k], "after": after[k], "gain": after[k] - before[k]}
                                        for k in names}}
     out["seconds"] = time.perf_counter() - t0
     log(f"seed {cfg.seed}: e measured ({out['seconds']:.0f} s)")

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.demo_preconditions import OUT, _own_domain, answers, mean, restored, sft, strict_eval
+from benchmarks.demo_preconditions import (OUT, _own_domain, answers, mean, own_domain_lessons, restored, sft,
+                                           strict_eval)
 from ladalit.core.config import load_config
 from ladalit.core.experiment import build_experiment, prepared_records
-from ladalit.core.prompts import parse_answer, zero_shot_prompt
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -38,11 +38,7 @@ def main(argv: list[str] | None = None) -> dict:
     union = [x for k in names for x in tests[k]]
     items = {k: [x for x in union if truth[x.id].domain == own[k]] for k in names}
     public = [truth[x.id] for x in exp.data.public]
-    pairs = []
-    for k in names:
-        for x, y in zip(public, answers(exp, exp.clients[k], public)):
-            if x.domain == own[k] and parse_answer(y, len(x.options)) == x.answer:
-                pairs.append((zero_shot_prompt(x), y))
+    prompts, lessons = own_domain_lessons(public, {k: answers(exp, exp.clients[k], public) for k in names}, own)
     s = exp.server
     before = {own[k]: mean(strict_eval(exp, s, items[k])[1]) for k in names}
     rows = []
@@ -50,12 +46,13 @@ def main(argv: list[str] | None = None) -> dict:
         lr, epochs = recipe.split(":")
         t0 = time.perf_counter()
         with restored(s):
-            sft(exp, s, [p for p, _ in pairs], [y for _, y in pairs], int(epochs), args.seed + 9, lr=float(lr))
+            sft(exp, s, prompts, lessons, int(epochs), args.seed + 9, lr=float(lr))
             after = {own[k]: mean(strict_eval(exp, s, items[k])[1]) for k in names}
         rows.append({"lr": float(lr), "epochs": int(epochs), "after": after, "seconds": time.perf_counter() - t0})
         print(json.dumps(rows[-1]), flush=True)
-    out = {"seed": args.seed, "pairs": len(pairs), "before": before, "rows": rows,
-           "date": time.strftime("%Y-%m-%d"), "command": "python -m benchmarks.demo_server_probe " + " ".join(sys.argv[1:] if argv is None else argv)}
+    out = {"seed": args.seed, "pairs": len(prompts), "before": before, "rows": rows,
+           "date": time.strftime("%Y-%m-%d"),
+           "command": "python -m benchmarks.demo_server_probe " + " ".join(sys.argv[1:] if argv is None else argv)}
     Path(args.out).write_text(json.dumps(out, indent=1))
     return out
 

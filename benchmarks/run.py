@@ -112,7 +112,8 @@ def demo_world(quick: bool = False) -> tuple[str | None, str]:
     for pcfg in [cfg.server, *cfg.clients.values()]:
         if pcfg.model.source == "zoo":
             member = zoo.ZOO.get(pcfg.model.name_or_path)
-            if member is None or not (zoo.shipped_member(member) or zoo.member_dir(member) / "zoo.json").exists():
+            shipped = member is not None and zoo.shipped_member(member) is not None
+            if not shipped and (member is None or not (zoo.member_dir(member) / "zoo.json").exists()):
                 missing.append(pcfg.model.name_or_path)
     if missing:
         return None, f"zoo members not cached ({', '.join(missing)}): measured on conf/smoke.yaml"

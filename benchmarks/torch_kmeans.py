@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ladalit.method.prototypes import num_prototypes
+from ladalit.method.prototypes import distinct_nearest, num_prototypes
 
 __all__ = ["kmeans_pp_init", "kmeans", "assign", "select_prototypes"]
 
@@ -162,14 +162,5 @@ def select_prototypes(
     sq = (x * x).sum(1)
     _, nbrs = _nearest(x, sq, centroids, min(n, 16))
 
-    taken: set[int] = set()
-    out: list[int] = []
-    for j, row in enumerate(nbrs.tolist()):
-        pick = next((i for i in row if i not in taken), None)
-        if pick is None:  # all 16 taken: the nearest free sample over all of them
-            d = torch.addmv(sq, x, centroids[j], alpha=-2.0)
-            d[torch.tensor(sorted(taken), device=x.device)] = float("inf")
-            pick = int(d.argmin())
-        taken.add(pick)
-        out.append(pick)
-    return out
+    # the library's matching step: only the k-means backend is what this module compares
+    return distinct_nearest(x.cpu().numpy(), centroids.cpu().numpy(), nbrs.cpu().numpy())

@@ -116,7 +116,6 @@ class Controls:
         self.answers: dict[tuple[int, str, str], str] = {}  # (round, participant, id) -> text
         # (round, participant, id) the method answers itself (a selected sample's two sides): all_answers skips them
         self.method_has: set[tuple[int, str, str]] = set()
-        self.generated = 0
 
     def hooks(self) -> Hooks:
         a = self.cfg.analysis
@@ -170,18 +169,21 @@ class Controls:
             texts = participant.generate_text([zero_shot_prompt(self.records[i].public()) for i in missing],
                                               g.max_new_tokens, g.batch_size)
             self.answers.update({(round, name, i): str(y) for i, y in zip(missing, texts)})
-            self.generated += len(missing)
         return {i: self.answers[(round, name, i)] for i in ids}
+
+    @property
+    def generated(self) -> int:
+        """How many answers the controls generated (each once: `answer` keeps them)."""
+        return len(self.answers)
 
     def rows(self) -> list[dict]:
         """analysis_responses.jsonl: {round, participant, id, text} of every answer the controls generated."""
         return [{"round": r, "participant": p, "id": i, "text": y} for (r, p, i), y in self.answers.items()]
 
     def state_dict(self) -> dict:
-        return {"rows": self.rows(), "generated": self.generated}
+        return {"rows": self.rows()}
 
     def load_state_dict(self, state: dict | None) -> None:
         """A checkpoint's (taken at a round's end: `method_has` concerns the round under way only)."""
         if state:
             self.answers = {(r["round"], r["participant"], r["id"]): r["text"] for r in state["rows"]}
-            self.generated = state["generated"]

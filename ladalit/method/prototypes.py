@@ -185,12 +185,18 @@ def select_prototypes(
         index.add(x)
         _, nbrs = index.search(centroids, min(n, NEIGHBOURS))
 
+    return distinct_nearest(x, centroids, nbrs)
+
+
+def distinct_nearest(x: np.ndarray, centroids: np.ndarray, nbrs: np.ndarray) -> list[int]:
+    """One distinct sample per centroid, greedily in centroid order: the nearest of its candidate neighbours
+    `nbrs[j]` (nearest first; -1 = none) not taken yet, else the nearest free sample over all of `x`."""
     taken: set[int] = set()
     out: list[int] = []
     sq = None
-    for j, row in enumerate(nbrs.tolist()):
+    for j, row in enumerate(np.asarray(nbrs).tolist()):
         pick = next((i for i in row if i >= 0 and i not in taken), None)
-        if pick is None:  # all 16 taken: the nearest free sample over all of them
+        if pick is None:  # all candidates taken: the nearest free sample over all of them
             if sq is None:
                 sq = np.einsum("ij,ij->i", x, x)
             d = sq - 2.0 * (x @ centroids[j])
