@@ -335,7 +335,8 @@ def markdown(per_seed: list[dict], v: dict, command: str) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> dict:
+def main(argv: list[str] | None = None, command: str | None = None) -> dict:
+    """`command`: the command line the results files quote (default: this script's, with `argv`)."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--conf", default="demo.yaml")
@@ -354,7 +355,7 @@ def main(argv: list[str] | None = None) -> dict:
         # each seed's figures are written as soon as it ends: a later seed may not
         (out / f"{args.name}.json").write_text(json.dumps({"per_seed": per_seed}, indent=1, default=str))
     v = verdicts(per_seed)
-    command = "python -m benchmarks.demo_preconditions " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = command or "python -m benchmarks.demo_preconditions " + " ".join(argv if argv is not None else sys.argv[1:])
     (out / f"{args.name}.json").write_text(json.dumps({"command": command, "thresholds": THRESHOLDS,
                                                        "verdicts": v, "learnable_steps": learnable_steps(per_seed),
                                                        "per_seed": per_seed}, indent=1, default=str))

@@ -113,6 +113,10 @@ class ZooMember:
     # curriculum: records of these domains with at most this many steps get the rationale...
     rationale_domains: tuple[str, ...] = (SHARED,)
     rationale_max_steps: int = 4
+    # ...and, beyond rationale_max_steps, this share of the records of (domain, steps), chosen by a hash of the
+    # record's id: a partial exposure that leaves longer chains half known, within reach of a few hundred more
+    # rationales (world v6)
+    partial_steps: tuple[tuple[str, int, float], ...] = ()
     # ...every other record gets the short answer only (short_answers) or is left out (not short_answers),
     # and this fraction of the taught records gets the short answer too
     short_answers: bool = True
@@ -180,8 +184,13 @@ def _digest(*parts) -> str:
 
 
 def member_hash(member: ZooMember) -> str:
-    """Changes whenever the spec, its tokenizer, its corpus, its training or CODE_VERSION changes."""
-    return _digest(member, CODE_VERSION)
+    """Changes whenever the spec, its tokenizer, its corpus, its training or CODE_VERSION changes (a field added
+    since world v5 counts only where it differs from its default, so the members that do not use it keep their
+    hash and their shipped weights)."""
+    spec = asdict(member)
+    if not member.partial_steps:
+        del spec["partial_steps"]
+    return _digest(spec, CODE_VERSION)
 
 
 def default_cache_dir() -> Path:
@@ -264,7 +273,18 @@ def build_model(member: ZooMember, tokenizer: PreTrainedTokenizerFast) -> PreTra
 
 def taught(member: ZooMember, rec: MCRecord) -> bool:
     """Whether the member's curriculum teaches this record with its rationale."""
-    return rec.domain in member.rationale_domains and num_steps(rec) <= member.rationale_max_steps
+    if rec.domain not in member.rationale_domains:
+        return False
+    steps = num_steps(rec)
+    if steps <= member.rationale_max_steps:
+        return True
+    share = {(d, n): f for d, n, f in member.partial_steps}.get((rec.domain, steps), 0.0)
+    return share > 0 and _unit(rec.id) < share
+
+
+def _unit(text: str) -> float:
+    """A number in [0, 1) fixed by `text` (a partial curriculum's draw, independent of any rng's state)."""
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big") / 2**64
 
 
 def curriculum(member: ZooMember, records: list[MCRecord], seed: int) -> list[tuple[str, str]]:

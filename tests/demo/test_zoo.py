@@ -291,3 +291,24 @@ def test_ship_then_load_then_tamper(tmp_path, monkeypatch):
     with pytest.raises(zoo.ZooIntegrityError, match=r"model\.safetensors: sha256 .* does not match"):
         zoo.load_member(member, cache_dir=tmp_path / "cache", progress=False)
 
+
+
+def test_partial_steps_teach_a_share_of_longer_chains_by_record_id():
+    """partial_steps teaches, beyond rationale_max_steps, about that share of a (domain, steps) cell's records with
+    their rationale, chosen by the record's id (so the same records whatever else the curriculum draws); other
+    cells and other domains beyond the limit stay untaught; a member without it keeps its hash."""
+    recs = generate(SyntheticConfig(num_records=4000, seed=2))
+    base = tiny(rationale_domains=("kitchen", SHARED), rationale_max_steps=2, short_answers=False, one_shot_fraction=0.0)
+    member = replace(base, partial_steps=((SHARED, 3, 0.3), (SHARED, 4, 0.1)))
+    cell = lambda d, n: [r for r in recs if r.domain == d and num_steps(r) == n]  # noqa: E731
+    for n, share in ((3, 0.3), (4, 0.1)):
+        got = sum(zoo.taught(member, r) for r in cell(SHARED, n)) / len(cell(SHARED, n))
+        assert abs(got - share) < 0.06, (n, got)
+        assert not any(zoo.taught(base, r) for r in cell(SHARED, n))
+    assert not any(zoo.taught(member, r) for n in (3, 4) for r in cell("kitchen", n))
+    assert all(zoo.taught(member, r) == zoo.taught(base, r) for r in recs if num_steps(r) <= 2)
+    pairs = zoo.curriculum(member, recs, seed=0)
+    taught3 = {zero_shot_prompt(r) for r in cell(SHARED, 3) if zoo.taught(member, r)}
+    assert taught3 and taught3 <= {p for p, _ in pairs}
+    assert zoo.member_hash(member) != zoo.member_hash(base)
+    assert zoo.member_hash(base) == zoo.member_hash(replace(base, partial_steps=()))

@@ -1,0 +1,57 @@
+"""Probe a candidate demo world: the preconditions with some zoo members' specs changed.
+
+    python -m benchmarks.demo_world_probe --variants JSON --cache DIR [demo_preconditions' arguments ...]
+
+JSON maps a zoo member to the changes of its spec (`ladalit.demo.zoo.ZooMember`):
+`{"client-llama": {"steps": 3000, "partial": [[3, 0.2], [4, 0.1]]}}` pre-trains client-llama for 3000 steps
+with a fifth of the shared 3-step and a tenth of the shared 4-step records taught with their rationale
+(`partial_steps`). A changed member is pre-trained once into DIR (the shipped weights are never touched), then
+`benchmarks.demo_preconditions` measures a-e with every other argument (seeds, `--out`, `--name`, config
+overrides such as `clients.client1.train.lr=3e-4`). A candidate becomes the demo world only by changing
+`ladalit/demo/zoo.py` and shipping it (`python -m ladalit.demo.zoo --ship`).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import shlex
+import sys
+
+import torch
+
+
+def variant(member, change: dict):
+    """`member` with the changes of one JSON entry: "steps" (pre-training steps) and "partial" ([[steps, share],
+    ...] of the shared domain)."""
+    from ladalit.demo.synthetic import SHARED
+    unknown = set(change) - {"steps", "partial"}
+    if unknown:
+        raise SystemExit(f"--variants {member.name}: unknown change {sorted(unknown)} (steps, partial)")
+    if "partial" in change:
+        member = dataclasses.replace(member, partial_steps=tuple((SHARED, int(n), float(f)) for n, f in change["partial"]))
+    if "steps" in change:
+        member = dataclasses.replace(member, train=dataclasses.replace(member.train, steps=int(change["steps"])))
+    return member
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--variants", required=True, help="JSON: member -> {steps, partial}")
+    ap.add_argument("--cache", required=True, help="where the changed members are pre-trained (LADALIT_CACHE)")
+    args, rest = ap.parse_known_args(argv)
+    os.environ["LADALIT_CACHE"] = args.cache
+    from ladalit.demo import zoo
+    for name, change in json.loads(args.variants).items():
+        if name not in zoo.ZOO:
+            raise SystemExit(f"--variants: no zoo member {name!r} ({', '.join(zoo.ZOO)})")
+        zoo.ZOO[name] = variant(zoo.ZOO[name], change)
+    from benchmarks import demo_preconditions
+    quoted = shlex.join(argv if argv is not None else sys.argv[1:])
+    return demo_preconditions.main(rest, command=f"python -m benchmarks.demo_world_probe {quoted}")
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(1)
+    main(sys.argv[1:])

@@ -1,0 +1,33 @@
+"""benchmarks/demo_world_probe.py: a candidate world's zoo changes, then the preconditions."""
+import json
+
+import pytest
+
+from benchmarks import demo_world_probe as probe
+from ladalit.demo import zoo
+from ladalit.demo.synthetic import SHARED
+
+
+def test_variant_changes_steps_and_partial_curriculum_only():
+    base = zoo.ZOO["client-llama"]
+    m = probe.variant(base, {"steps": 3000, "partial": [[3, 0.2], [4, 0.1]]})
+    assert m.train.steps == 3000 and m.partial_steps == ((SHARED, 3, 0.2), (SHARED, 4, 0.1))
+    assert m.train.lr == base.train.lr and m.rationale_max_steps == base.rationale_max_steps
+    assert zoo.member_hash(m) != zoo.member_hash(base)
+    with pytest.raises(SystemExit, match="unknown change"):
+        probe.variant(base, {"lr": 1.0})
+
+
+def test_probe_installs_the_variants_and_quotes_its_command(tmp_path, monkeypatch):
+    monkeypatch.setattr(zoo, "ZOO", dict(zoo.ZOO))  # the probe replaces entries; put the real zoo back after
+    monkeypatch.setenv("LADALIT_CACHE", str(tmp_path / "cache"))
+    variants = json.dumps({"client-gemma": {"partial": [[3, 0.3]]}})
+    probe.main(["--variants", variants, "--cache", str(tmp_path / "cache"), "--seeds", "0", "--conf", "smoke.yaml",
+                "--out", str(tmp_path), "--learn-train", "4", "--learn-test", "4", "generation.max_new_tokens=4",
+                "eval.max_new_tokens=4"])
+    assert zoo.ZOO["client-gemma"].partial_steps == ((SHARED, 3, 0.3),)
+    data = json.loads((tmp_path / "demo_preconditions.json").read_text())
+    assert data["command"].startswith("python -m benchmarks.demo_world_probe --variants '{")
+    assert "--conf smoke.yaml" in (tmp_path / "demo_preconditions.md").read_text()
+    with pytest.raises(SystemExit, match="no zoo member"):
+        probe.main(["--variants", '{"client-nope": {}}', "--cache", str(tmp_path / "cache")])
