@@ -1,7 +1,7 @@
 """The demo world's verdict: Standalone, FedKD and LaDa over seeds, judged on the paper's claims.
 
     python -m benchmarks.demo_methods [--seeds 0 1 2] [--methods standalone fedkd lada] [--controls [--control-seeds 0]]
-                                      [key=value ...]
+                                      [--jobs 2] [key=value ...]
 
 Runs `conf/demo.yaml` once per (method, seed), every round evaluated (`eval.every_round=true`; a run whose
 results.json has every round, with the same `analysis:` switches, is reused; the runs go to
@@ -34,13 +34,21 @@ accuracies with the same paired intervals (against Standalone and LaDa), the mat
 shares beside LaDa's filter's, the reward AUCs (correctable against harmful, and against every other label)
 with the real and with the gold teacher, and whether LaDa with the gold teacher is above Standalone.
 Extra arguments are config overrides for every run (e.g. `rounds=2`).
+
+`--jobs N` runs N of the seeds' preconditions, then N of the (method, seed) runs, then N of the controls at once,
+each in a process of its own with one torch thread (the default, 1, runs everything in this process with its
+threads). The runs are the same either way except for the thread count, which moves a run's trained bits
+(docs/demo.md, Determinism). The wall time of the whole command is in the JSON (`wall_seconds`).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import statistics
+import time
 from collections import defaultdict
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -62,6 +70,21 @@ CONTROLS = {
 NAMES |= {"lada-gold": "LaDa, gold teacher", "fedkd-gold": "FedKD, gold teacher", "lada-random": "random selector",
           "lada-disagreement": "disagreement selector", "lada-correctable": "correctable selector"}
 SELECTORS = ["lada-random", "lada-disagreement", "lada-correctable"]
+
+
+def in_parallel(jobs: int, calls: list[tuple]) -> list:
+    """[fn(*args) for fn, *args in calls], `jobs` at a time in processes of their own (spawned, one torch thread
+    each), in order; in this process where jobs <= 1."""
+    if jobs <= 1:
+        return [fn(*a) for fn, *a in calls]
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_one_thread) as pool:
+        futures = [pool.submit(fn, *a) for fn, *a in calls]
+        return [f.result() for f in futures]
+
+
+def _one_thread() -> None:
+    import torch
+    torch.set_num_threads(1)
 
 
 def run_cell(method: str, seed: int, overrides: list[str], runs_dir: Path, conf: str = "demo.yaml",
@@ -145,8 +168,10 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--no-preconditions", action="store_true", help="leave out the preconditions table")
     ap.add_argument("--preconditions", default=None,
                     help="read the preconditions from this benchmarks.demo_preconditions JSON instead of measuring them")
+    ap.add_argument("--jobs", type=int, default=1, help="runs at once, each in its own one-thread process")
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args(argv)
+    began = time.perf_counter()
     if args.controls and "lada" not in args.methods:
         ap.error("--controls needs lada among --methods (the matched selectors replay its selection sizes)")
     control_seeds = args.control_seeds or args.seeds
@@ -159,14 +184,21 @@ def main(argv: list[str] | None = None) -> dict:
     def switches(m: str, s: int) -> list[str]:
         replayed = args.controls and m == "lada" and s in control_seeds
         return (["analysis.all_answers=true"] if replayed else []) + measured_steps(pre, s)
-    runs = {m: {s: run_cell(m, s, args.overrides, runs_dir, args.conf, analysis=switches(m, s)) for s in args.seeds}
-            for m in args.methods}
+    cells = [(m, s) for m in args.methods for s in args.seeds]
+    done = in_parallel(args.jobs, [(run_cell, m, s, args.overrides, runs_dir, args.conf, None, switches(m, s))
+                                   for m, s in cells])
+    runs: dict = defaultdict(dict)
+    for (m, s), result in zip(cells, done):
+        runs[m][s] = result
     if args.controls:
-        for c, (method, switches) in CONTROLS.items():
-            runs[c] = {s: run_cell(method, s, args.overrides, runs_dir, args.conf, name=f"{c}-seed{s}",
-                                   analysis=[x.format(lada=runs_dir / f"lada-seed{s}") for x in switches]
-                                   + measured_steps(pre, s))
-                       for s in control_seeds}
+        cells = [(c, s) for c in CONTROLS for s in control_seeds]
+        done = in_parallel(args.jobs, [
+            (run_cell, CONTROLS[c][0], s, args.overrides, runs_dir, args.conf, f"{c}-seed{s}",
+             [x.format(lada=runs_dir / f"lada-seed{s}") for x in CONTROLS[c][1]] + measured_steps(pre, s))
+            for c, s in cells])
+        for (c, s), result in zip(cells, done):
+            runs[c][s] = result
+    runs = dict(runs)
     first = runs[args.methods[0]]
     names = list(accuracy_at(first[args.seeds[0]][0], 0, 0))
     summary = {"seeds": args.seeds, "overrides": args.overrides, "accuracy": {}, "gain": {}}
@@ -236,6 +268,7 @@ def main(argv: list[str] | None = None) -> dict:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "demo_methods.md").write_text(text + "\n")
+    summary["wall_seconds"], summary["jobs"] = time.perf_counter() - began, args.jobs
     (out / "demo_methods.json").write_text(json.dumps(summary, indent=1, default=str))
     return summary
 
@@ -252,10 +285,15 @@ def preconditions_lines(args) -> tuple[list[str], list | None]:
             raise SystemExit(f"--preconditions {args.preconditions}: no seeds {missing} in it")
         per_seed = [saved[s] for s in args.seeds]
     else:
-        per_seed = [pre.preconditions(load_config([f"conf={args.conf}", f"seed={s}", *args.overrides]))
-                    for s in args.seeds]
+        per_seed = in_parallel(args.jobs, [(measure_preconditions, args.conf, s, args.overrides) for s in args.seeds])
     text = pre.markdown(per_seed, pre.verdicts(per_seed), "python -m benchmarks.demo_preconditions")
     return ["## Preconditions", "", text.split("\n", 1)[1], ""], per_seed
+
+
+def measure_preconditions(conf: str, seed: int, overrides: list[str]) -> dict:
+    """One seed's preconditions (`benchmarks.demo_preconditions.preconditions`)."""
+    from benchmarks import demo_preconditions as pre
+    return pre.preconditions(load_config([f"conf={conf}", f"seed={seed}", *overrides]))
 
 
 def measured_steps(pre: list | None, seed: int) -> list[str]:

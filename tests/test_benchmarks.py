@@ -173,6 +173,24 @@ def test_demo_methods_controls_and_learning_curves_on_smoke(tmp_path):
         demo_methods.main(["--conf", "smoke.yaml", "--methods", "standalone", "--controls"])
 
 
+def test_demo_methods_jobs_run_the_cells_in_processes_of_their_own(tmp_path):
+    """--jobs 2: the (method, seed) runs go two at a time in spawned processes; the tables come from the runs they
+    wrote, which a later call in one process reuses as they are (the same numbers); the wall time is recorded."""
+    from benchmarks import demo_methods
+    import math
+    assert demo_methods.in_parallel(2, [(math.pow, 2, 3), (math.pow, 3, 2), (math.pow, 2, 0)]) == [8.0, 9.0, 1.0]
+    args = ["--conf", "smoke.yaml", "--seeds", "0", "--methods", "standalone", "lada", "--no-preconditions",
+            "--runs-dir", str(tmp_path / "runs"), "--out", str(tmp_path), "rounds=1", "generation.max_new_tokens=4",
+            "eval.max_new_tokens=4"]
+    out = demo_methods.main(["--jobs", "2", *args])
+    saved = json.loads((tmp_path / "demo_methods.json").read_text())
+    assert saved["jobs"] == 2 and saved["wall_seconds"] > 0
+    stamps = {m: (tmp_path / "runs" / f"{m}-seed0" / "results.json").stat().st_mtime_ns for m in ("standalone", "lada")}
+    again = demo_methods.main(args)
+    assert {m: (tmp_path / "runs" / f"{m}-seed0" / "results.json").stat().st_mtime_ns for m in stamps} == stamps
+    assert again["accuracy"] == out["accuracy"] and again["gain"] == out["gain"]
+
+
 def test_sft_prompt_probe_trains_each_style_from_a_fresh_model():
     """benchmarks/sft_prompt_probe.py on an untrained tiny zoo-shaped model: a row per (style, epoch), and
     each style starts from the same loaded model."""
@@ -232,3 +250,23 @@ def test_flower_load_memory_summary_by_hand():
     assert list(cfg.clients) == [f"client{i}" for i in range(1, 6)]
     assert [c.model.arch for c in cfg.clients.values()] == ["llama", "gemma2", "llama", "gemma2", "llama"]
     assert cfg.clients.client4.model.lora.enabled and not cfg.clients.client5.model.lora.enabled
+
+
+def test_demo_chain_lengths_counts_longer_and_shorter_chains(tmp_path):
+    """benchmarks.demo_chain_lengths: an answer's chain is its equations before the option check; per client and
+    chain length, the shares of longer and shorter chains and the strict accuracy; end to end on a smoke run."""
+    from benchmarks import demo_chain_lengths as cl
+    assert cl.chain_length(" 6+2=8. 8*2=16. (A) 16 vs 16 yes. The answer is (A).") == 2
+    assert cl.chain_length(" The answer is (B).") == 0
+    preds = [{"round": 1, "shots": 0, "participant": "client1", "id": i, "text": text, "stated": s, "gold": "A"}
+             for i, text, s in [("a", "1+1=2. 2+1=3. (A)", "A"), ("b", "1+1=2. (A)", "B"), ("c", "1=1. 2=2. 3=3. (A)", "A")]]
+    preds += [{**preds[0], "participant": "server"}, {**preds[0], "round": 0}, {**preds[0], "shots": 1}]
+    rows = cl.length_rows(preds, {"a": 2, "b": 2, "c": 2}, round=1)
+    assert rows == [{"participant": "client1", "steps": 2, "n": 3, "longer": 1 / 3, "shorter": 1 / 3, "strict": 2 / 3}]
+    from ladalit.run import main as run_main
+    assert run_main(["conf=smoke.yaml", f"output_dir={tmp_path}", "run_name=r", "rounds=1", "method=standalone",
+                     "tracking.wandb.mode=disabled", "generation.max_new_tokens=4", "eval.max_new_tokens=4"]) == 0
+    text = cl.main([str(tmp_path / "r"), "--round", "0", "--out", str(tmp_path / "cl.md")])
+    body = [ln.split(" | ") for ln in text.splitlines()[2:]]
+    assert {(r[2], r[3]) for r in body} == {(k, n) for k in ("client1", "client2") for n in ("1", "2")}
+    assert all(r[1] == "0" for r in body) and (tmp_path / "cl.md").read_text() == text + "\n"
