@@ -32,7 +32,9 @@ from ladalit.federation.site import read_records
 from ladalit.method.lada import LadaServer, public_set
 from ladalit.reporting.plots import write_plots
 from ladalit.core.progress import Progress, quiet_transformers
+from ladalit.core import rounds
 from ladalit.core.results import Results, log_round
+from ladalit.core.rounds import RoundLoop, add_rows, gather_rows, run_rounds
 from ladalit.reporting.tracker import Tracker
 from ladalit.run import run_dir_for
 from ladalit.baselines.standalone import LocalRoundsServer
@@ -96,25 +98,31 @@ def serve(cfg, transport, server_data: Path, quiet: bool = True) -> tuple[Path, 
         server = server_role(cfg, fabric, participant, public, transport, progress)
         counters = {k: r.counters for k, r in joined.items()}
         if ckpt is None:
-            gather(cfg, results, 0, joined, Results(), participant, eval_set, True)
+            add_reports(results, joined)
+            evaluate_reports(cfg, results, 0, joined, participant, eval_set)
             log_round(tracker, results, channel, 0)
         else:
             rejoined = list(channel.messages)  # this start's Join crossed too
             counters = restore(ckpt, server, results, channel, transport)
             channel.messages += rejoined
-        for t in range(start, cfg.rounds + 1):
-            began = time.perf_counter()
-            server.run_round(t)
-            evaluated = cfg.eval.every_round or t == cfg.rounds
-            reports = transport.take_reports(t)
-            counters |= {k: r.counters for k, r in reports.items()}
-            gather(cfg, results, t, reports, server.results, participant, eval_set, evaluated)
-            server.results = Results()
-            transport.round_seconds.append({"round": t, "seconds": time.perf_counter() - began})
-            log_round(tracker, results, channel, t)
-            progress.summary(results, t, channel)
+        reports: dict = {}
+
+        def gather(t: int) -> None:
+            """The round's rows as the in-process run orders them: the clients' (in config order), the server's."""
+            reports.clear()
+            reports.update(transport.take_reports(t))
+            counters.update({k: r.counters for k, r in reports.items()})
+            add_reports(results, reports)
+            gather_rows(results, [server])
+
+        def end(t: int, seconds: float) -> None:
+            transport.round_seconds.append({"round": t, "seconds": seconds})
             save_checkpoint(run_dir, t, snapshot(server, results, channel, counters, transport))
             results.save(run_dir, cfg, channel, extra=extras(server, counters, transport))
+
+        run_rounds(RoundLoop(cfg, server, results, channel, gather,
+                             lambda t: evaluate_reports(cfg, results, t, reports, participant, eval_set),
+                             end, tracker, progress), start)
     server.close()
     out = results.save(run_dir, cfg, channel, extra=extras(server, counters, transport))
     tracker.finish(results, write_plots(out, run_dir))
@@ -129,22 +137,17 @@ def server_role(cfg, fabric, participant, public, transport, progress):
     return LadaServer(cfg, fabric, participant, public_set(cfg, public), transport, progress)
 
 
-def gather(cfg, results: Results, t: int, reports: dict, server_rows: Results, participant, eval_set,
-           evaluated: bool) -> None:
-    """The round's rows as the in-process run orders them: the clients' (in config order), the server's,
-    then per prompt setting every client's score and the server's own, on its evaluation set."""
-    accuracy = {}
-    for k, r in reports.items():
-        rows = dict(r.results)
-        accuracy[k] = rows.pop("accuracy", [])
-        for key, got in rows.items():
-            getattr(results, key).extend(got)
-    for key, got in server_rows.state_dict().items():
-        getattr(results, key).extend(got)
-    if not evaluated:
-        return
+def add_reports(results: Results, reports: dict) -> None:
+    """The clients' rows of a round (in config order), their scores apart (`evaluate_reports` adds them)."""
+    for r in reports.values():
+        add_rows(results, {key: got for key, got in r.results.items() if key != "accuracy"})
+
+
+def evaluate_reports(cfg, results: Results, t: int, reports: dict, participant, eval_set) -> None:
+    """Per prompt setting, every client's score (from its report) and the server's own, on its evaluation set."""
     for shots in cfg.eval.shots:
-        results.accuracy.extend(row for k in reports for row in accuracy[k] if row["shots"] == shots)
+        results.accuracy.extend(row for r in reports.values() for row in r.results.get("accuracy", [])
+                                if row["shots"] == shots)
         preds: list[dict] = []
         m = evaluate(participant, eval_set, shots, one_shot_example(cfg), cfg.eval.max_new_tokens,
                      cfg.eval.batch_size, preds)
@@ -152,18 +155,16 @@ def gather(cfg, results: Results, t: int, reports: dict, server_rows: Results, p
 
 
 def snapshot(server, results: Results, channel: Channel, counters: dict, transport) -> dict:
-    state = server.state_dict()
-    return {"participants": {"server": state.pop("participant", {})}, "roles": {"server": state},
-            "results": results.state_dict(), "channel": channel.state_dict(), "counters": counters,
-            "failed_clients": transport.failed, "names": transport.names, "timing": timing(transport)}
+    """The round loop's checkpoint (ladalit.core.rounds.snapshot) of the server role, with the clients' counters
+    and the deployment's own: failed clients, the clients' names, the timing."""
+    return rounds.snapshot({"server": server}, results, channel, dict(counters)) | {
+        "failed_clients": transport.failed, "names": transport.names, "timing": timing(transport)}
 
 
 def restore(ckpt: dict, server, results: Results, channel: Channel, transport) -> dict:
     state = ckpt["state"]
     torch.set_rng_state(ckpt["torch_rng"])
-    server.load_state_dict(state["roles"]["server"] | {"participant": state["participants"]["server"]})
-    results.load_state_dict(state["results"])
-    channel.load_state_dict(state["channel"])
+    rounds.restore(state, {"server": server}, results, channel)
     transport.failed = list(state["failed_clients"])
     transport.round_seconds, transport.exchanges = state["timing"]["rounds"], state["timing"]["exchanges"]
     transport.keep([k for k in state["names"] if k in transport.names])
@@ -171,16 +172,10 @@ def restore(ckpt: dict, server, results: Results, channel: Channel, transport) -
 
 
 def extras(server, counters: dict, transport) -> dict:
-    """results.json's counters, as the in-process run has them (the clients', then the server's), and the
+    """results.json's counters, as the in-process run has them (ladalit.core.rounds.merge_counters), and the
     deployment's own: failed clients, the engine, wall seconds per round and per exchange."""
-    own, clients = server.counters(), list(counters.values())
-    out = {"nonfinite_skipped": [s for c in clients for s in c.get("nonfinite_skipped", [])] + own["nonfinite_skipped"]}
-    if "responses_generated" in own:
-        out["responses_generated"] = sum(c.get("responses_generated", 0) for c in clients) + own["responses_generated"]
-    if "bound_hits" in own:
-        out["bound_hits"] = {**{f"client:{k}": c["bound_hits"] for k, c in counters.items() if c.get("bound_hits")},
-                             **{f"server:{k}": v for k, v in own["bound_hits"].items()}}
-    return out | {"failed_clients": transport.failed, "engine": type(transport).__name__, "timing": timing(transport)}
+    return rounds.merge_counters(counters, server.counters()) | {
+        "failed_clients": transport.failed, "engine": type(transport).__name__, "timing": timing(transport)}
 
 
 def timing(transport) -> dict:
