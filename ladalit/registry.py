@@ -1,8 +1,14 @@
-"""Every method, registered once: name -> "module:function" of its runner.
+"""Every method, registered once: name -> "module:NAME" of its roles, or (for a method not yet split into
+roles) of its runner.
 
-The import is lazy (`runner(name)` imports the module), so `ladalit.core.config` takes its allowed
-`method=` values from here without importing any model code. A runner has the signature of
-`ladalit.method.lada.run`:
+The import is lazy (`roles(name)` / `runner(name)` import the module), so `ladalit.core.config` takes its
+allowed `method=` values from here without importing any model code.
+
+A method with roles (`ROLES`) is a `ladalit.core.roles.MethodRoles`: how to build its server role and a client
+role. The one round loop (`ladalit.core.rounds`) runs them in this process (`ladalit.run`) and on a deployment
+(`ladalit.federation`): a method is deployable when it has roles.
+
+A runner (`RUNNERS`, the methods still to split into roles, issue 36) has the signature
 
     run(exp, channel, results, tracker=None, start_round=1, state=None, on_round_end=None,
         progress=None) -> dict
@@ -16,19 +22,31 @@ from __future__ import annotations
 
 import importlib
 
-METHODS: dict[str, str] = {
-    "lada": "ladalit.method.lada:run",
-    "standalone": "ladalit.baselines.standalone:run_standalone",
-    "fedkd": "ladalit.baselines.fedkd:run_fedkd",
+ROLES: dict[str, str] = {
+    "lada": "ladalit.method.lada:ROLES",
+    "standalone": "ladalit.baselines.standalone:ROLES",
+    "fedkd": "ladalit.baselines.fedkd:ROLES",
+}
+RUNNERS: dict[str, str] = {
     "fedmkt": "ladalit.baselines.fedmkt:run_fedmkt",
     "wasp": "ladalit.baselines.wasp:run_wasp",
     "sft_cot": "ladalit.baselines.reasoning:run_sft_cot",
     "socratic_cot": "ladalit.baselines.reasoning:run_socratic_cot",
     "rstar": "ladalit.baselines.reasoning:run_rstar",
 }
+METHODS: dict[str, str] = {**ROLES, **RUNNERS}
+
+
+def _load(path: str):
+    module, name = path.split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def roles(name: str):
+    """The MethodRoles of method `name`, None for a method that has a runner instead."""
+    return _load(ROLES[name]) if name in ROLES else None
 
 
 def runner(name: str):
-    """The runner function of method `name` (a key of METHODS)."""
-    module, function = METHODS[name].split(":")
-    return getattr(importlib.import_module(module), function)
+    """The runner function of method `name` (a method of METHODS without roles)."""
+    return _load(METHODS[name])

@@ -1,6 +1,6 @@
 """A new method: a client-only baseline that repeats private SFT with a decaying number of epochs.
 
-Register it with one line in ladalit/registry.py's METHODS (here the module is docs/examples/decay.py;
+Register it with one line in ladalit/registry.py's RUNNERS (here the module is docs/examples/decay.py;
 in the package it would be ladalit/baselines/decay.py, registered as "ladalit.baselines.decay:run_decay"):
 
     "decay": "decay:run_decay",

@@ -1,14 +1,15 @@
-"""Standalone baseline (SPEC §8): clients train on their private data only. Also what every baseline
-shares: the private-train SFT (`private_sft`) and the end of a round (`end_round`: evaluation, logging,
-the checkpoint)."""
+"""Standalone baseline (SPEC §8): clients train on their private data only; nothing but the server's
+LocalRound(t) and the clients' Ready crosses. Also what the runners of the baselines not yet split into
+roles share: the private-train SFT (`private_sft`) and the end of a round (`end_round`: evaluation,
+logging, the checkpoint)."""
 from __future__ import annotations
 
 import math
 
 from ladalit.core import checkpoint
-from ladalit.core.channel import Channel
 from ladalit.core.evaluation import evaluate_all
 from ladalit.core.messages import LocalRound, ProtocolError, Ready
+from ladalit.core.roles import MethodRoles
 from ladalit.core.prompts import private_sft_pairs
 from ladalit.core.training import NonFiniteGuard, supervised_finetune
 from ladalit.core.progress import Progress
@@ -51,28 +52,11 @@ def round_state(exp, guard: NonFiniteGuard, optimizers: dict, results, channel, 
                                      counters={"nonfinite_skipped": guard.skipped, **(counters or {})}, **extra)
 
 
-def run_standalone(exp, channel: Channel, results: Results, tracker=None, start_round: int = 1, state=None,
-                   on_round_end=None, progress=None) -> dict:
-    """Clients train on private data only; nothing crosses the channel.
-
-    Round 1 is the same SFT as LaDa's reference step (train.sft_epochs); every
-    later round adds train.epochs more epochs on the private data.
-    """
-    guard, optimizers = NonFiniteGuard(exp.cfg.on_nonfinite), {}
-    if state is not None:
-        resume_state(exp, state, guard, optimizers, results, channel)
-    for t in range(start_round, exp.cfg.rounds + 1):
-        private_sft(exp, guard, results, optimizers,
-                    (lambda c: c.train_cfg.sft_epochs) if t == 1 else (lambda c: c.train_cfg.epochs), t)
-        end_round(exp, results, channel, tracker, progress, t, on_round_end,
-                  lambda: round_state(exp, guard, optimizers, results, channel))
-    return {"nonfinite_skipped": guard.skipped}
-
-
-# ----------------------------------------------------------------------------- the roles, for a deployment
+# ----------------------------------------------------------------------------- the roles
 class PrivateClient:
-    """Standalone's client role on a deployment (ladalit.federation): LocalRound(t) ⇒ Ready, the same private
-    fine-tuning as `run_standalone` gives that client. FedKD's client role extends it."""
+    """Standalone's client role: LocalRound(t) ⇒ Ready after fine-tuning on its private train set (round 1:
+    train.sft_epochs, the same SFT as LaDa's reference step; every later round train.epochs more).
+    FedKD's client role extends it."""
 
     def __init__(self, cfg, fabric, name: str, participant, private):
         self.cfg, self.fabric, self.name, self.participant, self.private = cfg, fabric, name, participant, private
@@ -123,7 +107,7 @@ class PrivateClient:
 
 
 class LocalRoundsServer:
-    """Standalone's server role on a deployment: it starts every client's round and trains nothing."""
+    """Standalone's server role: it starts every client's round and trains nothing."""
 
     def __init__(self, cfg, transport):
         self.cfg, self.transport, self.results = cfg, transport, Results()
@@ -142,3 +126,15 @@ class LocalRoundsServer:
 
     def close(self) -> None:
         pass
+
+
+def standalone_server(cfg, fabric, participant, public, transport, progress=None, hooks=None) -> LocalRoundsServer:
+    return LocalRoundsServer(cfg, transport)
+
+
+def standalone_client(cfg, fabric, name, seat, participant, private, public, progress=None,
+                      hooks=None) -> PrivateClient:
+    return PrivateClient(cfg, fabric, name, participant, private)
+
+
+ROLES = MethodRoles(server=standalone_server, client=standalone_client)

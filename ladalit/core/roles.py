@@ -9,10 +9,13 @@ counters for results.json (`counters()`), and everything they carry across round
 weights). `close()` frees what they hold (generators).
 
 The same roles run in one process (`ladalit.run`, InProcess transport) and on a deployment
-(ladalit.federation: the server here, each client role at its own site).
+(ladalit.federation: the server here, each client role at its own site). A method is its `MethodRoles`:
+how to build its server role and a client role, registered once by name (ladalit/registry.py).
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 from ladalit.core.results import Results
@@ -46,3 +49,28 @@ class ClientRole(Role, Protocol):
 class ServerRole(Role, Protocol):
     def run_round(self, t: int) -> None:
         """Round t of the method: every exchange with the clients and the server's own training."""
+
+
+def same_records(cfg, records):
+    return records
+
+
+def any_deployment(cfg) -> None:
+    pass
+
+
+@dataclass(frozen=True)
+class MethodRoles:
+    """How a method builds its roles, in one process and on a deployment alike:
+
+        public(cfg, records) -> D_p as the roles use it (LaDa: embedded, with its prototypes), made once
+        server(cfg, fabric, participant, public, transport, progress, hooks) -> ServerRole
+        client(cfg, fabric, name, seat, participant, private, public, progress, hooks) -> ClientRole
+
+    `seat`: the client's position in the config; `private`: its ClientData; `hooks`: the harness's analysis
+    hooks (ladalit.core.hooks), None on a deployment. `check_deployment(cfg)` raises ConfigError (one line)
+    for a setting the method cannot run with on a deployment."""
+    server: Callable
+    client: Callable
+    public: Callable = same_records
+    check_deployment: Callable = any_deployment

@@ -22,7 +22,8 @@ from ladalit.core.channel import Channel
 from ladalit.core.evaluation import evaluate_all
 from ladalit.core.progress import Progress
 from ladalit.core.results import Results, log_round
-from ladalit.core.roles import ServerRole
+from ladalit.core.roles import MethodRoles, ServerRole
+from ladalit.core.transport import InProcess
 
 
 @dataclass
@@ -112,6 +113,26 @@ def restore(state: dict, roles: dict, results: Results, channel: Channel) -> Non
 
 
 # ----------------------------------------------------------------------------- the in-process harness
+def build_in_process(roles: MethodRoles, exp, channel: Channel, progress: Progress | None = None):
+    """Every role of a method in this process: (server, clients by name); the server reaches the clients only
+    behind an InProcess transport on `channel`."""
+    cfg, hooks = exp.cfg, getattr(exp, "hooks", None)
+    public = roles.public(cfg, exp.data.public)
+    clients = {k: roles.client(cfg, exp.fabric, k, i, p, exp.data.clients[i], public, progress, hooks)
+               for i, (k, p) in enumerate(exp.clients.items())}
+    server = roles.server(cfg, exp.fabric, exp.server, public, InProcess(channel, clients), progress, hooks)
+    return server, clients
+
+
+def run_in_process(roles: MethodRoles, exp, channel: Channel, results: Results, tracker=None,
+                   start_round: int = 1, state: dict | None = None, on_round_end=None,
+                   progress: Progress | None = None) -> dict:
+    """A method's roles built in this process (`build_in_process`), run by `in_process`."""
+    progress = progress or Progress(quiet=True)
+    server, clients = build_in_process(roles, exp, channel, progress)
+    return in_process(exp, server, clients, channel, results, tracker, start_round, state, on_round_end, progress)
+
+
 def in_process(exp, server: ServerRole, clients: dict, channel: Channel, results: Results, tracker=None,
                start_round: int = 1, state: dict | None = None, on_round_end=None,
                progress: Progress | None = None) -> dict:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from ladalit import registry
 from ladalit.core.channel import Channel
 from ladalit.core.config import ConfigError, to_yaml
 from ladalit.core.evaluation import evaluate
@@ -29,7 +30,6 @@ from ladalit.core.experiment import build_participant, make_fabric, one_shot_exa
 from ladalit.core.messages import Join
 from ladalit.core.run_identity import check_run_dir, prepare_run_dir, save_checkpoint
 from ladalit.federation.site import read_records
-from ladalit.method.lada import LadaServer, public_set
 from ladalit.reporting.plots import write_plots
 from ladalit.core.progress import Progress, quiet_transformers
 from ladalit.core import rounds
@@ -37,20 +37,16 @@ from ladalit.core.results import Results, log_round
 from ladalit.core.rounds import RoundLoop, add_rows, gather_rows, run_rounds
 from ladalit.reporting.tracker import Tracker
 from ladalit.run import run_dir_for
-from ladalit.baselines.standalone import LocalRoundsServer
-from ladalit.baselines.fedkd import FedKDServer
 
 
-DEPLOYABLE = ("lada", "fedkd", "standalone")  # the methods whose server and client roles are split
-
-
-def check_deployable(cfg) -> None:
-    if cfg.method not in DEPLOYABLE:
-        raise ConfigError(f"config key 'method': {cfg.method!r} does not run on a deployment yet "
-                          f"({', '.join(DEPLOYABLE)} do)")
-    if cfg.method == "lada" and cfg.federation.protocol != "per_round":
-        raise ConfigError("config key 'federation.protocol': a deployment needs per_round (a few messages per client "
-                          f"per round), not {cfg.federation.protocol!r}")
+def method_roles(cfg):
+    """The method's roles (ladalit/registry.py); ConfigError where it has none, or a setting it cannot deploy with."""
+    roles = registry.roles(cfg.method)
+    if roles is None:
+        have = ", ".join(m for m in registry.METHODS if m in registry.ROLES)
+        raise ConfigError(f"config key 'method': {cfg.method!r} does not run on a deployment yet ({have} do)")
+    roles.check_deployment(cfg)
+    return roles
 
 
 def join(transport, cfg, run_name: str, public, evaluate: bool) -> dict:
@@ -80,7 +76,7 @@ def join(transport, cfg, run_name: str, public, evaluate: bool) -> dict:
 
 def serve(cfg, transport, server_data: Path, quiet: bool = True) -> tuple[Path, dict]:
     """Run LaDa with the clients behind `transport` (a SiteTransport); returns the run dir and results.json."""
-    check_deployable(cfg)
+    roles = method_roles(cfg)
     quiet_transformers(cfg.verbose)
     run_dir = run_dir_for(cfg)
     ckpt = check_run_dir(cfg, run_dir)
@@ -95,7 +91,7 @@ def serve(cfg, transport, server_data: Path, quiet: bool = True) -> tuple[Path, 
     prepare_run_dir(cfg, run_dir, to_yaml(cfg))
     channel, results, tracker = transport.channel, Results(), Tracker(cfg, run_dir)
     with Progress(quiet=quiet) as progress:
-        server = server_role(cfg, fabric, participant, public, transport, progress)
+        server = roles.server(cfg, fabric, participant, roles.public(cfg, public), transport, progress, None)
         counters = {k: r.counters for k, r in joined.items()}
         if ckpt is None:
             add_reports(results, joined)
@@ -127,14 +123,6 @@ def serve(cfg, transport, server_data: Path, quiet: bool = True) -> tuple[Path, 
     out = results.save(run_dir, cfg, channel, extra=extras(server, counters, transport))
     tracker.finish(results, write_plots(out, run_dir))
     return run_dir, out
-
-
-def server_role(cfg, fabric, participant, public, transport, progress):
-    if cfg.method == "standalone":
-        return LocalRoundsServer(cfg, transport)
-    if cfg.method == "fedkd":
-        return FedKDServer(cfg, participant, public, transport, progress)
-    return LadaServer(cfg, fabric, participant, public_set(cfg, public), transport, progress)
 
 
 def add_reports(results: Results, reports: dict) -> None:

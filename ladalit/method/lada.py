@@ -22,7 +22,7 @@ ladalit.core.messages; the client's handlers are in ladalit.method.client. Algor
       evaluate every participant                                    [run]
 
 `run` builds the roles in this process and hands them to the experimenter's harness around the protocol
-(ladalit.core.rounds.in_process, the round loop of every method): it evaluates every participant (the server
+(ladalit.core.rounds, the round loop of every method): it evaluates every participant (the server
 on the union of the clients' test sets, which no federated server could see), gathers every role's rows of
 results, and checkpoints the roles' local states. None of this crosses the transport, and none of it is
 something the server's loop can reach.
@@ -34,6 +34,7 @@ from dataclasses import dataclass
 import torch
 
 from ladalit.core.channel import DOWN, UP, Channel
+from ladalit.core.config import ConfigError
 from ladalit.core.encoder import make_encoder
 from ladalit.core.hooks import Hooks
 from ladalit.core.messages import (AskAnswers, BeginRound, ClientRound, EndClientRound, EndRound, SelectCandidates,
@@ -41,7 +42,7 @@ from ladalit.core.messages import (AskAnswers, BeginRound, ClientRound, EndClien
 from ladalit.core.prompts import format_question, zero_shot_prompt
 from ladalit.core.responses import ResponseCache
 from ladalit.core.training import NonFiniteGuard, minibatches
-from ladalit.core.transport import InProcess, Transport
+from ladalit.core.transport import Transport
 from ladalit.method import checkpoint
 from ladalit.method.client import (LadaClient, answers_message, generators_for, loss_row, received_answers,
                                    record_answers)
@@ -51,7 +52,8 @@ from ladalit.method.pair import (PairState, candidate_batches, close_round, fit_
 from ladalit.method.prototypes import select_prototypes
 from ladalit.core.progress import Progress
 from ladalit.core.results import Results
-from ladalit.core.rounds import in_process
+from ladalit.core.roles import MethodRoles
+from ladalit.core.rounds import build_in_process, run_in_process
 
 
 @dataclass
@@ -279,20 +281,22 @@ def sample_minibatches(rows, batch_size: int) -> list[list[int]]:
     return [[j for s in mb for j in groups[order[s]]] for mb in minibatches(len(order), batch_size)]
 
 
-# ----------------------------------------------------------------------------- the experimenter's harness
+# ----------------------------------------------------------------------------- LaDa as the registry has it
+def check_deployment(cfg) -> None:
+    if cfg.federation.protocol != "per_round":
+        raise ConfigError("config key 'federation.protocol': a deployment needs per_round (a few messages per client "
+                          f"per round), not {cfg.federation.protocol!r}")
+
+
+ROLES = MethodRoles(server=LadaServer, client=LadaClient, public=public_set, check_deployment=check_deployment)
+
+
 def build_roles(exp, channel: Channel, progress: Progress) -> tuple[LadaServer, dict[str, LadaClient]]:
     """Every role in this process; the server gets the clients only behind an in-process transport."""
-    public = public_set(exp.cfg, exp.data.public)
-    hooks = getattr(exp, "hooks", None)
-    clients = {k: LadaClient(exp.cfg, exp.fabric, k, i, p, exp.data.clients[i], public, progress, hooks)
-               for i, (k, p) in enumerate(exp.clients.items())}
-    server = LadaServer(exp.cfg, exp.fabric, exp.server, public, InProcess(channel, clients), progress, hooks)
-    return server, clients
+    return build_in_process(ROLES, exp, channel, progress)
 
 
 def run(exp, channel: Channel, results: Results, tracker=None, start_round: int = 1, state: dict | None = None,
         on_round_end=None, progress: Progress | None = None) -> dict:
-    """LaDa in this process, over the one round loop (ladalit.core.rounds.in_process)."""
-    progress = progress or Progress(quiet=True)
-    server, clients = build_roles(exp, channel, progress)
-    return in_process(exp, server, clients, channel, results, tracker, start_round, state, on_round_end, progress)
+    """LaDa in this process, over the one round loop (ladalit.core.rounds)."""
+    return run_in_process(ROLES, exp, channel, results, tracker, start_round, state, on_round_end, progress)
