@@ -26,15 +26,16 @@ ROLES: dict[str, str] = {
     "lada": "ladalit.method.lada:ROLES",
     "standalone": "ladalit.baselines.standalone:ROLES",
     "fedkd": "ladalit.baselines.fedkd:ROLES",
+    "sft_cot": "ladalit.baselines.reasoning:SFT_COT",
+    "socratic_cot": "ladalit.baselines.reasoning:SOCRATIC_COT",
+    "rstar": "ladalit.baselines.reasoning:RSTAR",
 }
 RUNNERS: dict[str, str] = {
     "fedmkt": "ladalit.baselines.fedmkt:run_fedmkt",
     "wasp": "ladalit.baselines.wasp:run_wasp",
-    "sft_cot": "ladalit.baselines.reasoning:run_sft_cot",
-    "socratic_cot": "ladalit.baselines.reasoning:run_socratic_cot",
-    "rstar": "ladalit.baselines.reasoning:run_rstar",
 }
-METHODS: dict[str, str] = {**ROLES, **RUNNERS}
+ORDER = ("lada", "standalone", "fedkd", "fedmkt", "wasp", "sft_cot", "socratic_cot", "rstar")
+METHODS: dict[str, str] = {m: {**ROLES, **RUNNERS}[m] for m in ORDER}
 
 
 def _load(path: str):

@@ -22,8 +22,16 @@ AskAnswers names all of D_p once:
     AskAnswers(every id of D_p)                          ⇒ ClientAnswers
     EndRound                                             ⇒ Ready
 
-The baselines send their own kinds one way (`Channel.send`): ServerAnswers, TopKLogits, SyntheticSamples,
-Votes, SampleWeights, ServerRationales, SocraticChains, PartialTrajectories, CompletionAnswers.
+The other methods with roles (ladalit/registry.py), server → client ⇒ reply:
+
+    Standalone    LocalRound(t)                                 ⇒ Ready
+    FedKD         LocalRound(1, y^s on all of D_p); LocalRound(t) ⇒ Ready
+    SFT-CoT       ServerRationales(1, ids, targets); LocalRound(t) ⇒ Ready   (Socratic-CoT: SocraticChains)
+    rStar         AskTrajectories(t, ids)                       ⇒ PartialTrajectories(ids, partials)
+                  CompletionAnswers(t, ids, letters)            ⇒ Ready
+
+The baselines still run by a runner send their own kinds one way (`Channel.send`): ServerAnswers, TopKLogits,
+SyntheticSamples, Votes, SampleWeights.
 """
 from __future__ import annotations
 
@@ -209,6 +217,13 @@ class SocraticChains(ServerRationales):
     """Socratic-CoT: the LLM's sub-question chains for public ids."""
 
 
+@message("ask_trajectories")
+class AskTrajectories:
+    """rStar: start round t; reply with your reasoning trajectories on these public questions, cut part-way."""
+    round: int
+    ids: list[str]
+
+
 @message("partial_trajectories")
 class PartialTrajectories:
     """rStar: a client's reasoning trajectories cut part-way, for the server to complete."""
@@ -266,5 +281,7 @@ class LocalRound:
     texts: list[str] = field(default_factory=list)
 
 
-ROUND_STARTS = (ClientRound, LocalRound)  # the message that starts a client's round (a site restores round t-1)
-ROUND_ENDS = (EndRound, LocalRound)  # a client's last message of a round (a site replies with its RoundReport)
+# the message that starts a client's round (a site restores round t-1), and a client's last message of a round (a
+# site replies with its RoundReport); SFT-CoT's and Socratic-CoT's round 1 is one message, as LocalRound is
+ROUND_STARTS = (ClientRound, LocalRound, ServerRationales, AskTrajectories)
+ROUND_ENDS = (EndRound, LocalRound, ServerRationales, CompletionAnswers)

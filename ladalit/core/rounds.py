@@ -82,7 +82,8 @@ def gather_rows(results: Results, roles) -> None:
 
 
 def merge_counters(clients: dict, own: dict) -> dict:
-    """results.json's counters: the clients' (by name, in config order), then the server role's own."""
+    """results.json's counters: the clients' (by name, in config order), then the server role's own; any other
+    counter of a role is a dict, merged over the clients and the server."""
     out = {"nonfinite_skipped": [s for c in clients.values() for s in c.get("nonfinite_skipped", [])]
            + list(own["nonfinite_skipped"])}
     if "responses_generated" in own:
@@ -92,6 +93,10 @@ def merge_counters(clients: dict, own: dict) -> dict:
         out["bound_hits"] = {**{f"client:{k}": c["bound_hits"] for k, c in clients.items()
                                 if c.get("bound_hits") is not None},
                              **{f"server:{k}": v for k, v in own["bound_hits"].items()}}
+    for c in [*clients.values(), own]:  # a method's own counters (dicts: rStar's per round and client) merged
+        for key, v in c.items():
+            if key not in ("nonfinite_skipped", "responses_generated", "bound_hits"):
+                out.setdefault(key, {}).update(v)
     return out
 
 

@@ -127,3 +127,22 @@ def test_baselines_on_a_deployment_give_the_in_process_results(tmp_path, method)
     assert same(deployed["train"], inproc["train"]) and len(inproc["train"]) > 0
     kinds = lambda out: [(r["round"], r["direction"], r["client"]) for r in out["communication"] if r["round"] > 0]  # noqa: E731
     assert kinds(deployed) == kinds(inproc) != []
+
+
+@pytest.mark.parametrize("method", ["sft_cot", "socratic_cot", "rstar"])
+def test_reasoning_baselines_on_a_deployment_give_the_in_process_results(tmp_path, monkeypatch, method):
+    """With canned generations that state answers (the smoke models state none), so that targets and trajectories
+    cross; rStar's sites reload the round's trajectories from disk between its two messages."""
+    from ladalit.baselines import reasoning
+    from tests.baselines.test_reasoning import BASE, Canned
+    monkeypatch.setattr(reasoning, "generate", Canned())
+    extra = [a for a in BASE if not a.startswith(("conf=", "quiet="))] + [f"method={method}"]
+    _, inproc = execute(smoke(tmp_path, *extra, "run_name=inproc"), quiet=True)
+    cfg = smoke(tmp_path, *extra, "run_name=deployed")
+    _, deployed = serve(cfg, local_federation(tmp_path, cfg), tmp_path / "fed" / "server")
+    assert same(deployed["accuracy"], inproc["accuracy"]) and same(deployed["train"], inproc["train"])
+    assert any(r.get("targets") for r in inproc["train"])  # something was learnt from what crossed
+    stats = {"sft_cot": "server_rationales", "socratic_cot": "socratic_chains", "rstar": "rstar"}[method]
+    assert same(deployed[stats], inproc[stats]) and deployed["nonfinite_skipped"] == []
+    kinds = lambda out: [(r["round"], r["direction"], r["client"]) for r in out["communication"] if r["round"] > 0]  # noqa: E731
+    assert kinds(deployed) == kinds(inproc)
