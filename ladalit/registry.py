@@ -29,10 +29,10 @@ ROLES: dict[str, str] = {
     "sft_cot": "ladalit.baselines.reasoning:SFT_COT",
     "socratic_cot": "ladalit.baselines.reasoning:SOCRATIC_COT",
     "rstar": "ladalit.baselines.reasoning:RSTAR",
+    "wasp": "ladalit.baselines.wasp:ROLES",
 }
 RUNNERS: dict[str, str] = {
     "fedmkt": "ladalit.baselines.fedmkt:run_fedmkt",
-    "wasp": "ladalit.baselines.wasp:run_wasp",
 }
 ORDER = ("lada", "standalone", "fedkd", "fedmkt", "wasp", "sft_cot", "socratic_cot", "rstar")
 METHODS: dict[str, str] = {m: {**ROLES, **RUNNERS}[m] for m in ORDER}

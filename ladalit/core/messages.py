@@ -29,9 +29,10 @@ The other methods with roles (ladalit/registry.py), server → client ⇒ reply:
     SFT-CoT       ServerRationales(1, ids, targets); LocalRound(t) ⇒ Ready   (Socratic-CoT: SocraticChains)
     rStar         AskTrajectories(t, ids)                       ⇒ PartialTrajectories(ids, partials)
                   CompletionAnswers(t, ids, letters)            ⇒ Ready
+    WASP          SyntheticSamples(t, questions, targets)       ⇒ Votes
+                  SampleWeights(t, w) (weights=global), else EndRound(t) ⇒ Ready
 
-The baselines still run by a runner send their own kinds one way (`Channel.send`): ServerAnswers, TopKLogits,
-SyntheticSamples, Votes, SampleWeights.
+FedMKT, still run by a runner, sends its kinds one way (`Channel.send`): ServerAnswers, TopKLogits.
 """
 from __future__ import annotations
 
@@ -283,5 +284,5 @@ class LocalRound:
 
 # the message that starts a client's round (a site restores round t-1), and a client's last message of a round (a
 # site replies with its RoundReport); SFT-CoT's and Socratic-CoT's round 1 is one message, as LocalRound is
-ROUND_STARTS = (ClientRound, LocalRound, ServerRationales, AskTrajectories)
-ROUND_ENDS = (EndRound, LocalRound, ServerRationales, CompletionAnswers)
+ROUND_STARTS = (ClientRound, LocalRound, ServerRationales, AskTrajectories, SyntheticSamples)
+ROUND_ENDS = (EndRound, LocalRound, ServerRationales, CompletionAnswers, SampleWeights)

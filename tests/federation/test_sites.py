@@ -113,8 +113,8 @@ def test_raise_stops_with_the_last_round_checkpointed_and_resume_agrees(runs):
 def test_a_deployment_needs_a_split_method_and_lada_per_round(tmp_path):
     with pytest.raises(ConfigError, match="federation.protocol"):
         serve(smoke(tmp_path), None, tmp_path)
-    with pytest.raises(ConfigError, match="'method': 'wasp' does not run on a deployment yet"):
-        serve(smoke(tmp_path, "method=wasp"), None, tmp_path)
+    with pytest.raises(ConfigError, match="'method': 'fedmkt' does not run on a deployment yet"):
+        serve(smoke(tmp_path, "method=fedmkt"), None, tmp_path)
 
 
 @pytest.mark.parametrize("method", ["standalone", "fedkd"])  # every method with roles beside LaDa (the fixture)
@@ -146,3 +146,22 @@ def test_reasoning_baselines_on_a_deployment_give_the_in_process_results(tmp_pat
     assert same(deployed[stats], inproc[stats]) and deployed["nonfinite_skipped"] == []
     kinds = lambda out: [(r["round"], r["direction"], r["client"]) for r in out["communication"] if r["round"] > 0]  # noqa: E731
     assert kinds(deployed) == kinds(inproc)
+
+
+@pytest.mark.parametrize("weights", ["global", "local"])
+def test_wasp_on_a_deployment_gives_the_in_process_results(tmp_path, monkeypatch, weights):
+    """With tests/baselines/test_wasp.py's canned LLM, so that samples, votes and weights cross; a site reloads
+    what it holds from disk between the round's two messages."""
+    from ladalit.baselines import wasp
+    from tests.baselines.test_wasp import BASE, CannedAnswers, FakeServer
+    monkeypatch.setattr(wasp, "generate", FakeServer())
+    monkeypatch.setattr(wasp, "ResponseCache", CannedAnswers)
+    extra = [a for a in BASE if not a.startswith(("conf=", "quiet="))] + [
+        "method=wasp", "wasp.samples_per_round=20", "wasp.top_q=3", "wasp.pool_size=3", f"wasp.weights={weights}",
+        "server.train.max_length=508"]
+    _, inproc = execute(smoke(tmp_path, *extra, "run_name=inproc"), quiet=True)
+    cfg = smoke(tmp_path, *extra, "run_name=deployed")
+    _, deployed = serve(cfg, local_federation(tmp_path, cfg), tmp_path / "fed" / "server")
+    for key in ("accuracy", "train", "selection", "wasp", "responses_generated", "nonfinite_skipped"):
+        assert same(deployed[key], inproc[key]), key
+    assert any(r.get("synthetic") for r in inproc["train"])  # something was learnt from what crossed
