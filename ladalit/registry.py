@@ -30,9 +30,9 @@ ROLES: dict[str, str] = {
     "socratic_cot": "ladalit.baselines.reasoning:SOCRATIC_COT",
     "rstar": "ladalit.baselines.reasoning:RSTAR",
     "wasp": "ladalit.baselines.wasp:ROLES",
+    "fedmkt": "ladalit.baselines.fedmkt:ROLES",
 }
 RUNNERS: dict[str, str] = {
-    "fedmkt": "ladalit.baselines.fedmkt:run_fedmkt",
 }
 ORDER = ("lada", "standalone", "fedkd", "fedmkt", "wasp", "sft_cot", "socratic_cot", "rstar")
 METHODS: dict[str, str] = {m: {**ROLES, **RUNNERS}[m] for m in ORDER}

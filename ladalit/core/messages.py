@@ -31,8 +31,10 @@ The other methods with roles (ladalit/registry.py), server → client ⇒ reply:
                   CompletionAnswers(t, ids, letters)            ⇒ Ready
     WASP          SyntheticSamples(t, questions, targets)       ⇒ Votes
                   SampleWeights(t, w) (weights=global), else EndRound(t) ⇒ Ready
+    FedMKT        PublicTexts(t, new answers, round 1: vocab)   ⇒ TopKLogits (round 1: with its vocab)
+                  TopKLogits(t, the server's, when changed)     ⇒ Ready
+                  EndRound(t)                                   ⇒ Ready
 
-FedMKT, still run by a runner, sends its kinds one way (`Channel.send`): ServerAnswers, TopKLogits.
 """
 from __future__ import annotations
 
@@ -170,10 +172,20 @@ class ClientAnswers:
     cut: list[int] = field(default_factory=list)
 
 
-# ----------------------------------------------------------------------------- the baselines (one way)
+# ----------------------------------------------------------------------------- the baselines
+@message("public_texts")
+class PublicTexts:
+    """FedMKT: start round t. `texts`: the server's answers on D_p, the texts both sides score (only when they are
+    new; empty: keep the last); `vocab`: the server's token strings (round 1), which the client aligns with."""
+    round: int
+    texts: list[str] = field(default_factory=list)
+    vocab: list[str] = field(default_factory=list)
+
+
 @message("topk_logits")
 class TopKLogits:
-    """FedMKT: per public sample, the top-k logits of a participant's distribution over its answer tokens."""
+    """FedMKT: per public sample, the top-k logits of a participant's distribution over its answer tokens;
+    `vocab`: the sender's token strings, the first time a client sends (the server aligns with them)."""
     round: int
     ids: list[str]
     lengths: torch.Tensor
@@ -181,6 +193,7 @@ class TopKLogits:
     values: torch.Tensor
     indices: torch.Tensor
     ce: torch.Tensor
+    vocab: list[str] = field(default_factory=list)
 
 
 @message("synthetic_samples")
@@ -284,5 +297,5 @@ class LocalRound:
 
 # the message that starts a client's round (a site restores round t-1), and a client's last message of a round (a
 # site replies with its RoundReport); SFT-CoT's and Socratic-CoT's round 1 is one message, as LocalRound is
-ROUND_STARTS = (ClientRound, LocalRound, ServerRationales, AskTrajectories, SyntheticSamples)
+ROUND_STARTS = (ClientRound, LocalRound, ServerRationales, AskTrajectories, SyntheticSamples, PublicTexts)
 ROUND_ENDS = (EndRound, LocalRound, ServerRationales, CompletionAnswers, SampleWeights)

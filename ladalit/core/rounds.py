@@ -14,6 +14,7 @@ roles in this process and evaluates every participant (`evaluate_all`); a deploy
 """
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -94,10 +95,18 @@ def merge_counters(clients: dict, own: dict) -> dict:
                                 if c.get("bound_hits") is not None},
                              **{f"server:{k}": v for k, v in own["bound_hits"].items()}}
     for c in [*clients.values(), own]:  # a method's own counters (dicts: rStar's per round and client) merged
-        for key, v in c.items():
-            if key not in ("nonfinite_skipped", "responses_generated", "bound_hits"):
-                out.setdefault(key, {}).update(v)
+        merge_into(out, {k: v for k, v in c.items() if k not in ("nonfinite_skipped", "responses_generated",
+                                                                  "bound_hits")})
     return out
+
+
+def merge_into(out: dict, more: dict) -> None:
+    """`more` merged into `out`, dicts key by key at every depth (FedMKT's {"teacher_chosen": {"t:name": ..}})."""
+    for key, v in more.items():
+        if isinstance(v, dict) and isinstance(out.get(key), dict):
+            merge_into(out[key], v)
+        else:
+            out[key] = copy.deepcopy(v)
 
 
 # ----------------------------------------------------------------------------- checkpoints

@@ -73,3 +73,13 @@ def test_a_snapshot_puts_every_role_the_results_and_the_channel_back():
     again, results2, channel2 = Server([]), Results(), Channel()
     restore(state, {"server": again}, results2, channel2)
     assert again.trained == 1 and results2.train == results.train
+
+
+def test_a_methods_own_counters_are_merged_key_by_key_at_every_depth():
+    clients = {"c1": {"nonfinite_skipped": [], "fedmkt": {"chosen": {"1:c1": 0.5}}, "rstar": {"1:c1": {"n": 1}}},
+               "c2": {"nonfinite_skipped": [], "fedmkt": {"chosen": {"1:c2": 0.25}}, "rstar": {"1:c2": {"n": 2}}}}
+    own = {"nonfinite_skipped": [], "fedmkt": {"chosen": {"1:server": {"c1": 1.0}}, "aligned": {"1:server": None}}}
+    assert merge_counters(clients, own) == {
+        "nonfinite_skipped": [], "rstar": {"1:c1": {"n": 1}, "1:c2": {"n": 2}},
+        "fedmkt": {"chosen": {"1:c1": 0.5, "1:c2": 0.25, "1:server": {"c1": 1.0}}, "aligned": {"1:server": None}}}
+    assert clients["c1"]["fedmkt"] == {"chosen": {"1:c1": 0.5}}  # the roles' own counters are left as they are

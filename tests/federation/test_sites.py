@@ -110,11 +110,9 @@ def test_raise_stops_with_the_last_round_checkpointed_and_resume_agrees(runs):
         assert same(deployed[key], inproc[key]), key
 
 
-def test_a_deployment_needs_a_split_method_and_lada_per_round(tmp_path):
+def test_a_lada_deployment_needs_per_round(tmp_path):
     with pytest.raises(ConfigError, match="federation.protocol"):
         serve(smoke(tmp_path), None, tmp_path)
-    with pytest.raises(ConfigError, match="'method': 'fedmkt' does not run on a deployment yet"):
-        serve(smoke(tmp_path, "method=fedmkt"), None, tmp_path)
 
 
 @pytest.mark.parametrize("method", ["standalone", "fedkd"])  # every method with roles beside LaDa (the fixture)
@@ -165,3 +163,20 @@ def test_wasp_on_a_deployment_gives_the_in_process_results(tmp_path, monkeypatch
     for key in ("accuracy", "train", "selection", "wasp", "responses_generated", "nonfinite_skipped"):
         assert same(deployed[key], inproc[key]), key
     assert any(r.get("synthetic") for r in inproc["train"])  # something was learnt from what crossed
+
+
+def test_fedmkt_on_a_deployment_gives_the_in_process_results(tmp_path, monkeypatch):
+    """With tests/baselines/test_fedmkt.py's canned answers and client1 on its own byte-level BPE: the
+    vocabularies cross once, the sites keep the server's top-k and their own between messages."""
+    from ladalit.baselines import fedmkt
+    from tests.baselines.test_fedmkt import SHORT, CannedAnswers, synthetic_bpe_dir
+    monkeypatch.setattr(fedmkt, "ResponseCache", CannedAnswers)
+    extra = ["method=fedmkt", "eval.shots=[0]", "eval.limit=4", "data.public_size=8", "data.train_per_client=8", *SHORT]
+    bpe = synthetic_bpe_dir(tmp_path, smoke(tmp_path, *extra))
+    extra.append(f"clients.client1.model.tokenizer={bpe}")
+    _, inproc = execute(smoke(tmp_path, *extra, "run_name=inproc"), quiet=True)
+    cfg = smoke(tmp_path, *extra, "run_name=deployed")
+    _, deployed = serve(cfg, local_federation(tmp_path, cfg), tmp_path / "fed" / "server")
+    for key in ("accuracy", "train", "fedmkt", "responses_generated", "nonfinite_skipped"):
+        assert same(deployed[key], inproc[key]), key
+    assert {r["participant"] for r in inproc["train"] if "kd_loss" in r} == {"server", "client1", "client2"}
