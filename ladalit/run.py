@@ -114,11 +114,8 @@ def execute(cfg, quiet: bool = False, status: dict | None = None, conf: str = ""
     with Progress(quiet=quiet) as progress:
         if start_round == 1:
             evaluate_round0(exp, results, tracker, channel, progress)
-        if roles is not None:  # the method's roles over the one round loop
-            extra = run_in_process(roles, exp, channel, results, tracker, start_round, state, on_round_end, progress)
-        else:
-            extra = registry.runner(cfg.method)(exp, channel, results, tracker=tracker, start_round=start_round,
-                                                state=state, on_round_end=on_round_end, progress=progress)
+        # the method's roles over the one round loop
+        extra = run_in_process(roles, exp, channel, results, tracker, start_round, state, on_round_end, progress)
     if not writer:
         return run_dir, {}
     analysis = controls.rows() if controls is not None else None

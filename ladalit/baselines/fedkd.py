@@ -49,9 +49,9 @@ class FedKDServer(LocalRoundsServer):
     """FedKD's server role: round 1 sends the LLM's answers on all of D_p (generated once; it is not trained),
     or the teacher hook's (the gold-teacher control, ladalit.core.hooks)."""
 
-    def __init__(self, cfg, participant, public, transport, progress=None, hooks: Hooks | None = None):
-        super().__init__(cfg, transport)
-        self.participant, self.public, self.progress, self.hooks = participant, public, progress, hooks or Hooks()
+    def __init__(self, cfg, fabric, participant, public, transport, progress=None, hooks: Hooks | None = None):
+        super().__init__(cfg, transport, fabric, participant)
+        self.public, self.progress, self.hooks = public, progress, hooks or Hooks()
 
     def run_round(self, t: int) -> None:
         if t > 1:
@@ -66,7 +66,7 @@ class FedKDServer(LocalRoundsServer):
 
 
 def fedkd_server(cfg, fabric, participant, public, transport, progress=None, hooks=None) -> FedKDServer:
-    return FedKDServer(cfg, participant, public, transport, progress, hooks)
+    return FedKDServer(cfg, fabric, participant, public, transport, progress, hooks)
 
 
 def fedkd_client(cfg, fabric, name, seat, participant, private, public, progress=None, hooks=None) -> FedKDClient:

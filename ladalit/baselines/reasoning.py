@@ -182,9 +182,9 @@ class TargetsServer(LocalRoundsServer):
     and sent in round 1 (`message`: only the kept ones cross); later rounds only start the clients' epochs.
     `make_targets(server)` returns (ids kept, targets, stats)."""
 
-    def __init__(self, cfg, participant, public, transport, progress, message, make_targets):
-        super().__init__(cfg, transport)
-        self.participant, self.public, self.progress = participant, public, progress or Progress(quiet=True)
+    def __init__(self, cfg, fabric, participant, public, transport, progress, message, make_targets):
+        super().__init__(cfg, transport, fabric, participant)
+        self.public, self.progress = public, progress or Progress(quiet=True)
         self.message, self.make_targets, self.stats = message, make_targets, {}
 
     def run_round(self, t: int) -> None:
@@ -198,9 +198,10 @@ class TargetsServer(LocalRoundsServer):
         return {"nonfinite_skipped": [], self.message.kind: self.stats}
 
     def state_dict(self) -> dict:
-        return {"stats": self.stats}
+        return super().state_dict() | {"stats": self.stats}
 
     def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
         self.stats = dict(state["stats"])
 
 
@@ -230,7 +231,7 @@ def socratic_targets(server):
 
 def targets_roles(message, what: str, make_targets) -> MethodRoles:
     def server(cfg, fabric, participant, public, transport, progress=None, hooks=None):
-        return TargetsServer(cfg, participant, public, transport, progress, message, make_targets)
+        return TargetsServer(cfg, fabric, participant, public, transport, progress, message, make_targets)
 
     def client(cfg, fabric, name, seat, participant, private, public, progress=None, hooks=None):
         return TargetsClient(cfg, fabric, name, participant, private, public, what)
@@ -353,9 +354,9 @@ class RStarServer(LocalRoundsServer):
     round's questions, completes them with the LLM, and sends back the letter each completion reaches ("" if
     none)."""
 
-    def __init__(self, cfg, participant, public, transport):
-        super().__init__(cfg, transport)
-        self.participant, self.by_id, self.public = participant, {x.id: x for x in public}, public
+    def __init__(self, cfg, fabric, participant, public, transport):
+        super().__init__(cfg, transport, fabric, participant)
+        self.by_id, self.public = {x.id: x for x in public}, public
         self.n_opt = _num_options(cfg, public)
 
     def run_round(self, t: int) -> None:
@@ -371,7 +372,7 @@ class RStarServer(LocalRoundsServer):
 
 
 def rstar_server(cfg, fabric, participant, public, transport, progress=None, hooks=None) -> RStarServer:
-    return RStarServer(cfg, participant, public, transport)
+    return RStarServer(cfg, fabric, participant, public, transport)
 
 
 def rstar_client(cfg, fabric, name, seat, participant, private, public, progress=None, hooks=None) -> RStarClient:

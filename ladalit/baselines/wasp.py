@@ -39,7 +39,7 @@ import re
 
 import torch
 
-from ladalit.baselines.standalone import PrivateClient
+from ladalit.baselines.standalone import LocalRoundsServer, PrivateClient
 from ladalit.core.config import WASPConfig
 from ladalit.core.messages import EndRound, ProtocolError, Ready, SampleWeights, SyntheticSamples, Votes
 from ladalit.data.records import LETTERS, MCRecord
@@ -186,15 +186,15 @@ def _synthesise(cfg, server, public: list[MCRecord], t: int, good: list[MCRecord
     return [x for x, _ in kept], [y for _, y in kept], stats
 
 
-class WASPServer:
+class WASPServer(LocalRoundsServer):
     """WASP's server role, steps 1, 2 and 4 of the module docstring. Per round: SyntheticSamples(t, the kept
     samples; empty when none) ⇒ Votes (the round starts: round 1 after the client's private SFT); then
     SampleWeights(t, w) ⇒ Ready with `weights=global` and samples, else EndRound(t) ⇒ Ready (the client trains
     then). The LLM is not trained."""
 
-    def __init__(self, cfg, participant, public, transport, progress=None):
-        self.cfg, self.participant, self.public, self.transport = cfg, participant, list(public), transport
-        self.progress, self.results = progress or Progress(quiet=True), Results()
+    def __init__(self, cfg, fabric, participant, public, transport, progress=None):
+        super().__init__(cfg, transport, fabric, participant)
+        self.public, self.progress = list(public), progress or Progress(quiet=True)
         self.cache = ResponseCache(cfg.generation.max_new_tokens, cfg.generation.batch_size, self.progress)
         self.good: list[MCRecord] = []
         self.bad: list[MCRecord] = []
@@ -223,14 +223,13 @@ class WASPServer:
         return {"nonfinite_skipped": [], "responses_generated": self.cache.generated, "wasp": self.stats}
 
     def state_dict(self) -> dict:
-        return {"good": self.good, "bad": self.bad, "stats": self.stats, "generated": self.cache.generated}
+        return super().state_dict() | {"good": self.good, "bad": self.bad, "stats": self.stats,
+                                       "generated": self.cache.generated}
 
     def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
         self.good, self.bad, self.stats = list(state["good"]), list(state["bad"]), dict(state["stats"])
         self.cache.generated = state["generated"]
-
-    def close(self) -> None:
-        pass
 
 
 # ----------------------------------------------------------------------------- the client role
@@ -304,7 +303,7 @@ class WASPClient(PrivateClient):
 
 
 def wasp_server(cfg, fabric, participant, public, transport, progress=None, hooks=None) -> WASPServer:
-    return WASPServer(cfg, participant, public, transport, progress)
+    return WASPServer(cfg, fabric, participant, public, transport, progress)
 
 
 def wasp_client(cfg, fabric, name, seat, participant, private, public, progress=None, hooks=None) -> WASPClient:

@@ -3,12 +3,13 @@ clients reached only through a transport of bytes (ladalit.federation.transport)
 
 It is `ladalit.run.execute` with the clients elsewhere. The server holds ψ, D_p and its own evaluation set,
 read from SERVER_DATA (public.jsonl, eval.jsonl; `ladalit.federation.prepare` writes them for a local
-federation); no client's private path or record is here. Around LaDa's protocol it sends, per client:
+federation); no client's private path or record is here. Around the method's protocol it sends, per client:
 
     Join(config, D_p) ⇒ RoundReport   (to every node: which client it is, from the node's own config;
                                        round 0: the client evaluates itself, before any transfer)
-    ... the method's rounds (LaDa: federation.protocol=per_round, ladalit.core.messages); the client's
-    last reply of a round is its RoundReport: its rows of results of round t, and its scores ...
+    ... the method's rounds (its roles, ladalit/registry.py, over the one round loop; LaDa's needs
+    federation.protocol=per_round; ladalit.core.messages); the client's last reply of a round is its
+    RoundReport: its rows of results of round t, and its scores ...
 
 Every crossing is counted on the channel; results.json adds `failed_clients` and `engine`.
 A resumed server (resume=true) sends Join again and goes on from its checkpoint's round; each site starts
@@ -40,11 +41,8 @@ from ladalit.run import run_dir_for
 
 
 def method_roles(cfg):
-    """The method's roles (ladalit/registry.py); ConfigError where it has none, or a setting it cannot deploy with."""
+    """The method's roles (ladalit/registry.py); ConfigError for a setting it cannot run with on a deployment."""
     roles = registry.roles(cfg.method)
-    if roles is None:
-        have = ", ".join(m for m in registry.METHODS if m in registry.ROLES)
-        raise ConfigError(f"config key 'method': {cfg.method!r} does not run on a deployment yet ({have} do)")
     roles.check_deployment(cfg)
     return roles
 
@@ -75,7 +73,8 @@ def join(transport, cfg, run_name: str, public, evaluate: bool) -> dict:
 
 
 def serve(cfg, transport, server_data: Path, quiet: bool = True) -> tuple[Path, dict]:
-    """Run LaDa with the clients behind `transport` (a SiteTransport); returns the run dir and results.json."""
+    """Run the method's roles with the clients behind `transport` (a SiteTransport), over the one round loop
+    (ladalit.core.rounds); returns the run dir and results.json."""
     roles = method_roles(cfg)
     quiet_transformers(cfg.verbose)
     run_dir = run_dir_for(cfg)
@@ -101,28 +100,36 @@ def serve(cfg, transport, server_data: Path, quiet: bool = True) -> tuple[Path, 
             rejoined = list(channel.messages)  # this start's Join crossed too
             counters = restore(ckpt, server, results, channel, transport)
             channel.messages += rejoined
-        reports: dict = {}
-
-        def gather(t: int) -> None:
-            """The round's rows as the in-process run orders them: the clients' (in config order), the server's."""
-            reports.clear()
-            reports.update(transport.take_reports(t))
-            counters.update({k: r.counters for k, r in reports.items()})
-            add_reports(results, reports)
-            gather_rows(results, [server])
-
-        def end(t: int, seconds: float) -> None:
-            transport.round_seconds.append({"round": t, "seconds": seconds})
-            save_checkpoint(run_dir, t, snapshot(server, results, channel, counters, transport))
-            results.save(run_dir, cfg, channel, extra=extras(server, counters, transport))
-
-        run_rounds(RoundLoop(cfg, server, results, channel, gather,
-                             lambda t: evaluate_reports(cfg, results, t, reports, participant, eval_set),
-                             end, tracker, progress), start)
+        run_rounds(deployment_loop(cfg, server, results, transport, counters, (participant, eval_set), run_dir,
+                                   tracker, progress), start)
     server.close()
     out = results.save(run_dir, cfg, channel, extra=extras(server, counters, transport))
     tracker.finish(results, write_plots(out, run_dir))
     return run_dir, out
+
+
+def deployment_loop(cfg, server, results: Results, transport, counters: dict, evaluation, run_dir: Path, tracker,
+                    progress) -> RoundLoop:
+    """The round loop (ladalit.core.rounds) on a deployment: a round's rows are the clients' RoundReports (in
+    config order) then the server role's, as the in-process run orders them; the scores the clients' and the
+    server's own (`evaluation`: its participant and evaluation set); the end of a round its checkpoint."""
+    reports: dict = {}
+    channel = transport.channel
+
+    def gather(t: int) -> None:
+        reports.clear()
+        reports.update(transport.take_reports(t))
+        counters.update({k: r.counters for k, r in reports.items()})
+        add_reports(results, reports)
+        gather_rows(results, [server])
+
+    def end(t: int, seconds: float) -> None:
+        transport.round_seconds.append({"round": t, "seconds": seconds})
+        save_checkpoint(run_dir, t, snapshot(server, results, channel, counters, transport))
+        results.save(run_dir, cfg, channel, extra=extras(server, counters, transport))
+
+    return RoundLoop(cfg, server, results, channel, gather,
+                     lambda t: evaluate_reports(cfg, results, t, reports, *evaluation), end, tracker, progress)
 
 
 def add_reports(results: Results, reports: dict) -> None:

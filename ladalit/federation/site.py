@@ -1,5 +1,5 @@
-"""A client's site in a deployment: it answers the server's messages with the client role (LaDa's
-ladalit.method.client), holding its own private data, model and local state.
+"""A client's site in a deployment: it answers the server's messages with the method's client role
+(ladalit/registry.py; LaDa's: ladalit.method.client), holding its own private data, model and local state.
 
 The client learns who it is and where its data are from its own node config, never from the server:
 
@@ -199,10 +199,8 @@ class ClientSite:
 
 
 def client_role(cfg, fabric, name: str, participant, private, public):
-    """The method's client role (ladalit/registry.py; the deployable methods have roles)."""
+    """The method's client role (ladalit/registry.py)."""
     roles = registry.roles(cfg.method)
-    if roles is None:
-        raise ProtocolError(f"client '{name}': method {cfg.method!r} has no roles to run on a deployment")
     return roles.client(cfg, fabric, name, list(cfg.clients).index(name), participant, private,
                         roles.public(cfg, public), None, None)
 
