@@ -6,6 +6,7 @@ of what each run produced, so that a refactoring can show that it changed nothin
     python -m benchmarks.behaviour_diff OUT_DIR rounds=1 --conf demo.yaml --methods lada   # another config
     python -m benchmarks.behaviour_diff --compare A/digest.json B/digest.json   # "identical" or the differences
     python -m benchmarks.behaviour_diff --compare A B --ignore-key init_args   # less a key a change added
+    python -m benchmarks.behaviour_diff --compare A B --unordered train   # the rows under `train` as a multiset
 
 Per method the digest holds: results.json less the fields that name the run or the clock (the run's own
 output_dir/run_name and any key about time); the rows of predictions.jsonl, selections.jsonl and
@@ -122,11 +123,24 @@ def drop_keys(obj, names: set[str]):
     return obj
 
 
-def compare(a_path: Path, b_path: Path, ignore: list[str] | None = None) -> int:
-    a, b = (drop_keys(json.loads(p.read_text()), set(ignore or ())) for p in (a_path, b_path))
+def sort_rows(obj, names: set[str]):
+    """obj with the lists under dict keys in `names` sorted (by their canonical JSON), at any depth: the same
+    rows in another order compare equal (e.g. a change that gathers a round's rows per client)."""
+    if isinstance(obj, dict):
+        return {k: sorted(v, key=lambda r: json.dumps(r, sort_keys=True)) if k in names and isinstance(v, list)
+                else sort_rows(v, names) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [sort_rows(v, names) for v in obj]
+    return obj
+
+
+def compare(a_path: Path, b_path: Path, ignore: list[str] | None = None, unordered: list[str] | None = None) -> int:
+    a, b = (sort_rows(drop_keys(json.loads(p.read_text()), set(ignore or ())), set(unordered or ()))
+            for p in (a_path, b_path))
     diffs = differences(a, b)
     if not diffs:
         less = f", less keys named {', '.join(ignore)}" if ignore else ""
+        less += f", rows of {', '.join(unordered)} in any order" if unordered else ""
         print(f"identical: {', '.join(sorted(a))} ({a_path} vs {b_path}{less})")
         return 0
     print(f"different ({a_path} vs {b_path}); first differences:")
@@ -143,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--compare", nargs=2, type=Path, metavar=("A", "B"), help="two digest.json files")
     p.add_argument("--ignore-key", nargs="*", default=[], metavar="NAME",
                    help="with --compare: leave out dict keys of these names, at any depth")
+    p.add_argument("--unordered", nargs="*", default=[], metavar="NAME",
+                   help="with --compare: the lists under dict keys of these names compare as multisets of rows")
     p.add_argument("overrides", nargs="*", default=[], help="extra key=value settings for every run")
     args = p.parse_args(argv)
     if args.compare:
@@ -150,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         if missing:
             print(f"error: no such digest: {missing[0]}", file=sys.stderr)
             return 2
-        return compare(*args.compare, ignore=args.ignore_key)
+        return compare(*args.compare, ignore=args.ignore_key, unordered=args.unordered)
     if args.out is None:
         print("error: give OUT_DIR, or --compare A B", file=sys.stderr)
         return 2

@@ -161,11 +161,10 @@ def run_method(cfg, keep_payloads: bool = False, data=None, on_round=None) -> Me
     loop's `on_round_end`) and the evaluation time inside it; `on_round(t)` is called
     at each round end, after the time is taken.
     """
-    from ladalit.core import experiment
-    from ladalit.method import lada
+    from ladalit import registry
+    from ladalit.core import experiment, rounds
     from ladalit.core.channel import Channel
     from ladalit.core.results import Results
-    from ladalit.registry import runner as method_runner
 
     t0 = time.perf_counter()
     with contextlib.ExitStack() as stack:
@@ -177,9 +176,9 @@ def run_method(cfg, keep_payloads: bool = False, data=None, on_round=None) -> Me
     build_s = time.perf_counter() - t0
     channel, results = Channel(keep_payloads=keep_payloads), Results()
     rec = MethodRun(cfg, exp, channel, results, {}, {}, build_s=build_s)
-    runner = method_runner(cfg.method)
+    roles = registry.roles(cfg.method)
     eval_acc = [0.0, 0.0]
-    orig_eval = lada.evaluate_all
+    orig_eval = rounds.evaluate_all
 
     def timed_eval(*a, **k):
         s, c = time.perf_counter(), time.process_time()
@@ -202,14 +201,12 @@ def run_method(cfg, keep_payloads: bool = False, data=None, on_round=None) -> Me
             on_round(t)
         marks.append((time.perf_counter(), time.process_time()))  # the callback's own time is not in the next round
 
-    lada.evaluate_all = timed_eval
+    rounds.evaluate_all = timed_eval  # the round loop's evaluation (ladalit.core.rounds)
     try:
-        if cfg.method == "lada":
-            rec.extra = runner(exp, channel, results, on_round_end=on_round_end)
-        else:
-            rec.extra = runner(exp, channel, results)
+        rec.extra = rounds.run_in_process(roles, exp, channel, results,
+                                          on_round_end=on_round_end if cfg.method == "lada" else None)
     finally:
-        lada.evaluate_all = orig_eval
+        rounds.evaluate_all = orig_eval
     rec.total_s = time.perf_counter() - t0
     with tempfile.TemporaryDirectory() as d:
         rec.out = results.save(Path(d), cfg, channel, extra=rec.extra)

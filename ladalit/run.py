@@ -27,6 +27,7 @@ from ladalit.core.evaluation import evaluate_all
 from ladalit.reporting.export import export_participants
 from ladalit.scale.strategy import is_sharded
 from ladalit.core.channel import Channel
+from ladalit.core.rounds import run_in_process
 from ladalit.core.budgets import check_budgets
 from ladalit.core import experiment  # experiment.build_experiment: tests substitute it
 from ladalit.demo.controls import Controls, analysis_on, replay_sizes  # the harness's controls (analysis only)
@@ -109,12 +110,12 @@ def execute(cfg, quiet: bool = False, status: dict | None = None, conf: str = ""
         status["round"] = t
         fabric.barrier()
 
-    runner = registry.runner(cfg.method)
+    roles = registry.roles(cfg.method)
     with Progress(quiet=quiet) as progress:
         if start_round == 1:
             evaluate_round0(exp, results, tracker, channel, progress)
-        extra = runner(exp, channel, results, tracker=tracker, start_round=start_round, state=state,
-                       on_round_end=on_round_end, progress=progress)
+        # the method's roles over the one round loop
+        extra = run_in_process(roles, exp, channel, results, tracker, start_round, state, on_round_end, progress)
     if not writer:
         return run_dir, {}
     analysis = controls.rows() if controls is not None else None

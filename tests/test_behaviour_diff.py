@@ -39,3 +39,17 @@ def test_compare_can_leave_out_a_key_a_change_added(tmp_path, capsys):
     assert "/m/config/init_args: only in B" in capsys.readouterr().out
     assert bd.main(["--compare", str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--ignore-key", "init_args"]) == 0
     assert "less keys named init_args" in capsys.readouterr().out
+
+
+def test_compare_can_take_the_rows_of_a_key_in_any_order_but_not_other_rows(tmp_path, capsys):
+    rows = [{"round": 0, "participant": "client1"}, {"round": 0, "participant": "client2"}]
+    (tmp_path / "a.json").write_text(json.dumps({"m": {"train": rows, "other": rows}}))
+    (tmp_path / "b.json").write_text(json.dumps({"m": {"train": rows[::-1], "other": rows}}))
+    (tmp_path / "c.json").write_text(json.dumps({"m": {"train": rows[:1] * 2, "other": rows}}))
+    assert bd.main(["--compare", str(tmp_path / "a.json"), str(tmp_path / "b.json")]) == 1
+    capsys.readouterr()
+    assert bd.main(["--compare", str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--unordered", "train"]) == 0
+    assert "rows of train in any order" in capsys.readouterr().out
+    assert bd.main(["--compare", str(tmp_path / "a.json"), str(tmp_path / "c.json"), "--unordered", "train"]) == 1
+    (tmp_path / "d.json").write_text(json.dumps({"m": {"train": rows, "other": rows[::-1]}}))
+    assert bd.main(["--compare", str(tmp_path / "a.json"), str(tmp_path / "d.json"), "--unordered", "train"]) == 1

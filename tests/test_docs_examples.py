@@ -54,7 +54,7 @@ def test_wide_filter_example_is_the_filter_lada_trains(tmp_path, examples, monke
 
 def test_decay_example_runs_as_a_registered_method_and_resumes(tmp_path, examples, monkeypatch):
     # the one line the page adds to ladalit/registry.py; the config takes its allowed values from it at import
-    monkeypatch.setitem(METHODS, "decay", "decay:run_decay")
+    monkeypatch.setitem(METHODS, "decay", "decay:ROLES")
     monkeypatch.setitem(C.CHOICES, "method", (*C.CHOICES["method"], "decay"))
     import ladalit.baselines.standalone as standalone
     epochs = []
@@ -66,9 +66,12 @@ def test_decay_example_runs_as_a_registered_method_and_resumes(tmp_path, example
 
     monkeypatch.setattr(standalone, "supervised_finetune", spy)
     fresh = smoke(tmp_path, "method=decay", "rounds=2", name="fresh")
+    cfg_clients = list(fresh["config"]["clients"])
     assert epochs == [4, 4, 2, 2]  # two clients, 4 epochs in round 1, then halved
     assert fresh["config"]["method"] == "decay" and {r["round"] for r in fresh["accuracy"]} == {0, 1, 2}
-    assert fresh["communication"] == [] and fresh["communication_mb_total"] == 0  # nothing crossed the channel
+    # nothing crossed the channel but each round's start (LocalRound) and the clients' Ready
+    assert {(r["round"], r["client"]) for r in fresh["communication"]} == {(t, k) for t in (1, 2) for k in cfg_clients}
+    assert all(r["bytes"] < 100 and r["answers_sent"] == 0 for r in fresh["communication"])
     epochs.clear()
     smoke(tmp_path, "method=decay", "rounds=1", name="resumed")
     resumed = smoke(tmp_path, "method=decay", "rounds=2", "resume=true", name="resumed")

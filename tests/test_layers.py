@@ -8,7 +8,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "ladalit"
 
 # Bottom first. A module imports only from its own layer or the ones before it.
 LAYERS = [
-    "ladalit.registry",    # method names -> "module:function", imported lazily by name: no ladalit imports
+    "ladalit.registry",    # method names -> "module:NAME" of their roles, imported lazily by name: no ladalit imports
     "ladalit.data",        # records, loaders, the federated split
     "ladalit.scale",       # FSDP2, offload, data parallel rows, vLLM, model shapes
     "ladalit.core",        # what every method runs on: config, participants, training, messages, results

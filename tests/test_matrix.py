@@ -170,7 +170,8 @@ def test_tiny_real_matrix_on_smoke(tmp_path, capsys):
     assert all(line.split(" | ")[4] == "n/a" for line in body)  # the unknown method
     comm = list(csv.DictReader(io.StringIO((out / "communication.csv").read_text())))
     by = {r["variant"]: r for r in comm}
-    assert float(by["standalone"]["total_mb_mean"]) == 0.0 and float(by["fedkd"]["down_mb_mean"]) > 0
+    # Standalone sends only each round's start and the clients' Ready (a few hundred bytes); FedKD the answers
+    assert 0 < float(by["standalone"]["total_mb_mean"]) < float(by["fedkd"]["down_mb_mean"])
     assert by["nosuch"]["total_mb_mean"] == ""
 
     # resumable: a second pass finds both runs complete and runs nothing

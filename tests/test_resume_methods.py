@@ -20,7 +20,7 @@ def in_process(out, name, method, *extra):
 
 @pytest.mark.parametrize("method", list(registry.METHODS))
 def test_every_method_run_for_one_round_then_resumed_to_two_equals_a_fresh_two_round_run(method, tmp_path, capsys):
-    """The runner contract (ladalit.registry): a checkpoint after round 1 holds all a method carries
+    """The round loop (ladalit.core.rounds): a checkpoint after round 1 holds all a method's roles carry
     (weights, optimizers, references, received answers, carried state, results, channel), so round 2 after
     a resume is the round 2 of an uninterrupted run: accuracy, train rows, selections, bytes."""
     fresh = in_process(tmp_path, "fresh", method, "rounds=2")

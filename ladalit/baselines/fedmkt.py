@@ -15,7 +15,13 @@ The public questions are unlabeled, so the text both sides score is the server's
 answer to each public question (generated once with `ResponseCache`, sent down once,
 like FedKD). Only sparse top-k crosses the channel: fp16 values and int32 vocabulary
 indices per response token, the int32 token ids (so the receiver can align without
-re-tokenising), and one fp32 cross-entropy per example.
+re-tokenising), and one fp32 cross-entropy per example; and, once (round 1), each side's
+token strings, from which the other maps its ids (`token_alignment.table_mapping`).
+
+The roles (`ROLES`, ladalit/registry.py; run in this process and on a deployment alike), per round:
+PublicTexts(t, the answers when new, round 1: the server's vocabulary) ⇒ the client's TopKLogits
+(round 1: with its vocabulary); the server's TopKLogits when it changed ⇒ Ready; EndRound(t) ⇒ Ready
+after the client's own min-CE choice and training.
 
 Cross-tokenizer transfer (token strings, alignment, vocabulary mapping): `ladalit.baselines.token_alignment`.
 """
@@ -27,13 +33,14 @@ from typing import Sequence
 
 import torch
 
-from ladalit.baselines.standalone import end_round, private_sft, resume_state, round_state
-from ladalit.baselines.token_alignment import TokenTable, align_tokens, token_table, vocab_mapping
-from ladalit.core.channel import DOWN, UP, Channel
-from ladalit.core.messages import ServerAnswers, TopKLogits, as_dict
+from ladalit.baselines.standalone import PrivateClient
+from ladalit.baselines.token_alignment import TokenTable, align_tokens, table_mapping, table_of_strings, token_table
+from ladalit.core.checkpoint import load_optimizer_state, load_participant_state, optimizer_state, participant_state
+from ladalit.core.messages import EndRound, ProtocolError, PublicTexts, Ready, TopKLogits, as_dict
 from ladalit.core.responses import ResponseCache
 from ladalit.core.prompts import zero_shot_prompt
 from ladalit.core.results import Results
+from ladalit.core.roles import MethodRoles
 from ladalit.core.training import NonFiniteGuard, RowLoss, minibatches, train_rows
 
 
@@ -249,90 +256,167 @@ def choose_targets(mine: TopK, own_table: TokenTable, teachers: list[tuple[TopK,
     return targets, choice, (aligned / positions if positions else math.nan)
 
 
-# ----------------------------------------------------------------------------- the loop
-def run_fedmkt(exp, channel: Channel, results: Results, tracker=None, start_round: int = 1, state=None,
-               on_round_end=None, progress=None) -> dict:
-    """FedMKT through the same data split, evaluation and channel as every method (SPEC §8)."""
-    cfg, fabric = exp.cfg, exp.fabric
-    opts = cfg.fedmkt  # validated with the run config (ladalit.core.config)
-    guard, optimizers = NonFiniteGuard(cfg.on_nonfinite), {}
-    server, clients, public = exp.server, exp.clients, exp.data.public
-    sample_ids = [x.id for x in public]
-    prompts = [zero_shot_prompt(x) for x in public]
-    cache = ResponseCache(cfg.generation.max_new_tokens, cfg.generation.batch_size)
-    tables = {"server": token_table(server.tokenizer), **{k: token_table(c.tokenizer) for k, c in clients.items()}}
-    cache_dir = opts.vocab_cache_dir or None
-    # sender id -> receiver id, once per tokenizer pair
-    to_server = {k: vocab_mapping(c.tokenizer, server.tokenizer, cache_dir, opts.vocab_window)
-                 for k, c in clients.items()}
-    to_client = {k: vocab_mapping(server.tokenizer, c.tokenizer, cache_dir, opts.vocab_window)
-                 for k, c in clients.items()}
-    stats = {"teacher_chosen": {}, "aligned_fraction": {}}
-    server_answers: list[str] | None = None
-    received: dict[str, list[str]] = {}
-    server_top: TopK | None = None  # the server's top-k, valid until it trains or the texts change
-    version, down = 0, {}  # server_top's version; what each client last received: (version, TopK)
-    if state is not None:  # resume: what both sides carry from round to round
-        resume_state(exp, state, guard, optimizers, results, channel)
-        carried = state["fedmkt"]
-        server_answers, received, server_top = carried["server_answers"], carried["received"], carried["server_top"]
-        version, down, stats = carried["version"], carried["down"], carried["stats"]
-        cache.generated = state["counters"]["responses_generated"]
-    if "server" not in optimizers:
-        optimizers["server"] = fabric.setup_optimizers(server.configure_optimizers())
+# ----------------------------------------------------------------------------- the roles
+def _stat(frac: float):
+    return None if math.isnan(frac) else frac
 
-    def snap(p, texts):
-        return snapshot(p, prompts, texts, opts.top_k, p.train_cfg.batch_size, opts.ce_normalise)
 
-    for t in range(start_round, cfg.rounds + 1):
-        # ---------------------------------------------------------------- public texts (the server's answers)
-        if server_answers is None or opts.regenerate:
-            cache.drop_before(t)
-            server_answers = cache.get(t, server, public)
-            received = {k: channel.send(t, DOWN, k, ServerAnswers(t, server_answers)).texts for k in clients}
-            server_top, version = None, version + 1
+class FedMKTServer:
+    """FedMKT's server role: the public texts (its answers, generated once unless `regenerate`), its top-k, the
+    min-CE choice over itself and every client and its own KD training, then its top-k down (only when changed)."""
 
-        # ---------------------------------------------------------------- clients: private SFT, top-k up
-        if t == 1:
-            private_sft(exp, guard, results, optimizers, lambda c: c.train_cfg.sft_epochs, 0)
-        elif opts.private_every_round:
-            private_sft(exp, guard, results, optimizers, lambda c: c.train_cfg.epochs, t)
-        client_top, up = {}, {}
-        for k, client in clients.items():
-            client_top[k] = snap(client, received[k])
-            up[k] = TopK.from_payload(as_dict(channel.send(t, UP, k, TopKLogits(t, **client_top[k].payload(sample_ids)))))
+    def __init__(self, cfg, fabric, participant, public, transport):
+        self.cfg, self.fabric, self.participant, self.transport = cfg, fabric, participant, transport
+        self.ids, self.public = [x.id for x in public], list(public)
+        self.prompts = [zero_shot_prompt(x) for x in public]
+        self.cache = ResponseCache(cfg.generation.max_new_tokens, cfg.generation.batch_size)
+        self.guard, self.results = NonFiniteGuard(cfg.on_nonfinite), Results()
+        self.optimizer = fabric.setup_optimizers(participant.configure_optimizers())
+        self.table = token_table(participant.tokenizer)
+        self.vocab: dict[str, list[str]] = {}  # every client's token strings, from its first top-k
+        self.answers: list[str] | None = None
+        self.top: TopK | None = None  # the server's top-k, valid until it trains or the texts change
+        self.version, self.down = 0, {}  # self.top's version; the version each client last received
+        self.stats = {"teacher_chosen": {}, "aligned_fraction": {}}
 
-        # ---------------------------------------------------------------- server: min-CE over itself and every client
-        if server_top is None:
-            server_top = snap(server, server_answers)
+    def run_round(self, t: int) -> None:
+        opts, names = self.cfg.fedmkt, self.transport.names
+        new = self.answers is None or opts.regenerate
+        if new:
+            self.cache.drop_before(t)
+            self.answers = self.cache.get(t, self.participant, self.public)
+            self.top, self.version = None, self.version + 1
+        start = PublicTexts(t, list(self.answers) if new else [], self.table.strings if t == 1 else [])
+        ups = self.transport.request_all({k: start for k in names})
+        self.vocab |= {k: list(up.vocab) for k, up in ups.items() if up.vocab}
+        if self.top is None:
+            self.top = self.snap()
         if opts.server_training:
-            teachers = [(up[k], tables[k], to_server[k]) for k in clients]
-            targets, choice, frac = choose_targets(server_top, tables["server"], teachers, opts.temperature)
-            losses = distill(fabric, server, optimizers["server"], prompts, server_answers, targets, opts.kd_alpha,
-                             server.train_cfg.epochs, cfg.seed + t, guard, t)
-            chosen = {k: (choice == n + 1).float().mean().item() for n, k in enumerate(clients)}
-            results.add_train(t, "server", **losses, aligned_fraction=frac,
-                              **{f"chose_{k}": v for k, v in chosen.items()})
-            stats["teacher_chosen"][f"{t}:server"] = chosen
-            stats["aligned_fraction"][f"{t}:server"] = None if math.isnan(frac) else frac
-            server_top, version = snap(server, server_answers), version + 1
+            self.train(t, {k: TopK.from_payload(as_dict(up)) for k, up in ups.items()})
+        stale = [k for k in names if self.down.get(k) != self.version]  # an unchanged top-k is sent once
+        self.transport.request_all({k: TopKLogits(t, **self.top.payload(self.ids)) for k in stale})
+        self.down |= {k: self.version for k in stale}
+        self.transport.request_all({k: EndRound(t) for k in names})
 
-        # ---------------------------------------------------------------- clients: min-CE between itself and the server
-        for k, client in clients.items():
-            if down.get(k, (None,))[0] != version:  # unchanged top-k (server_training=false) is sent once
-                payload = as_dict(channel.send(t, DOWN, k, TopKLogits(t, **server_top.payload(sample_ids))))
-                down[k] = (version, TopK.from_payload(payload))
-            teacher = [(down[k][1], tables["server"], to_client[k])]
-            targets, choice, frac = choose_targets(client_top[k], tables[k], teacher, opts.temperature)
-            losses = distill(fabric, client, optimizers[k], prompts, received[k], targets, opts.kd_alpha,
-                             client.train_cfg.epochs, cfg.seed + t, guard, t)
-            chosen = (choice == 1).float().mean().item()
-            results.add_train(t, k, **losses, aligned_fraction=frac, chose_server=chosen)
-            stats["teacher_chosen"][f"{t}:{k}"] = chosen
-            stats["aligned_fraction"][f"{t}:{k}"] = None if math.isnan(frac) else frac
+    def snap(self) -> TopK:
+        opts = self.cfg.fedmkt
+        return snapshot(self.participant, self.prompts, self.answers, opts.top_k,
+                        self.participant.train_cfg.batch_size, opts.ce_normalise)
 
-        end_round(exp, results, channel, tracker, progress, t, on_round_end, lambda: round_state(
-            exp, guard, optimizers, results, channel, counters={"responses_generated": cache.generated},
-            fedmkt={"server_answers": server_answers, "received": received, "server_top": server_top,
-                    "version": version, "down": down, "stats": stats}))
-    return {"nonfinite_skipped": guard.skipped, "responses_generated": cache.generated, "fedmkt": stats}
+    def train(self, t: int, up: dict) -> None:
+        """Min-CE over itself and every client (aligned to its tokens), kd_alpha·LM + (1-kd_alpha)·KD."""
+        opts = self.cfg.fedmkt
+        teachers = [(up[k], table_of_strings(self.vocab[k]), self.mapping(k)) for k in up]
+        targets, choice, frac = choose_targets(self.top, self.table, teachers, opts.temperature)
+        losses = distill(self.fabric, self.participant, self.optimizer, self.prompts, self.answers, targets,
+                         opts.kd_alpha, self.participant.train_cfg.epochs, self.cfg.seed + t, self.guard, t)
+        chosen = {k: (choice == n + 1).float().mean().item() for n, k in enumerate(up)}
+        self.results.add_train(t, "server", **losses, aligned_fraction=frac,
+                               **{f"chose_{k}": v for k, v in chosen.items()})
+        self.stats["teacher_chosen"][f"{t}:server"] = chosen
+        self.stats["aligned_fraction"][f"{t}:server"] = _stat(frac)
+        self.top, self.version = self.snap(), self.version + 1
+
+    def mapping(self, k: str) -> torch.Tensor:
+        """Client k's ids -> the server's (from its token strings), once per pair of vocabularies."""
+        opts = self.cfg.fedmkt
+        return table_mapping(table_of_strings(self.vocab[k]), self.table, opts.vocab_cache_dir or None,
+                             opts.vocab_window)
+
+    def counters(self) -> dict:
+        return {"nonfinite_skipped": list(self.guard.skipped), "responses_generated": self.cache.generated,
+                "fedmkt": self.stats}
+
+    def state_dict(self) -> dict:
+        return {"participant": participant_state(self.fabric, self.participant),
+                "optimizer": optimizer_state(self.fabric, self.participant, self.optimizer),
+                "skipped": self.guard.skipped, "generated": self.cache.generated, "vocab": self.vocab,
+                "answers": self.answers, "top": self.top, "version": self.version, "down": self.down,
+                "stats": self.stats}
+
+    def load_state_dict(self, state: dict) -> None:
+        load_participant_state(self.fabric, self.participant, state["participant"])
+        load_optimizer_state(self.fabric, self.participant, self.optimizer, state["optimizer"])
+        self.guard.skipped, self.cache.generated = list(state["skipped"]), state["generated"]
+        self.vocab, self.answers, self.top = dict(state["vocab"]), state["answers"], state["top"]
+        self.version, self.down, self.stats = state["version"], dict(state["down"]), state["stats"]
+
+    def close(self) -> None:
+        pass
+
+
+class FedMKTClient(PrivateClient):
+    """FedMKT's client role: PublicTexts(t) ⇒ its top-k on the public texts (round 1 after the private SFT, and
+    with its token strings); the server's TopKLogits ⇒ Ready (kept); EndRound(t) ⇒ Ready after choosing, per
+    example, between its own and the server's aligned distribution (min CE) and training on it."""
+
+    def __init__(self, cfg, fabric, name: str, participant, private, public):
+        super().__init__(cfg, fabric, name, participant, private)
+        self.ids, self.prompts = [x.id for x in public], [zero_shot_prompt(x) for x in public]
+        self.table = token_table(participant.tokenizer)
+        self.server_vocab: list[str] = []
+        self.texts: list[str] = []
+        self.own: TopK | None = None  # this round's top-k
+        self.teacher: TopK | None = None  # the server's, as last received
+        self.stats = {"teacher_chosen": {}, "aligned_fraction": {}}
+
+    def handle(self, msg):
+        if isinstance(msg, PublicTexts):
+            return self.top_k(msg)
+        if isinstance(msg, TopKLogits) and msg.round == self.round:
+            self.teacher = TopK.from_payload(as_dict(msg))
+            return Ready(msg.round)
+        if isinstance(msg, EndRound) and msg.round == self.round:
+            return self.learn(msg.round)
+        raise ProtocolError(f"client '{self.name}': no handler for message kind {msg.kind!r} in round {msg.round}")
+
+    def top_k(self, msg: PublicTexts) -> TopKLogits:
+        t, opts = msg.round, self.cfg.fedmkt
+        self.start_round(t)
+        self.texts = list(msg.texts) or self.texts
+        self.server_vocab = list(msg.vocab) or self.server_vocab
+        if t == 1:
+            self.private_sft(self.participant.train_cfg.sft_epochs, 0)
+        elif opts.private_every_round:
+            self.private_sft(self.participant.train_cfg.epochs, t)
+        self.own = snapshot(self.participant, self.prompts, self.texts, opts.top_k,
+                            self.participant.train_cfg.batch_size, opts.ce_normalise)
+        return TopKLogits(t, **self.own.payload(self.ids), vocab=self.table.strings if t == 1 else [])
+
+    def learn(self, t: int) -> Ready:
+        opts = self.cfg.fedmkt
+        server_table = table_of_strings(self.server_vocab)
+        mapping = table_mapping(server_table, self.table, opts.vocab_cache_dir or None, opts.vocab_window)
+        targets, choice, frac = choose_targets(self.own, self.table, [(self.teacher, server_table, mapping)],
+                                               opts.temperature)
+        losses = distill(self.fabric, self.participant, self.optimizer, self.prompts, self.texts, targets,
+                         opts.kd_alpha, self.participant.train_cfg.epochs, self.cfg.seed + t, self.guard, t)
+        chosen = (choice == 1).float().mean().item()
+        self.results.add_train(t, self.name, **losses, aligned_fraction=frac, chose_server=chosen)
+        self.stats["teacher_chosen"][f"{t}:{self.name}"] = chosen
+        self.stats["aligned_fraction"][f"{t}:{self.name}"] = _stat(frac)
+        self.own = None
+        return Ready(t)
+
+    def counters(self) -> dict:
+        return super().counters() | {"fedmkt": self.stats}
+
+    def state_dict(self) -> dict:
+        return super().state_dict() | {"server_vocab": self.server_vocab, "texts": self.texts, "own": self.own,
+                                       "teacher": self.teacher, "stats": self.stats}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.server_vocab, self.texts = list(state["server_vocab"]), list(state["texts"])
+        self.own, self.teacher, self.stats = state["own"], state["teacher"], state["stats"]
+
+
+def fedmkt_server(cfg, fabric, participant, public, transport, progress=None, hooks=None) -> FedMKTServer:
+    return FedMKTServer(cfg, fabric, participant, public, transport)
+
+
+def fedmkt_client(cfg, fabric, name, seat, participant, private, public, progress=None, hooks=None) -> FedMKTClient:
+    return FedMKTClient(cfg, fabric, name, participant, private, public)
+
+
+ROLES = MethodRoles(server=fedmkt_server, client=fedmkt_client)

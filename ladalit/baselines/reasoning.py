@@ -9,28 +9,30 @@
   the completion reaches the same answer, and the SLM fine-tunes on the kept ones. Compact: instead of
   rStar's MCTS the generator proposes one greedy trajectory per prompt variant (zero-shot, one-shot).
 
-All three start with the private-train SFT of every method (``standalone.private_sft``); the LLM is not
-trained. Options (``reasoning.*``, see :class:`ReasoningConfig`) are validated with the run config.
+All three are roles (ladalit.core.roles: ``SFT_COT``, ``SOCRATIC_COT``, ``RSTAR``, registered in
+ladalit/registry.py) and run in this process and on a deployment alike. Every client starts with the
+private-train SFT of every method (Standalone's ``PrivateClient``); the LLM is not trained. Options
+(``reasoning.*``, see :class:`ReasoningConfig`) are validated with the run config.
 """
 from __future__ import annotations
 
 import math
 import random
 import re
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
-from ladalit.baselines.standalone import end_round, private_sft, resume_state, round_state
+from ladalit.baselines.standalone import LocalRoundsServer, PrivateClient
 from ladalit.core.config import ReasoningConfig
-from ladalit.core.channel import DOWN, UP, Channel
 from ladalit.core.participant import Sampling
-from ladalit.core.messages import CompletionAnswers, PartialTrajectories, ServerRationales, SocraticChains, as_dict
+from ladalit.core.messages import (AskTrajectories, CompletionAnswers, LocalRound, PartialTrajectories, ProtocolError,
+                                   Ready, ServerRationales, SocraticChains)
 from ladalit.data.records import LETTERS, MCRecord
-from ladalit.core.experiment import public_by_id
+from ladalit.core.experiment import one_shot_example
 from ladalit.core.progress import Progress
+from ladalit.core.roles import MethodRoles
 from ladalit.core.seeds import client_seed, round_seed
 from ladalit.core.prompts import format_question, format_response, one_shot_prompt, zero_shot_prompt
-from ladalit.core.results import Results
-from ladalit.core.training import NonFiniteGuard, supervised_finetune
+from ladalit.core.training import supervised_finetune
 
 
 # ----------------------------------------------------------------------------- text helpers
@@ -86,8 +88,8 @@ def _max_new_tokens(cfg, opts: ReasoningConfig) -> int:
     return opts.max_new_tokens or cfg.generation.max_new_tokens
 
 
-def _num_options(exp) -> int:
-    return len(exp.data.public[0].options) if exp.data.public else exp.cfg.data.num_options
+def _num_options(cfg, public) -> int:
+    return len(public[0].options) if public else cfg.data.num_options
 
 
 # ----------------------------------------------------------------------------- Socratic CoT prompts
@@ -135,88 +137,111 @@ def socratic_chain(generation: str, num_options: int = 4) -> str | None:
     return format_response(body, letter)
 
 
-# ----------------------------------------------------------------------------- one shared loop
-def _finetune_all(exp, received: dict[str, tuple[list[str], list[str]]], guard, optimizers, results, t: int,
-                  what: str) -> None:
-    """Every client fine-tunes train.epochs on the (prompts, targets) it received."""
-    for k, client in exp.clients.items():
-        prompts, targets = received.get(k, ([], []))
-        if not prompts:
-            results.add_train(t, k, **{what: math.nan, "targets": 0})
-            continue
-        ls = supervised_finetune(exp.fabric, client, optimizers[k], prompts, targets, client.train_cfg.epochs,
-                                 exp.cfg.seed + t, guard, round=t)
-        results.add_train(t, k, **{what: ls[-1] if ls else math.nan, "targets": len(prompts)})
+# ----------------------------------------------------------------------------- SFT-CoT and Socratic-CoT: the roles
+def finetune_received(role, t: int, what: str) -> None:
+    """The client fine-tunes train.epochs on the (prompts, targets) it holds; a row of `what` and their number."""
+    if not role.prompts:
+        role.results.add_train(t, role.name, **{what: math.nan, "targets": 0})
+        return
+    ls = supervised_finetune(role.fabric, role.participant, role.optimizer, role.prompts, role.targets,
+                             role.participant.train_cfg.epochs, role.cfg.seed + t, role.guard, round=t)
+    role.results.add_train(t, role.name, **{what: ls[-1] if ls else math.nan, "targets": len(role.prompts)})
 
 
-def _run_once_from_server(exp, channel: Channel, results: Results, tracker, progress, message, what: str,
-                          make_targets, start_round: int, state, on_round_end) -> dict:
-    """The LLM's targets for D_p are made once (it does not train) and sent in round 1; every round each
-    client fine-tunes train.epochs more on them (the checkpoint keeps what each client received).
-    `make_targets` returns (ids kept, targets, stats)."""
-    cfg = exp.cfg
-    guard, optimizers = NonFiniteGuard(cfg.on_nonfinite), {}
-    received: dict[str, tuple[list[str], list[str]]] = {}
-    stats: dict = {}
-    if state is not None:
-        resume_state(exp, state, guard, optimizers, results, channel)
-        received, stats = state["received"], state["stats"]
-    for t in range(start_round, cfg.rounds + 1):
-        if t == 1:
-            private_sft(exp, guard, results, optimizers, lambda c: c.train_cfg.sft_epochs, 0)
-            ids, targets, stats = make_targets()
-            for k in exp.clients:
-                if not ids:
-                    received[k] = ([], [])
-                    continue
-                got = as_dict(channel.send(t, DOWN, k, message(t, ids, targets)))
-                received[k] = ([zero_shot_prompt(public_by_id(exp, i)) for i in got["ids"]], got["targets"])
-        _finetune_all(exp, received, guard, optimizers, results, t, what)
-        end_round(exp, results, channel, tracker, progress, t, on_round_end,
-                  lambda: round_state(exp, guard, optimizers, results, channel, received=received, stats=stats))
-    return {"nonfinite_skipped": guard.skipped, message.kind: stats}
+class TargetsClient(PrivateClient):
+    """SFT-CoT's and Socratic-CoT's client role: round 1's ServerRationales / SocraticChains (the LLM's kept
+    targets for public ids) ⇒ Ready after the private SFT and the first train.epochs on them; LocalRound(t)
+    ⇒ Ready after round t's epochs on the same targets."""
+
+    def __init__(self, cfg, fabric, name: str, participant, private, public, what: str):
+        super().__init__(cfg, fabric, name, participant, private)
+        self.what, self.by_id, self.prompts, self.targets = what, {x.id: x for x in public}, [], []
+
+    def handle(self, msg):
+        first = isinstance(msg, ServerRationales)
+        if not (first or isinstance(msg, LocalRound)) or first != (msg.round == 1):
+            raise ProtocolError(f"client '{self.name}': no handler for message kind {msg.kind!r} in round {msg.round}")
+        self.start_round(msg.round)
+        if first:
+            self.private_sft(self.participant.train_cfg.sft_epochs, 0)
+            self.prompts = [zero_shot_prompt(self.by_id[i]) for i in msg.ids]
+            self.targets = list(msg.targets)
+        finetune_received(self, msg.round, self.what)
+        return Ready(msg.round)
+
+    def state_dict(self) -> dict:
+        return super().state_dict() | {"received": [self.prompts, self.targets]}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.prompts, self.targets = (list(x) for x in state["received"])
 
 
-# ----------------------------------------------------------------------------- sft_cot
-def run_sft_cot(exp, channel: Channel, results: Results, tracker=None, start_round: int = 1, state=None,
-                on_round_end=None, progress=None) -> dict:
-    """SFT on the LLM's rationales for D_p, only those that end in a parseable answer (server-side filter,
-    so only kept rationales cross the channel: "server_rationales" down, {ids, targets})."""
-    cfg, opts = exp.cfg, exp.cfg.reasoning
-    n_opt = _num_options(exp)
+class TargetsServer(LocalRoundsServer):
+    """The server role of SFT-CoT and Socratic-CoT: the LLM's targets for D_p are made once (it does not train)
+    and sent in round 1 (`message`: only the kept ones cross); later rounds only start the clients' epochs.
+    `make_targets(server)` returns (ids kept, targets, stats)."""
 
-    def make_targets():
-        public = exp.data.public
-        with (progress or Progress(quiet=True)).task("generate server rationales", len(public)) as bar:
-            answers = generate(exp.server, [zero_shot_prompt(x) for x in public], _max_new_tokens(cfg, opts),
-                               cfg.generation.batch_size)
-            bar.advance(len(public))
-        kept = [(x.id, t) for x, a in zip(public, answers) if (t := normalised_target(a, n_opt)) is not None]
-        return [i for i, _ in kept], [t for _, t in kept], {"generated": len(public), "kept": len(kept)}
+    def __init__(self, cfg, fabric, participant, public, transport, progress, message, make_targets):
+        super().__init__(cfg, transport, fabric, participant)
+        self.public, self.progress = public, progress or Progress(quiet=True)
+        self.message, self.make_targets, self.stats = message, make_targets, {}
 
-    return _run_once_from_server(exp, channel, results, tracker, progress, ServerRationales, "cot_loss",
-                                 make_targets, start_round, state, on_round_end)
+    def run_round(self, t: int) -> None:
+        if t > 1:
+            return super().run_round(t)
+        ids, targets, self.stats = self.make_targets(self)
+        msg = self.message(1, ids, targets)
+        self.transport.request_all({k: msg for k in self.transport.names})
+
+    def counters(self) -> dict:
+        return {"nonfinite_skipped": [], self.message.kind: self.stats}
+
+    def state_dict(self) -> dict:
+        return super().state_dict() | {"stats": self.stats}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.stats = dict(state["stats"])
 
 
-# ----------------------------------------------------------------------------- socratic_cot
-def run_socratic_cot(exp, channel: Channel, results: Results, tracker=None, start_round: int = 1, state=None,
-                     on_round_end=None, progress=None) -> dict:
-    """The LLM decomposes each public question into answered sub-questions ("socratic_chains" down,
-    {ids, targets}); the SLMs learn the chain after the usual zero-shot prompt."""
-    cfg, opts = exp.cfg, exp.cfg.reasoning
-    n_opt = _num_options(exp)
+def kept_targets(server, prompts: list[str], task: str, target_of) -> tuple[list[str], list[str], dict]:
+    """The LLM's generations on `prompts` (one per public sample), kept where `target_of` makes a target."""
+    cfg, public = server.cfg, server.public
+    with server.progress.task(task, len(public)) as bar:
+        gens = generate(server.participant, prompts, _max_new_tokens(cfg, cfg.reasoning), cfg.generation.batch_size)
+        bar.advance(len(public))
+    n_opt = _num_options(cfg, public)
+    kept = [(x.id, y) for x, g in zip(public, gens) if (y := target_of(g, n_opt)) is not None]
+    return [i for i, _ in kept], [y for _, y in kept], {"generated": len(public), "kept": len(kept)}
 
-    def make_targets():
-        public = exp.data.public
-        with (progress or Progress(quiet=True)).task("generate server decompositions", len(public)) as bar:
-            gens = generate(exp.server, [socratic_prompt(x, exp.example) for x in public],
-                            _max_new_tokens(cfg, opts), cfg.generation.batch_size)
-            bar.advance(len(public))
-        kept = [(x.id, c) for x, g in zip(public, gens) if (c := socratic_chain(g, n_opt)) is not None]
-        return [i for i, _ in kept], [c for _, c in kept], {"generated": len(public), "kept": len(kept)}
 
-    return _run_once_from_server(exp, channel, results, tracker, progress, SocraticChains, "socratic_loss",
-                                 make_targets, start_round, state, on_round_end)
+def sft_cot_targets(server):
+    """SFT-CoT: the LLM's zero-shot rationales, only those that end in a parseable answer (a server-side filter)."""
+    return kept_targets(server, [zero_shot_prompt(x) for x in server.public], "generate server rationales",
+                        normalised_target)
+
+
+def socratic_targets(server):
+    """Socratic-CoT: the LLM decomposes each public question into answered sub-questions."""
+    example = one_shot_example(server.cfg)
+    return kept_targets(server, [socratic_prompt(x, example) for x in server.public],
+                        "generate server decompositions", socratic_chain)
+
+
+def targets_roles(message, what: str, make_targets) -> MethodRoles:
+    def server(cfg, fabric, participant, public, transport, progress=None, hooks=None):
+        return TargetsServer(cfg, fabric, participant, public, transport, progress, message, make_targets)
+
+    def client(cfg, fabric, name, seat, participant, private, public, progress=None, hooks=None):
+        return TargetsClient(cfg, fabric, name, participant, private, public, what)
+    return MethodRoles(server=server, client=client)
+
+
+# SFT-CoT: "server_rationales" down in round 1, {ids, targets}; the SLMs learn them after the zero-shot prompt
+SFT_COT = targets_roles(ServerRationales, "cot_loss", sft_cot_targets)
+# Socratic-CoT: "socratic_chains" down in round 1, {ids, targets}: the sub-question chains
+SOCRATIC_COT = targets_roles(SocraticChains, "socratic_loss", socratic_targets)
 
 
 # ----------------------------------------------------------------------------- rstar
@@ -239,15 +264,16 @@ def discriminator_prompt(rec: MCRecord, partial: str) -> str:
     return zero_shot_prompt(rec) + (f" {partial}" if partial else "")
 
 
-def generator_trajectories(exp, client, questions: list[MCRecord], opts: ReasoningConfig, t: int,
-                           client_index: int) -> tuple[list[Trajectory], int]:
-    """The SLM's trajectories with a stated answer (and how many it generated in all)."""
-    cfg, n_opt = exp.cfg, _num_options(exp)
-    variants = [zero_shot_prompt] + ([lambda x: one_shot_prompt(x, exp.example)] if opts.rstar_prompts == 2 else [])
+def generator_trajectories(cfg, participant, questions: list[MCRecord], t: int, seat: int,
+                           n_opt: int) -> tuple[list[Trajectory], int]:
+    """The SLM's trajectories with a stated answer (and how many it generated in all); `seat`: the client's
+    position in the config (its stream of cuts)."""
+    opts, example = cfg.reasoning, one_shot_example(cfg)
+    variants = [zero_shot_prompt] + ([lambda x: one_shot_prompt(x, example)] if opts.rstar_prompts == 2 else [])
     prompts = [v(x) for v in variants for x in questions]
     recs = [x for _ in variants for x in questions]
-    gens = generate(client, prompts, _max_new_tokens(cfg, opts), cfg.generation.batch_size)
-    rng = random.Random(client_seed(cfg.seed, t, client_index))
+    gens = generate(participant, prompts, _max_new_tokens(cfg, opts), cfg.generation.batch_size)
+    rng = random.Random(client_seed(cfg.seed, t, seat))
     out, seen = [], set()
     for x, g in zip(recs, gens):
         c = clean_rationale(g, n_opt)
@@ -263,44 +289,96 @@ def generator_trajectories(exp, client, questions: list[MCRecord], opts: Reasoni
     return out, len(gens)
 
 
-def run_rstar(exp, channel: Channel, results: Results, tracker=None, start_round: int = 1, state=None,
-              on_round_end=None, progress=None) -> dict:
-    """Mutual consistency each round: "partial_trajectories" up ({ids, partials}: the SLM's own text on
-    public questions), "completion_answers" down ({ids, answers}: the letter the LLM's completion reaches,
-    "" if none); the client keeps the trajectories whose answer agrees and fine-tunes on them."""
-    cfg, opts = exp.cfg, exp.cfg.reasoning
-    guard, optimizers = NonFiniteGuard(cfg.on_nonfinite), {}
-    progress = progress or Progress(quiet=True)
-    n_opt = _num_options(exp)
-    stats: dict = {}
-    if state is not None:
-        resume_state(exp, state, guard, optimizers, results, channel)
-        stats = state["stats"]
-    for t in range(start_round, cfg.rounds + 1):
+def rstar_questions(cfg, public: list[MCRecord], t: int) -> list[MCRecord]:
+    """Round t's public questions: all of D_p, or a sample of reasoning.rstar_questions of them."""
+    n = cfg.reasoning.rstar_questions
+    if n is not None and n < len(public):
+        return random.Random(round_seed(cfg.seed, t)).sample(list(public), n)
+    return list(public)
+
+
+class RStarClient(PrivateClient):
+    """rStar's client role (the generator): AskTrajectories(t, question ids) ⇒ PartialTrajectories (round 1
+    after the private SFT): its trajectories with a stated answer, cut part-way, its own text on public
+    questions; CompletionAnswers(t, the letters the LLM's completions reach) ⇒ Ready after train.epochs on the
+    trajectories whose answer agrees."""
+
+    def __init__(self, cfg, fabric, name: str, seat: int, participant, private, public, progress=None):
+        super().__init__(cfg, fabric, name, participant, private)
+        self.seat, self.by_id, self.n_opt = seat, {x.id: x for x in public}, _num_options(cfg, public)
+        self.progress, self.trajectories, self.stats = progress or Progress(quiet=True), [], {}
+        self.prompts, self.targets = [], []
+
+    def handle(self, msg):
+        if isinstance(msg, AskTrajectories):
+            return self.trajectories_of(msg)
+        if isinstance(msg, CompletionAnswers) and msg.round == self.round:
+            return self.keep_consistent(msg)
+        raise ProtocolError(f"client '{self.name}': no handler for message kind {msg.kind!r} in round {msg.round}")
+
+    def trajectories_of(self, msg: AskTrajectories) -> PartialTrajectories:
+        t = msg.round
+        self.start_round(t)
         if t == 1:
-            private_sft(exp, guard, results, optimizers, lambda c: c.train_cfg.sft_epochs, 0)
-        questions = list(exp.data.public)
-        if opts.rstar_questions is not None and opts.rstar_questions < len(questions):
-            questions = random.Random(round_seed(cfg.seed, t)).sample(questions, opts.rstar_questions)
-        received: dict[str, tuple[list[str], list[str]]] = {}
-        for i, (k, client) in enumerate(exp.clients.items()):
-            with progress.task(f"round {t} {k}: trajectories", len(questions)) as bar:
-                trajs, generated = generator_trajectories(exp, client, questions, opts, t, i)
-                bar.advance(len(questions))
-            kept: list[Trajectory] = []
-            if trajs:
-                # client -> server: the cut trajectories; server -> client: the answers its completions reach
-                up = as_dict(channel.send(t, UP, k, PartialTrajectories(t, [z.sample_id for z in trajs],
-                                                                        [z.partial for z in trajs])))
-                recs = [public_by_id(exp, sid) for sid in up["ids"]]
-                completions = generate(exp.server, [discriminator_prompt(x, p) for x, p in zip(recs, up["partials"])],
-                                       _max_new_tokens(cfg, opts), cfg.generation.batch_size)
-                letters = [final_answer(f"{p} {c}", n_opt) or "" for p, c in zip(up["partials"], completions)]
-                down = as_dict(channel.send(t, DOWN, k, CompletionAnswers(t, up["ids"], letters)))
-                kept = [z for z, a in zip(trajs, down["answers"]) if a == z.letter]
-            received[k] = ([z.prompt for z in kept], [z.target for z in kept])
-            stats[f"{t}:{k}"] = {"generated": generated, "answered": len(trajs), "consistent": len(kept)}
-        _finetune_all(exp, received, guard, optimizers, results, t, "rstar_loss")
-        end_round(exp, results, channel, tracker, progress, t, on_round_end,
-                  lambda: round_state(exp, guard, optimizers, results, channel, stats=stats))
-    return {"nonfinite_skipped": guard.skipped, "rstar": stats}
+            self.private_sft(self.participant.train_cfg.sft_epochs, 0)
+        questions = [self.by_id[i] for i in msg.ids]
+        with self.progress.task(f"round {t} {self.name}: trajectories", len(questions)) as bar:
+            trajs, generated = generator_trajectories(self.cfg, self.participant, questions, t, self.seat, self.n_opt)
+            bar.advance(len(questions))
+        self.trajectories = trajs
+        self.stats[f"{t}:{self.name}"] = {"generated": generated, "answered": len(trajs), "consistent": 0}
+        return PartialTrajectories(t, [z.sample_id for z in trajs], [z.partial for z in trajs])
+
+    def keep_consistent(self, msg: CompletionAnswers) -> Ready:
+        t = msg.round
+        kept = [z for z, a in zip(self.trajectories, msg.answers) if a == z.letter]
+        self.stats[f"{t}:{self.name}"]["consistent"] = len(kept)
+        self.prompts, self.targets, self.trajectories = [z.prompt for z in kept], [z.target for z in kept], []
+        finetune_received(self, t, "rstar_loss")
+        return Ready(t)
+
+    def counters(self) -> dict:
+        return super().counters() | {"rstar": dict(self.stats)}
+
+    def state_dict(self) -> dict:
+        return super().state_dict() | {"stats": self.stats, "trajectories": [asdict(z) for z in self.trajectories]}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.stats = {k: dict(v) for k, v in state["stats"].items()}
+        self.trajectories = [Trajectory(**z) for z in state["trajectories"]]
+
+
+class RStarServer(LocalRoundsServer):
+    """rStar's server role (the discriminator): every round it asks each client for its cut trajectories on the
+    round's questions, completes them with the LLM, and sends back the letter each completion reaches ("" if
+    none)."""
+
+    def __init__(self, cfg, fabric, participant, public, transport):
+        super().__init__(cfg, transport, fabric, participant)
+        self.by_id, self.public = {x.id: x for x in public}, public
+        self.n_opt = _num_options(cfg, public)
+
+    def run_round(self, t: int) -> None:
+        ids = [x.id for x in rstar_questions(self.cfg, self.public, t)]
+        ups = self.transport.request_all({k: AskTrajectories(t, ids) for k in self.transport.names})
+        self.transport.request_all({k: CompletionAnswers(t, up.ids, self.complete(up)) for k, up in ups.items()})
+
+    def complete(self, up: PartialTrajectories) -> list[str]:
+        prompts = [discriminator_prompt(self.by_id[i], p) for i, p in zip(up.ids, up.partials)]
+        completions = generate(self.participant, prompts, _max_new_tokens(self.cfg, self.cfg.reasoning),
+                               self.cfg.generation.batch_size)
+        return [final_answer(f"{p} {c}", self.n_opt) or "" for p, c in zip(up.partials, completions)]
+
+
+def rstar_server(cfg, fabric, participant, public, transport, progress=None, hooks=None) -> RStarServer:
+    return RStarServer(cfg, fabric, participant, public, transport)
+
+
+def rstar_client(cfg, fabric, name, seat, participant, private, public, progress=None, hooks=None) -> RStarClient:
+    return RStarClient(cfg, fabric, name, seat, participant, private, public, progress)
+
+
+# rStar, mutual consistency each round: "partial_trajectories" up ({ids, partials}: the SLM's own text on
+# public questions), "completion_answers" down ({ids, answers}: the letter the LLM's completion reaches)
+RSTAR = MethodRoles(server=rstar_server, client=rstar_client)

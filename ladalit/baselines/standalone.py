@@ -1,78 +1,23 @@
-"""Standalone baseline (SPEC §8): clients train on their private data only. Also what every baseline
-shares: the private-train SFT (`private_sft`) and the end of a round (`end_round`: evaluation, logging,
-the checkpoint)."""
+"""Standalone baseline (SPEC §8): clients train on their private data only; nothing but the server's
+LocalRound(t) and the clients' Ready crosses. Its client role (`PrivateClient`: the private-train SFT every
+method starts with) and server role (`LocalRoundsServer`) are what the other baselines' roles extend."""
 from __future__ import annotations
 
 import math
 
 from ladalit.core import checkpoint
-from ladalit.core.channel import Channel
-from ladalit.core.evaluation import evaluate_all
 from ladalit.core.messages import LocalRound, ProtocolError, Ready
+from ladalit.core.roles import MethodRoles
 from ladalit.core.prompts import private_sft_pairs
 from ladalit.core.training import NonFiniteGuard, supervised_finetune
-from ladalit.core.progress import Progress
-from ladalit.core.results import Results, log_round
+from ladalit.core.results import Results
 
 
-def private_sft(exp, guard, results, optimizers, epochs_of, round):
-    """Every client fine-tunes on its private train set (short answer statements, `prompts.private_sft_pairs`)."""
-    for i, (k, client) in enumerate(exp.clients.items()):
-        train = exp.data.clients[i].train
-        if k not in optimizers:
-            optimizers[k] = exp.fabric.setup_optimizers(client.configure_optimizers())
-        ls = supervised_finetune(exp.fabric, client, optimizers[k], *private_sft_pairs(train, exp.cfg.sft_prompt),
-                                 epochs_of(client),
-                                 exp.cfg.seed + round, guard, round=round)
-        results.add_train(round, k, sft_loss=ls[-1] if ls else math.nan)
-
-
-def end_round(exp, results, channel, tracker, progress, t: int, on_round_end=None, snapshot=None) -> None:
-    """Evaluation (every round, or the last), the round's log and summary, then `on_round_end(t,
-    snapshot())`: `snapshot` returns everything the runner needs to continue after round t."""
-    if exp.cfg.eval.every_round or t == exp.cfg.rounds:
-        evaluate_all(exp, results, t)
-    log_round(tracker, results, channel, t)
-    (progress or Progress(quiet=True)).summary(results, t, channel)
-    if on_round_end is not None:
-        on_round_end(t, snapshot())
-
-
-def resume_state(exp, state, guard: NonFiniteGuard, optimizers: dict, results, channel) -> None:
-    """A baseline's resume: the generic checkpoint state (ladalit.core.checkpoint) and the guard's count."""
-    checkpoint.restore_state(exp, state, optimizers, results, channel)
-    guard.skipped = list(state["counters"]["nonfinite_skipped"])
-
-
-def round_state(exp, guard: NonFiniteGuard, optimizers: dict, results, channel, counters: dict | None = None,
-             **extra) -> dict:
-    """`checkpoint.snapshot_state` with the guard's count (and a method's further `counters`) and `extra`."""
-    return checkpoint.snapshot_state(exp, optimizers, results, channel,
-                                     counters={"nonfinite_skipped": guard.skipped, **(counters or {})}, **extra)
-
-
-def run_standalone(exp, channel: Channel, results: Results, tracker=None, start_round: int = 1, state=None,
-                   on_round_end=None, progress=None) -> dict:
-    """Clients train on private data only; nothing crosses the channel.
-
-    Round 1 is the same SFT as LaDa's reference step (train.sft_epochs); every
-    later round adds train.epochs more epochs on the private data.
-    """
-    guard, optimizers = NonFiniteGuard(exp.cfg.on_nonfinite), {}
-    if state is not None:
-        resume_state(exp, state, guard, optimizers, results, channel)
-    for t in range(start_round, exp.cfg.rounds + 1):
-        private_sft(exp, guard, results, optimizers,
-                    (lambda c: c.train_cfg.sft_epochs) if t == 1 else (lambda c: c.train_cfg.epochs), t)
-        end_round(exp, results, channel, tracker, progress, t, on_round_end,
-                  lambda: round_state(exp, guard, optimizers, results, channel))
-    return {"nonfinite_skipped": guard.skipped}
-
-
-# ----------------------------------------------------------------------------- the roles, for a deployment
+# ----------------------------------------------------------------------------- the roles
 class PrivateClient:
-    """Standalone's client role on a deployment (ladalit.federation): LocalRound(t) ⇒ Ready, the same private
-    fine-tuning as `run_standalone` gives that client. FedKD's client role extends it."""
+    """Standalone's client role: LocalRound(t) ⇒ Ready after fine-tuning on its private train set (round 1:
+    train.sft_epochs, the same SFT as LaDa's reference step; every later round train.epochs more).
+    The other baselines' client roles extend it (`private_sft`, `start_round`, its state)."""
 
     def __init__(self, cfg, fabric, name: str, participant, private):
         self.cfg, self.fabric, self.name, self.participant, self.private = cfg, fabric, name, participant, private
@@ -123,10 +68,12 @@ class PrivateClient:
 
 
 class LocalRoundsServer:
-    """Standalone's server role on a deployment: it starts every client's round and trains nothing."""
+    """Standalone's server role: it starts every client's round and trains nothing. Its state holds the server's
+    (untrained) weights all the same: a checkpoint has every participant's (the export rebuilds from them)."""
 
-    def __init__(self, cfg, transport):
+    def __init__(self, cfg, transport, fabric, participant):
         self.cfg, self.transport, self.results = cfg, transport, Results()
+        self.fabric, self.participant = fabric, participant
 
     def run_round(self, t: int) -> None:
         self.transport.request_all({k: LocalRound(t) for k in self.transport.names})
@@ -135,10 +82,22 @@ class LocalRoundsServer:
         return {"nonfinite_skipped": []}
 
     def state_dict(self) -> dict:
-        return {}
+        return {"participant": checkpoint.participant_state(self.fabric, self.participant)}
 
     def load_state_dict(self, state: dict) -> None:
-        pass
+        checkpoint.load_participant_state(self.fabric, self.participant, state["participant"])
 
     def close(self) -> None:
         pass
+
+
+def standalone_server(cfg, fabric, participant, public, transport, progress=None, hooks=None) -> LocalRoundsServer:
+    return LocalRoundsServer(cfg, transport, fabric, participant)
+
+
+def standalone_client(cfg, fabric, name, seat, participant, private, public, progress=None,
+                      hooks=None) -> PrivateClient:
+    return PrivateClient(cfg, fabric, name, participant, private)
+
+
+ROLES = MethodRoles(server=standalone_server, client=standalone_client)

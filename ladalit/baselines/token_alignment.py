@@ -132,13 +132,24 @@ def token_table(tokenizer) -> TokenTable:
             strings[i] = f"<|{role}|>"
             special.add(i)
     lens = torch.tensor([1 if i in special else max(len(s), 1) for i, s in enumerate(strings)], dtype=torch.long)
-    digest = hashlib.sha256(("\x1f".join(strings)).encode("utf-8", "surrogatepass")).hexdigest()
-    table = TokenTable(strings, lens, digest)
+    table = TokenTable(strings, lens, _digest(strings))
     try:
         _TABLES[tokenizer] = table
     except TypeError:
         pass
     return table
+
+
+def table_of_strings(strings: Sequence[str]) -> TokenTable:
+    """Another participant's table from its token strings alone (what crosses: FedMKT's vocabularies), for
+    aligning with it and mapping its ids; `char_len` (only a participant's own CE uses it) is each string's length."""
+    strings = list(strings)
+    lens = torch.tensor([max(len(s), 1) for s in strings], dtype=torch.long)
+    return TokenTable(strings, lens, _digest(strings))
+
+
+def _digest(strings: list[str]) -> str:
+    return hashlib.sha256(("\x1f".join(strings)).encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def token_strings(tokenizer) -> list[str]:
@@ -272,7 +283,11 @@ def vocab_mapping(src_tokenizer, tgt_tokenizer, cache_dir: str | Path | None = N
     Computed once per pair of vocabularies: cached in memory, and under `cache_dir`
     (a file named by hashes of both vocabularies' surface strings) when given.
     """
-    s, t = token_table(src_tokenizer), token_table(tgt_tokenizer)
+    return table_mapping(token_table(src_tokenizer), token_table(tgt_tokenizer), cache_dir, window)
+
+
+def table_mapping(s: TokenTable, t: TokenTable, cache_dir: str | Path | None = None, window: int = 8) -> torch.Tensor:
+    """`vocab_mapping` between two token tables (one of them may be another participant's, `table_of_strings`)."""
     key = (s.digest, t.digest)
     if key in _MAPPINGS:
         return _MAPPINGS[key]

@@ -28,7 +28,8 @@ Each round t:
    with weight 0 are skipped), `train.epochs` epochs, on this round's set (`accumulate=true`: on every
    synthetic sample received so far, with the weights of its round).
 
-Round 1 starts with the private-train SFT of every method. The LLM is not trained.
+Round 1 starts with the private-train SFT of every method. The LLM is not trained. The roles (`ROLES`,
+ladalit/registry.py) run in this process and on a deployment alike.
 """
 from __future__ import annotations
 
@@ -38,10 +39,9 @@ import re
 
 import torch
 
-from ladalit.baselines.standalone import end_round, private_sft, resume_state, round_state
+from ladalit.baselines.standalone import LocalRoundsServer, PrivateClient
 from ladalit.core.config import WASPConfig
-from ladalit.core.channel import DOWN, UP, Channel
-from ladalit.core.messages import SampleWeights, SyntheticSamples, Votes, as_dict
+from ladalit.core.messages import EndRound, ProtocolError, Ready, SampleWeights, SyntheticSamples, Votes
 from ladalit.data.records import LETTERS, MCRecord
 from ladalit.core.encoder import make_encoder
 from ladalit.core.participant import Sampling
@@ -51,6 +51,7 @@ from ladalit.core.progress import Progress
 from ladalit.core.prompts import format_question, zero_shot_prompt
 from ladalit.baselines.reasoning import generate, normalised_target
 from ladalit.core.results import Results
+from ladalit.core.roles import MethodRoles
 from ladalit.core.training import NonFiniteGuard, RowLoss, train_rows
 
 
@@ -150,11 +151,11 @@ def weighted_finetune(fabric, participant, optimizer, prompts, responses, weight
     return [e.get("loss", math.nan) for e in per_epoch]
 
 
-# ----------------------------------------------------------------------------- the loop
-def _synthesise(exp, opts: WASPConfig, t: int, good: list[MCRecord], bad: list[MCRecord], cache, progress,
-                results: Results):
+# ----------------------------------------------------------------------------- the server role
+def _synthesise(cfg, server, public: list[MCRecord], t: int, good: list[MCRecord], bad: list[MCRecord], cache,
+                progress, results: Results):
     """The LLM's synthetic samples of round t: (records, targets, stats)."""
-    cfg, public = exp.cfg, exp.data.public
+    opts = cfg.wasp
     n_opt = len(public[0].options) if public else cfg.data.num_options
     prompts = []
     for i in range(opts.samples_per_round):
@@ -167,10 +168,10 @@ def _synthesise(exp, opts: WASPConfig, t: int, good: list[MCRecord], bad: list[M
             prompts.append(generation_prompt([], [], rng.sample(public, min(opts.public_examples, len(public))), n_opt))
     max_new = opts.max_new_tokens or cfg.generation.max_new_tokens
     results.add_budget(t, "server", "synthetic_questions", n=len(prompts),
-                       prompts_cut=sum(exp.server.prompt_ids(prompts, max_new)[1]))
+                       prompts_cut=sum(server.prompt_ids(prompts, max_new)[1]))
     with progress.task(f"round {t} server: synthetic questions", len(prompts)) as bar:
         sampling = Sampling(opts.temperature, opts.top_p, round_seed(cfg.seed, t)) if opts.temperature > 0 else None
-        gens = generate(exp.server, prompts, max_new, cfg.generation.batch_size, sampling)
+        gens = generate(server, prompts, max_new, cfg.generation.batch_size, sampling)
         bar.advance(len(prompts))
     records, seen = [], set()
     for i, g in enumerate(gens):
@@ -179,12 +180,59 @@ def _synthesise(exp, opts: WASPConfig, t: int, good: list[MCRecord], bad: list[M
             continue
         seen.add(parsed)
         records.append(MCRecord(id=f"wasp-{t}-{i}", question=parsed[0], options=parsed[1], domain="wasp"))
-    answers = cache.get(t, exp.server, records)
+    answers = cache.get(t, server, records)
     kept = [(x, y) for x, a in zip(records, answers) if (y := normalised_target(a, n_opt)) is not None]
     stats = {"prompts": len(prompts), "parsed": len(records), "kept": len(kept)}
     return [x for x, _ in kept], [y for _, y in kept], stats
 
 
+class WASPServer(LocalRoundsServer):
+    """WASP's server role, steps 1, 2 and 4 of the module docstring. Per round: SyntheticSamples(t, the kept
+    samples; empty when none) ⇒ Votes (the round starts: round 1 after the client's private SFT); then
+    SampleWeights(t, w) ⇒ Ready with `weights=global` and samples, else EndRound(t) ⇒ Ready (the client trains
+    then). The LLM is not trained."""
+
+    def __init__(self, cfg, fabric, participant, public, transport, progress=None):
+        super().__init__(cfg, transport, fabric, participant)
+        self.public, self.progress = list(public), progress or Progress(quiet=True)
+        self.cache = ResponseCache(cfg.generation.max_new_tokens, cfg.generation.batch_size, self.progress)
+        self.good: list[MCRecord] = []
+        self.bad: list[MCRecord] = []
+        self.stats: dict = {}
+
+    def run_round(self, t: int) -> None:
+        synthetic, targets, st = _synthesise(self.cfg, self.participant, self.public, t, self.good, self.bad,
+                                             self.cache, self.progress, self.results)
+        self.cache.drop_before(t + 1)
+        msg = SyntheticSamples(t, [x.id for x in synthetic], [x.question for x in synthetic],
+                               [list(x.options) for x in synthetic], targets)
+        votes = self.transport.request_all({k: msg for k in self.transport.names})
+        if synthetic:
+            total = torch.stack([v.votes for v in votes.values()]).sum(0)
+            top, bottom = contrastive_pools(total, self.cfg.wasp.pool_size, round_seed(self.cfg.seed, t))
+            self.good, self.bad = [synthetic[i] for i in top], [synthetic[i] for i in bottom]
+            st |= {"voted": int((total > 0).sum()), "good": [x.id for x in self.good], "bad": [x.id for x in self.bad]}
+        self.stats[str(t)] = st
+        if synthetic and self.cfg.wasp.weights == "global":
+            end = SampleWeights(t, vote_weights(total))
+        else:
+            end = EndRound(t)
+        self.transport.request_all({k: end for k in self.transport.names})
+
+    def counters(self) -> dict:
+        return {"nonfinite_skipped": [], "responses_generated": self.cache.generated, "wasp": self.stats}
+
+    def state_dict(self) -> dict:
+        return super().state_dict() | {"good": self.good, "bad": self.bad, "stats": self.stats,
+                                       "generated": self.cache.generated}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.good, self.bad, self.stats = list(state["good"]), list(state["bad"]), dict(state["stats"])
+        self.cache.generated = state["generated"]
+
+
+# ----------------------------------------------------------------------------- the client role
 def _client_votes(encoder, client: str, train: list[MCRecord], synthetic: list[MCRecord], opts: WASPConfig,
                   seed: int) -> torch.Tensor:
     """Runs on the client: its private questions never leave this function."""
@@ -194,68 +242,72 @@ def _client_votes(encoder, client: str, train: list[MCRecord], synthetic: list[M
     return top_q_votes(priv, syn, opts.top_q, opts.vote_decay, opts.noise_std, gen)
 
 
-def run_wasp(exp, channel: Channel, results: Results, tracker=None, start_round: int = 1, state=None,
-             on_round_end=None, progress=None) -> dict:
-    cfg = exp.cfg
-    opts = cfg.wasp  # validated with the run config (ladalit.core.config)
-    progress = progress or Progress(quiet=True)
-    guard, optimizers = NonFiniteGuard(cfg.on_nonfinite), {}
-    encoder = make_encoder(opts.encoder or cfg.filter_net.encoder)
-    cache = ResponseCache(cfg.generation.max_new_tokens, cfg.generation.batch_size, progress)
-    private = {k: exp.data.clients[i].train for i, k in enumerate(exp.clients)}
-    good: list[MCRecord] = []
-    bad: list[MCRecord] = []
-    # per client: what it has received so far, (prompt, target, weight) by round
-    held: dict[str, list[tuple[list[str], list[str], torch.Tensor]]] = {k: [] for k in exp.clients}
-    stats: dict = {}
-    if state is not None:  # resume: the contrastive pools, what every client holds, the counters
-        resume_state(exp, state, guard, optimizers, results, channel)
-        good, bad, held, stats = state["good"], state["bad"], state["held"], state["stats"]
-        cache.generated = state["counters"]["responses_generated"]
-    for t in range(start_round, cfg.rounds + 1):
+class WASPClient(PrivateClient):
+    """WASP's client role, steps 3 and 5 of the module docstring: it votes on the synthetic samples with its
+    private questions (only the vote vector goes up) and trains on the vote-weighted set at the round's end.
+    `held`: what it has received so far, (prompts, targets, weights) per round with samples."""
+
+    def __init__(self, cfg, fabric, name: str, seat: int, participant, private):
+        super().__init__(cfg, fabric, name, participant, private)
+        self.seat, self.encoder = seat, make_encoder(cfg.wasp.encoder or cfg.filter_net.encoder)
+        self.held: list[list] = []
+        self.fresh = False  # whether this round brought samples
+
+    def handle(self, msg):
+        if isinstance(msg, SyntheticSamples):
+            return self.vote(msg)
+        if isinstance(msg, (SampleWeights, EndRound)) and msg.round == self.round:
+            if isinstance(msg, SampleWeights):
+                self.held[-1][2] = msg.weights
+            return self.train_round(msg.round)
+        raise ProtocolError(f"client '{self.name}': no handler for message kind {msg.kind!r} in round {msg.round}")
+
+    def vote(self, msg: SyntheticSamples) -> Votes:
+        t, opts = msg.round, self.cfg.wasp
+        self.start_round(t)
         if t == 1:
-            private_sft(exp, guard, results, optimizers, lambda c: c.train_cfg.sft_epochs, 0)
-        synthetic, targets, st = _synthesise(exp, opts, t, good, bad, cache, progress, results)
-        cache.drop_before(t + 1)
-        if synthetic:
-            payload = {"ids": [x.id for x in synthetic], "questions": [x.question for x in synthetic],
-                       "options": [list(x.options) for x in synthetic], "targets": targets}
-            votes = {}
-            for i, k in enumerate(exp.clients):
-                got = as_dict(channel.send(t, DOWN, k, SyntheticSamples(t, **payload)))
-                recs = [MCRecord(id=sid, question=q, options=tuple(o), domain="wasp")
-                        for sid, q, o in zip(got["ids"], got["questions"], got["options"])]
-                mine = _client_votes(encoder, k, private[k], recs, opts, client_seed(cfg.seed, t, i))
-                votes[k] = channel.send(t, UP, k, Votes(t, mine)).votes
-                held[k].append(([zero_shot_prompt(x) for x in recs], list(got["targets"]),
-                                vote_weights(mine) if opts.weights == "local" else None))
-            total = torch.stack(list(votes.values())).sum(0)
-            if opts.weights == "global":
-                w = vote_weights(total)
-                for k in exp.clients:
-                    received = channel.send(t, DOWN, k, SampleWeights(t, w)).weights
-                    p, y, _ = held[k][-1]
-                    held[k][-1] = (p, y, received)
-            top, bottom = contrastive_pools(total, opts.pool_size, round_seed(cfg.seed, t))
-            good, bad = [synthetic[i] for i in top], [synthetic[i] for i in bottom]
-            st |= {"voted": int((total > 0).sum()), "good": [x.id for x in good], "bad": [x.id for x in bad]}
-        stats[str(t)] = st
-        # ---------------------------------------------------------------- clients train on the weighted set
-        for k, client in exp.clients.items():
-            rounds = held[k] if opts.accumulate else held[k][-1:] if synthetic else []
-            prompts = [p for r in rounds for p in r[0]]
-            targets_k = [y for r in rounds for y in r[1]]
-            weights = torch.cat([r[2] for r in rounds]) if rounds else torch.zeros(0)
-            use = [j for j in range(len(prompts)) if float(weights[j]) > 0]
-            results.add_selection(t, f"{k}<-server", "client", len(prompts), len(use))
-            if not use:
-                results.add_train(t, k, wasp_loss=math.nan, synthetic=0)
-                continue
-            ls = weighted_finetune(exp.fabric, client, optimizers[k], [prompts[j] for j in use],
-                                   [targets_k[j] for j in use], weights[use], client.train_cfg.epochs,
-                                   cfg.seed + t, guard, t)
-            results.add_train(t, k, wasp_loss=ls[-1] if ls else math.nan, synthetic=len(use))
-        end_round(exp, results, channel, tracker, progress, t, on_round_end, lambda: round_state(
-            exp, guard, optimizers, results, channel, good=good, bad=bad, held=held, stats=stats,
-            counters={"responses_generated": cache.generated}))
-    return {"nonfinite_skipped": guard.skipped, "responses_generated": cache.generated, "wasp": stats}
+            self.private_sft(self.participant.train_cfg.sft_epochs, 0)
+        recs = [MCRecord(id=sid, question=q, options=tuple(o), domain="wasp")
+                for sid, q, o in zip(msg.ids, msg.questions, msg.options)]
+        mine = _client_votes(self.encoder, self.name, self.private.train, recs, opts,
+                             client_seed(self.cfg.seed, t, self.seat)) if recs else torch.zeros(0)
+        self.fresh = bool(recs)
+        if recs:
+            self.held.append([[zero_shot_prompt(x) for x in recs], list(msg.targets),
+                              vote_weights(mine) if opts.weights == "local" else None])
+        return Votes(t, mine)
+
+    def train_round(self, t: int) -> Ready:
+        """Vote-weighted cross-entropy on this round's set (`accumulate`: on everything received so far)."""
+        rounds = self.held if self.cfg.wasp.accumulate else self.held[-1:] if self.fresh else []
+        prompts = [p for r in rounds for p in r[0]]
+        targets = [y for r in rounds for y in r[1]]
+        weights = torch.cat([r[2] for r in rounds]) if rounds else torch.zeros(0)
+        use = [j for j in range(len(prompts)) if float(weights[j]) > 0]
+        self.results.add_selection(t, f"{self.name}<-server", "client", len(prompts), len(use))
+        if not use:
+            self.results.add_train(t, self.name, wasp_loss=math.nan, synthetic=0)
+            return Ready(t)
+        ls = weighted_finetune(self.fabric, self.participant, self.optimizer, [prompts[j] for j in use],
+                               [targets[j] for j in use], weights[use], self.participant.train_cfg.epochs,
+                               self.cfg.seed + t, self.guard, t)
+        self.results.add_train(t, self.name, wasp_loss=ls[-1] if ls else math.nan, synthetic=len(use))
+        return Ready(t)
+
+    def state_dict(self) -> dict:
+        return super().state_dict() | {"held": self.held, "fresh": self.fresh}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.held, self.fresh = [list(r) for r in state["held"]], state["fresh"]
+
+
+def wasp_server(cfg, fabric, participant, public, transport, progress=None, hooks=None) -> WASPServer:
+    return WASPServer(cfg, fabric, participant, public, transport, progress)
+
+
+def wasp_client(cfg, fabric, name, seat, participant, private, public, progress=None, hooks=None) -> WASPClient:
+    return WASPClient(cfg, fabric, name, seat, participant, private)
+
+
+ROLES = MethodRoles(server=wasp_server, client=wasp_client)

@@ -22,8 +22,19 @@ AskAnswers names all of D_p once:
     AskAnswers(every id of D_p)                          ⇒ ClientAnswers
     EndRound                                             ⇒ Ready
 
-The baselines send their own kinds one way (`Channel.send`): ServerAnswers, TopKLogits, SyntheticSamples,
-Votes, SampleWeights, ServerRationales, SocraticChains, PartialTrajectories, CompletionAnswers.
+The other methods with roles (ladalit/registry.py), server → client ⇒ reply:
+
+    Standalone    LocalRound(t)                                 ⇒ Ready
+    FedKD         LocalRound(1, y^s on all of D_p); LocalRound(t) ⇒ Ready
+    SFT-CoT       ServerRationales(1, ids, targets); LocalRound(t) ⇒ Ready   (Socratic-CoT: SocraticChains)
+    rStar         AskTrajectories(t, ids)                       ⇒ PartialTrajectories(ids, partials)
+                  CompletionAnswers(t, ids, letters)            ⇒ Ready
+    WASP          SyntheticSamples(t, questions, targets)       ⇒ Votes
+                  SampleWeights(t, w) (weights=global), else EndRound(t) ⇒ Ready
+    FedMKT        PublicTexts(t, new answers, round 1: vocab)   ⇒ TopKLogits (round 1: with its vocab)
+                  TopKLogits(t, the server's, when changed)     ⇒ Ready
+                  EndRound(t)                                   ⇒ Ready
+
 """
 from __future__ import annotations
 
@@ -161,10 +172,20 @@ class ClientAnswers:
     cut: list[int] = field(default_factory=list)
 
 
-# ----------------------------------------------------------------------------- the baselines (one way)
+# ----------------------------------------------------------------------------- the baselines
+@message("public_texts")
+class PublicTexts:
+    """FedMKT: start round t. `texts`: the server's answers on D_p, the texts both sides score (only when they are
+    new; empty: keep the last); `vocab`: the server's token strings (round 1), which the client aligns with."""
+    round: int
+    texts: list[str] = field(default_factory=list)
+    vocab: list[str] = field(default_factory=list)
+
+
 @message("topk_logits")
 class TopKLogits:
-    """FedMKT: per public sample, the top-k logits of a participant's distribution over its answer tokens."""
+    """FedMKT: per public sample, the top-k logits of a participant's distribution over its answer tokens;
+    `vocab`: the sender's token strings, the first time a client sends (the server aligns with them)."""
     round: int
     ids: list[str]
     lengths: torch.Tensor
@@ -172,6 +193,7 @@ class TopKLogits:
     values: torch.Tensor
     indices: torch.Tensor
     ce: torch.Tensor
+    vocab: list[str] = field(default_factory=list)
 
 
 @message("synthetic_samples")
@@ -207,6 +229,13 @@ class ServerRationales:
 @message("socratic_chains")
 class SocraticChains(ServerRationales):
     """Socratic-CoT: the LLM's sub-question chains for public ids."""
+
+
+@message("ask_trajectories")
+class AskTrajectories:
+    """rStar: start round t; reply with your reasoning trajectories on these public questions, cut part-way."""
+    round: int
+    ids: list[str]
 
 
 @message("partial_trajectories")
@@ -266,5 +295,7 @@ class LocalRound:
     texts: list[str] = field(default_factory=list)
 
 
-ROUND_STARTS = (ClientRound, LocalRound)  # the message that starts a client's round (a site restores round t-1)
-ROUND_ENDS = (EndRound, LocalRound)  # a client's last message of a round (a site replies with its RoundReport)
+# the message that starts a client's round (a site restores round t-1), and a client's last message of a round (a
+# site replies with its RoundReport); SFT-CoT's and Socratic-CoT's round 1 is one message, as LocalRound is
+ROUND_STARTS = (ClientRound, LocalRound, ServerRationales, AskTrajectories, SyntheticSamples, PublicTexts)
+ROUND_ENDS = (EndRound, LocalRound, ServerRationales, CompletionAnswers, SampleWeights)

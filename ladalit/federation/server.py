@@ -3,12 +3,13 @@ clients reached only through a transport of bytes (ladalit.federation.transport)
 
 It is `ladalit.run.execute` with the clients elsewhere. The server holds ψ, D_p and its own evaluation set,
 read from SERVER_DATA (public.jsonl, eval.jsonl; `ladalit.federation.prepare` writes them for a local
-federation); no client's private path or record is here. Around LaDa's protocol it sends, per client:
+federation); no client's private path or record is here. Around the method's protocol it sends, per client:
 
     Join(config, D_p) ⇒ RoundReport   (to every node: which client it is, from the node's own config;
                                        round 0: the client evaluates itself, before any transfer)
-    ... the method's rounds (LaDa: federation.protocol=per_round, ladalit.core.messages); the client's
-    last reply of a round is its RoundReport: its rows of results of round t, and its scores ...
+    ... the method's rounds (its roles, ladalit/registry.py, over the one round loop; LaDa's needs
+    federation.protocol=per_round; ladalit.core.messages); the client's last reply of a round is its
+    RoundReport: its rows of results of round t, and its scores ...
 
 Every crossing is counted on the channel; results.json adds `failed_clients` and `engine`.
 A resumed server (resume=true) sends Join again and goes on from its checkpoint's round; each site starts
@@ -22,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from ladalit import registry
 from ladalit.core.channel import Channel
 from ladalit.core.config import ConfigError, to_yaml
 from ladalit.core.evaluation import evaluate
@@ -29,26 +31,20 @@ from ladalit.core.experiment import build_participant, make_fabric, one_shot_exa
 from ladalit.core.messages import Join
 from ladalit.core.run_identity import check_run_dir, prepare_run_dir, save_checkpoint
 from ladalit.federation.site import read_records
-from ladalit.method.lada import LadaServer, public_set
 from ladalit.reporting.plots import write_plots
 from ladalit.core.progress import Progress, quiet_transformers
+from ladalit.core import rounds
 from ladalit.core.results import Results, log_round
+from ladalit.core.rounds import RoundLoop, add_rows, gather_rows, run_rounds
 from ladalit.reporting.tracker import Tracker
 from ladalit.run import run_dir_for
-from ladalit.baselines.standalone import LocalRoundsServer
-from ladalit.baselines.fedkd import FedKDServer
 
 
-DEPLOYABLE = ("lada", "fedkd", "standalone")  # the methods whose server and client roles are split
-
-
-def check_deployable(cfg) -> None:
-    if cfg.method not in DEPLOYABLE:
-        raise ConfigError(f"config key 'method': {cfg.method!r} does not run on a deployment yet "
-                          f"({', '.join(DEPLOYABLE)} do)")
-    if cfg.method == "lada" and cfg.federation.protocol != "per_round":
-        raise ConfigError("config key 'federation.protocol': a deployment needs per_round (a few messages per client "
-                          f"per round), not {cfg.federation.protocol!r}")
+def method_roles(cfg):
+    """The method's roles (ladalit/registry.py); ConfigError for a setting it cannot run with on a deployment."""
+    roles = registry.roles(cfg.method)
+    roles.check_deployment(cfg)
+    return roles
 
 
 def join(transport, cfg, run_name: str, public, evaluate: bool) -> dict:
@@ -77,8 +73,9 @@ def join(transport, cfg, run_name: str, public, evaluate: bool) -> dict:
 
 
 def serve(cfg, transport, server_data: Path, quiet: bool = True) -> tuple[Path, dict]:
-    """Run LaDa with the clients behind `transport` (a SiteTransport); returns the run dir and results.json."""
-    check_deployable(cfg)
+    """Run the method's roles with the clients behind `transport` (a SiteTransport), over the one round loop
+    (ladalit.core.rounds); returns the run dir and results.json."""
+    roles = method_roles(cfg)
     quiet_transformers(cfg.verbose)
     run_dir = run_dir_for(cfg)
     ckpt = check_run_dir(cfg, run_dir)
@@ -93,58 +90,59 @@ def serve(cfg, transport, server_data: Path, quiet: bool = True) -> tuple[Path, 
     prepare_run_dir(cfg, run_dir, to_yaml(cfg))
     channel, results, tracker = transport.channel, Results(), Tracker(cfg, run_dir)
     with Progress(quiet=quiet) as progress:
-        server = server_role(cfg, fabric, participant, public, transport, progress)
+        server = roles.server(cfg, fabric, participant, roles.public(cfg, public), transport, progress, None)
         counters = {k: r.counters for k, r in joined.items()}
         if ckpt is None:
-            gather(cfg, results, 0, joined, Results(), participant, eval_set, True)
+            add_reports(results, joined)
+            evaluate_reports(cfg, results, 0, joined, participant, eval_set)
             log_round(tracker, results, channel, 0)
         else:
             rejoined = list(channel.messages)  # this start's Join crossed too
             counters = restore(ckpt, server, results, channel, transport)
             channel.messages += rejoined
-        for t in range(start, cfg.rounds + 1):
-            began = time.perf_counter()
-            server.run_round(t)
-            evaluated = cfg.eval.every_round or t == cfg.rounds
-            reports = transport.take_reports(t)
-            counters |= {k: r.counters for k, r in reports.items()}
-            gather(cfg, results, t, reports, server.results, participant, eval_set, evaluated)
-            server.results = Results()
-            transport.round_seconds.append({"round": t, "seconds": time.perf_counter() - began})
-            log_round(tracker, results, channel, t)
-            progress.summary(results, t, channel)
-            save_checkpoint(run_dir, t, snapshot(server, results, channel, counters, transport))
-            results.save(run_dir, cfg, channel, extra=extras(server, counters, transport))
+        run_rounds(deployment_loop(cfg, server, results, transport, counters, (participant, eval_set), run_dir,
+                                   tracker, progress), start)
     server.close()
     out = results.save(run_dir, cfg, channel, extra=extras(server, counters, transport))
     tracker.finish(results, write_plots(out, run_dir))
     return run_dir, out
 
 
-def server_role(cfg, fabric, participant, public, transport, progress):
-    if cfg.method == "standalone":
-        return LocalRoundsServer(cfg, transport)
-    if cfg.method == "fedkd":
-        return FedKDServer(cfg, participant, public, transport, progress)
-    return LadaServer(cfg, fabric, participant, public_set(cfg, public), transport, progress)
+def deployment_loop(cfg, server, results: Results, transport, counters: dict, evaluation, run_dir: Path, tracker,
+                    progress) -> RoundLoop:
+    """The round loop (ladalit.core.rounds) on a deployment: a round's rows are the clients' RoundReports (in
+    config order) then the server role's, as the in-process run orders them; the scores the clients' and the
+    server's own (`evaluation`: its participant and evaluation set); the end of a round its checkpoint."""
+    reports: dict = {}
+    channel = transport.channel
+
+    def gather(t: int) -> None:
+        reports.clear()
+        reports.update(transport.take_reports(t))
+        counters.update({k: r.counters for k, r in reports.items()})
+        add_reports(results, reports)
+        gather_rows(results, [server])
+
+    def end(t: int, seconds: float) -> None:
+        transport.round_seconds.append({"round": t, "seconds": seconds})
+        save_checkpoint(run_dir, t, snapshot(server, results, channel, counters, transport))
+        results.save(run_dir, cfg, channel, extra=extras(server, counters, transport))
+
+    return RoundLoop(cfg, server, results, channel, gather,
+                     lambda t: evaluate_reports(cfg, results, t, reports, *evaluation), end, tracker, progress)
 
 
-def gather(cfg, results: Results, t: int, reports: dict, server_rows: Results, participant, eval_set,
-           evaluated: bool) -> None:
-    """The round's rows as the in-process run orders them: the clients' (in config order), the server's,
-    then per prompt setting every client's score and the server's own, on its evaluation set."""
-    accuracy = {}
-    for k, r in reports.items():
-        rows = dict(r.results)
-        accuracy[k] = rows.pop("accuracy", [])
-        for key, got in rows.items():
-            getattr(results, key).extend(got)
-    for key, got in server_rows.state_dict().items():
-        getattr(results, key).extend(got)
-    if not evaluated:
-        return
+def add_reports(results: Results, reports: dict) -> None:
+    """The clients' rows of a round (in config order), their scores apart (`evaluate_reports` adds them)."""
+    for r in reports.values():
+        add_rows(results, {key: got for key, got in r.results.items() if key != "accuracy"})
+
+
+def evaluate_reports(cfg, results: Results, t: int, reports: dict, participant, eval_set) -> None:
+    """Per prompt setting, every client's score (from its report) and the server's own, on its evaluation set."""
     for shots in cfg.eval.shots:
-        results.accuracy.extend(row for k in reports for row in accuracy[k] if row["shots"] == shots)
+        results.accuracy.extend(row for r in reports.values() for row in r.results.get("accuracy", [])
+                                if row["shots"] == shots)
         preds: list[dict] = []
         m = evaluate(participant, eval_set, shots, one_shot_example(cfg), cfg.eval.max_new_tokens,
                      cfg.eval.batch_size, preds)
@@ -152,18 +150,16 @@ def gather(cfg, results: Results, t: int, reports: dict, server_rows: Results, p
 
 
 def snapshot(server, results: Results, channel: Channel, counters: dict, transport) -> dict:
-    state = server.state_dict()
-    return {"participants": {"server": state.pop("participant", {})}, "roles": {"server": state},
-            "results": results.state_dict(), "channel": channel.state_dict(), "counters": counters,
-            "failed_clients": transport.failed, "names": transport.names, "timing": timing(transport)}
+    """The round loop's checkpoint (ladalit.core.rounds.snapshot) of the server role, with the clients' counters
+    and the deployment's own: failed clients, the clients' names, the timing."""
+    return rounds.snapshot({"server": server}, results, channel, dict(counters)) | {
+        "failed_clients": transport.failed, "names": transport.names, "timing": timing(transport)}
 
 
 def restore(ckpt: dict, server, results: Results, channel: Channel, transport) -> dict:
     state = ckpt["state"]
     torch.set_rng_state(ckpt["torch_rng"])
-    server.load_state_dict(state["roles"]["server"] | {"participant": state["participants"]["server"]})
-    results.load_state_dict(state["results"])
-    channel.load_state_dict(state["channel"])
+    rounds.restore(state, {"server": server}, results, channel)
     transport.failed = list(state["failed_clients"])
     transport.round_seconds, transport.exchanges = state["timing"]["rounds"], state["timing"]["exchanges"]
     transport.keep([k for k in state["names"] if k in transport.names])
@@ -171,16 +167,10 @@ def restore(ckpt: dict, server, results: Results, channel: Channel, transport) -
 
 
 def extras(server, counters: dict, transport) -> dict:
-    """results.json's counters, as the in-process run has them (the clients', then the server's), and the
+    """results.json's counters, as the in-process run has them (ladalit.core.rounds.merge_counters), and the
     deployment's own: failed clients, the engine, wall seconds per round and per exchange."""
-    own, clients = server.counters(), list(counters.values())
-    out = {"nonfinite_skipped": [s for c in clients for s in c.get("nonfinite_skipped", [])] + own["nonfinite_skipped"]}
-    if "responses_generated" in own:
-        out["responses_generated"] = sum(c.get("responses_generated", 0) for c in clients) + own["responses_generated"]
-    if "bound_hits" in own:
-        out["bound_hits"] = {**{f"client:{k}": c["bound_hits"] for k, c in counters.items() if c.get("bound_hits")},
-                             **{f"server:{k}": v for k, v in own["bound_hits"].items()}}
-    return out | {"failed_clients": transport.failed, "engine": type(transport).__name__, "timing": timing(transport)}
+    return rounds.merge_counters(counters, server.counters()) | {
+        "failed_clients": transport.failed, "engine": type(transport).__name__, "timing": timing(transport)}
 
 
 def timing(transport) -> dict:

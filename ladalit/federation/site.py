@@ -1,5 +1,5 @@
-"""A client's site in a deployment: it answers the server's messages with the client role (LaDa's
-ladalit.method.client), holding its own private data, model and local state.
+"""A client's site in a deployment: it answers the server's messages with the method's client role
+(ladalit/registry.py; LaDa's: ladalit.method.client), holding its own private data, model and local state.
 
 The client learns who it is and where its data are from its own node config, never from the server:
 
@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 import ladalit.components  # noqa: F401  registers data sets, model sources, class-path checks
+from ladalit import registry
 from ladalit.core.messages import (ROUND_ENDS, ROUND_STARTS, Join, ProtocolError, Refused, RoundReport, decode,
                                    encode)
 from ladalit.data.records import DataError, MCRecord, validate_record
@@ -33,10 +34,6 @@ from ladalit.core.config import load_config
 from ladalit.core.experiment import build_participant, make_fabric, one_shot_example, setup_participant
 from ladalit.core.evaluation import evaluate
 from ladalit.core.results import Results
-from ladalit.baselines.standalone import PrivateClient
-from ladalit.baselines.fedkd import FedKDClient
-from ladalit.method.client import LadaClient
-from ladalit.method.lada import public_set
 
 STATE_VERSION = 1
 
@@ -202,12 +199,10 @@ class ClientSite:
 
 
 def client_role(cfg, fabric, name: str, participant, private, public):
-    """The method's client role (the methods that run on a deployment: ladalit.federation.server.ROLES)."""
-    if cfg.method == "standalone":
-        return PrivateClient(cfg, fabric, name, participant, private)
-    if cfg.method == "fedkd":
-        return FedKDClient(cfg, fabric, name, participant, private, public)
-    return LadaClient(cfg, fabric, name, list(cfg.clients).index(name), participant, private, public_set(cfg, public))
+    """The method's client role (ladalit/registry.py)."""
+    roles = registry.roles(cfg.method)
+    return roles.client(cfg, fabric, name, list(cfg.clients).index(name), participant, private,
+                        roles.public(cfg, public), None, None)
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

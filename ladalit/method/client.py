@@ -165,7 +165,7 @@ class LadaClient:
         self.responses.generated = state["generated"]
 
     def counters(self) -> dict:
-        """results.json's counters of this client (ladalit.method.lada.extras has them in-process)."""
+        """results.json's counters of this client (ladalit.core.rounds.merge_counters adds them up)."""
         return {"nonfinite_skipped": list(self.guard.skipped), "responses_generated": self.responses.generated,
                 "bound_hits": dict(self.pair.filter.bound_hits) if self.pair.filter else None}
 

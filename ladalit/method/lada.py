@@ -21,10 +21,11 @@ ladalit.core.messages; the client's handlers are in ladalit.method.client. Algor
           rewards ❸–❺, then filter fit ❻❼ for each U_{s,k}           [LadaServer.server_rewards, pair.fit_filter]
       evaluate every participant                                    [run]
 
-`run` is the experimenter's harness around the protocol: it builds the roles in this process, evaluates
-every participant (the server on the union of the clients' test sets, which no federated server could
-see), gathers every role's rows of results, and checkpoints the roles' local states. None of this
-crosses the transport, and none of it is something the server's loop can reach.
+`run` builds the roles in this process and hands them to the experimenter's harness around the protocol
+(ladalit.core.rounds, the round loop of every method): it evaluates every participant (the server
+on the union of the clients' test sets, which no federated server could see), gathers every role's rows of
+results, and checkpoints the roles' local states. None of this crosses the transport, and none of it is
+something the server's loop can reach.
 """
 from __future__ import annotations
 
@@ -33,15 +34,15 @@ from dataclasses import dataclass
 import torch
 
 from ladalit.core.channel import DOWN, UP, Channel
+from ladalit.core.config import ConfigError
 from ladalit.core.encoder import make_encoder
 from ladalit.core.hooks import Hooks
-from ladalit.core.evaluation import evaluate_all
 from ladalit.core.messages import (AskAnswers, BeginRound, ClientRound, EndClientRound, EndRound, SelectCandidates,
                                    ServerAnswers)
 from ladalit.core.prompts import format_question, zero_shot_prompt
 from ladalit.core.responses import ResponseCache
 from ladalit.core.training import NonFiniteGuard, minibatches
-from ladalit.core.transport import InProcess, Transport
+from ladalit.core.transport import Transport
 from ladalit.method import checkpoint
 from ladalit.method.client import (LadaClient, answers_message, generators_for, loss_row, received_answers,
                                    record_answers)
@@ -50,7 +51,9 @@ from ladalit.method.pair import (PairState, candidate_batches, close_round, fit_
                                  record_weight_spread, reward_scale, rewards_of, select, server_weights)
 from ladalit.method.prototypes import select_prototypes
 from ladalit.core.progress import Progress
-from ladalit.core.results import Results, log_round
+from ladalit.core.results import Results
+from ladalit.core.roles import MethodRoles
+from ladalit.core.rounds import build_in_process, run_in_process
 
 
 @dataclass
@@ -278,69 +281,22 @@ def sample_minibatches(rows, batch_size: int) -> list[list[int]]:
     return [[j for s in mb for j in groups[order[s]]] for mb in minibatches(len(order), batch_size)]
 
 
-# ----------------------------------------------------------------------------- the experimenter's harness
+# ----------------------------------------------------------------------------- LaDa as the registry has it
+def check_deployment(cfg) -> None:
+    if cfg.federation.protocol != "per_round":
+        raise ConfigError("config key 'federation.protocol': a deployment needs per_round (a few messages per client "
+                          f"per round), not {cfg.federation.protocol!r}")
+
+
+ROLES = MethodRoles(server=LadaServer, client=LadaClient, public=public_set, check_deployment=check_deployment)
+
+
 def build_roles(exp, channel: Channel, progress: Progress) -> tuple[LadaServer, dict[str, LadaClient]]:
     """Every role in this process; the server gets the clients only behind an in-process transport."""
-    public = public_set(exp.cfg, exp.data.public)
-    hooks = getattr(exp, "hooks", None)
-    clients = {k: LadaClient(exp.cfg, exp.fabric, k, i, p, exp.data.clients[i], public, progress, hooks)
-               for i, (k, p) in enumerate(exp.clients.items())}
-    server = LadaServer(exp.cfg, exp.fabric, exp.server, public, InProcess(channel, clients), progress, hooks)
-    return server, clients
+    return build_in_process(ROLES, exp, channel, progress)
 
 
 def run(exp, channel: Channel, results: Results, tracker=None, start_round: int = 1, state: dict | None = None,
         on_round_end=None, progress: Progress | None = None) -> dict:
-    cfg = exp.cfg
-    progress = progress or Progress(quiet=True)
-    server, clients = build_roles(exp, channel, progress)
-    roles = {**clients, "server": server}
-    if state is not None:  # resume
-        restore(state, roles, results, channel)
-    rounds_bar = progress.task("rounds", cfg.rounds - start_round + 1)
-    for t in range(start_round, cfg.rounds + 1):
-        server.run_round(t)
-        gather_results(results, roles.values())
-        if cfg.eval.every_round or t == cfg.rounds:
-            evaluate_all(exp, results, t, progress)
-        log_round(tracker, results, channel, t)
-        progress.summary(results, t, channel)
-        rounds_bar.advance()
-        if on_round_end is not None:
-            on_round_end(t, snapshot(roles, results, channel))
-    for role in roles.values():
-        role.close()
-    return extras(roles)
-
-
-def snapshot(roles: dict, results: Results, channel: Channel) -> dict:
-    """The checkpoint: every role's local state (its participant's weights apart, under "participants", as
-    every method keeps them), the run's results and the channel's ledger, and the counters results.json reports."""
-    local = {n: r.state_dict() for n, r in roles.items()}
-    counters = {k: v for k, v in extras(roles).items() if k != "bound_hits"}
-    return {"participants": {n: st.pop("participant") for n, st in local.items()}, "roles": local,
-            "results": results.state_dict(), "channel": channel.state_dict(), "counters": counters}
-
-
-def restore(state: dict, roles: dict, results: Results, channel: Channel) -> None:
-    for n, role in roles.items():
-        role.load_state_dict(state["roles"][n] | {"participant": state["participants"][n]})
-    results.load_state_dict(state["results"])
-    channel.load_state_dict(state["channel"])
-
-
-def gather_results(results: Results, roles) -> None:
-    """Every role's rows of the round, appended to the run's results (clients first, then the server)."""
-    for role in roles:
-        for key, rows in role.results.state_dict().items():
-            getattr(results, key).extend(rows)
-        role.results = Results()
-
-
-def extras(roles: dict) -> dict:
-    """results.json's counters: skipped non-finite steps, answers generated, filter bound hits."""
-    filters = {f"client:{k}": r.pair for k, r in roles.items() if k != "server"}
-    filters |= {f"server:{k}": p for k, p in roles["server"].pairs.items()}
-    return {"nonfinite_skipped": [s for r in roles.values() for s in r.guard.skipped],
-            "responses_generated": sum(r.responses.generated for r in roles.values()),
-            "bound_hits": {name: dict(p.filter.bound_hits) for name, p in filters.items() if p.filter}}
+    """LaDa in this process, over the one round loop (ladalit.core.rounds)."""
+    return run_in_process(ROLES, exp, channel, results, tracker, start_round, state, on_round_end, progress)

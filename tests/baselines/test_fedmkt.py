@@ -17,6 +17,7 @@ from ladalit.baselines.fedmkt import aligned_target, min_ce_choice, sequence_ce,
 from ladalit.baselines.token_alignment import (align_tokens, levenshtein, map_vocab_strings, token_strings, token_table,
                                               vocab_mapping)
 from ladalit.core.results import Results
+from ladalit.core.rounds import run_in_process
 
 TEXT = "the cat sat."
 # shorter sequences keep the end-to-end runs quick (prompts lose tokens from the left)
@@ -109,6 +110,17 @@ def test_vocab_mapping_by_hand():
     # fallback: "the" -> "t" (edit distance 2, longest common prefix), " cat" -> " " (3, prefix " ")
     assert b2c[bid("the")] == cid("t") and b2c[bid("\u2581cat")] == cid("\u0120")
     assert levenshtein("kitten", "sitting") == 3
+
+
+def test_a_vocabulary_that_crossed_as_strings_maps_as_its_tokenizer_does():
+    """What FedMKT's roles send once (each side's token strings) is all the other side needs to map its ids."""
+    bpe, char = bpe_tokenizer(), char_tokenizer()
+    token_alignment._MAPPINGS.clear()
+    sent = token_alignment.table_of_strings(list(token_table(bpe).strings))
+    assert sent.strings == token_table(bpe).strings and sent.digest == token_table(bpe).digest
+    assert torch.equal(token_alignment.table_mapping(sent, token_table(char)), vocab_mapping(bpe, char))
+    token_alignment._MAPPINGS.clear()
+    assert torch.equal(token_alignment.table_mapping(token_table(char), sent), vocab_mapping(char, bpe))
 
 
 def test_map_vocab_strings_prefers_exact_then_lowest_id():
@@ -242,7 +254,7 @@ def test_fedmkt_smoke_run_exchanges_only_sparse_topk(tmp_path, monkeypatch):
     assert len(exp.clients["client1"].tokenizer) != len(exp.server.tokenizer)  # byte BPE vs ByT5
     channel = Channel(keep_payloads=True)
     results = Results()
-    out = fedmkt.run_fedmkt(exp, channel, results)
+    out = run_in_process(fedmkt.ROLES, exp, channel, results)
 
     names = {r["participant"] for r in results.accuracy}
     assert names == {"server", *cfg.clients}
@@ -257,13 +269,20 @@ def test_fedmkt_smoke_run_exchanges_only_sparse_topk(tmp_path, monkeypatch):
              **{n: c.model.config.vocab_size for n, c in exp.clients.items()}}
     kinds = [(m.direction, m.client, m.kind, m.round) for m in channel.messages]
     assert {(d, kind) for d, _, kind, _ in kinds} == {
-        ("server->client", "server_answers"), ("client->server", "topk_logits"), ("server->client", "topk_logits")}
+        ("server->client", "public_texts"), ("client->server", "topk_logits"), ("server->client", "topk_logits"),
+        ("client->server", "ready"), ("server->client", "end_round")}
     topk_bytes, dense_bytes = 0, 0
     for msg, raw in zip(channel.messages, channel.payloads):
         p = as_dict(decode(raw))
+        if msg.kind == "public_texts":  # the answers and the server's vocabulary cross once, in round 1
+            assert bool(p["texts"]) == bool(p["vocab"]) == (msg.round == 1)
+            assert all(isinstance(s, str) for s in p["texts"] + p["vocab"])
         if msg.kind != "topk_logits":
-            assert msg.round == 1 and all(isinstance(s, str) for s in p["texts"])
             continue
+        # a client's vocabulary goes up once, with its first top-k; the server's comes with the texts
+        assert bool(p["vocab"]) == (msg.round == 1 and msg.direction == "client->server")
+        if p["vocab"]:
+            assert p["vocab"] == token_table(exp.clients[msg.client].tokenizer).strings
         L = int(p["lengths"].sum())
         assert p["values"].dtype == torch.float16 and p["values"].shape == (L, k)
         assert p["indices"].dtype == torch.int32 and p["indices"].shape == (L, k)
@@ -308,7 +327,7 @@ def test_fedmkt_without_server_training_sends_the_server_topk_once(tmp_path, mon
     exp = build_experiment(cfg)
     channel = Channel(keep_payloads=True)
     results = Results()
-    fedmkt.run_fedmkt(exp, channel, results)
+    run_in_process(fedmkt.ROLES, exp, channel, results)
     down = [(m.round, m.client) for m in channel.messages if m.kind == "topk_logits" and m.direction == "server->client"]
     assert sorted(down) == [(1, k) for k in sorted(cfg.clients)]
     up = [(m.round, m.client) for m in channel.messages if m.kind == "topk_logits" and m.direction == "client->server"]

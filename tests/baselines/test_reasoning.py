@@ -5,12 +5,14 @@ import random
 
 import pytest
 
+from ladalit import registry
 from ladalit.baselines import reasoning as rb
 from ladalit.core.channel import DOWN, UP, Channel
 from ladalit.core.config import load_config
 from ladalit.core.experiment import build_experiment
 from ladalit.core.prompts import ONE_SHOT_EXAMPLES, zero_shot_prompt
 from ladalit.core.results import Results
+from ladalit.core.rounds import run_in_process
 from tests.channel_audit import decoded, strings_in
 
 SHORT = ["server.train.max_length=128", "clients.client1.train.max_length=128",
@@ -79,12 +81,13 @@ class Canned:
 
 
 def run_method(monkeypatch, method, *overrides):
+    """The method's roles in this process (the one round loop), with canned generations."""
     canned = Canned()
     monkeypatch.setattr(rb, "generate", canned)
     cfg = load_config(BASE + list(overrides))
     exp = build_experiment(cfg)
     channel, results = Channel(keep_payloads=True), Results()
-    out = getattr(rb, f"run_{method}")(exp, channel, results)
+    out = run_in_process(registry.roles(method), exp, channel, results)
     assert {r["participant"] for r in results.accuracy} == {"server", *cfg.clients}
     assert {r["round"] for r in results.accuracy} == set(range(1, cfg.rounds + 1))
     assert {r["participant"] for r in results.train if r["round"] == 0 and "sft_loss" in r} == set(cfg.clients)
@@ -99,16 +102,24 @@ def run_method(monkeypatch, method, *overrides):
     return cfg, exp, channel, results, out, canned
 
 
+def sent(channel) -> list[tuple]:
+    """(round, direction, client, kind) of every message, in order."""
+    return [(m.round, m.direction, m.client, m.kind) for m in channel.messages]
+
+
 @pytest.mark.parametrize("method,kind,loss", [("sft_cot", "server_rationales", "cot_loss"),
                                               ("socratic_cot", "socratic_chains", "socratic_loss")])
 def test_server_targets_sent_once_and_only_the_parseable_ones(monkeypatch, method, kind, loss):
     cfg, exp, channel, results, out, canned = run_method(monkeypatch, method, "rounds=2")
-    assert [(m.round, m.direction, m.kind) for m in channel.messages] == [(1, DOWN, kind)] * len(cfg.clients)
-    assert [m.client for m in channel.messages] == list(cfg.clients)
+    # round 1 brings the targets, round 2 only starts the clients' epochs; every client answers Ready
+    assert sent(channel) == [(t, d, k, m) for t, first in ((1, kind), (2, "local_round")) for k in cfg.clients
+                             for d, m in ((DOWN, first), (UP, "ready"))]
     n = len(exp.data.public)
     kept = [i for i in range(n) if i % 3 != 2]
     assert out[kind] == {"generated": n, "kept": len(kept)}
-    for p in decoded(channel):
+    targets = [p for p in decoded(channel) if p["kind"] == kind]
+    assert len(targets) == len(cfg.clients)
+    for p in targets:
         assert p["ids"] == [exp.data.public[i].id for i in kept]
         assert all(y.endswith(" The answer is (C).") for y in p["targets"])
         if method == "socratic_cot":
@@ -121,26 +132,28 @@ def test_server_targets_sent_once_and_only_the_parseable_ones(monkeypatch, metho
     else:
         assert prompts == [zero_shot_prompt(x) for x in exp.data.public]
     trained = [(r["round"], r["participant"], r["targets"]) for r in results.train if loss in r]
-    assert trained == [(t, k, len(kept)) for t in (1, 2) for k in cfg.clients]
+    assert sorted(trained) == [(t, k, len(kept)) for t in (1, 2) for k in cfg.clients]
     assert all(math.isfinite(r[loss]) for r in results.train if loss in r)
 
 
 def test_rstar_keeps_only_mutually_consistent_trajectories(monkeypatch):
     cfg, exp, channel, results, out, canned = run_method(monkeypatch, "rstar", "rounds=2")
     n = len(exp.data.public)
-    # per round and client: partial trajectories up, the completions' answers down
-    seen = [(m.round, m.direction, m.client, m.kind) for m in channel.messages]
-    expected = [(t, d, k, kind) for t in (1, 2) for k in cfg.clients
-                for d, kind in ((UP, "partial_trajectories"), (DOWN, "completion_answers"))]
-    assert seen == expected
+    # per round: every client is asked for its cut trajectories (up), then gets the completions' answers (down)
+    expected = [(t, d, k, kind) for t in (1, 2) for ask, reply in (("ask_trajectories", "partial_trajectories"),
+                                                                   ("completion_answers", "ready"))
+                for k in cfg.clients for d, kind in ((DOWN, ask), (UP, reply))]
+    assert sent(channel) == expected
     payloads = decoded(channel)
-    for m, p in zip(channel.messages, payloads):
-        assert len(p["ids"]) == n  # zero-shot and one-shot trajectories are the same text: deduplicated
-        if m.kind == "partial_trajectories":
+    asked = [p for p in payloads if p["kind"] == "ask_trajectories"]
+    assert all(p["ids"] == [x.id for x in exp.data.public] for p in asked)  # all of D_p: rstar_questions unset
+    for p in payloads:
+        if p["kind"] == "partial_trajectories":
+            assert len(p["ids"]) == n  # zero-shot and one-shot trajectories are the same text: deduplicated
             # cut trajectories of the SLM's own text: never its answer statement
             assert all("answer is" not in s and s in "Step one. Step two. Step three." for s in p["partials"])
-        else:
-            assert set(p["answers"]) <= {"C", ""}  # letters only
+        elif p["kind"] == "completion_answers":
+            assert len(p["ids"]) == n and set(p["answers"]) <= {"C", ""}  # letters only
     # the generator answers (D) for even, (C) for odd questions; the discriminator reaches (C) except
     # for every 3rd prompt, so a trajectory is kept iff odd and not ≡ 2 (mod 3)
     keep = sum(1 for i in range(n) if i % 2 == 1 and i % 3 != 2)
@@ -148,23 +161,33 @@ def test_rstar_keeps_only_mutually_consistent_trajectories(monkeypatch):
         for k in cfg.clients:
             assert out["rstar"][f"{t}:{k}"] == {"generated": 2 * n, "answered": n, "consistent": keep}
     trained = [(r["round"], r["participant"], r["targets"]) for r in results.train if "rstar_loss" in r]
-    assert trained == [(t, k, keep) for t in (1, 2) for k in cfg.clients]
-    # the SLMs generated (zero-shot + one-shot prompts), the LLM completed the cut trajectories
+    assert sorted(trained) == [(t, k, keep) for t in (1, 2) for k in cfg.clients]
+    # the SLMs generated (zero-shot + one-shot prompts), then the LLM completed each one's cut trajectories
     who = [w for w, _ in canned.calls]
-    assert who == [w for _ in (1, 2) for k in cfg.clients for w in (k, "server")]
+    assert who == [w for _ in (1, 2) for w in [*cfg.clients, *["server"] * len(cfg.clients)]]
     completions = [p for w, ps in canned.calls if w == "server" for p in ps]
-    ups = [p for m, p in zip(channel.messages, payloads) if m.kind == "partial_trajectories"]
+    ups = [p for p in payloads if p["kind"] == "partial_trajectories"]
     by_id = {x.id: x for x in exp.data.public}
     assert completions == [rb.discriminator_prompt(by_id[i], s) for p in ups for i, s in zip(p["ids"], p["partials"])]
     assert any(s for p in ups for s in p["partials"])
 
 
+def test_rstar_asks_for_the_rounds_sample_of_questions(monkeypatch):
+    cfg, exp, channel, *_ = run_method(monkeypatch, "rstar", "rounds=2", "reasoning.rstar_questions=5")
+    asked = [(p["round"], p["ids"]) for p in decoded(channel) if p["kind"] == "ask_trajectories"]
+    by_round = {t: [ids for r, ids in asked if r == t] for t in (1, 2)}
+    for t, lists in by_round.items():
+        assert len(lists) == len(cfg.clients) and all(ids == lists[0] for ids in lists)  # the same for every client
+        assert lists[0] == [x.id for x in rb.rstar_questions(cfg, exp.data.public, t)] and len(lists[0]) == 5
+    assert by_round[1][0] != by_round[2][0]  # a sample per round
+
+
 @pytest.mark.parametrize("method", ["sft_cot", "rstar"])
 def test_methods_complete_with_the_random_smoke_models(method):
-    # nothing the random models generate states an answer: nothing to distil, nothing sent, still evaluated
+    # nothing the random models generate states an answer: nothing to distil, no target crosses, still evaluated
     cfg = load_config(BASE + ["rounds=1", "data.public_size=4"])
     exp = build_experiment(cfg)
-    channel, results = Channel(), Results()
-    getattr(rb, f"run_{method}")(exp, channel, results)
-    assert channel.messages == []
+    channel, results = Channel(keep_payloads=True), Results()
+    run_in_process(registry.roles(method), exp, channel, results)
+    assert not [p for p in decoded(channel) if p.get("targets") or p.get("partials") or p.get("answers")]
     assert {r["participant"] for r in results.accuracy} == {"server", *cfg.clients}

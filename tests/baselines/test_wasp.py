@@ -15,6 +15,7 @@ from ladalit.core.participant import Sampling
 from ladalit.core.seeds import round_seed
 from ladalit.core.prompts import format_response
 from ladalit.core.results import Results
+from ladalit.core.rounds import run_in_process
 from tests.channel_audit import decoded, strings_in
 
 SHORT = ["server.train.max_length=128", "clients.client1.train.max_length=128",
@@ -122,7 +123,7 @@ def test_wasp_smoke_run_sends_samples_down_and_votes_up(monkeypatch, weights):
     exp = build_experiment(cfg)
     channel = Channel(keep_payloads=True)
     results = Results()
-    out = wasp.run_wasp(exp, channel, results)
+    out = run_in_process(wasp.ROLES, exp, channel, results)
     # questions written greedily, or sampled from a per-round seed
     assert fake.samplings == ([Sampling(0.8, 0.9, round_seed(cfg.seed, t)) for t in (1, 2)] if sampled else [None] * 2)
 
@@ -144,16 +145,17 @@ def test_wasp_smoke_run_sends_samples_down_and_votes_up(monkeypatch, weights):
     assert [(r["round"], r["n"], r["prompts_cut"]) for r in results.budget if r["what"] == "synthetic_questions"] == [
         (1, 20, 0), (2, 20, 20)]
 
-    # what crosses: samples down, votes up, weights down (global only) -- per round and client
-    kinds = {(m.round, m.direction, m.client, m.kind) for m in channel.messages}
-    expected = {(t, DOWN, k, "synthetic_samples") for t in (1, 2) for k in cfg.clients}
-    expected |= {(t, UP, k, "votes") for t in (1, 2) for k in cfg.clients}
-    if weights == "global":
-        expected |= {(t, DOWN, k, "sample_weights") for t in (1, 2) for k in cfg.clients}
-    assert kinds == expected and len(channel.messages) == len(expected)
+    # what crosses: samples down, votes up, then weights down (global; local: the round's end) and Ready up --
+    # per round and client
+    end = "sample_weights" if weights == "global" else "end_round"
+    assert [(m.round, m.direction, m.client, m.kind) for m in channel.messages] == [
+        (t, d, k, kind) for t in (1, 2) for pair in (("synthetic_samples", "votes"), (end, "ready"))
+        for k in cfg.clients for d, kind in zip((DOWN, UP), pair)]
     payloads = decoded(channel)
     for m, p in zip(channel.messages, payloads):
-        if m.kind == "synthetic_samples":
+        if m.kind in ("end_round", "ready"):
+            assert set(p) == {"kind", "round"}
+        elif m.kind == "synthetic_samples":
             assert set(p) == {"kind", "round", "ids", "questions", "options", "targets"} and len(p["ids"]) == 11
             assert all(len(o) == 4 for o in p["options"])
             assert all(y.rstrip().endswith("The answer is (A).") for y in p["targets"])
@@ -189,12 +191,15 @@ def test_wasp_smoke_run_sends_samples_down_and_votes_up(monkeypatch, weights):
     assert good_q and all(any(f"Question: {q}\n" in p for p in r2) for q in good_q)
 
 
-def test_wasp_with_empty_generations_sends_nothing_and_still_evaluates():
+def test_wasp_with_empty_generations_sends_no_sample_and_still_evaluates():
     # the smoke models are random: their generations parse as no question at all
     cfg = load_config(BASE + ["rounds=1", "data.public_size=8", "wasp.samples_per_round=4"])
     exp = build_experiment(cfg)
-    channel = Channel()
+    channel = Channel(keep_payloads=True)
     results = Results()
-    out = wasp.run_wasp(exp, channel, results)
-    assert channel.messages == [] and out["wasp"]["1"]["kept"] == 0
+    out = run_in_process(wasp.ROLES, exp, channel, results)
+    assert out["wasp"]["1"]["kept"] == 0
+    for p in decoded(channel):  # the round's start and end only: no sample, no vote
+        assert p["kind"] in ("synthetic_samples", "votes", "end_round", "ready")
+        assert not p.get("ids") and (p["kind"] != "votes" or p["votes"].numel() == 0)
     assert {r["participant"] for r in results.accuracy} == {"server", *cfg.clients}

@@ -70,21 +70,19 @@ def test_config_is_read_only_after_load():
         cfg.rounds = 7
 
 
-def test_every_registered_method_is_allowed_and_has_a_runner_with_the_one_contract():
-    import inspect
-
+def test_every_registered_method_is_allowed_and_has_its_roles():
     from ladalit.core.config import CHOICES
+    from ladalit.core.roles import MethodRoles
     from ladalit import registry
     assert CHOICES["method"] == tuple(registry.METHODS)
-    contract = ["exp", "channel", "results", "tracker", "start_round", "state", "on_round_end", "progress"]
     for m in registry.METHODS:
-        assert list(inspect.signature(registry.runner(m)).parameters) == contract, m
+        assert isinstance(registry.roles(m), MethodRoles), m
     with pytest.raises(ConfigError, match=r"method"):
         load_config(["conf=smoke.yaml", "method=nope"])
 
 
 def test_method_sections_have_defaults_and_are_validated_at_load():
-    """fedmkt / wasp / reasoning options are read by their runners straight from the validated config."""
+    """fedmkt / wasp / reasoning options are read by their roles straight from the validated config."""
     cfg = load_config(["conf=smoke.yaml"])
     assert (cfg.fedmkt.kd_alpha, cfg.fedmkt.top_k) == (0.5, 16)
     assert (cfg.wasp.samples_per_round, cfg.wasp.top_q, cfg.wasp.weights) == (64, 8, "global")

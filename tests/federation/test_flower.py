@@ -1,4 +1,4 @@
-"""LaDa on Flower: a SuperLink and 3 SuperNodes on 127.0.0.1 (free ports), each with only its own client's
+"""LaDa (and SFT-CoT, a method beside it) on Flower: a SuperLink and 3 SuperNodes on 127.0.0.1 (free ports), each with only its own client's
 private data; `flwr run` of launch/flower_app on smoke (3 clients, 2 rounds). Its results equal the
 in-process run's; no private text or id is in any message that crossed. A SuperNode killed during round 2:
 `skip` goes on without it; `raise` stops with round 1 checkpointed (the resumed server and its sites:
@@ -100,6 +100,22 @@ def test_flower_run_gives_the_in_process_results_and_no_private_text_crosses(fed
         assert json.dumps(x.question, ensure_ascii=False)[1:-1].encode() not in wire, x.id
     public = read_records(f.workdir / "sites" / "server" / "public.jsonl", require_answer=False)
     assert json.dumps(public[0].id).encode() in wire
+
+
+def test_sft_cot_on_flower_gives_the_in_process_results(fed):
+    """A method beside LaDa through the same SuperNodes: its roles, registered once, run on Flower unchanged
+    (round 1: ServerRationales ⇒ the client's report; round 2: LocalRound ⇒ the report)."""
+    f, tmp = fed
+    _, inproc = execute(load_config(["conf=smoke.yaml", f"output_dir={tmp}", "run_name=inproc-sft", "quiet=true",
+                                     *CLIENT3, "method=sft_cot"]), quiet=True)
+    outcome, status, out = flower_run(f, argv(tmp, "flower-sft", "method=sft_cot"))
+    assert status.startswith("finished:completed"), outcome.log
+    assert out["engine"] == "FlowerTransport" and out["failed_clients"] == [] and out["method"] == "sft_cot"
+    for key in ("accuracy", "train", "nonfinite_skipped", "server_rationales"):
+        assert same(out[key], inproc[key]), key
+    assert {r["round"] for r in out["train"] if "cot_loss" in r} == {1, 2}
+    assert {(r["round"], r["client"]) for r in out["communication"] if r["round"] > 0} == \
+        {(t, k) for t in (1, 2) for k in ("client1", "client2", "client3")}
 
 
 def test_a_supernode_killed_in_round_2_skip_goes_on_raise_stops(fed, inproc):

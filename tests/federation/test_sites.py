@@ -110,19 +110,73 @@ def test_raise_stops_with_the_last_round_checkpointed_and_resume_agrees(runs):
         assert same(deployed[key], inproc[key]), key
 
 
-def test_a_deployment_needs_a_split_method_and_lada_per_round(tmp_path):
+def test_a_lada_deployment_needs_per_round(tmp_path):
     with pytest.raises(ConfigError, match="federation.protocol"):
         serve(smoke(tmp_path), None, tmp_path)
-    with pytest.raises(ConfigError, match="'method'"):
-        serve(smoke(tmp_path, "method=wasp"), None, tmp_path)
 
 
-@pytest.mark.parametrize("method", ["fedkd"])  # FedKD's client role is Standalone's, with KD epochs after
+@pytest.mark.parametrize("method", ["standalone", "fedkd"])  # every method with roles beside LaDa (the fixture)
 def test_baselines_on_a_deployment_give_the_in_process_results(tmp_path, method):
     _, inproc = execute(smoke(tmp_path, f"method={method}", "run_name=inproc"), quiet=True)
     cfg = smoke(tmp_path, f"method={method}", "run_name=deployed")
     _, deployed = serve(cfg, local_federation(tmp_path, cfg), tmp_path / "fed" / "server")
     assert same(deployed["accuracy"], inproc["accuracy"]) and deployed["nonfinite_skipped"] == []
-    # the same rows; FedKD's in-process loop does every client's SFT before any client's KD epochs
-    assert sorted(map(json.dumps, deployed["train"])) == sorted(map(json.dumps, inproc["train"]))
-    assert len(deployed["train"]) == len(inproc["train"]) > 0
+    # the same roles over the same round loop: the same rows in the same order, the same messages counted
+    assert same(deployed["train"], inproc["train"]) and len(inproc["train"]) > 0
+    kinds = lambda out: [(r["round"], r["direction"], r["client"]) for r in out["communication"] if r["round"] > 0]  # noqa: E731
+    assert kinds(deployed) == kinds(inproc) != []
+
+
+@pytest.mark.parametrize("method", ["sft_cot", "socratic_cot", "rstar"])
+def test_reasoning_baselines_on_a_deployment_give_the_in_process_results(tmp_path, monkeypatch, method):
+    """With canned generations that state answers (the smoke models state none), so that targets and trajectories
+    cross; rStar's sites reload the round's trajectories from disk between its two messages."""
+    from ladalit.baselines import reasoning
+    from tests.baselines.test_reasoning import BASE, Canned
+    monkeypatch.setattr(reasoning, "generate", Canned())
+    extra = [a for a in BASE if not a.startswith(("conf=", "quiet="))] + [f"method={method}"]
+    _, inproc = execute(smoke(tmp_path, *extra, "run_name=inproc"), quiet=True)
+    cfg = smoke(tmp_path, *extra, "run_name=deployed")
+    _, deployed = serve(cfg, local_federation(tmp_path, cfg), tmp_path / "fed" / "server")
+    assert same(deployed["accuracy"], inproc["accuracy"]) and same(deployed["train"], inproc["train"])
+    assert any(r.get("targets") for r in inproc["train"])  # something was learnt from what crossed
+    stats = {"sft_cot": "server_rationales", "socratic_cot": "socratic_chains", "rstar": "rstar"}[method]
+    assert same(deployed[stats], inproc[stats]) and deployed["nonfinite_skipped"] == []
+    kinds = lambda out: [(r["round"], r["direction"], r["client"]) for r in out["communication"] if r["round"] > 0]  # noqa: E731
+    assert kinds(deployed) == kinds(inproc)
+
+
+@pytest.mark.parametrize("weights", ["global", "local"])
+def test_wasp_on_a_deployment_gives_the_in_process_results(tmp_path, monkeypatch, weights):
+    """With tests/baselines/test_wasp.py's canned LLM, so that samples, votes and weights cross; a site reloads
+    what it holds from disk between the round's two messages."""
+    from ladalit.baselines import wasp
+    from tests.baselines.test_wasp import BASE, CannedAnswers, FakeServer
+    monkeypatch.setattr(wasp, "generate", FakeServer())
+    monkeypatch.setattr(wasp, "ResponseCache", CannedAnswers)
+    extra = [a for a in BASE if not a.startswith(("conf=", "quiet="))] + [
+        "method=wasp", "wasp.samples_per_round=20", "wasp.top_q=3", "wasp.pool_size=3", f"wasp.weights={weights}",
+        "server.train.max_length=508"]
+    _, inproc = execute(smoke(tmp_path, *extra, "run_name=inproc"), quiet=True)
+    cfg = smoke(tmp_path, *extra, "run_name=deployed")
+    _, deployed = serve(cfg, local_federation(tmp_path, cfg), tmp_path / "fed" / "server")
+    for key in ("accuracy", "train", "selection", "wasp", "responses_generated", "nonfinite_skipped"):
+        assert same(deployed[key], inproc[key]), key
+    assert any(r.get("synthetic") for r in inproc["train"])  # something was learnt from what crossed
+
+
+def test_fedmkt_on_a_deployment_gives_the_in_process_results(tmp_path, monkeypatch):
+    """With tests/baselines/test_fedmkt.py's canned answers and client1 on its own byte-level BPE: the
+    vocabularies cross once, the sites keep the server's top-k and their own between messages."""
+    from ladalit.baselines import fedmkt
+    from tests.baselines.test_fedmkt import SHORT, CannedAnswers, synthetic_bpe_dir
+    monkeypatch.setattr(fedmkt, "ResponseCache", CannedAnswers)
+    extra = ["method=fedmkt", "eval.shots=[0]", "eval.limit=4", "data.public_size=8", "data.train_per_client=8", *SHORT]
+    bpe = synthetic_bpe_dir(tmp_path, smoke(tmp_path, *extra))
+    extra.append(f"clients.client1.model.tokenizer={bpe}")
+    _, inproc = execute(smoke(tmp_path, *extra, "run_name=inproc"), quiet=True)
+    cfg = smoke(tmp_path, *extra, "run_name=deployed")
+    _, deployed = serve(cfg, local_federation(tmp_path, cfg), tmp_path / "fed" / "server")
+    for key in ("accuracy", "train", "fedmkt", "responses_generated", "nonfinite_skipped"):
+        assert same(deployed[key], inproc[key]), key
+    assert {r["participant"] for r in inproc["train"] if "kd_loss" in r} == {"server", "client1", "client2"}

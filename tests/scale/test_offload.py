@@ -233,7 +233,8 @@ def _run(method, offload: bool, tmp_path):
     from ladalit.core.config import load_config
     from ladalit.core.experiment import build_experiment
     from ladalit.core.results import Results
-    from ladalit.registry import runner as method_runner
+    from ladalit import registry
+    from ladalit.core.rounds import run_in_process
     cfg = load_config(["conf=smoke.yaml", f"method={method}", f"output_dir={tmp_path}", "quiet=true",
                        "clients.client1.model.lora.enabled=true"])
     exp = build_experiment(cfg, offload=offload)
@@ -248,7 +249,7 @@ def _run(method, offload: bool, tmp_path):
     handle = torch.nn.modules.module.register_module_forward_pre_hook(check)
     try:
         results = Results()
-        method_runner(method)(exp, Channel(), results)
+        run_in_process(registry.roles(method), exp, Channel(), results)
     finally:
         handle.remove()
     return exp, results, wrong
