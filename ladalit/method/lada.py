@@ -1,15 +1,18 @@
 """LaDa (paper Algorithm 1, SPEC §3–§5): the server's loop, driving K clients through messages only.
 
 The server reaches a client only through its transport (ladalit.core.transport), with the messages of
-ladalit.core.messages; the client's handlers are in ladalit.method.client. Algorithm 1, block by block:
+ladalit.core.messages; the client's handlers are in ladalit.method.client. How the two exchange (the clients'
+phase and the clients' answers y^k) is one object chosen once from `federation.protocol`, in
+ladalit.method.exchange: `PerBatch`, Algorithm 1's messages, or `PerRound`, a few per client per round.
+Algorithm 1, block by block:
 
     for t = 1..T:
-      clients, for each k                                           [LadaServer.client_round]
+      clients, for each k                                           [exchange.clients_phase]
         t = 1: ❶ SFT φ_k on its private train -> frozen φ_ref_k      [client.LadaClient.reference_sft]
                ❷ prototypes of D_p = the first selection             [public_set]
-        for each candidate batch of D_p (n_c):
+        for each candidate batch of D_p (n_c):                      [exchange.PerBatch.client_round]
           select with U_k (Eq. 10)                                  [client.LadaClient.select, pair.select]
-          y^s for the selection, sent down                          [LadaServer.send_server_answers]
+          y^s for the selection, sent down                          [LadaServer.server_answers]
           distill: train.epochs passes of MARD (Eq. 3)              [client.LadaClient.distill, distill.train_selection]
           rewards ❸ r_round, ❹ r_batch, ❺ r_total (Eq. 5–7)         [pair.rewards_of, pair.observe_rewards]
           filter fit ❻ ExploitNet, ❼ ExploreNet (Eq. 8, 9)          [pair.fit_filter]
@@ -17,6 +20,7 @@ ladalit.core.messages; the client's handlers are in ladalit.method.client. Algor
         for each candidate batch of D_p:
           server select: U_{s,k} picks for every k                   [LadaServer.server_select]
           collect answers: y^k from each client                     [LadaServer.collect_answers]
+                                                                    [  exchange.client_answers]
           weighted server step: MARD on ψ (Eq. 4), w_k               [LadaServer.weighted_server_step]
           rewards ❸–❺, then filter fit ❻❼ for each U_{s,k}           [LadaServer.server_rewards, pair.fit_filter]
       evaluate every participant                                    [run]
@@ -33,20 +37,18 @@ from dataclasses import dataclass
 
 import torch
 
-from ladalit.core.channel import DOWN, UP, Channel
-from ladalit.core.config import ConfigError
+from ladalit.core.channel import Channel
 from ladalit.core.encoder import make_encoder
 from ladalit.core.hooks import Hooks
-from ladalit.core.messages import (AskAnswers, BeginRound, ClientRound, EndClientRound, EndRound, SelectCandidates,
-                                   ServerAnswers)
+from ladalit.core.messages import EndRound
 from ladalit.core.prompts import format_question, zero_shot_prompt
 from ladalit.core.responses import ResponseCache
 from ladalit.core.training import NonFiniteGuard, minibatches
 from ladalit.core.transport import Transport
 from ladalit.method import checkpoint
-from ladalit.method.client import (LadaClient, answers_message, generators_for, loss_row, received_answers,
-                                   record_answers)
+from ladalit.method.client import LadaClient, generators_for, loss_row, record_answers
 from ladalit.method.distill import count_pairs, train_selection
+from ladalit.method.exchange import check_deployment, exchange_for
 from ladalit.method.pair import (PairState, candidate_batches, close_round, fit_filter, make_filter, observe_rewards,
                                  record_weight_spread, reward_scale, rewards_of, select, server_weights)
 from ladalit.method.prototypes import select_prototypes
@@ -88,77 +90,21 @@ class LadaServer:
         self.progress = progress or Progress(quiet=True)
         self.responses = ResponseCache(cfg.generation.max_new_tokens, cfg.generation.batch_size, self.progress,
                                        generators_for(cfg, "server", participant), mark_cut=True)
-        self.y_k: dict | None = None  # per_round: every client's answers on D_p, asked once per round
+        self.exchange = exchange_for(self)  # the clients' phase and y^k: per_batch or per_round (exchange.py)
 
     def run_round(self, t: int) -> None:
-        if self.cfg.federation.protocol == "per_round":
-            self.clients_phase(t)
-            self.y_k = self.ask_all_answers(t)
-        else:
-            for k in list(self.transport.names):
-                self.client_round(t, k)
+        self.exchange.clients_phase(t)
         self.server_round(t)
         self.transport.request_all({k: EndRound(t) for k in self.transport.names})
         record_answers(self.results, self.responses, t)
         self.participant.clear_reference_cache()
-        self.y_k = None
-
-    # ----------------------------------------------------------------------- the clients' phase
-    def client_round(self, t: int, k: str) -> None:
-        """Client k's phase: it selects from each candidate batch and distills from the server's answers."""
-        self.transport.request(k, BeginRound(t))
-        batches = candidate_batches(len(self.public.records), self.cfg.n_c, self.cfg.seed, t)
-        bar = self.progress.task(f"round {t} {k}: candidate batches", len(batches))
-        for b, cand in enumerate(batches):
-            bar.advance()
-            ids = [self.public.records[i].id for i in cand]
-            asked = self.transport.request(k, SelectCandidates(t, b, ids))
-            if self.hooks.selected is not None:
-                self.hooks.selected(t, f"{k}<-server", ids, list(asked.ids))
-            if asked.ids:
-                self.send_server_answers(t, b, k, asked.ids)
-        bar.done()
-        self.transport.request(k, EndClientRound(t))
-
-    def send_server_answers(self, t: int, b: int, k: str, ids: list[str]) -> None:
-        """y^s for the samples client k selected; the client distills from them."""
-        answers = self.server_answers(t, [self.public.records[self.public.index[i]] for i in ids])
-        self.transport.request(k, answers_message(ServerAnswers, t, answers, batch=b))
-        self.transport.channel.count_answers(t, DOWN, k, answers, answers)
+        self.exchange.end_round(t)
 
     def server_answers(self, t: int, records) -> list[str]:
         """y^s as sent to the clients: ψ's answers, or the teacher hook's (the gold-teacher control)."""
         if self.hooks.teacher is not None:
             return self.hooks.teacher(t, [x.id for x in records])
         return self.responses.get(t, self.participant, records)
-
-    def clients_phase(self, t: int) -> None:
-        """per_round: every client's phase in one message each, sent at once: the candidate batches and y^s for
-        all of D_p (the client uses the answers of the samples it selects)."""
-        records = self.public.records
-        answers = self.server_answers(t, records)
-        batches = [[records[i].id for i in cand] for cand in
-                   candidate_batches(len(records), self.cfg.n_c, self.cfg.seed, t)]
-        msg = answers_message(ClientRound, t, answers, batches=batches, ids=[x.id for x in records])
-        replies = self.transport.request_all({k: msg for k in self.transport.names})
-        used = set()
-        for k, done in replies.items():
-            mine = {i for ids in done.selected for i in ids}
-            self.transport.channel.count_answers(t, DOWN, k, answers, [y for x, y in zip(records, answers) if x.id in mine])
-            used |= mine
-        # per_batch has by now generated y^s only for the samples some client selected; the others it generates
-        # when its own step needs them, with ψ as it is then: so does this protocol
-        self.responses.forget(t, self.participant.name, [x.id for x in records if x.id not in used])
-
-    def ask_all_answers(self, t: int) -> dict[tuple[str, str], str]:
-        """per_round: each client's answers y^k on every id of D_p, asked once (the server's selections come
-        batch by batch, after its own updates)."""
-        ids = [x.id for x in self.public.records]
-        replies = self.transport.request_all({k: AskAnswers(t, ids) for k in self.transport.names})
-        for k, reply in replies.items():
-            self.transport.channel.count_answers(t, UP, k, reply.texts, [])
-        return {(k, i): y for k, reply in replies.items() for i, y in zip(ids, received_answers(reply))}
-
 
     # ----------------------------------------------------------------------- the server's phase
     def server_round(self, t: int) -> None:
@@ -192,19 +138,12 @@ class LadaServer:
         return rows
 
     def collect_answers(self, t: int, rows) -> dict[tuple[str, str], str]:
-        """Each client's answers y^k on the samples chosen for its pair (per_round: from those asked at once)."""
+        """Each client's answers y^k on the samples chosen for its pair, through the exchange."""
         y_k = {}
         for k in self.transport.names:
             ids = [self.public.records[i].id for kk, i in rows if kk == k]
-            if not ids:
-                continue
-            if self.y_k is not None:
-                got = [self.y_k[(k, i)] for i in ids]
-                self.transport.channel.count_answers(t, UP, k, [], got)
-            else:
-                got = received_answers(self.transport.request(k, AskAnswers(t, ids)))
-                self.transport.channel.count_answers(t, UP, k, got, got)
-            y_k.update({(k, i): y for i, y in zip(ids, got)})
+            if ids:
+                y_k.update({(k, i): y for i, y in zip(ids, self.exchange.client_answers(t, k, ids))})
         return y_k
 
     def weighted_server_step(self, t: int, b: int, rows, y_k) -> None:
@@ -282,12 +221,6 @@ def sample_minibatches(rows, batch_size: int) -> list[list[int]]:
 
 
 # ----------------------------------------------------------------------------- LaDa as the registry has it
-def check_deployment(cfg) -> None:
-    if cfg.federation.protocol != "per_round":
-        raise ConfigError("config key 'federation.protocol': a deployment needs per_round (a few messages per client "
-                          f"per round), not {cfg.federation.protocol!r}")
-
-
 ROLES = MethodRoles(server=LadaServer, client=LadaClient, public=public_set, check_deployment=check_deployment)
 
 
