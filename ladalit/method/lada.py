@@ -7,7 +7,8 @@ ladalit.method.exchange: `PerBatch`, Algorithm 1's messages, or `PerRound`, a fe
 Algorithm 1, block by block:
 
     for t = 1..T:
-      clients, for each k                                           [exchange.clients_phase]
+      clients, for each k                                           [exchange.PerBatch.clients_phase]
+        (per_round: one message each for the whole phase)           [exchange.PerRound.clients_phase]
         t = 1: ❶ SFT φ_k on its private train -> frozen φ_ref_k      [client.LadaClient.reference_sft]
                ❷ prototypes of D_p = the first selection             [public_set]
         for each candidate batch of D_p (n_c):                      [exchange.PerBatch.client_round]
@@ -20,7 +21,7 @@ Algorithm 1, block by block:
         for each candidate batch of D_p:
           server select: U_{s,k} picks for every k                   [LadaServer.server_select]
           collect answers: y^k from each client                     [LadaServer.collect_answers]
-                                                                    [  exchange.client_answers]
+          (Algorithm 1: asked per batch; per_round: asked once)     [exchange.PerBatch.client_answers]
           weighted server step: MARD on ψ (Eq. 4), w_k               [LadaServer.weighted_server_step]
           rewards ❸–❺, then filter fit ❻❼ for each U_{s,k}           [LadaServer.server_rewards, pair.fit_filter]
       evaluate every participant                                    [run]

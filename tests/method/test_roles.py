@@ -90,7 +90,7 @@ def test_the_module_docstring_maps_every_block_to_a_function_that_exists():
     assert len(names) >= 12
     for name in names:
         head, _, rest = name.partition(".")
-        module = head if head in ("client", "pair", "distill") else "lada"
+        module = head if head in ("client", "pair", "distill", "exchange") else "lada"
         target = importlib.import_module(f"ladalit.method.{module}")
         for part in (rest if module != "lada" else name).split("."):
             target = getattr(target, part)  # AttributeError: the docstring names a function that is not there
