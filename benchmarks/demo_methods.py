@@ -59,6 +59,7 @@ from ladalit.run import execute
 
 OUT = Path(__file__).resolve().parent / "results"
 NAMES = {"standalone": "Standalone", "fedkd": "FedKD", "lada": "LaDa"}
+METHODS = list(NAMES)  # the methods compared (the controls below are runs of them)
 # the controls: name -> (method, its analysis switches); "{lada}" is that seed's LaDa run directory
 CONTROLS = {
     "lada-gold": ("lada", ["analysis.gold_teacher=true"]),
@@ -157,7 +158,7 @@ def gain_intervals(runs: dict, base: str, shots: int, kind: str = "lenient", of:
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--methods", nargs="+", default=list(NAMES), choices=list(NAMES))
+    ap.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS)
     ap.add_argument("--runs-dir", default=str(OUT / "demo_runs"))
     ap.add_argument("--conf", default="demo.yaml", help="the world (smoke.yaml: a check of this script)")
     ap.add_argument("--out", default=str(OUT))

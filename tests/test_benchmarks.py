@@ -179,16 +179,19 @@ def test_demo_methods_jobs_run_the_cells_in_processes_of_their_own(tmp_path):
     from benchmarks import demo_methods
     import math
     assert demo_methods.in_parallel(2, [(math.pow, 2, 3), (math.pow, 3, 2), (math.pow, 2, 0)]) == [8.0, 9.0, 1.0]
-    args = ["--conf", "smoke.yaml", "--seeds", "0", "--methods", "standalone", "lada", "--no-preconditions",
-            "--runs-dir", str(tmp_path / "runs"), "--out", str(tmp_path), "rounds=1", "generation.max_new_tokens=4",
-            "eval.max_new_tokens=4"]
-    out = demo_methods.main(["--jobs", "2", *args])
+    args = ["--conf", "smoke.yaml", "--seeds", "0", "--no-preconditions", "--runs-dir", str(tmp_path / "runs"),
+            "--out", str(tmp_path), "rounds=1", "generation.max_new_tokens=4", "eval.max_new_tokens=4"]
+    out = demo_methods.main(["--jobs", "2", *args])  # the default methods: the three compared, no control
     saved = json.loads((tmp_path / "demo_methods.json").read_text())
     assert saved["jobs"] == 2 and saved["wall_seconds"] > 0
-    stamps = {m: (tmp_path / "runs" / f"{m}-seed0" / "results.json").stat().st_mtime_ns for m in ("standalone", "lada")}
+    stamps = {m: (tmp_path / "runs" / f"{m}-seed0" / "results.json").stat().st_mtime_ns
+              for m in ("standalone", "fedkd", "lada")}
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == sorted(f"{m}-seed0" for m in stamps)
     again = demo_methods.main(args)
     assert {m: (tmp_path / "runs" / f"{m}-seed0" / "results.json").stat().st_mtime_ns for m in stamps} == stamps
     assert again["accuracy"] == out["accuracy"] and again["gain"] == out["gain"]
+    with pytest.raises(SystemExit):  # a control is not a method to compare
+        demo_methods.main(["--methods", "lada-gold", *args])
 
 
 def test_sft_prompt_probe_trains_each_style_from_a_fresh_model():
