@@ -149,51 +149,6 @@ class DataConfig:
 
 
 @dataclass
-class RewardConfig:
-    # α of Eq. 7: weight of the round-level reward
-    alpha: float = 0.33
-    # sample: per-sample rewards (SPEC §5); set: the paper-literal Eq. 5/6 over the whole selection
-    granularity: str = "sample"
-    # Eq. 6: previous_selection (the paper: the previous candidate batch's selection before it trained, against
-    # this batch's before it trains) | same_sample (deviation kept from before 2026-12-07: a sample before and after its update)
-    batch: str = "previous_selection"
-
-
-@dataclass
-class FilterNetConfig:
-    # frozen text encoder: minilm | hashing | package.module:Class
-    encoder: str = "minilm"
-    # "package.module:Class", a LearnabilityFilter subclass; empty = the default
-    class_path: str = ""
-    # the class_path subclass's own settings, passed to its `__init__` and checked against it at start
-    init_args: Dict[str, Any] = field(default_factory=dict)
-    # width of ExploitNet / ExploreNet
-    hidden: int = 128
-    # residual blocks per network
-    depth: int = 2
-    # filter learning rate
-    lr: float = 3e-4
-    # epochs over the replay buffer per filter update
-    epochs: int = 10
-    # when the filter trains on its buffer: after each candidate batch's update (batch, Algorithm 1's
-    # ❻❼ per batch b) or after each training minibatch of it (minibatch: up to ceil(selected / batch_size)
-    # times as many fits, the behaviour before 2026-12-02)
-    fit_every: str = "batch"
-    # filter minibatch size
-    batch_size: int = 64
-    # λ of Eq. 10: weight of the exploration bonus
-    lam: float = 0.33
-    # τ: select samples with predicted reward above it
-    tau: float = 0.5
-    # fewest samples selected per candidate batch (a bound; hits are counted)
-    min_select: int = 1
-    # most samples selected per candidate batch (empty = no bound)
-    max_select: Optional[int] = None
-    # replay buffer size (observations per model pair)
-    buffer_size: int = 4096
-
-
-@dataclass
 class GenerationConfig:
     # response generation backend: hf = HF generate with the KV cache; vllm = one vLLM engine per participant
     # serving its LoRA policy (ladalit.scale.vllm_backend, pip install 'ladalit[vllm]'; needs a GPU, LoRA and source=hub)
@@ -324,10 +279,6 @@ class BaseRunConfig:
     n_c: int = 64
     # fraction of D_p taken as first-round prototypes (k-means centroids, ladalit.method.prototypes)
     init_fraction: float = 0.1
-    # rewards (Eq. 5-7)
-    reward: RewardConfig = field(default_factory=RewardConfig)
-    # the filter networks (Eq. 8-10)
-    filter_net: FilterNetConfig = field(default_factory=FilterNetConfig)
     # data set, split sizes and skew
     data: DataConfig = field(default_factory=DataConfig)
     # the server LLM
@@ -436,8 +387,6 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "loss": ("mard", "ce"),
     "filter": ("lada", "none"),
     "server_weights": ("reward", "uniform"),
-    "reward.granularity": ("sample", "set"),
-    "reward.batch": ("previous_selection", "same_sample"),
     "data.name": ("synthetic", "aqua", "commonsenseqa", "mathinstruct", "cot_collection"),
     "generation.backend": ("hf", "vllm"),
     "fabric.strategy": ("auto", "fsdp2"),
@@ -446,7 +395,6 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "fabric.precision": ("32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true"),
     "on_nonfinite": ("skip", "raise"),
     "sft_prompt": ("direct", "cot"),
-    "filter_net.fit_every": ("batch", "minibatch"),
     "federation.protocol": ("per_batch", "per_round"),
     "federation.on_client_failure": ("raise", "skip"),
     "analysis.selector": ("none", "random", "disagreement", "correctable"),
@@ -464,16 +412,6 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
     "federation.client_timeout_s": (1.0, None),
     "federation.join_timeout_s": (1.0, None),
     "init_fraction": (0.0, 1.0),
-    "reward.alpha": (0.0, 1.0),
-    "filter_net.lam": (0.0, None),
-    "filter_net.epochs": (0, None),
-    "filter_net.lr": (0.0, None),
-    "filter_net.min_select": (0, None),
-    "filter_net.max_select": (1, None),
-    "filter_net.hidden": (1, None),
-    "filter_net.depth": (0, None),
-    "filter_net.batch_size": (1, None),
-    "filter_net.buffer_size": (1, None),
     "data.synthetic.num_records": (1, None),
     "data.synthetic.min_steps": (1, None),
     "data.synthetic.max_steps": (1, None),
@@ -650,9 +588,6 @@ def validate(cfg: DictConfig) -> None:
             if not node.model.lora.enabled:
                 raise ConfigError(f"config key '{prefix}.model.lora.enabled': fabric.strategy=fsdp2 needs LoRA "
                                   "(the frozen reference copy of full fine-tuning cannot be sharded)")
-    fn = cfg.filter_net
-    if fn.max_select is not None and fn.max_select < max(fn.min_select, 1):
-        raise ConfigError(f"config key 'filter_net.max_select': {fn.max_select} is below min_select {fn.min_select}")
     for check in SECTION_CHECKS.values():
         check(cfg)
     if cfg.resume and not cfg.run_name:
@@ -696,7 +631,6 @@ def _check_consistency(cfg: DictConfig) -> None:
     name = cfg.run_name
     if name in (".", "..") or "/" in name or "\\" in name:
         raise ConfigError(f"config key 'run_name': {name!r} must be a plain directory name (output_dir says where)")
-    check_encoder("filter_net.encoder", cfg.filter_net.encoder)
     for key, (base, args_key, passed) in CLASS_KEYS.items():
         value = OmegaConf.select(cfg, key)
         args = OmegaConf.select(cfg, args_key) if args_key else None

@@ -7,7 +7,7 @@
 The section is the text between `<!-- config-reference:start -->` and
 `<!-- config-reference:end -->`. Descriptions are the comment lines directly
 above each field in ladalit/core/config.py and in the modules that own a section (`ladalit.core.config.section`,
-e.g. ladalit/baselines/fedmkt.py's `Config`); allowed values come from CHOICES and RANGES.
+e.g. ladalit/method/filter.py's `Config`); allowed values come from CHOICES and RANGES.
 """
 from __future__ import annotations
 

@@ -104,20 +104,25 @@ def test_method_sections_have_defaults_and_are_validated_at_load():
         load_config(["conf=smoke.yaml", "reasoning.rstar_cut_min=0.9", "reasoning.rstar_cut_max=0.1"])
 
 
-def test_baseline_sections_live_in_their_modules_and_keep_their_place():
-    """FedMKT's, WASP's and the reasoning baselines' settings are each module's own `Config`, registered at
-    import (ladalit.components) after `clients`, in the order the config file and the reference show them."""
+def test_component_sections_live_in_their_modules_and_keep_their_place():
+    """The rewards', the filter's, FedMKT's, WASP's and the reasoning baselines' settings are each module's own
+    `Config`, registered at import (ladalit.components), in the order the config file and the reference show."""
     import dataclasses
     import typing
 
     from ladalit.baselines import fedmkt, reasoning, wasp
     from ladalit.core import config as C
+    from ladalit.method import filter as filter_mod, rewards
     hints = typing.get_type_hints(C.RunConfig)
     assert (hints["fedmkt"], hints["wasp"], hints["reasoning"]) == (fedmkt.Config, wasp.Config, reasoning.Config)
+    assert (hints["reward"], hints["filter_net"]) == (rewards.Config, filter_mod.Config)
     names = [f.name for f in dataclasses.fields(C.RunConfig)]
-    i = names.index("clients")
-    assert names[i:i + 5] == ["clients", "fedmkt", "wasp", "reasoning", "generation"]
-    assert not hasattr(C, "FedMKTConfig") and "fedmkt.top_k" in C.RANGES
+    i, j = names.index("init_fraction"), names.index("clients")
+    assert names[i:i + 4] == ["init_fraction", "reward", "filter_net", "data"]
+    assert names[j:j + 5] == ["clients", "fedmkt", "wasp", "reasoning", "generation"]
+    assert not any(hasattr(C, n) for n in ("FedMKTConfig", "WASPConfig", "ReasoningConfig", "RewardConfig",
+                                           "FilterNetConfig"))
+    assert "fedmkt.top_k" in C.RANGES and "filter_net.fit_every" in C.CHOICES
 
 
 def test_a_component_registers_its_own_section(monkeypatch):
