@@ -340,6 +340,8 @@ def run_config() -> type:
     """The run config's dataclass: BaseRunConfig's keys with every registered section after its `after` key."""
     if _SCHEMA:
         return _SCHEMA[0]
+    if not SECTIONS:  # filter_net, reward and the baselines' sections are registered by their modules
+        raise RuntimeError("no config section is registered: import ladalit.components before building a config")
     hints = get_type_hints(BaseRunConfig)
     specs = [(f.name, hints[f.name], field(default=f.default, default_factory=f.default_factory))
              for f in fields(BaseRunConfig)]

@@ -171,6 +171,9 @@ def test_a_component_registers_its_own_section(monkeypatch):
     C.section("lost", Config, after="nowhere", description="follows no key")
     with pytest.raises(ValueError, match=r"\['lost'\] follow keys that do not exist"):
         C.run_config()
+    monkeypatch.setattr(C, "SECTIONS", {})  # a program that forgot to import ladalit.components
+    with pytest.raises(RuntimeError, match="import ladalit.components"):
+        load_config(["conf=smoke.yaml"])
 
 
 @pytest.mark.parametrize("overrides,expected", [
