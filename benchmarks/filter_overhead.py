@@ -194,7 +194,7 @@ def at_client_size(args) -> dict:
     import torch
 
     from benchmarks.gpu_round import make, word_tokenizer
-    from ladalit.core.config import FilterNetConfig
+    from ladalit.method.filter import Config as FilterNetConfig
     from ladalit.core.training import NonFiniteGuard
     from ladalit.method.distill import distill_step
     from ladalit.method.filter import LearnabilityFilter

@@ -91,6 +91,7 @@ def checkpoint_bytes(path: Path) -> int:
 def _participant_cfg(model_dir: Path, processes: int):
     from omegaconf import OmegaConf
 
+    import ladalit.components  # noqa: F401  the config sections its components own
     from ladalit.core.config import RunConfig
     cfg = OmegaConf.structured(RunConfig())
     cfg.fabric.devices, cfg.fabric.accelerator = processes, "cpu"

@@ -206,6 +206,7 @@ def _free_memory() -> None:
 
 
 def run_cell(m: dict, cell: Cell, execute=None, dry_run: bool = False, log=print) -> Cell:
+    import ladalit.components  # noqa: F401  the config sections the baselines own (wasp.*, fedmkt.*, ...)
     from ladalit.core.config import ConfigError, load_config
     args = cell_args(m, cell)
     try:

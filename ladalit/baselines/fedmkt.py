@@ -35,6 +35,7 @@ import torch
 
 from ladalit.baselines.standalone import PrivateClient
 from ladalit.baselines.token_alignment import TokenTable, align_tokens, table_mapping, table_of_strings, token_table
+from ladalit.core.config import section
 from ladalit.core.checkpoint import load_optimizer_state, load_participant_state, optimizer_state, participant_state
 from ladalit.core.messages import EndRound, ProtocolError, PublicTexts, Ready, TopKLogits, as_dict
 from ladalit.core.responses import ResponseCache
@@ -42,6 +43,35 @@ from ladalit.core.prompts import zero_shot_prompt
 from ladalit.core.results import Results
 from ladalit.core.roles import MethodRoles
 from ladalit.core.training import NonFiniteGuard, RowLoss, minibatches, train_rows
+
+
+# ----------------------------------------------------------------------------- config section `fedmkt`
+@dataclass
+class Config:
+    """`method=fedmkt` (defaults follow FATE-LLM where it has one)."""
+    # weight of the LM loss; (1 - kd_alpha) weighs the KD loss
+    kd_alpha: float = 0.5
+    # logits kept per token (what crosses the channel)
+    top_k: int = 16
+    # softmax temperature over the kept top-k logits
+    temperature: float = 1.0
+    # min-CE metric per "char" of text (tokenizer-invariant) or per "token" (FATE)
+    ce_normalise: str = "char"
+    # FATE llm_training: false = the server only teaches
+    server_training: bool = True
+    # private SFT every round (round 1 sft_epochs, later train.epochs), as FATE does
+    private_every_round: bool = True
+    # regenerate the server's public answers every round (else once)
+    regenerate: bool = False
+    # vocabulary-mapping fallback: sorted neighbours examined on each side
+    vocab_window: int = 8
+    # on-disk cache of vocabulary mappings ("" = memory only)
+    vocab_cache_dir: str = ""
+
+
+section("fedmkt", Config, after="clients", description="FedMKT baseline settings",
+        choices={"ce_normalise": ("char", "token")},
+        ranges={"kd_alpha": (0.0, 1.0), "top_k": (1, None), "temperature": (1e-6, None), "vocab_window": (1, None)})
 
 
 # ----------------------------------------------------------------------------- top-k, KD, min-CE

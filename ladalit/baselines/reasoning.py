@@ -12,7 +12,7 @@
 All three are roles (ladalit.core.roles: ``SFT_COT``, ``SOCRATIC_COT``, ``RSTAR``, registered in
 ladalit/registry.py) and run in this process and on a deployment alike. Every client starts with the
 private-train SFT of every method (Standalone's ``PrivateClient``); the LLM is not trained. Options
-(``reasoning.*``, see :class:`ReasoningConfig`) are validated with the run config.
+(``reasoning.*``, see :class:`Config`) are validated with the run config.
 """
 from __future__ import annotations
 
@@ -20,9 +20,10 @@ import math
 import random
 import re
 from dataclasses import asdict, dataclass
+from typing import Optional
 
 from ladalit.baselines.standalone import LocalRoundsServer, PrivateClient
-from ladalit.core.config import ReasoningConfig
+from ladalit.core.config import ConfigError, section
 from ladalit.core.participant import Sampling
 from ladalit.core.messages import (AskTrajectories, CompletionAnswers, LocalRound, PartialTrajectories, ProtocolError,
                                    Ready, ServerRationales, SocraticChains)
@@ -33,6 +34,35 @@ from ladalit.core.roles import MethodRoles
 from ladalit.core.seeds import client_seed, round_seed
 from ladalit.core.prompts import format_question, format_response, one_shot_prompt, zero_shot_prompt
 from ladalit.core.training import supervised_finetune
+
+
+# ----------------------------------------------------------------------------- config section `reasoning`
+@dataclass
+class Config:
+    """`reasoning.*`: options of sft_cot, socratic_cot and rstar."""
+    # tokens per LLM decomposition / SLM trajectory / LLM completion (None: generation.max_new_tokens)
+    max_new_tokens: Optional[int] = None
+    # rStar: trajectories per question, one per prompt variant: 1 = zero-shot, 2 = zero-shot and one-shot
+    rstar_prompts: int = 2
+    # rStar: the discriminator sees the first ⌊u·steps⌋ steps, u ~ U[cut_min, cut_max] per trajectory
+    rstar_cut_min: float = 0.2
+    # rStar: upper end of that cut fraction
+    rstar_cut_max: float = 0.8
+    # rStar: public questions the generator answers each round (None: all of D_p)
+    rstar_questions: Optional[int] = None
+
+
+def _check(cfg) -> None:
+    r = cfg.reasoning
+    if r.rstar_cut_min > r.rstar_cut_max:
+        raise ConfigError(f"config key 'reasoning.rstar_cut_min': {r.rstar_cut_min} is above "
+                          f"rstar_cut_max {r.rstar_cut_max}")
+
+
+section("reasoning", Config, after="wasp", description="sft_cot / socratic_cot / rstar settings (paper Table IV)",
+        ranges={"rstar_prompts": (1, 2), "rstar_cut_min": (0.0, 1.0), "rstar_cut_max": (0.0, 1.0),
+                "max_new_tokens": (1, None), "rstar_questions": (1, None)},
+        check=_check)
 
 
 # ----------------------------------------------------------------------------- text helpers
@@ -84,7 +114,7 @@ def generate(participant, prompts: list[str], max_new_tokens: int, batch_size: i
     return participant.generate_text(prompts, max_new_tokens, batch_size, sampling=sampling)
 
 
-def _max_new_tokens(cfg, opts: ReasoningConfig) -> int:
+def _max_new_tokens(cfg, opts: Config) -> int:
     return opts.max_new_tokens or cfg.generation.max_new_tokens
 
 

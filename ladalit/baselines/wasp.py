@@ -36,11 +36,13 @@ from __future__ import annotations
 import math
 import random
 import re
+from dataclasses import dataclass
+from typing import Optional
 
 import torch
 
 from ladalit.baselines.standalone import LocalRoundsServer, PrivateClient
-from ladalit.core.config import WASPConfig
+from ladalit.core.config import check_encoder, section
 from ladalit.core.messages import EndRound, ProtocolError, Ready, SampleWeights, SyntheticSamples, Votes
 from ladalit.data.records import LETTERS, MCRecord
 from ladalit.core.encoder import make_encoder
@@ -53,6 +55,53 @@ from ladalit.baselines.reasoning import generate, normalised_target
 from ladalit.core.results import Results
 from ladalit.core.roles import MethodRoles
 from ladalit.core.training import NonFiniteGuard, RowLoss, train_rows
+
+
+# ----------------------------------------------------------------------------- config section `wasp`
+@dataclass
+class Config:
+    """`wasp.*` (defaults used where the config has no such section)."""
+    # synthetic questions the LLM is asked for per round (before parsing / dedup / answer check)
+    samples_per_round: int = 64
+    # Top-Q voting: each private question votes for its top_q most similar synthetic questions
+    top_q: int = 8
+    # weight of the r-th nearest within one private question's vote: harmonic (1/r) | uniform
+    vote_decay: str = "harmonic"
+    # std of Gaussian noise added to each client's vote vector (0 = off)
+    noise_std: float = 0.0
+    # top- and bottom-voted samples kept as the next round's good / bad examples
+    pool_size: int = 8
+    # good examples shown in each generation prompt
+    good_per_prompt: int = 2
+    # bad examples shown in each generation prompt
+    bad_per_prompt: int = 2
+    # round 1: public questions shown as plain examples in each generation prompt
+    public_examples: int = 2
+    # training weights: global (summed votes, sent down) | local (each client's own votes)
+    weights: str = "global"
+    # train on every synthetic sample received so far (else only on this round's)
+    accumulate: bool = False
+    # tokens per generated question (None: generation.max_new_tokens)
+    max_new_tokens: Optional[int] = None
+    # question writing: 0 = greedy (the examples drawn per prompt are what makes questions differ); > 0:
+    # nucleus sampling at this temperature, seeded per round (synthetic-data generation usually samples)
+    temperature: float = 0.0
+    # nucleus (top-p) mass kept when temperature > 0
+    top_p: float = 1.0
+    # sentence encoder for the votes ("" = filter_net.encoder): minilm | hashing | pkg.mod:Class
+    encoder: str = ""
+
+
+def _check(cfg) -> None:
+    check_encoder("wasp.encoder", cfg.wasp.encoder)
+
+
+section("wasp", Config, after="fedmkt", description="WASP baseline settings",
+        choices={"vote_decay": ("harmonic", "uniform"), "weights": ("global", "local")},
+        ranges={"samples_per_round": (1, None), "top_q": (1, None), "noise_std": (0.0, None), "pool_size": (1, None),
+                "good_per_prompt": (0, None), "bad_per_prompt": (0, None), "public_examples": (0, None),
+                "max_new_tokens": (1, None), "temperature": (0.0, None), "top_p": (1e-6, 1.0)},
+        check=_check)
 
 
 # ----------------------------------------------------------------------------- generation prompts
@@ -233,7 +282,7 @@ class WASPServer(LocalRoundsServer):
 
 
 # ----------------------------------------------------------------------------- the client role
-def _client_votes(encoder, client: str, train: list[MCRecord], synthetic: list[MCRecord], opts: WASPConfig,
+def _client_votes(encoder, client: str, train: list[MCRecord], synthetic: list[MCRecord], opts: Config,
                   seed: int) -> torch.Tensor:
     """Runs on the client: its private questions never leave this function."""
     priv = encoder.encode_cached([(client, x.id) for x in train], [format_question(x) for x in train])

@@ -8,9 +8,9 @@ one line naming the key; `ladalit.run` prints it and exits with status 2.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, fields, is_dataclass
+from dataclasses import dataclass, field, fields, is_dataclass, make_dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Union, get_args, get_origin, get_type_hints
+from typing import Any, Callable, Dict, List, Optional, Union, get_args, get_origin, get_type_hints
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
@@ -149,123 +149,6 @@ class DataConfig:
 
 
 @dataclass
-class RewardConfig:
-    # α of Eq. 7: weight of the round-level reward
-    alpha: float = 0.33
-    # sample: per-sample rewards (SPEC §5); set: the paper-literal Eq. 5/6 over the whole selection
-    granularity: str = "sample"
-    # Eq. 6: previous_selection (the paper: the previous candidate batch's selection before it trained, against
-    # this batch's before it trains) | same_sample (deviation kept from before 2026-12-07: a sample before and after its update)
-    batch: str = "previous_selection"
-
-
-@dataclass
-class FilterNetConfig:
-    # frozen text encoder: minilm | hashing | package.module:Class
-    encoder: str = "minilm"
-    # "package.module:Class", a LearnabilityFilter subclass; empty = the default
-    class_path: str = ""
-    # the class_path subclass's own settings, passed to its `__init__` and checked against it at start
-    init_args: Dict[str, Any] = field(default_factory=dict)
-    # width of ExploitNet / ExploreNet
-    hidden: int = 128
-    # residual blocks per network
-    depth: int = 2
-    # filter learning rate
-    lr: float = 3e-4
-    # epochs over the replay buffer per filter update
-    epochs: int = 10
-    # when the filter trains on its buffer: after each candidate batch's update (batch, Algorithm 1's
-    # ❻❼ per batch b) or after each training minibatch of it (minibatch: up to ceil(selected / batch_size)
-    # times as many fits, the behaviour before 2026-12-02)
-    fit_every: str = "batch"
-    # filter minibatch size
-    batch_size: int = 64
-    # λ of Eq. 10: weight of the exploration bonus
-    lam: float = 0.33
-    # τ: select samples with predicted reward above it
-    tau: float = 0.5
-    # fewest samples selected per candidate batch (a bound; hits are counted)
-    min_select: int = 1
-    # most samples selected per candidate batch (empty = no bound)
-    max_select: Optional[int] = None
-    # replay buffer size (observations per model pair)
-    buffer_size: int = 4096
-
-
-@dataclass
-class FedMKTConfig:
-    """`method=fedmkt` (defaults follow FATE-LLM where it has one)."""
-    # weight of the LM loss; (1 - kd_alpha) weighs the KD loss
-    kd_alpha: float = 0.5
-    # logits kept per token (what crosses the channel)
-    top_k: int = 16
-    # softmax temperature over the kept top-k logits
-    temperature: float = 1.0
-    # min-CE metric per "char" of text (tokenizer-invariant) or per "token" (FATE)
-    ce_normalise: str = "char"
-    # FATE llm_training: false = the server only teaches
-    server_training: bool = True
-    # private SFT every round (round 1 sft_epochs, later train.epochs), as FATE does
-    private_every_round: bool = True
-    # regenerate the server's public answers every round (else once)
-    regenerate: bool = False
-    # vocabulary-mapping fallback: sorted neighbours examined on each side
-    vocab_window: int = 8
-    # on-disk cache of vocabulary mappings ("" = memory only)
-    vocab_cache_dir: str = ""
-
-
-@dataclass
-class WASPConfig:
-    """`wasp.*` (defaults used where the config has no such section)."""
-    # synthetic questions the LLM is asked for per round (before parsing / dedup / answer check)
-    samples_per_round: int = 64
-    # Top-Q voting: each private question votes for its top_q most similar synthetic questions
-    top_q: int = 8
-    # weight of the r-th nearest within one private question's vote: harmonic (1/r) | uniform
-    vote_decay: str = "harmonic"
-    # std of Gaussian noise added to each client's vote vector (0 = off)
-    noise_std: float = 0.0
-    # top- and bottom-voted samples kept as the next round's good / bad examples
-    pool_size: int = 8
-    # good examples shown in each generation prompt
-    good_per_prompt: int = 2
-    # bad examples shown in each generation prompt
-    bad_per_prompt: int = 2
-    # round 1: public questions shown as plain examples in each generation prompt
-    public_examples: int = 2
-    # training weights: global (summed votes, sent down) | local (each client's own votes)
-    weights: str = "global"
-    # train on every synthetic sample received so far (else only on this round's)
-    accumulate: bool = False
-    # tokens per generated question (None: generation.max_new_tokens)
-    max_new_tokens: Optional[int] = None
-    # question writing: 0 = greedy (the examples drawn per prompt are what makes questions differ); > 0:
-    # nucleus sampling at this temperature, seeded per round (synthetic-data generation usually samples)
-    temperature: float = 0.0
-    # nucleus (top-p) mass kept when temperature > 0
-    top_p: float = 1.0
-    # sentence encoder for the votes ("" = filter_net.encoder): minilm | hashing | pkg.mod:Class
-    encoder: str = ""
-
-
-@dataclass
-class ReasoningConfig:
-    """`reasoning.*`: options of sft_cot, socratic_cot and rstar."""
-    # tokens per LLM decomposition / SLM trajectory / LLM completion (None: generation.max_new_tokens)
-    max_new_tokens: Optional[int] = None
-    # rStar: trajectories per question, one per prompt variant: 1 = zero-shot, 2 = zero-shot and one-shot
-    rstar_prompts: int = 2
-    # rStar: the discriminator sees the first ⌊u·steps⌋ steps, u ~ U[cut_min, cut_max] per trajectory
-    rstar_cut_min: float = 0.2
-    # rStar: upper end of that cut fraction
-    rstar_cut_max: float = 0.8
-    # rStar: public questions the generator answers each round (None: all of D_p)
-    rstar_questions: Optional[int] = None
-
-
-@dataclass
 class GenerationConfig:
     # response generation backend: hf = HF generate with the KV cache; vllm = one vLLM engine per participant
     # serving its LoRA policy (ladalit.scale.vllm_backend, pip install 'ladalit[vllm]'; needs a GPU, LoRA and source=hub)
@@ -369,7 +252,8 @@ class TrackingConfig:
 
 
 @dataclass
-class RunConfig:
+class BaseRunConfig:
+    """The run config's own keys; `run_config()` adds the sections components register (`section`)."""
     # the method to run
     method: str = "lada"
     # seed for the data split, models, filters and prototypes
@@ -395,22 +279,12 @@ class RunConfig:
     n_c: int = 64
     # fraction of D_p taken as first-round prototypes (k-means centroids, ladalit.method.prototypes)
     init_fraction: float = 0.1
-    # rewards (Eq. 5-7)
-    reward: RewardConfig = field(default_factory=RewardConfig)
-    # the filter networks (Eq. 8-10)
-    filter_net: FilterNetConfig = field(default_factory=FilterNetConfig)
     # data set, split sizes and skew
     data: DataConfig = field(default_factory=DataConfig)
     # the server LLM
     server: ParticipantConfig = field(default_factory=ParticipantConfig)
     # the client SLMs by name; K = number of entries.
     clients: Dict[str, ParticipantConfig] = field(default_factory=dict)
-    # FedMKT baseline settings
-    fedmkt: FedMKTConfig = field(default_factory=FedMKTConfig)
-    # WASP baseline settings
-    wasp: WASPConfig = field(default_factory=WASPConfig)
-    # sft_cot / socratic_cot / rstar settings (paper Table IV)
-    reasoning: ReasoningConfig = field(default_factory=ReasoningConfig)
     # response generation for distillation
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     # evaluation
@@ -439,6 +313,63 @@ class RunConfig:
     verbose: bool = False
 
 
+# Sections a component owns (`section`): name -> (its Config dataclass, the key it follows, its description).
+SECTIONS: dict[str, tuple[type, str, str]] = {}
+# name -> its cross-key check, run by `validate` (raises ConfigError naming the key)
+SECTION_CHECKS: dict[str, Callable[[DictConfig], None]] = {}
+_SCHEMA: list[type] = []  # the assembled RunConfig, rebuilt after a registration
+
+
+def section(name: str, config: type, after: str, description: str, choices: dict | None = None,
+            ranges: dict | None = None, check: Callable[[DictConfig], None] | None = None) -> None:
+    """Register `config` (a dataclass, a comment line above each field) as the run config's section `name`,
+    placed after the key `after`; `choices` / `ranges` are its own CHOICES / RANGES (keys without the section
+    prefix) and `check(cfg)` its cross-key check. A component calls this at import (`ladalit.components`)."""
+    if name in {f.name for f in fields(BaseRunConfig)} or (
+            name in SECTIONS and SECTIONS[name][0].__module__ != config.__module__):  # a module reloaded: replaced
+        raise ValueError(f"config section {name!r} is registered twice")
+    SECTIONS[name] = (config, after, description)
+    CHOICES.update({f"{name}.{k}": tuple(v) for k, v in (choices or {}).items()})
+    RANGES.update({f"{name}.{k}": tuple(v) for k, v in (ranges or {}).items()})
+    if check is not None:
+        SECTION_CHECKS[name] = check
+    _SCHEMA.clear()
+
+
+def run_config() -> type:
+    """The run config's dataclass: BaseRunConfig's keys with every registered section after its `after` key."""
+    if _SCHEMA:
+        return _SCHEMA[0]
+    if not SECTIONS:  # filter_net, reward and the baselines' sections are registered by their modules
+        raise RuntimeError("no config section is registered: import ladalit.components before building a config")
+    hints = get_type_hints(BaseRunConfig)
+    specs = [(f.name, hints[f.name], field(default=f.default, default_factory=f.default_factory))
+             for f in fields(BaseRunConfig)]
+    pending = dict(SECTIONS)
+    while pending:
+        names = [n for n, _, _ in specs]
+        placed = [n for n, (_, after, _) in pending.items() if after in names]
+        if not placed:
+            raise ValueError(f"config sections {sorted(pending)} follow keys that do not exist")
+        for n in placed:
+            config, after, _ = pending.pop(n)
+            specs.insert([s[0] for s in specs].index(after) + 1, (n, config, field(default_factory=config)))
+    cls = make_dataclass("RunConfig", specs, namespace={
+        "__doc__": "Every key of a run: BaseRunConfig's and the registered sections' (`section`).",
+        "__comments_from__": BaseRunConfig,
+        "__section_descriptions__": {n: d for n, (_, _, d) in SECTIONS.items()}})
+    cls.__module__ = __name__
+    _SCHEMA.append(cls)
+    return cls
+
+
+def __getattr__(name: str) -> Any:
+    """`RunConfig` is assembled on first use (PEP 562), after the components have registered their sections."""
+    if name == "RunConfig":
+        return run_config()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 METHODS = tuple(REGISTERED)  # ladalit.registry: every method, registered once
 # Allowed values of the string-valued names. A key ending in ".*" applies to every entry of a dict.
 # Keys whose value names a class ("pkg.mod:Class"): key -> (the base it must subclass, the key of its own
@@ -458,8 +389,6 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "loss": ("mard", "ce"),
     "filter": ("lada", "none"),
     "server_weights": ("reward", "uniform"),
-    "reward.granularity": ("sample", "set"),
-    "reward.batch": ("previous_selection", "same_sample"),
     "data.name": ("synthetic", "aqua", "commonsenseqa", "mathinstruct", "cot_collection"),
     "generation.backend": ("hf", "vllm"),
     "fabric.strategy": ("auto", "fsdp2"),
@@ -468,12 +397,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "fabric.precision": ("32-true", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true"),
     "on_nonfinite": ("skip", "raise"),
     "sft_prompt": ("direct", "cot"),
-    "filter_net.fit_every": ("batch", "minibatch"),
     "federation.protocol": ("per_batch", "per_round"),
     "federation.on_client_failure": ("raise", "skip"),
-    "fedmkt.ce_normalise": ("char", "token"),
-    "wasp.vote_decay": ("harmonic", "uniform"),
-    "wasp.weights": ("global", "local"),
     "analysis.selector": ("none", "random", "disagreement", "correctable"),
     "*.model.source": ("tiny", "hub", "zoo"),
     "*.model.arch": ("qwen3", "qwen2", "llama", "gemma2", "internlm3"),
@@ -489,16 +414,6 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
     "federation.client_timeout_s": (1.0, None),
     "federation.join_timeout_s": (1.0, None),
     "init_fraction": (0.0, 1.0),
-    "reward.alpha": (0.0, 1.0),
-    "filter_net.lam": (0.0, None),
-    "filter_net.epochs": (0, None),
-    "filter_net.lr": (0.0, None),
-    "filter_net.min_select": (0, None),
-    "filter_net.max_select": (1, None),
-    "filter_net.hidden": (1, None),
-    "filter_net.depth": (0, None),
-    "filter_net.batch_size": (1, None),
-    "filter_net.buffer_size": (1, None),
     "data.synthetic.num_records": (1, None),
     "data.synthetic.min_steps": (1, None),
     "data.synthetic.max_steps": (1, None),
@@ -525,25 +440,6 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
     "eval.max_new_tokens": (1, None),
     "eval.batch_size": (1, None),
     "eval.limit": (1, None),
-    "fedmkt.kd_alpha": (0.0, 1.0),
-    "fedmkt.top_k": (1, None),
-    "fedmkt.temperature": (1e-6, None),
-    "fedmkt.vocab_window": (1, None),
-    "wasp.samples_per_round": (1, None),
-    "wasp.top_q": (1, None),
-    "wasp.noise_std": (0.0, None),
-    "wasp.pool_size": (1, None),
-    "wasp.good_per_prompt": (0, None),
-    "wasp.bad_per_prompt": (0, None),
-    "wasp.public_examples": (0, None),
-    "wasp.max_new_tokens": (1, None),
-    "wasp.temperature": (0.0, None),
-    "wasp.top_p": (1e-6, 1.0),
-    "reasoning.rstar_prompts": (1, 2),
-    "reasoning.rstar_cut_min": (0.0, 1.0),
-    "reasoning.rstar_cut_max": (0.0, 1.0),
-    "reasoning.max_new_tokens": (1, None),
-    "reasoning.rstar_questions": (1, None),
     "generation.max_new_tokens": (1, None),
     "generation.batch_size": (1, None),
     "fabric.devices": (1, None),
@@ -556,7 +452,7 @@ RANGES: dict[str, tuple[float | None, float | None]] = {
 def float_keys(cls: type = None, prefix: str = "") -> list[str]:
     """Every float-valued key of the config schema, as a pattern: "filter_net.tau", "*.train.lr" (a participant's
     key: server and every client). None of them means anything at NaN or ±inf; `validate` refuses those."""
-    cls = RunConfig if cls is None else cls
+    cls = run_config() if cls is None else cls
     hints = get_type_hints(cls)
     keys = []
     for f in fields(cls):
@@ -659,10 +555,10 @@ def _load_file(cfg: DictConfig, path: Path) -> DictConfig:
     return cfg
 
 
-def _check_value(key: str, pattern: str, value: Any) -> None:
+def _check_value(key: str, pattern: str, value: Any, floats: list[str]) -> None:
     if pattern in CHOICES and value not in CHOICES[pattern]:
         raise ConfigError(f"config key '{key}': unknown value {value!r} (allowed: {', '.join(CHOICES[pattern])})")
-    if pattern in FLOAT_KEYS and isinstance(value, float) and not math.isfinite(value):
+    if pattern in floats and isinstance(value, float) and not math.isfinite(value):
         raise ConfigError(f"config key '{key}': value {value} is not a finite number")
     if pattern in RANGES and value is not None:
         lo, hi = RANGES[pattern]
@@ -675,14 +571,15 @@ def _check_value(key: str, pattern: str, value: Any) -> None:
 
 def validate(cfg: DictConfig) -> None:
     """Names and ranges; raises ConfigError with a one-line message."""
-    for pattern in dict.fromkeys(list(CHOICES) + list(RANGES) + FLOAT_KEYS):
+    floats = float_keys()
+    for pattern in dict.fromkeys(list(CHOICES) + list(RANGES) + floats):
         if pattern.startswith("*."):
             rest = pattern[2:]
             places = participant_configs(cfg)
             for prefix, node in places:
-                _check_value(f"{prefix}.{rest}", pattern, OmegaConf.select(node, rest))
+                _check_value(f"{prefix}.{rest}", pattern, OmegaConf.select(node, rest), floats)
         else:
-            _check_value(pattern, pattern, OmegaConf.select(cfg, pattern))
+            _check_value(pattern, pattern, OmegaConf.select(cfg, pattern), floats)
     if len(cfg.clients) == 0:
         raise ConfigError("config key 'clients': at least one client is required")
     for prefix, node in participant_configs(cfg):
@@ -693,20 +590,14 @@ def validate(cfg: DictConfig) -> None:
             if not node.model.lora.enabled:
                 raise ConfigError(f"config key '{prefix}.model.lora.enabled': fabric.strategy=fsdp2 needs LoRA "
                                   "(the frozen reference copy of full fine-tuning cannot be sharded)")
-    fn = cfg.filter_net
-    if fn.max_select is not None and fn.max_select < max(fn.min_select, 1):
-        raise ConfigError(f"config key 'filter_net.max_select': {fn.max_select} is below min_select {fn.min_select}")
-    if cfg.reasoning.rstar_cut_min > cfg.reasoning.rstar_cut_max:
-        raise ConfigError(f"config key 'reasoning.rstar_cut_min': {cfg.reasoning.rstar_cut_min} is above "
-                          f"rstar_cut_max {cfg.reasoning.rstar_cut_max}")
+    for check in SECTION_CHECKS.values():
+        check(cfg)
     if cfg.resume and not cfg.run_name:
         raise ConfigError("config key 'run_name': resume=true needs the run_name of the run to continue")
     if cfg.generation.backend == "vllm":
         _check_vllm(cfg)
     _check_consistency(cfg)
 
-
-FLOAT_KEYS = float_keys()
 
 
 def participant_configs(cfg) -> list[tuple[str, Any]]:
@@ -742,11 +633,6 @@ def _check_consistency(cfg: DictConfig) -> None:
     name = cfg.run_name
     if name in (".", "..") or "/" in name or "\\" in name:
         raise ConfigError(f"config key 'run_name': {name!r} must be a plain directory name (output_dir says where)")
-    for key in ("filter_net.encoder", "wasp.encoder"):
-        value = OmegaConf.select(cfg, key)
-        if value in ("", "minilm", "hashing"):
-            continue
-        _check_class(key, value, Encoder)
     for key, (base, args_key, passed) in CLASS_KEYS.items():
         value = OmegaConf.select(cfg, key)
         args = OmegaConf.select(cfg, args_key) if args_key else None
@@ -819,6 +705,12 @@ def mixture_of(cfg):
     return Mixture(train=train, test={n: dict(v) for n, v in m.test.items()}, public=dict(m.public) or None)
 
 
+def check_encoder(key: str, value: str) -> None:
+    """An encoder key: "" (the default's), minilm, hashing, or the class path of an Encoder subclass."""
+    if value not in ("", "minilm", "hashing"):
+        _check_class(key, value, Encoder)
+
+
 def _check_class(key: str, path: str, base: type) -> type:
     try:
         return import_class(path, base)
@@ -854,7 +746,7 @@ def _check_vllm(cfg: DictConfig) -> None:
 
 def load_config(argv: list[str]) -> DictConfig:
     """Build the run config from `conf=FILE` and dotted `key=value` overrides."""
-    schema = OmegaConf.structured(RunConfig)
+    schema = OmegaConf.structured(run_config())
     conf_args = [a for a in argv if a.startswith("conf=")]
     overrides = [a for a in argv if not a.startswith("conf=")]
     for a in overrides:

@@ -28,7 +28,8 @@ Swap either network by subclassing and overriding :meth:`LearnabilityFilter.buil
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Dict, Optional
 
 import lightning as L
 import torch
@@ -36,7 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ladalit.core.classpath import import_class
-from ladalit.core.config import class_key
+from ladalit.core.config import ConfigError, check_encoder, class_key, section
 from ladalit.method.flat_adamw import adamw_steps
 
 __all__ = [
@@ -414,3 +415,54 @@ LOOP_ARGS = ("embed_dim", "hidden", "depth", "lr", "epochs", "batch_size", "lam"
              "buffer_size", "seed")
 # validated at start once this module is imported (ladalit.components)
 class_key("filter_net.class_path", LearnabilityFilter, init_args="filter_net.init_args", passed=LOOP_ARGS)
+
+
+# ----------------------------------------------------------------------------- config section `filter_net`
+@dataclass
+class Config:
+    """`filter_net.*`: the filter networks of Eq. 8-10 and their selection."""
+    # frozen text encoder: minilm | hashing | package.module:Class
+    encoder: str = "minilm"
+    # "package.module:Class", a LearnabilityFilter subclass; empty = the default
+    class_path: str = ""
+    # the class_path subclass's own settings, passed to its `__init__` and checked against it at start
+    init_args: Dict[str, Any] = field(default_factory=dict)
+    # width of ExploitNet / ExploreNet
+    hidden: int = 128
+    # residual blocks per network
+    depth: int = 2
+    # filter learning rate
+    lr: float = 3e-4
+    # epochs over the replay buffer per filter update
+    epochs: int = 10
+    # when the filter trains on its buffer: after each candidate batch's update (batch, Algorithm 1's
+    # ❻❼ per batch b) or after each training minibatch of it (minibatch: up to ceil(selected / batch_size)
+    # times as many fits, the behaviour before 2026-12-02)
+    fit_every: str = "batch"
+    # filter minibatch size
+    batch_size: int = 64
+    # λ of Eq. 10: weight of the exploration bonus
+    lam: float = 0.33
+    # τ: select samples with predicted reward above it
+    tau: float = 0.5
+    # fewest samples selected per candidate batch (a bound; hits are counted)
+    min_select: int = 1
+    # most samples selected per candidate batch (empty = no bound)
+    max_select: Optional[int] = None
+    # replay buffer size (observations per model pair)
+    buffer_size: int = 4096
+
+
+def _check(cfg) -> None:
+    fn = cfg.filter_net
+    if fn.max_select is not None and fn.max_select < max(fn.min_select, 1):
+        raise ConfigError(f"config key 'filter_net.max_select': {fn.max_select} is below min_select {fn.min_select}")
+    check_encoder("filter_net.encoder", fn.encoder)
+
+
+section("filter_net", Config, after="reward", description="the filter networks (Eq. 8-10)",
+        choices={"fit_every": ("batch", "minibatch")},
+        ranges={"lam": (0.0, None), "epochs": (0, None), "lr": (0.0, None), "min_select": (0, None),
+                "max_select": (1, None), "hidden": (1, None), "depth": (0, None), "batch_size": (1, None),
+                "buffer_size": (1, None)},
+        check=_check)

@@ -36,10 +36,13 @@ rewards are labels for the filter, not part of any graph.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
 from torch import Tensor
+
+from ladalit.core.config import section
 
 __all__ = ["relative_gain", "batch_reward", "round_reward", "same_sample_reward", "total_reward"]
 
@@ -133,3 +136,21 @@ def total_reward(r_round: Tensor, r_batch: Tensor, alpha: float) -> Tensor:
     r_round = torch.as_tensor(r_round).detach()
     r_batch = torch.as_tensor(r_batch).detach()
     return alpha * torch.sigmoid(r_round) + (1.0 - alpha) * torch.sigmoid(r_batch)
+
+
+# ----------------------------------------------------------------------------- config section `reward`
+@dataclass
+class Config:
+    """`reward.*`: the rewards of Eq. 5-7 (`ladalit.method.pair` reads them)."""
+    # α of Eq. 7: weight of the round-level reward
+    alpha: float = 0.33
+    # sample: per-sample rewards (SPEC §5); set: the paper-literal Eq. 5/6 over the whole selection
+    granularity: str = "sample"
+    # Eq. 6: previous_selection (the paper: the previous candidate batch's selection before it trained, against
+    # this batch's before it trains) | same_sample (deviation kept from before 2026-12-07: a sample before and after its update)
+    batch: str = "previous_selection"
+
+
+section("reward", Config, after="init_fraction", description="rewards (Eq. 5-7)",
+        choices={"granularity": ("sample", "set"), "batch": ("previous_selection", "same_sample")},
+        ranges={"alpha": (0.0, 1.0)})

@@ -6,7 +6,8 @@
 
 The section is the text between `<!-- config-reference:start -->` and
 `<!-- config-reference:end -->`. Descriptions are the comment lines directly
-above each field in ladalit/core/config.py; allowed values come from CHOICES and RANGES.
+above each field in ladalit/core/config.py and in the modules that own a section (`ladalit.core.config.section`,
+e.g. ladalit/method/filter.py's `Config`); allowed values come from CHOICES and RANGES.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import sys
 import typing
 from pathlib import Path
 
+import ladalit.components  # noqa: F401  the config sections the components own
 from ladalit.core import config as C
 START, END = "<!-- config-reference:start -->", "<!-- config-reference:end -->"
 _FIELD = re.compile(r"^\s+(\w+)\s*:")
@@ -27,6 +29,7 @@ _FIELD = re.compile(r"^\s+(\w+)\s*:")
 
 def field_comments(cls) -> dict[str, str]:
     """{field name: the comment line(s) directly above it in the class source}."""
+    cls = getattr(cls, "__comments_from__", cls)  # the assembled RunConfig: BaseRunConfig's source
     out, pending = {}, []
     for line in inspect.getsource(cls).splitlines()[1:]:
         s = line.strip()
@@ -118,8 +121,8 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|")
 
 
-def reference(cls=C.RunConfig) -> str:
-    out = []
+def reference(cls=None) -> str:
+    cls, out = C.run_config() if cls is None else cls, []
     for section, rows in walk(cls):
         if not rows:
             continue

@@ -1,6 +1,7 @@
 """The computed tables of docs/scenarios.md: `python -m ladalit.reporting.scenarios` (a test compares them)."""
 from __future__ import annotations
 
+import ladalit.components  # noqa: F401  the config sections the baselines own
 from ladalit.core.config import load_config
 from ladalit.scale.shapes import scenarios_markdown
 

@@ -104,6 +104,78 @@ def test_method_sections_have_defaults_and_are_validated_at_load():
         load_config(["conf=smoke.yaml", "reasoning.rstar_cut_min=0.9", "reasoning.rstar_cut_max=0.1"])
 
 
+def test_component_sections_live_in_their_modules_and_keep_their_place():
+    """The rewards', the filter's, FedMKT's, WASP's and the reasoning baselines' settings are each module's own
+    `Config`, registered at import (ladalit.components), in the order the config file and the reference show."""
+    import dataclasses
+    import typing
+
+    from ladalit.baselines import fedmkt, reasoning, wasp
+    from ladalit.core import config as C
+    from ladalit.method import filter as filter_mod, rewards
+    hints = typing.get_type_hints(C.RunConfig)
+    assert (hints["fedmkt"], hints["wasp"], hints["reasoning"]) == (fedmkt.Config, wasp.Config, reasoning.Config)
+    assert (hints["reward"], hints["filter_net"]) == (rewards.Config, filter_mod.Config)
+    names = [f.name for f in dataclasses.fields(C.RunConfig)]
+    i, j = names.index("init_fraction"), names.index("clients")
+    assert names[i:i + 4] == ["init_fraction", "reward", "filter_net", "data"]
+    assert names[j:j + 5] == ["clients", "fedmkt", "wasp", "reasoning", "generation"]
+    assert not any(hasattr(C, n) for n in ("FedMKTConfig", "WASPConfig", "ReasoningConfig", "RewardConfig",
+                                           "FilterNetConfig"))
+    assert "fedmkt.top_k" in C.RANGES and "filter_net.fit_every" in C.CHOICES
+
+
+def test_a_component_registers_its_own_section(monkeypatch):
+    """`section`: a dataclass, its choices, ranges and cross-key check, owned by the module that defines it; the
+    run config gains the section after its `after` key, validates it with one line per error, and the
+    generated reference lists it with its comment lines."""
+    from dataclasses import dataclass
+
+    from ladalit.core import config as C
+    from ladalit.reporting.config_reference import reference
+    for name in ("SECTIONS", "SECTION_CHECKS", "CHOICES", "RANGES"):
+        monkeypatch.setattr(C, name, dict(getattr(C, name)))
+    monkeypatch.setattr(C, "_SCHEMA", [])
+
+    @dataclass
+    class Config:
+        # width of the toy component
+        width: int = 3
+        # how it runs
+        mode: str = "a"
+
+    def check(cfg):
+        if cfg.toy.mode == "b" and cfg.toy.width < 2:
+            raise ConfigError(f"config key 'toy.width': mode b needs 2 or more, got {cfg.toy.width}")
+
+    C.section("toy", Config, after="fedmkt", description="a toy", choices={"mode": ("a", "b")},
+              ranges={"width": (1, None)}, check=check)
+    names = list(C.run_config().__dataclass_fields__)
+    assert names[names.index("fedmkt") + 1] == "toy"
+    assert load_config(["conf=smoke.yaml"]).toy.width == 3
+    assert load_config(["conf=smoke.yaml", "toy.width=5"]).toy.width == 5
+    for override, message in [
+        ("toy.widht=2", "unknown config key 'toy.widht' (allowed keys here: mode, width)"),
+        ("toy.width=0", "config key 'toy.width': value 0 out of range [1, inf]"),
+        ("toy.mode=c", "config key 'toy.mode': unknown value 'c' (allowed: a, b)"),
+    ]:
+        with pytest.raises(ConfigError, match=f"^{re.escape(message)}$"):
+            load_config(["conf=smoke.yaml", override])
+    with pytest.raises(ConfigError, match=r"^config key 'toy.width': mode b needs 2 or more, got 1$"):
+        load_config(["conf=smoke.yaml", "toy.mode=b", "toy.width=1"])
+    ref = reference()
+    assert "## `toy`" in ref and "| `toy.width` | int | `3` | ≥ 1 | width of the toy component |" in ref
+    assert "| `toy.mode` | str | `\"a\"` | `a`, `b` | how it runs |" in ref
+    with pytest.raises(ValueError, match="registered twice"):
+        C.section("seed", Config, after="fedmkt", description="a key core owns")
+    C.section("lost", Config, after="nowhere", description="follows no key")
+    with pytest.raises(ValueError, match=r"\['lost'\] follow keys that do not exist"):
+        C.run_config()
+    monkeypatch.setattr(C, "SECTIONS", {})  # a program that forgot to import ladalit.components
+    with pytest.raises(RuntimeError, match="import ladalit.components"):
+        load_config(["conf=smoke.yaml"])
+
+
 @pytest.mark.parametrize("overrides,expected", [
     (["analysis.selector=best"], "config key 'analysis.selector': unknown value 'best' (allowed: none, random, "
                                  "disagreement, correctable)"),
