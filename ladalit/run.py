@@ -68,16 +68,9 @@ def execute(cfg, quiet: bool = False, status: dict | None = None, conf: str = ""
     With several processes (FSDP2) every rank runs the loop; rank 0 alone writes files and W&B.
     `conf` (the config file given) is only shown in the header.
     """
-
     quiet_transformers(cfg.verbose)
     status = {} if status is None else status
-    ckpt = check_run_dir(cfg, run_dir_for(cfg))
-    sizes = None
-    if cfg.analysis.selector != "none":  # the LaDa run a matched selector replays: checked before anything is built
-        sizes = replay_sizes(cfg)
-    exp = experiment.build_experiment(cfg)
-    check_budgets(exp)  # every participant's token budgets fit, or one line naming it, before anything is written
-    controls = build_controls(cfg, exp, sizes)
+    exp, controls, ckpt = build_checked(cfg)
     fabric = exp.fabric
     writer = fabric.is_global_zero
     run_dir = Path(fabric.broadcast(str(run_dir_for(cfg))))  # the name holds a time: rank 0's wins
@@ -92,15 +85,47 @@ def execute(cfg, quiet: bool = False, status: dict | None = None, conf: str = ""
     fabric.barrier()
     channel, results = Channel(), Results()
     tracker = Tracker(cfg, run_dir) if writer else None
-    start_round, state = 1, None
-    if ckpt is not None:
-        start_round, state = ckpt["round"] + 1, ckpt["state"]
-        torch.set_rng_state(ckpt["torch_rng"])
-        if controls is not None:
-            controls.load_state_dict(state.get("analysis"))
-        if not quiet:
-            print(f"resuming {run_dir} after round {ckpt['round']}")
+    start_round, state = resume_point(ckpt, controls, run_dir, quiet)
+    on_round_end = checkpointer(cfg, fabric, run_dir, results, channel, controls, status, writer)
+    with Progress(quiet=quiet) as progress:
+        if start_round == 1:
+            evaluate_round0(exp, results, tracker, channel, progress)
+        # the method's roles over the one round loop
+        extra = run_in_process(registry.roles(cfg.method), exp, channel, results, tracker, start_round, state,
+                               on_round_end, progress)
+    if not writer:
+        return run_dir, {}
+    return run_dir, finish(cfg, exp, run_dir, results, channel, tracker, controls, extra, quiet)
 
+
+def build_checked(cfg):
+    """(experiment, the harness's controls or None, the checkpoint to resume or None), after every check that
+    needs no model: the run dir (and its checkpoint), a matched selector's replayed run, then the token budgets."""
+    ckpt = check_run_dir(cfg, run_dir_for(cfg))
+    sizes = None
+    if cfg.analysis.selector != "none":  # the LaDa run a matched selector replays: checked before anything is built
+        sizes = replay_sizes(cfg)
+    exp = experiment.build_experiment(cfg)
+    check_budgets(exp)  # every participant's token budgets fit, or one line naming it, before anything is written
+    return exp, build_controls(cfg, exp, sizes), ckpt
+
+
+def resume_point(ckpt, controls, run_dir: Path, quiet: bool) -> tuple[int, dict | None]:
+    """(the first round to run, the roles' state to restore): (1, None) for a new run."""
+    if ckpt is None:
+        return 1, None
+    state = ckpt["state"]
+    torch.set_rng_state(ckpt["torch_rng"])
+    if controls is not None:
+        controls.load_state_dict(state.get("analysis"))
+    if not quiet:
+        print(f"resuming {run_dir} after round {ckpt['round']}")
+    return ckpt["round"] + 1, state
+
+
+def checkpointer(cfg, fabric, run_dir: Path, results, channel, controls, status: dict, writer: bool):
+    """The round loop's `on_round_end(t, snapshot)`: the checkpoint (with the controls' own answers) and
+    results.json after every round."""
     def on_round_end(t, snapshot):
         if controls is not None:  # the controls' own answers, beside the method's state
             snapshot = {**snapshot, "analysis": controls.state_dict()}
@@ -109,15 +134,12 @@ def execute(cfg, quiet: bool = False, status: dict | None = None, conf: str = ""
             results.save(run_dir, cfg, channel)
         status["round"] = t
         fabric.barrier()
+    return on_round_end
 
-    roles = registry.roles(cfg.method)
-    with Progress(quiet=quiet) as progress:
-        if start_round == 1:
-            evaluate_round0(exp, results, tracker, channel, progress)
-        # the method's roles over the one round loop
-        extra = run_in_process(roles, exp, channel, results, tracker, start_round, state, on_round_end, progress)
-    if not writer:
-        return run_dir, {}
+
+def finish(cfg, exp, run_dir: Path, results, channel, tracker, controls, extra: dict, quiet: bool) -> dict:
+    """results.json with the method's counters and the oracle's report, the controls' answers, the models, the
+    plots and the tracker's summary; returns results.json's content."""
     analysis = controls.rows() if controls is not None else None
     if controls is not None:
         extra["analysis_generated"] = controls.generated
@@ -129,7 +151,7 @@ def execute(cfg, quiet: bool = False, status: dict | None = None, conf: str = ""
     export_models(exp, run_dir, results, quiet)
     plots = write_plots(out, run_dir)
     tracker.finish(results, plots)
-    return run_dir, out
+    return out
 
 
 def build_controls(cfg, exp, sizes):
