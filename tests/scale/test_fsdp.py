@@ -97,6 +97,7 @@ def worker(out_dir: Path) -> None:
     from lightning.fabric import Fabric
     from omegaconf import OmegaConf
 
+    import ladalit.components  # noqa: F401  registers the config sections RunConfig is built from
     from ladalit.core.config import RunConfig
     from ladalit.core.experiment import setup_participant
     from ladalit.scale.strategy import load_participant, make_parallelize_fn, save_participant

@@ -41,6 +41,7 @@ def worker(out_dir: Path, model_dir: Path) -> None:
     from torch.distributed.tensor import DTensor
 
     from ladalit.scale import strategy
+    import ladalit.components  # noqa: F401  registers the config sections RunConfig is built from
     from ladalit.core.config import RunConfig
     from ladalit.core.experiment import build_participant, setup_participant
     from ladalit.core.seeds import name_seed
