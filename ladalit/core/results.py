@@ -38,6 +38,10 @@ class Results:
         # per trained sample (LaDa): rows {round, pair, id, r_total, predicted}: its reward r_total (Eq. 7) and the
         # filter's predicted reward U^p(x) when it was selected (sample_rewards.jsonl; the demo world's reward AUC)
         self.sample_rewards: list[dict] = []
+        # a deployment's clients' accuracy per (round, participant, shots, domain, steps) of their test items, as
+        # each site computed it from predictions that stay with it (rows of `accuracy_by_domain`,
+        # ladalit.demo.oracle); in-process runs keep the predictions instead, and leave this empty
+        self.domain_scores: list[dict] = []
 
     def add_eval(self, round: int, participant: str, role: str, shots: int, metrics: dict,
                  predictions: list[dict] | None = None) -> None:
@@ -85,7 +89,7 @@ class Results:
         return {"accuracy": self.accuracy, "selection": self.selection, "train": self.train,
                 "predictions": self.predictions, "responses": self.responses,
                 "reward_scale": self.reward_scale, "budget": self.budget, "selected_ids": self.selected_ids,
-                "sample_rewards": self.sample_rewards}
+                "sample_rewards": self.sample_rewards, "domain_scores": self.domain_scores}
 
     def load_state_dict(self, state: dict) -> None:
         self.accuracy, self.selection, self.train = state["accuracy"], state["selection"], state["train"]
@@ -93,6 +97,7 @@ class Results:
         self.reward_scale, self.budget = state.get("reward_scale", []), state.get("budget", [])
         self.selected_ids = state.get("selected_ids", [])
         self.sample_rewards = state.get("sample_rewards", [])
+        self.domain_scores = state.get("domain_scores", [])
 
     def save(self, run_dir: Path, cfg, channel, extra: dict | None = None) -> dict:
         comm = [{"round": r, "direction": d, "client": c, "bytes": b,

@@ -149,7 +149,7 @@ def world_oracle(cfg, learnable_steps: Mapping[str, int] | None = None) -> Oracl
         raise ValueError(f"learnable_steps names {', '.join(unknown)}, not a participant ({', '.join(learnable)})")
     learnable.update(learnable_steps or {})
     groups = domain_groups(records, len(names))
-    return Oracle({r.id: Truth(r.domain, num_steps(r), r.answer) for r in records},
+    return Oracle(truth_of(records),
                   dict(zip(names, groups)), learnable, taught)
 
 
@@ -195,11 +195,17 @@ def selection_quality(oracle: Oracle, public_ids: list[str], selected: list[dict
     return rows
 
 
-def accuracy_by_domain(oracle: Oracle, predictions: list[dict]) -> list[dict]:
-    """Rows {round, participant, shots, domain, steps, n, accuracy} from the evaluation's predictions."""
+def truth_of(records: Iterable) -> dict[str, Truth]:
+    """{record id: its truth} of synthetic records that still carry their domain (not the methods' views)."""
+    return {r.id: Truth(r.domain, num_steps(r), r.answer) for r in records}
+
+
+def accuracy_by_domain(truth: Mapping[str, Truth], predictions: list[dict]) -> list[dict]:
+    """Rows {round, participant, shots, domain, steps, n, accuracy} from the evaluation's predictions (those of
+    records without a truth are left out)."""
     cells: dict[tuple, list[int]] = defaultdict(lambda: [0, 0])
     for p in predictions:
-        t = oracle.truth.get(p["id"])
+        t = truth.get(p["id"])
         if t is None:
             continue
         c = cells[(p["round"], p["participant"], p["shots"], t.domain, t.steps)]
@@ -207,6 +213,13 @@ def accuracy_by_domain(oracle: Oracle, predictions: list[dict]) -> list[dict]:
         c[1] += p["parsed"] == p["gold"]
     return [{"round": r, "participant": n, "shots": s, "domain": d, "steps": k, "n": c[0], "accuracy": c[1] / c[0]}
             for (r, n, s, d, k), c in sorted(cells.items())]
+
+
+def domain_rows(oracle: Oracle, results) -> list[dict]:
+    """results.json's `accuracy_by_domain`: the cells of the predictions this run holds, and those a deployment's
+    sites computed from predictions that stayed with them (`Results.domain_scores`), in one order."""
+    rows = accuracy_by_domain(oracle.truth, results.predictions) + list(getattr(results, "domain_scores", []))
+    return sorted(rows, key=lambda r: (r["round"], r["participant"], r["shots"], r["domain"], r["steps"]))
 
 
 def reward_auc(oracle: Oracle, sample_rewards: list[dict], responses: list[dict], num_options: int = 4,
@@ -250,7 +263,7 @@ def oracle_report(cfg, public_ids: list[str], results, learnable_steps: Mapping[
     out = {"selection_quality": selection_quality(oracle, public_ids, results.selected_ids, results.responses,
                                                   cfg.data.num_options, analysis_responses=analysis_responses,
                                                   gold_teacher=gold),
-           "accuracy_by_domain": accuracy_by_domain(oracle, results.predictions)}
+           "accuracy_by_domain": domain_rows(oracle, results)}
     if getattr(results, "sample_rewards", None):
         out["reward_auc"] = reward_auc(oracle, results.sample_rewards, results.responses, cfg.data.num_options,
                                        gold_teacher=gold)

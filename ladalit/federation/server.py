@@ -11,7 +11,9 @@ federation); no client's private path or record is here. Around the method's pro
     federation.protocol=per_round; ladalit.core.messages); the client's last reply of a round is its
     RoundReport: its rows of results of round t, and its scores ...
 
-Every crossing is counted on the channel; results.json adds `failed_clients` and `engine`.
+Every crossing is counted on the channel; results.json adds `failed_clients` and `engine`, and on the demo world
+the oracle's analysis as `ladalit.run` writes it (ladalit.demo.oracle; the clients' `accuracy_by_domain` cells
+come from their reports, computed where their predictions stay).
 A resumed server (resume=true) sends Join again and goes on from its checkpoint's round; each site starts
 that round from its own copy of the round before (ladalit.federation.site).
 """
@@ -29,6 +31,7 @@ from ladalit.core.config import ConfigError, to_yaml
 from ladalit.core.evaluation import evaluate
 from ladalit.core.experiment import build_participant, make_fabric, one_shot_example, setup_participant
 from ladalit.core.messages import Join
+from ladalit.demo.oracle import oracle_report  # the run's analysis on the demo world, as ladalit.run's
 from ladalit.core.run_identity import check_run_dir, prepare_run_dir, save_checkpoint
 from ladalit.federation.site import read_records
 from ladalit.reporting.plots import write_plots
@@ -103,7 +106,8 @@ def serve(cfg, transport, server_data: Path, quiet: bool = True) -> tuple[Path, 
         run_rounds(deployment_loop(cfg, server, results, transport, counters, (participant, eval_set), run_dir,
                                    tracker, progress), start)
     server.close()
-    out = results.save(run_dir, cfg, channel, extra=extras(server, counters, transport))
+    oracle = oracle_report(cfg, [x.id for x in public], results, dict(cfg.analysis.learnable_steps) or None)
+    out = results.save(run_dir, cfg, channel, extra=extras(server, counters, transport) | oracle)
     tracker.finish(results, write_plots(out, run_dir))
     return run_dir, out
 

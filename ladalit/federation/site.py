@@ -12,7 +12,8 @@ A Flower ClientApp is a fresh process for every message, so the site keeps the r
 on its own disk (`current.pt`, after every message) and a copy at every round's end (`round-T.pt`). A
 client round starts from the copy of the round before: a server that resumed from its last checkpoint
 and a site that went on after it agree again; any other mismatch of rounds is refused (ProtocolError).
-Its predictions on its private test set stay here (`predictions.jsonl`); only their scores cross.
+Its predictions on its private test set stay here (`predictions.jsonl`); only their scores cross: the accuracy,
+and on the demo world the accuracy per (domain, chain length) that results.json's `accuracy_by_domain` reports.
 """
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ from ladalit.core.config import load_config
 from ladalit.core.experiment import build_participant, make_fabric, one_shot_example, setup_participant
 from ladalit.core.evaluation import evaluate
 from ladalit.core.results import Results
+from ladalit.demo.oracle import accuracy_by_domain, world_oracle
 
 STATE_VERSION = 1
 
@@ -191,11 +193,22 @@ class ClientSite:
                 m = evaluate(role.participant, test, shots, one_shot_example(cfg), cfg.eval.max_new_tokens,
                              cfg.eval.batch_size, preds)
                 role.results.add_eval(round, self.name, "client", shots, m)
+                role.results.domain_scores += self.domain_scores(cfg, round, shots, preds)
                 with open(self.dir / "predictions.jsonl", "a") as f:
                     f.writelines(json.dumps({"round": round, "shots": shots, **p}) + "\n" for p in preds)
         rows = role.results.state_dict()
         role.results = Results()
         return RoundReport(round, self.name, rows, role.counters())
+
+    def domain_scores(self, cfg, round: int, shots: int, preds: list[dict]) -> list[dict]:
+        """On the demo world, these predictions' accuracy per (domain, steps) of the test items, from the world's
+        truth (ladalit.demo.oracle, regenerated from the config, as the server's analysis does): scores, which
+        cross where the predictions do not; none on other data."""
+        oracle = world_oracle(cfg)
+        if oracle is None:
+            return []
+        return accuracy_by_domain(oracle.truth, [{"round": round, "participant": self.name, "shots": shots, **p}
+                                                 for p in preds])
 
 
 def client_role(cfg, fabric, name: str, participant, private, public):

@@ -187,7 +187,7 @@ def test_accuracy_by_domain_by_hand():
              {"round": 0, "participant": "c1", "shots": 0, "id": "m1", "gold": "D", "parsed": None},
              {"round": 0, "participant": "c1", "shots": 0, "id": "s3", "gold": "B", "parsed": "B"},
              {"round": 0, "participant": "c1", "shots": 0, "id": "not-synthetic", "gold": "B", "parsed": "B"}]
-    assert accuracy_by_domain(o, preds) == [
+    assert accuracy_by_domain(o.truth, preds) == [
         {"round": 0, "participant": "c1", "shots": 0, "domain": "market", "steps": 1, "n": 2, "accuracy": 0.5},
         {"round": 0, "participant": "c1", "shots": 0, "domain": "shared", "steps": 3, "n": 1, "accuracy": 1.0}]
 
@@ -230,7 +230,9 @@ def imports_of(path: Path) -> set[str]:
 def test_only_the_harness_imports_the_oracle():
     users = sorted(str(p.relative_to(ROOT)) for p in (ROOT / "ladalit").rglob("*.py")
                    if p.name != "oracle.py" and any(n.startswith("ladalit.demo.oracle") for n in imports_of(p)))
-    assert users == ["ladalit/run.py"]
+    # the harness of each engine: the in-process run, and a deployment's server and its sites' reports (a
+    # site scores its own predictions per domain); never a method's roles
+    assert users == ["ladalit/federation/server.py", "ladalit/federation/site.py", "ladalit/run.py"]
 
 
 def check_selection_quality(cfg, run_dir):

@@ -26,7 +26,8 @@ CLIENT3 = ["clients.client3.model.source=tiny", "clients.client3.model.arch=qwen
            "clients.client3.model.num_layers=1", "clients.client3.model.num_heads=2",
            "clients.client3.model.num_kv_heads=1", "clients.client3.model.intermediate_size=64",
            "clients.client3.train.batch_size=8"]
-SAME = ("accuracy", "selection", "selected_per_round", "train", "reward_scale", "bound_hits", "nonfinite_skipped")
+SAME = ("accuracy", "selection", "selected_per_round", "train", "reward_scale", "bound_hits", "nonfinite_skipped",
+        "accuracy_by_domain")
 
 
 def argv(out, name, *extra):

@@ -15,7 +15,8 @@ from ladalit.federation.site import ClientSite, read_records
 from ladalit.federation.transport import LocalSites, Lost
 from ladalit.run import execute
 
-SAME = ("accuracy", "selection", "selected_per_round", "train", "reward_scale", "bound_hits", "nonfinite_skipped")
+SAME = ("accuracy", "selection", "selected_per_round", "train", "reward_scale", "bound_hits", "nonfinite_skipped",
+        "accuracy_by_domain")
 
 
 def same(a, b) -> bool:
@@ -68,6 +69,10 @@ def test_deployment_gives_the_in_process_results(runs):  # resumed once: see the
     for key in SAME:
         assert same(deployed[key], inproc[key]), key
     assert deployed["engine"] == "LocalSites" and deployed["failed_clients"] == []
+    # the clients' cells came from their sites (their predictions stayed there), the server's from its own
+    assert {r["participant"] for r in deployed["accuracy_by_domain"]} == {"server", "client1", "client2"}
+    assert not any(p.startswith("client") for p in {json.loads(x)["participant"]
+                                                  for x in (runs[4] / "predictions.jsonl").read_text().splitlines()})
 
 
 def test_report_shows_answer_bytes_sent_and_needed(runs):
