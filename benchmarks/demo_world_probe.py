@@ -5,7 +5,9 @@
 JSON maps a zoo member to the changes of its spec (`ladalit.demo.zoo.ZooMember`):
 `{"client-llama": {"steps": 3000, "partial": [[3, 0.2], [4, 0.1]]}}` pre-trains client-llama for 3000 steps
 with a fifth of the shared 3-step and a tenth of the shared 4-step records taught with their rationale
-(`partial_steps`). A changed member is pre-trained once into DIR (the shipped weights are never touched), then
+(`partial_steps`); an entry `[domain, steps, share]` names another domain, and `"max_steps": 1` shortens
+the curriculum (`rationale_max_steps`), so that `{"max_steps": 1, "partial": [["market", 2, 1.0], [2, 0.3]]}`
+teaches every 2-step market record and a third of the shared 2-step ones. A changed member is pre-trained once into DIR (the shipped weights are never touched), then
 `benchmarks.demo_preconditions` measures a-e with every other argument (seeds, `--out`, `--name`, config
 overrides such as `clients.client1.train.lr=3e-4`). A candidate becomes the demo world only by changing
 `ladalit/demo/zoo.py` and shipping it (`python -m ladalit.demo.zoo --ship`).
@@ -23,14 +25,18 @@ import torch
 
 
 def variant(member, change: dict):
-    """`member` with the changes of one JSON entry: "steps" (pre-training steps) and "partial" ([[steps, share],
-    ...] of the shared domain)."""
+    """`member` with the changes of one JSON entry: "steps" (pre-training steps), "max_steps" (the curriculum's
+    longest fully taught chain) and "partial" ([[steps, share], ...] of the shared domain, or [domain, steps,
+    share] of another)."""
     from ladalit.demo.synthetic import SHARED
-    unknown = set(change) - {"steps", "partial"}
+    unknown = set(change) - {"steps", "max_steps", "partial"}
     if unknown:
-        raise SystemExit(f"--variants {member.name}: unknown change {sorted(unknown)} (steps, partial)")
+        raise SystemExit(f"--variants {member.name}: unknown change {sorted(unknown)} (steps, max_steps, partial)")
     if "partial" in change:
-        member = dataclasses.replace(member, partial_steps=tuple((SHARED, int(n), float(f)) for n, f in change["partial"]))
+        entries = [e if len(e) == 3 else [SHARED, *e] for e in change["partial"]]
+        member = dataclasses.replace(member, partial_steps=tuple((str(d), int(n), float(f)) for d, n, f in entries))
+    if "max_steps" in change:
+        member = dataclasses.replace(member, rationale_max_steps=int(change["max_steps"]))
     if "steps" in change:
         member = dataclasses.replace(member, train=dataclasses.replace(member.train, steps=int(change["steps"])))
     return member
@@ -38,7 +44,7 @@ def variant(member, change: dict):
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--variants", required=True, help="JSON: member -> {steps, partial}")
+    ap.add_argument("--variants", required=True, help="JSON: member -> {steps, max_steps, partial}")
     ap.add_argument("--cache", required=True, help="where the changed members are pre-trained (LADALIT_CACHE)")
     args, rest = ap.parse_known_args(argv)
     os.environ["LADALIT_CACHE"] = args.cache

@@ -5,7 +5,7 @@ import pytest
 
 from benchmarks import demo_world_probe as probe
 from ladalit.demo import zoo
-from ladalit.demo.synthetic import SHARED
+from ladalit.demo.synthetic import SHARED, SyntheticConfig, generate, num_steps
 
 
 def test_variant_changes_steps_and_partial_curriculum_only():
@@ -16,6 +16,16 @@ def test_variant_changes_steps_and_partial_curriculum_only():
     assert zoo.member_hash(m) != zoo.member_hash(base)
     with pytest.raises(SystemExit, match="unknown change"):
         probe.variant(base, {"lr": 1.0})
+
+
+def test_variant_shortens_the_curriculum_and_names_other_domains():
+    base = zoo.ZOO["client-gemma"]
+    m = probe.variant(base, {"max_steps": 1, "partial": [["market", 2, 1.0], [2, 0.3]]})
+    assert m.rationale_max_steps == 1 and m.partial_steps == (("market", 2, 1.0), (SHARED, 2, 0.3))
+    recs = generate(SyntheticConfig(num_records=2000, seed=2))
+    cell = lambda d, n: [r for r in recs if r.domain == d and num_steps(r) == n]  # noqa: E731
+    assert all(zoo.taught(m, r) for r in cell("market", 2)) and all(zoo.taught(m, r) for r in cell(SHARED, 1))
+    assert 0 < sum(zoo.taught(m, r) for r in cell(SHARED, 2)) < len(cell(SHARED, 2))
 
 
 def test_probe_installs_the_variants_and_quotes_its_command(tmp_path, monkeypatch):
