@@ -34,7 +34,7 @@ something the server's loop can reach.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import torch
 
@@ -225,8 +225,9 @@ def sample_minibatches(rows, batch_size: int) -> list[list[int]]:
 # ----------------------------------------------------------------------------- config section `lada`
 @dataclass
 class Config:
-    """`lada.*`: LaDa's own settings (the client and server roles here, `client`, `pair`, `distill` and
-    `exchange` read them); its rewards and filter networks are the sections `reward` and `filter_net`."""
+    """`lada.*`: LaDa's own settings, read by the roles here and by `client`, `pair`, `distill` and `exchange`
+    (and `ladalit.demo.controls`, which replays a run's selections of n_c candidates); its rewards and filter
+    networks are the sections `reward` and `filter_net`."""
     # client/server loss: MARD (Eq. 3, 4) or the cross-entropy ablation
     loss: str = "mard"
     # learnability-aware filter, or none (all of D_p; ablation)
@@ -245,6 +246,7 @@ class Config:
 
 
 def _check(cfg) -> None:
+    """The matched selectors (analysis.selector, core's AnalysisConfig) replace the filter's choice."""
     if cfg.method == "lada" and cfg.analysis.selector != "none" and cfg.lada.filter != "lada":
         raise ConfigError("config key 'analysis.selector': replaces the filter's choice; lada.filter=none has none")
 
@@ -252,7 +254,8 @@ def _check(cfg) -> None:
 section("lada", Config, after="sft_prompt", description="LaDa's loss, filter, server weights and candidate batches",
         choices={"loss": ("mard", "ce"), "filter": ("lada", "none"), "server_weights": ("reward", "uniform")},
         ranges={"beta": (0.0, None), "mard_nll": (0.0, None), "n_c": (1, None), "init_fraction": (0.0, 1.0)},
-        check=_check, moved=tuple(f.name for f in fields(Config)))  # top-level keys before 2026-12-07
+        check=_check,  # top-level keys of the run config until 2026-12-07: naming one there says where it went
+        moved=("loss", "filter", "server_weights", "beta", "mard_nll", "n_c", "init_fraction"))
 
 
 # ----------------------------------------------------------------------------- LaDa as the registry has it
