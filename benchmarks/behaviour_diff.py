@@ -7,6 +7,7 @@ of what each run produced, so that a refactoring can show that it changed nothin
     python -m benchmarks.behaviour_diff --compare A/digest.json B/digest.json   # "identical" or the differences
     python -m benchmarks.behaviour_diff --compare A B --ignore-key init_args   # less a key a change added
     python -m benchmarks.behaviour_diff --compare A B --unordered train   # the rows under `train` as a multiset
+    python -m benchmarks.behaviour_diff --compare A B --moved   # config keys a section took, at their new place
 
 Per method the digest holds: results.json less the fields that name the run or the clock (the run's own
 output_dir/run_name and any key about time); the rows of predictions.jsonl, selections.jsonl and
@@ -134,13 +135,30 @@ def sort_rows(obj, names: set[str]):
     return obj
 
 
-def compare(a_path: Path, b_path: Path, ignore: list[str] | None = None, unordered: list[str] | None = None) -> int:
-    a, b = (sort_rows(drop_keys(json.loads(p.read_text()), set(ignore or ())), set(unordered or ()))
-            for p in (a_path, b_path))
+def move_keys(digests: dict, moved: dict[str, str]) -> dict:
+    """Each method's results.config with a top-level key of `moved` put where it went ("beta" -> "lada.beta":
+    config["lada"]["beta"]), so a digest from before a section took the key compares with one from after."""
+    for d in digests.values():
+        config = d.get("results", {}).get("config") if isinstance(d, dict) else None
+        for old, new in moved.items():
+            if isinstance(config, dict) and old in config:
+                node = config
+                *path, leaf = new.split(".")
+                for part in path:
+                    node = node.setdefault(part, {})
+                node[leaf] = config.pop(old)
+    return digests
+
+
+def compare(a_path: Path, b_path: Path, ignore: list[str] | None = None, unordered: list[str] | None = None,
+            moved: dict[str, str] | None = None) -> int:
+    a, b = (sort_rows(drop_keys(move_keys(json.loads(p.read_text()), moved or {}), set(ignore or ())),
+                      set(unordered or ())) for p in (a_path, b_path))
     diffs = differences(a, b)
     if not diffs:
         less = f", less keys named {', '.join(ignore)}" if ignore else ""
         less += f", rows of {', '.join(unordered)} in any order" if unordered else ""
+        less += f", config keys {', '.join(moved)} compared where they went" if moved else ""
         print(f"identical: {', '.join(sorted(a))} ({a_path} vs {b_path}{less})")
         return 0
     print(f"different ({a_path} vs {b_path}); first differences:")
@@ -159,6 +177,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="with --compare: leave out dict keys of these names, at any depth")
     p.add_argument("--unordered", nargs="*", default=[], metavar="NAME",
                    help="with --compare: the lists under dict keys of these names compare as multisets of rows")
+    p.add_argument("--moved", nargs="*", default=None, metavar="OLD=NEW",
+                   help="with --compare: results.config keys recorded at an old place compare at the new one "
+                        "(beta=lada.beta; no value: every key of ladalit.core.config.MOVED)")
     p.add_argument("overrides", nargs="*", default=[], help="extra key=value settings for every run")
     args = p.parse_args(argv)
     if args.compare:
@@ -166,7 +187,18 @@ def main(argv: list[str] | None = None) -> int:
         if missing:
             print(f"error: no such digest: {missing[0]}", file=sys.stderr)
             return 2
-        return compare(*args.compare, ignore=args.ignore_key, unordered=args.unordered)
+        moved = None
+        if args.moved is not None:
+            if any("=" not in m for m in args.moved):
+                print(f"error: --moved takes OLD=NEW, got {next(m for m in args.moved if '=' not in m)!r}",
+                      file=sys.stderr)
+                return 2
+            moved = dict(m.split("=", 1) for m in args.moved)
+            if not moved:
+                import ladalit.components  # noqa: F401  the sections and the keys they took
+                from ladalit.core.config import MOVED
+                moved = dict(MOVED)
+        return compare(*args.compare, ignore=args.ignore_key, unordered=args.unordered, moved=moved)
     if args.out is None:
         print("error: give OUT_DIR, or --compare A B", file=sys.stderr)
         return 2

@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> dict:
         ks, sizes, public_k, args.reps = [1, 2], [8, 16], 8, 1
         base = ["rounds=1", "data.synthetic.num_records=200", "eval.limit=2", "eval.shots=[0]"]
     if not args.free:
-        base += ["n_c=16", "filter_net.min_select=8", "filter_net.max_select=8"]
+        base += ["lada.n_c=16", "filter_net.min_select=8", "filter_net.max_select=8"]
 
     k_times = {k: [] for k in ks}
     k_selected = {k: [] for k in ks}

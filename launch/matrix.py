@@ -58,7 +58,7 @@ DEFAULTS = {
     "methods": ["standalone", "fedkd", "fedmkt", "wasp", "lada"],
     "ours": "lada",
     # Table V: overrides of `ours`, one ablation each
-    "ablations": ["loss=ce", "filter=none", "server_weights=uniform"],
+    "ablations": ["lada.loss=ce", "lada.filter=none", "lada.server_weights=uniform"],
     "seeds": [0, 1, 2],
     # prompt settings evaluated in every run (eval.shots)
     "shots": [0, 1],
@@ -71,6 +71,7 @@ DEFAULTS = {
 
 METHOD_NAMES = {"standalone": "Standalone", "fedkd": "FedKD", "fedmkt": "FedMKT", "wasp": "WASP", "lada": "LaDa",
                 "sft_cot": "SFT", "socratic_cot": "Socratic CoT", "rstar": "rStar"}
+# Table V's names of the paper's ablations, keyed as a variant names them (`variant_of`)
 ABLATION_NAMES = {"loss=ce": "w/o reasoning distillation", "filter=none": "w/o filter",
                   "server_weights=uniform": "w/o sample weights"}
 SETTING_NAMES = {0: "Zero-shot", 1: "One-shot"}
@@ -115,6 +116,12 @@ def _safe(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.+-]+", "_", text)
 
 
+def variant_of(method: str, ablation: str | None = None) -> str:
+    """A cell's name in the tables and its run_name: the method, or method+ablation, where an override of the
+    method's own section is named without the section (lada.loss=ce: lada+loss=ce, run lada+loss_ce-seed0)."""
+    return method if ablation is None else f"{method}+{ablation.removeprefix(method + '.')}"
+
+
 @dataclass
 class Cell:
     scenario: str           # as given (conf=...)
@@ -128,7 +135,7 @@ class Cell:
 
     @property
     def variant(self) -> str:
-        return self.method if self.ablation is None else f"{self.method}+{self.ablation}"
+        return variant_of(self.method, self.ablation)
 
     @property
     def scenario_label(self) -> str:
@@ -176,13 +183,15 @@ def read_complete(run_dir: Path) -> dict | None:
 # config sections that only these methods read (grep the sources before adding one): a difference in
 # another method's section cannot change a cell's results
 SECTION_READERS = {"wasp": {"wasp"}, "fedmkt": {"fedmkt"}, "reasoning": {"sft_cot", "socratic_cot", "rstar"},
-                   "filter_net": {"lada", "wasp"}, "reward": {"lada"}}
+                   "filter_net": {"lada", "wasp"}, "reward": {"lada"}, "lada": {"lada"}}
 
 
 def settings_changed(run_dir: Path, cfg) -> list[str]:
     """How the finished run's recorded settings (its fingerprint.json) differ from the cell's config. Not
     compared: the ladalit code version (a cell finished before a code change is reused) and the sections of
-    SECTION_READERS that the cell's method does not read."""
+    SECTION_READERS that the cell's method does not read. A key recorded where it was before its section took it
+    (`n_c`, now `lada.n_c`: ladalit.core.config.MOVED) is compared at its new place."""
+    from ladalit.core.config import MOVED
     from ladalit.core.run_identity import FINGERPRINT, differences, fingerprint
     try:
         recorded = json.loads((run_dir / FINGERPRINT).read_text())
@@ -191,7 +200,8 @@ def settings_changed(run_dir: Path, cfg) -> list[str]:
     unread = tuple(f"{sec}." for sec, readers in SECTION_READERS.items() if cfg.method not in readers)
 
     def read(fp: dict) -> dict:  # the fingerprint without the code version and the unread sections
-        return {**fp, "code": None, "config": {k: v for k, v in fp.get("config", {}).items() if not k.startswith(unread)}}
+        config = {MOVED.get(k, k): v for k, v in fp.get("config", {}).items()}
+        return {**fp, "code": None, "config": {k: v for k, v in config.items() if not k.startswith(unread)}}
     return differences(read(recorded), read(fingerprint(cfg)))
 
 
@@ -393,7 +403,7 @@ def ablation_table(cells, scenarios: list[str], ablations: list[str], shots: lis
     """Paper Table V: rows prompt setting × (Ours, ablations), columns scenario × participant;
     cells the mean accuracy (%) and, for ablations, the delta to Ours."""
     by = _index(cells)
-    variants = [ours] + [f"{ours}+{a}" for a in ablations]
+    variants = [ours] + [variant_of(ours, a) for a in ablations]
     cols = []
     for scen in map(scenario_name, scenarios):
         names = _scenario_participants(by, scen, variants)
@@ -404,7 +414,7 @@ def ablation_table(cells, scenarios: list[str], ablations: list[str], shots: lis
     for s in shots:
         ours_mean = {}
         for v, abl in zip(variants, [None, *ablations]):
-            name = "Ours" if abl is None else ABLATION_NAMES.get(abl, f"{ours} + {abl}")
+            name = "Ours" if abl is None else ABLATION_NAMES.get(v.partition("+")[2], f"{ours} + {abl}")
             line = [SETTING_NAMES.get(s, f"{s}-shot"), name]
             for scen, p, label in cols:
                 vals = [a for res in by.get((scen, v), []) if (a := accuracy_pct(res, p, s, at_round)) is not None]
@@ -461,7 +471,7 @@ def write_tables(m: dict, cells, out_dir: Path | None = None) -> dict[str, Path]
     t2, t2_rows = main_table(cells, m["scenarios"], m["methods"], shots, m["ours"], m["round"])
     t2s, t2s_rows = main_table(cells, m["scenarios"], m["methods"], shots, m["ours"], m["round"], "accuracy_strict")
     t5, t5_rows = ablation_table(cells, m["scenarios"], m["ablations"], shots, m["ours"], m["round"])
-    variants = list(dict.fromkeys(m["methods"] + [f"{m['ours']}+{a}" for a in m["ablations"]]))
+    variants = list(dict.fromkeys(m["methods"] + [variant_of(m["ours"], a) for a in m["ablations"]]))
     comm, comm_rows = communication_table(cells, m["scenarios"], variants)
     status = [{"scenario": c.scenario_label, "variant": c.variant, "seed": c.seed, "status": c.status,
                "run_dir": str(c.run_dir or ""), "reason": c.reason} for c in cells if isinstance(c, Cell)]

@@ -53,3 +53,24 @@ def test_compare_can_take_the_rows_of_a_key_in_any_order_but_not_other_rows(tmp_
     assert bd.main(["--compare", str(tmp_path / "a.json"), str(tmp_path / "c.json"), "--unordered", "train"]) == 1
     (tmp_path / "d.json").write_text(json.dumps({"m": {"train": rows, "other": rows[::-1]}}))
     assert bd.main(["--compare", str(tmp_path / "a.json"), str(tmp_path / "d.json"), "--unordered", "train"]) == 1
+
+
+def test_compare_can_take_config_keys_at_the_place_a_section_moved_them_to(tmp_path, capsys):
+    """--moved OLD=NEW: a digest recorded before a section took a key (beta at the top of results.config)
+    compares with one recorded after (lada.beta); a value that differs is still a difference."""
+    before = {"m": {"results": {"config": {"beta": 0.1, "seed": 0}, "acc": 1}}}
+    after = {"m": {"results": {"config": {"lada": {"beta": 0.1}, "seed": 0}, "acc": 1}}}
+    (tmp_path / "a.json").write_text(json.dumps(before))
+    (tmp_path / "b.json").write_text(json.dumps(after))
+    a, b = str(tmp_path / "a.json"), str(tmp_path / "b.json")
+    assert bd.main(["--compare", a, b]) == 1
+    assert "/m/results/config/beta: only in A" in capsys.readouterr().out
+    assert bd.main(["--compare", a, b, "--moved", "beta=lada.beta"]) == 0
+    assert "config keys beta compared where they went" in capsys.readouterr().out
+    assert bd.main(["--compare", a, b, "--moved"]) == 0  # ladalit's own table (ladalit.core.config.MOVED)
+    capsys.readouterr()
+    after["m"]["results"]["config"]["lada"]["beta"] = 0.5
+    (tmp_path / "b.json").write_text(json.dumps(after))
+    assert bd.main(["--compare", a, b, "--moved"]) == 1
+    assert "/m/results/config/lada/beta: 0.1 != 0.5" in capsys.readouterr().out
+    assert bd.main(["--compare", a, b, "--moved", "beta"]) == 2

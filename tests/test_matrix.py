@@ -94,7 +94,7 @@ def test_main_table_without_any_baseline_or_ours_reports_na():
 
 
 def test_ablation_table_deltas():
-    md, rows = matrix.ablation_table(hand_cells(), ["s1"], ["loss=ce", "filter=none"], [0, 1])
+    md, rows = matrix.ablation_table(hand_cells(), ["s1"], ["lada.loss=ce", "lada.filter=none"], [0, 1])
     lines = md.splitlines()
     assert "| Setting | Method | s1 Client 1 | s1 Client 2 | s1 LLM |" in lines
     assert "| Zero-shot | Ours | 48.0 | 70.0 | 33.0 |" in lines
@@ -122,18 +122,38 @@ def test_communication_table():
 def test_matrix_config_and_cells(tmp_path):
     m = matrix.load_matrix(str(ROOT / "conf" / "matrix.yaml"))
     assert m["scenarios"] == ["demo"] and m["methods"] == ["standalone", "fedkd", "fedmkt", "wasp", "lada"]
-    assert m["ablations"] == ["loss=ce", "filter=none", "server_weights=uniform"]
+    assert m["ablations"] == ["lada.loss=ce", "lada.filter=none", "lada.server_weights=uniform"]
     assert m["seeds"] == [0, 1, 2] and m["shots"] == [0, 1]
     cells = matrix.plan(m)
     assert len(cells) == 3 * (5 + 3)
     m = matrix.load_matrix(str(ROOT / "conf" / "matrix.yaml"),
                            [f"output_dir={tmp_path}", "overrides=[rounds=1]", "seeds=[4]"])
-    cell = matrix.Cell("conf/smoke.yaml", "lada", 4, "filter=none")
+    cell = matrix.Cell("conf/smoke.yaml", "lada", 4, "lada.filter=none")
     args = matrix.cell_args(m, cell)
     assert args[:5] == ["conf=conf/smoke.yaml", "method=lada", "seed=4", "eval.shots=[0,1]", "quiet=true"]
-    assert args[5:] == ["rounds=1", "filter=none", f"output_dir={tmp_path}/runs/smoke", "run_name=lada+filter_none-seed4"]
+    # the variant names an override of LaDa's own section without the section, as before it existed
+    assert cell.variant == "lada+filter=none"
+    assert args[5:] == ["rounds=1", "lada.filter=none", f"output_dir={tmp_path}/runs/smoke",
+                        "run_name=lada+filter_none-seed4"]
+    assert matrix.Cell("s1", "lada", 0, "filter_net.tau=0.3").variant == "lada+filter_net.tau=0.3"
     with pytest.raises(matrix.MatrixError, match="unknown matrix key"):
         matrix.load_matrix(None, ["method=lada"])
+
+
+def test_a_cell_recorded_before_lada_keys_moved_compares_them_at_their_new_place(tmp_path):
+    """A fingerprint written before LaDa's keys moved into `lada` (n_c, beta, ... at the top level) is the same
+    settings as today's, unless a value differs; the difference names the key where it is now."""
+    from ladalit.core.config import load_config
+    from ladalit.core.run_identity import FINGERPRINT, fingerprint
+    cfg = load_config(["conf=smoke.yaml"])
+    fp = fingerprint(cfg)
+    old = {**fp, "config": {k.removeprefix("lada."): v for k, v in fp["config"].items()}}
+    assert old["config"]["n_c"] == 16 and "lada.n_c" not in old["config"]
+    (tmp_path / FINGERPRINT).write_text(json.dumps(old))
+    assert matrix.settings_changed(tmp_path, cfg) == []
+    old["config"]["n_c"] = 8
+    (tmp_path / FINGERPRINT).write_text(json.dumps(old))
+    assert matrix.settings_changed(tmp_path, cfg) == ["lada.n_c: 8 -> 16"]
 
 
 # ----------------------------------------------------------------------------- a tiny real matrix
@@ -192,8 +212,8 @@ def test_tiny_real_matrix_on_smoke(tmp_path, capsys):
     assert ran == ["fedkd"]
     path.write_bytes(complete)
 
-    # a change in a section that neither method reads (wasp.*) leaves both cells as they were
-    cfg_path.write_text(cfg_path.read_text().replace("rounds=1,", "rounds=1, wasp.top_p=0.5,"))
+    # a change in sections that neither method reads (wasp.*, lada.*) leaves both cells as they were
+    cfg_path.write_text(cfg_path.read_text().replace("rounds=1,", "rounds=1, wasp.top_p=0.5, lada.beta=0.5,"))
     cells = matrix.run_matrix(matrix.load_matrix(str(cfg_path)), execute=boom, log=lambda *a: None)
     assert [(c.variant, c.status) for c in cells] == [("standalone", "cached"), ("fedkd", "cached"), ("nosuch", "n/a")]
     # a finished cell run with other settings than the cell's is stale: not reported, not run, not replaced

@@ -91,11 +91,12 @@ def test_lada_smoke_run_writes_accuracy_selections_and_bytes(tmp_path, monkeypat
     check_selection_quality(cfg, run_dir)  # the demo world's oracle rows (tests/demo/test_oracle.py)
 
 
-@pytest.mark.parametrize("override", ["filter=none", "loss=ce", "server_weights=uniform", "reward.granularity=set"])
+@pytest.mark.parametrize("override", ["lada.filter=none", "lada.loss=ce", "lada.server_weights=uniform",
+                                      "reward.granularity=set"])
 def test_lada_ablations_complete(tmp_path, override):
     cfg, run_dir, out = run_smoke(tmp_path, override, "rounds=2")
     saved = check_common(cfg, run_dir, out)
-    if override == "filter=none":  # all of D_p, every round, every pair
+    if override == "lada.filter=none":  # all of D_p, every round, every pair
         assert all(s["selected"] == 32 for s in saved["selected_per_round"])
 
 

@@ -26,7 +26,7 @@ def test_scenario_config_loads_with_the_table_i_models_and_paper_settings(name):
     *clients, server = TABLE_I[name]
     assert [c.model.name_or_path for c in cfg.clients.values()] == clients
     assert cfg.server.model.name_or_path == server
-    assert len(cfg.clients) == 3 and cfg.rounds == 5 and cfg.beta == 0.1
+    assert len(cfg.clients) == 3 and cfg.rounds == 5 and cfg.lada.beta == 0.1
     assert (cfg.data.name, cfg.data.train_per_client, cfg.data.test_per_client, cfg.data.public_size) == (
         "mathinstruct", 1000, 500, 1000)
     assert cfg.filter_net.lr == 3e-4 and cfg.filter_net.epochs == 10

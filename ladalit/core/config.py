@@ -260,25 +260,10 @@ class BaseRunConfig:
     seed: int = 0
     # communication rounds T
     rounds: int = 5
-    # client/server loss: MARD (Eq. 3, 4) or the cross-entropy ablation
-    loss: str = "mard"
-    # learnability-aware filter, or none (all of D_p; ablation)
-    filter: str = "lada"
-    # weights w_k of overlapping samples on the server (Eq. 4)
-    server_weights: str = "reward"
-    # β of the MARD loss
-    beta: float = 0.1
-    # weight of an NLL term on the chosen answer (per token) added to the MARD loss, as in RPO / DPO+SFT: a
-    # remedy for DPO lowering the chosen answer's likelihood too; 0 = the paper's Eq. 3 and 4
-    mard_nll: float = 0.0
     # the prompt of the private-train SFT, whose targets are short answer statements: direct (question and
     # options, then "Answer:") | cot (the step-by-step prompt of generation and evaluation, which teaches a
     # model to skip the steps it is asked for)
     sft_prompt: str = "direct"
-    # candidate batch size: D_p is streamed in batches of n_c
-    n_c: int = 64
-    # fraction of D_p taken as first-round prototypes (k-means centroids, ladalit.method.prototypes)
-    init_fraction: float = 0.1
     # data set, split sizes and skew
     data: DataConfig = field(default_factory=DataConfig)
     # the server LLM
@@ -317,14 +302,19 @@ class BaseRunConfig:
 SECTIONS: dict[str, tuple[type, str, str]] = {}
 # name -> its cross-key check, run by `validate` (raises ConfigError naming the key)
 SECTION_CHECKS: dict[str, Callable[[DictConfig], None]] = {}
+# a key that was the run config's own before its section took it -> where it is now ("beta" -> "lada.beta")
+MOVED: dict[str, str] = {}
 _SCHEMA: list[type] = []  # the assembled RunConfig, rebuilt after a registration
 
 
 def section(name: str, config: type, after: str, description: str, choices: dict | None = None,
-            ranges: dict | None = None, check: Callable[[DictConfig], None] | None = None) -> None:
+            ranges: dict | None = None, check: Callable[[DictConfig], None] | None = None,
+            moved: tuple[str, ...] = ()) -> None:
     """Register `config` (a dataclass, a comment line above each field) as the run config's section `name`,
     placed after the key `after`; `choices` / `ranges` are its own CHOICES / RANGES (keys without the section
-    prefix) and `check(cfg)` its cross-key check. A component calls this at import (`ladalit.components`)."""
+    prefix) and `check(cfg)` its cross-key check. `moved`: its keys that were top-level keys of the run config
+    once; a config or override that still names one there is refused with where it went. A component calls
+    this at import (`ladalit.components`)."""
     if name in {f.name for f in fields(BaseRunConfig)} or (
             name in SECTIONS and SECTIONS[name][0].__module__ != config.__module__):  # a module reloaded: replaced
         raise ValueError(f"config section {name!r} is registered twice")
@@ -333,6 +323,7 @@ def section(name: str, config: type, after: str, description: str, choices: dict
     RANGES.update({f"{name}.{k}": tuple(v) for k, v in (ranges or {}).items()})
     if check is not None:
         SECTION_CHECKS[name] = check
+    MOVED.update({k: f"{name}.{k}" for k in moved})
     _SCHEMA.clear()
 
 
@@ -386,9 +377,6 @@ def class_key(key: str, base: type, init_args: str = "", passed: tuple[str, ...]
 
 CHOICES: dict[str, tuple[str, ...]] = {
     "method": METHODS,
-    "loss": ("mard", "ce"),
-    "filter": ("lada", "none"),
-    "server_weights": ("reward", "uniform"),
     "data.name": ("synthetic", "aqua", "commonsenseqa", "mathinstruct", "cot_collection"),
     "generation.backend": ("hf", "vllm"),
     "fabric.strategy": ("auto", "fsdp2"),
@@ -408,12 +396,8 @@ CHOICES: dict[str, tuple[str, ...]] = {
 RANGES: dict[str, tuple[float | None, float | None]] = {
     "seed": (0, None),
     "rounds": (1, None),
-    "beta": (0.0, None),
-    "mard_nll": (0.0, None),
-    "n_c": (1, None),
     "federation.client_timeout_s": (1.0, None),
     "federation.join_timeout_s": (1.0, None),
-    "init_fraction": (0.0, 1.0),
     "data.synthetic.num_records": (1, None),
     "data.synthetic.min_steps": (1, None),
     "data.synthetic.max_steps": (1, None),
@@ -489,6 +473,8 @@ def _keys_of(node: Any) -> list[str]:
 def _one_line(err: OmegaConfBaseException, schema: DictConfig, hint: str = "?") -> str:
     key = getattr(err, "full_key", None) or hint
     if isinstance(err, (ConfigKeyError, ConfigAttributeError)):
+        if key in MOVED:  # a top-level key that a section took (an old config, an old run's config.yaml)
+            return f"config key '{key}' moved to '{MOVED[key]}'"
         parent_key, _, leaf = key.rpartition(".")
         parent = OmegaConf.select(schema, parent_key) if parent_key else schema
         if parent is None and parent_key.startswith("clients."):  # a client not yet in the schema
@@ -691,8 +677,6 @@ def _check_analysis(cfg: DictConfig) -> None:
     if a.selector != "none" and not a.sizes_from:
         raise ConfigError("config key 'analysis.sizes_from': analysis.selector needs the LaDa run whose selection "
                           "sizes it replays")
-    if a.selector != "none" and cfg.filter != "lada":
-        raise ConfigError("config key 'analysis.selector': replaces the filter's choice; filter=none has none")
 
 
 def mixture_of(cfg):
@@ -775,9 +759,9 @@ HELP_KEYS = [
     ("method", " | ".join(METHODS)),
     ("rounds", "communication rounds T"),
     ("seed", "seed for data split, models, filters"),
-    ("loss / filter / server_weights", "LaDa ablations: mard|ce, lada|none, reward|uniform"),
-    ("beta, n_c, init_fraction", "MARD β, candidate batch size, prototype fraction"),
-    ("mard_nll", "weight of an NLL term on the chosen answer (RPO remedy; 0 = the paper)"),
+    ("lada.loss, .filter, .server_weights", "LaDa ablations: mard|ce, lada|none, reward|uniform"),
+    ("lada.beta, .n_c, .init_fraction", "MARD β, candidate batch size, prototype fraction"),
+    ("lada.mard_nll", "weight of an NLL term on the chosen answer (RPO remedy; 0 = the paper)"),
     ("sft_prompt", "prompt of the private-train SFT: direct | cot"),
     ("reward.alpha, reward.granularity, reward.batch", "α of Eq. 7; sample | set; previous_selection | same_sample"),
     ("filter_net.*", "filter network: encoder, lam (λ), tau (τ), lr, epochs, fit_every, min_select, max_select, "

@@ -81,7 +81,8 @@ def replay_sizes(cfg) -> dict[tuple[int, str], list[int]]:
     src = OmegaConf.load(run / "config.yaml")
     if src.get("method") != "lada":
         raise ConfigError(f"{key}: {run} is a {src.get('method')} run; a matched selector replays a LaDa run's sizes")
-    for name, mine, theirs in (("seed", cfg.seed, src.get("seed")), ("n_c", cfg.n_c, src.get("n_c")),
+    their_n_c = OmegaConf.select(src, "lada.n_c", default=src.get("n_c"))  # a run before 2026-12-07: top-level
+    for name, mine, theirs in (("seed", cfg.seed, src.get("seed")), ("lada.n_c", cfg.lada.n_c, their_n_c),
                                ("clients", list(cfg.clients), list(src.get("clients", {}))),
                                ("data", OmegaConf.to_container(cfg.data),  # on today's schema (a key added since)
                                 OmegaConf.to_container(OmegaConf.merge(OmegaConf.structured(DataConfig),
@@ -95,7 +96,7 @@ def replay_sizes(cfg) -> dict[tuple[int, str], list[int]]:
         sizes.setdefault((row["round"], row["pair"]), []).append(len(row["ids"]))
     pairs = [f"{k}<-server" for k in cfg.clients] + [f"server<-{k}" for k in cfg.clients]
     for t in range(1, cfg.rounds + 1):
-        batches = math.ceil(cfg.data.public_size / cfg.n_c)  # D_p in candidate batches of n_c (method.pair)
+        batches = math.ceil(cfg.data.public_size / cfg.lada.n_c)  # D_p in candidate batches of n_c (method.pair)
         for p in pairs:
             if len(sizes.get((t, p), [])) != batches:
                 raise ConfigError(f"{key}: {run} has {len(sizes.get((t, p), []))} selections of round {t}, pair {p}, "

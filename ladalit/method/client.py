@@ -43,7 +43,8 @@ class LadaClient:
         analysis hooks (ladalit.core.hooks; the demo world's controls), none by default."""
         self.cfg, self.fabric, self.name, self.participant, self.private, self.public = (
             cfg, fabric, name, participant, private, public)
-        self.pair = PairState(make_filter(cfg, public.emb.shape[1], cfg.seed + 2 * seat) if cfg.filter == "lada" else None)
+        self.pair = PairState(make_filter(cfg, public.emb.shape[1], cfg.seed + 2 * seat)
+                              if cfg.lada.filter == "lada" else None)
         self.guard, self.results, self.optimizer = NonFiniteGuard(cfg.on_nonfinite), Results(), None
         self.progress = progress or Progress(quiet=True)
         self.responses = ResponseCache(cfg.generation.max_new_tokens, cfg.generation.batch_size, self.progress,

@@ -8,35 +8,36 @@ from ladalit.method import losses
 from ladalit.core.results import Results
 
 
-def per_sample_loss(cfg, participant, keys, prompts, chosen, rejected) -> torch.Tensor:
+def per_sample_loss(lada, participant, keys, prompts, chosen, rejected) -> torch.Tensor:
     """Eq. 3 / Eq. 4 per sample (chosen = the other side's answer), with `mard_nll` > 0 plus the NLL term on
-    the chosen answer (`losses.mard_nll_loss`), or the `loss=ce` ablation."""
-    if cfg.loss == "ce":
+    the chosen answer (`losses.mard_nll_loss`), or the `lada.loss=ce` ablation. `lada`: the config's `lada`
+    section (its loss, beta and mard_nll)."""
+    if lada.loss == "ce":
         logp, mask = participant.token_logprobs(prompts, chosen)
         return -(logp * mask).sum(-1) / mask.sum(-1).clamp(min=1)
     pol_c, pol_r = participant.pair_logprobs(prompts, chosen, rejected)
     ref_c, ref_r = participant.reference_pair_logprobs(keys, prompts, chosen, rejected)
     if participant.role == "client":  # Eq. 3: chosen = the server's answer y^s, rejected = its own y^k
-        mard = losses.client_mard_loss(pol_ys=pol_c, pol_yk=pol_r, ref_ys=ref_c, ref_yk=ref_r, beta=cfg.beta)
+        mard = losses.client_mard_loss(pol_ys=pol_c, pol_yk=pol_r, ref_ys=ref_c, ref_yk=ref_r, beta=lada.beta)
     else:  # Eq. 4, per row (weighted by core.training.minibatch_loss): chosen = y^k, rejected = its own y^s
-        mard = losses.server_mard_loss(pol_yk=pol_c, pol_ys=pol_r, ref_yk=ref_c, ref_ys=ref_r, beta=cfg.beta)
-    if not cfg.mard_nll:
+        mard = losses.server_mard_loss(pol_yk=pol_c, pol_ys=pol_r, ref_yk=ref_c, ref_ys=ref_r, beta=lada.beta)
+    if not lada.mard_nll:
         return mard
     tokens = torch.tensor(participant.response_lengths(prompts, chosen), device=mard.device)
-    return losses.mard_nll_loss(mard, pol_c, tokens, cfg.mard_nll)
+    return losses.mard_nll_loss(mard, pol_c, tokens, lada.mard_nll)
 
 
-def distill_step(cfg, fabric, participant, optimizer, guard: NonFiniteGuard, round: int, batch: int,
+def distill_step(lada, fabric, participant, optimizer, guard: NonFiniteGuard, round: int, batch: int,
                  keys, prompts, chosen, rejected, weights: torch.Tensor | None = None,
                  update: bool = True, measure_after: bool = True):
     """One MARD update on a selected minibatch; returns per-row losses before and after it (after: None
     unless `measure_after`; without `update` no step is taken and after = before). Under FSDP2 each process
-    takes its share of the rows (ladalit.core.training.rows_step).
+    takes its share of the rows (ladalit.core.training.rows_step). `lada`: the config's `lada` section.
 
     `weights` (server, Eq. 4): rows sharing a sample x carry w_k summing to one.
     """
     def per_sample(rows):
-        return per_sample_loss(cfg, participant, *([xs[i] for i in rows] for xs in (keys, prompts, chosen, rejected)))
+        return per_sample_loss(lada, participant, *([xs[i] for i in rows] for xs in (keys, prompts, chosen, rejected)))
     return rows_step(fabric, participant, optimizer, guard, round, batch, len(prompts), per_sample, weights,
                      update, measure_after)
 
@@ -53,7 +54,7 @@ def train_selection(cfg, fabric, participant, optimizer, guard: NonFiniteGuard, 
     for e in range(max(epochs, 1)):
         last = e == max(epochs, 1) - 1
         for m, args in enumerate(minibatch_args):
-            before, after = distill_step(cfg, fabric, participant, optimizer, guard, round, batch, **args,
+            before, after = distill_step(cfg.lada, fabric, participant, optimizer, guard, round, batch, **args,
                                          update=epochs > 0, measure_after=last and need_after)
             out[m] = (before if e == 0 else out[m][0], after)
     return out

@@ -42,7 +42,7 @@ class PerBatch:
         """Client k's phase: it selects from each candidate batch and distills from the server's answers."""
         s = self.server
         s.transport.request(k, BeginRound(t))
-        batches = candidate_batches(len(s.public.records), s.cfg.n_c, s.cfg.seed, t)
+        batches = candidate_batches(len(s.public.records), s.cfg.lada.n_c, s.cfg.seed, t)
         bar = s.progress.task(f"round {t} {k}: candidate batches", len(batches))
         for b, cand in enumerate(batches):
             bar.advance()
@@ -90,7 +90,7 @@ class PerRound:
         s = self.server
         records = s.public.records
         answers = s.server_answers(t, records)
-        batches = [[records[i].id for i in cand] for cand in candidate_batches(len(records), s.cfg.n_c, s.cfg.seed, t)]
+        batches = [[records[i].id for i in cand] for cand in candidate_batches(len(records), s.cfg.lada.n_c, s.cfg.seed, t)]
         msg = answers_message(ClientRound, t, answers, batches=batches, ids=[x.id for x in records])
         replies = s.transport.request_all({k: msg for k in s.transport.names})
         used = set()

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 import torch
 
 from ladalit.core.channel import Channel
+from ladalit.core.config import ConfigError, section
 from ladalit.core.encoder import make_encoder
 from ladalit.core.hooks import Hooks
 from ladalit.core.messages import EndRound
@@ -73,7 +74,7 @@ def public_set(cfg, records) -> PublicSet:
     """Embed the public questions once (cached per sample) and pick ❷ the prototypes (k-means on them)."""
     emb = make_encoder(cfg.filter_net.encoder).encode_cached([x.id for x in records],
                                                              [format_question(x) for x in records])
-    prototypes = set(select_prototypes(emb, cfg.init_fraction, cfg.seed))
+    prototypes = set(select_prototypes(emb, cfg.lada.init_fraction, cfg.seed))
     return PublicSet(records, emb, prototypes, {x.id: i for i, x in enumerate(records)})
 
 
@@ -86,7 +87,7 @@ class LadaServer:
         self.cfg, self.fabric, self.participant, self.public, self.transport = cfg, fabric, participant, public, transport
         self.hooks = hooks or Hooks()
         self.pairs = {k: PairState(make_filter(cfg, public.emb.shape[1], cfg.seed + 2 * i + 1)
-                                   if cfg.filter == "lada" else None) for i, k in enumerate(transport.names)}
+                                   if cfg.lada.filter == "lada" else None) for i, k in enumerate(transport.names)}
         self.guard, self.results, self.optimizer = NonFiniteGuard(cfg.on_nonfinite), Results(), None
         self.progress = progress or Progress(quiet=True)
         self.responses = ResponseCache(cfg.generation.max_new_tokens, cfg.generation.batch_size, self.progress,
@@ -112,7 +113,7 @@ class LadaServer:
         if t == 1:
             self.participant.freeze_reference()  # ψ_ref: the pretrained LLM
             self.optimizer = self.fabric.setup_optimizers(self.participant.configure_optimizers())
-        batches = candidate_batches(len(self.public.records), self.cfg.n_c, self.cfg.seed + 1, t)
+        batches = candidate_batches(len(self.public.records), self.cfg.lada.n_c, self.cfg.seed + 1, t)
         bar = self.progress.task(f"round {t} server: candidate batches", len(batches))
         for b, cand in enumerate(batches):
             bar.advance()
@@ -219,6 +220,42 @@ def sample_minibatches(rows, batch_size: int) -> list[list[int]]:
         groups.setdefault(i, []).append(j)
     order = list(groups)
     return [[j for s in mb for j in groups[order[s]]] for mb in minibatches(len(order), batch_size)]
+
+
+# ----------------------------------------------------------------------------- config section `lada`
+@dataclass
+class Config:
+    """`lada.*`: LaDa's own settings, read by the roles here and by `client`, `pair`, `distill` and `exchange`
+    (and `ladalit.demo.controls`, which replays a run's selections of n_c candidates); its rewards and filter
+    networks are the sections `reward` and `filter_net`."""
+    # client/server loss: MARD (Eq. 3, 4) or the cross-entropy ablation
+    loss: str = "mard"
+    # learnability-aware filter, or none (all of D_p; ablation)
+    filter: str = "lada"
+    # weights w_k of overlapping samples on the server (Eq. 4)
+    server_weights: str = "reward"
+    # β of the MARD loss
+    beta: float = 0.1
+    # weight of an NLL term on the chosen answer (per token) added to the MARD loss, as in RPO / DPO+SFT: a
+    # remedy for DPO lowering the chosen answer's likelihood too; 0 = the paper's Eq. 3 and 4
+    mard_nll: float = 0.0
+    # candidate batch size: D_p is streamed in batches of n_c
+    n_c: int = 64
+    # fraction of D_p taken as first-round prototypes (k-means centroids, ladalit.method.prototypes)
+    init_fraction: float = 0.1
+
+
+def _check(cfg) -> None:
+    """The matched selectors (analysis.selector, core's AnalysisConfig) replace the filter's choice."""
+    if cfg.method == "lada" and cfg.analysis.selector != "none" and cfg.lada.filter != "lada":
+        raise ConfigError("config key 'analysis.selector': replaces the filter's choice; lada.filter=none has none")
+
+
+section("lada", Config, after="sft_prompt", description="LaDa's loss, filter, server weights and candidate batches",
+        choices={"loss": ("mard", "ce"), "filter": ("lada", "none"), "server_weights": ("reward", "uniform")},
+        ranges={"beta": (0.0, None), "mard_nll": (0.0, None), "n_c": (1, None), "init_fraction": (0.0, 1.0)},
+        check=_check,  # top-level keys of the run config until 2026-12-07: naming one there says where it went
+        moved=("loss", "filter", "server_weights", "beta", "mard_nll", "n_c", "init_fraction"))
 
 
 # ----------------------------------------------------------------------------- LaDa as the registry has it

@@ -143,7 +143,7 @@ def select(cfg, pair: PairState, round: int, cand: list[int], emb: torch.Tensor,
     pair.candidates += len(cand)
     if override is not None:
         sel, bound = list(override(cand)), None
-    elif cfg.filter == "none":
+    elif cfg.lada.filter == "none":
         sel, bound = list(cand), None
     elif round == 1:  # ❷ the filter is untrained: prototypes form the first selection
         sel, bound = [i for i in cand if i in prototypes], None
@@ -170,8 +170,8 @@ def server_weights(cfg, rows, server_side, emb, t) -> torch.Tensor:
     ids = [i for _, i in rows]
     index = {k: n for n, k in enumerate(server_side)}
     client_ids = [index[k] for k, _ in rows]
-    mode = cfg.server_weights
-    if mode == "reward" and (cfg.filter == "none" or t == 1):
+    mode = cfg.lada.server_weights
+    if mode == "reward" and (cfg.lada.filter == "none" or t == 1):
         mode = "uniform"  # no trained server filter yet
     if mode == "reward":
         scores = torch.stack([predicted_rewards(server_side[k], emb[[i]])[0] for k, i in rows])

@@ -151,6 +151,6 @@ class Config:
     batch: str = "previous_selection"
 
 
-section("reward", Config, after="init_fraction", description="rewards (Eq. 5-7)",
+section("reward", Config, after="lada", description="rewards (Eq. 5-7)",
         choices={"granularity": ("sample", "set"), "batch": ("previous_selection", "same_sample")},
         ranges={"alpha": (0.0, 1.0)})

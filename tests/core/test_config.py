@@ -15,9 +15,10 @@ def cli(*args):
 
 
 @pytest.mark.parametrize("override,expected", [
-    ("foo=1", "error: unknown config key 'foo' (allowed keys here: analysis, beta, clients, data, eval, fabric, federation, fedmkt, filter, "
-              "filter_net, generation, init_fraction, loss, mard_nll, method, n_c, on_nonfinite, output_dir, overwrite, quiet, reasoning, resume, "
-              "reward, rounds, run_name, seed, server, server_weights, sft_prompt, tracking, verbose, wasp)"),
+    ("foo=1", "error: unknown config key 'foo' (allowed keys here: analysis, clients, data, eval, fabric, federation, fedmkt, "
+              "filter_net, generation, lada, method, on_nonfinite, output_dir, overwrite, quiet, reasoning, resume, "
+              "reward, rounds, run_name, seed, server, sft_prompt, tracking, verbose, wasp)"),
+    ("beta=0.5", "error: config key 'beta' moved to 'lada.beta'"),
     ("reward.alph=0.5", "error: unknown config key 'reward.alph' (allowed keys here: alpha, batch, granularity)"),
     ("rounds=abc", "error: config key 'rounds': Value 'abc' of type 'str' could not be converted to Integer"),
     ("method=fedavg", "error: config key 'method': unknown value 'fedavg' (allowed: lada, standalone, fedkd, fedmkt, wasp, sft_cot, socratic_cot, rstar)"),
@@ -105,24 +106,45 @@ def test_method_sections_have_defaults_and_are_validated_at_load():
 
 
 def test_component_sections_live_in_their_modules_and_keep_their_place():
-    """The rewards', the filter's, FedMKT's, WASP's and the reasoning baselines' settings are each module's own
-    `Config`, registered at import (ladalit.components), in the order the config file and the reference show."""
+    """LaDa's, the rewards', the filter's, FedMKT's, WASP's and the reasoning baselines' settings are each
+    module's own `Config`, registered at import (ladalit.components), in the order the config file and the
+    reference show."""
     import dataclasses
     import typing
 
     from ladalit.baselines import fedmkt, reasoning, wasp
     from ladalit.core import config as C
-    from ladalit.method import filter as filter_mod, rewards
+    from ladalit.method import filter as filter_mod, lada, rewards
     hints = typing.get_type_hints(C.RunConfig)
     assert (hints["fedmkt"], hints["wasp"], hints["reasoning"]) == (fedmkt.Config, wasp.Config, reasoning.Config)
-    assert (hints["reward"], hints["filter_net"]) == (rewards.Config, filter_mod.Config)
+    assert (hints["lada"], hints["reward"], hints["filter_net"]) == (lada.Config, rewards.Config, filter_mod.Config)
     names = [f.name for f in dataclasses.fields(C.RunConfig)]
-    i, j = names.index("init_fraction"), names.index("clients")
-    assert names[i:i + 4] == ["init_fraction", "reward", "filter_net", "data"]
+    i, j = names.index("sft_prompt"), names.index("clients")
+    assert names[i - 1:i + 5] == ["rounds", "sft_prompt", "lada", "reward", "filter_net", "data"]
     assert names[j:j + 5] == ["clients", "fedmkt", "wasp", "reasoning", "generation"]
     assert not any(hasattr(C, n) for n in ("FedMKTConfig", "WASPConfig", "ReasoningConfig", "RewardConfig",
                                            "FilterNetConfig"))
     assert "fedmkt.top_k" in C.RANGES and "filter_net.fit_every" in C.CHOICES
+    # LaDa's own keys: in its section only, with their choices and ranges; core names none of them
+    moved = ["loss", "filter", "server_weights", "beta", "mard_nll", "n_c", "init_fraction"]
+    assert [f.name for f in dataclasses.fields(lada.Config)] == moved
+    assert not set(moved) & ({f.name for f in dataclasses.fields(C.BaseRunConfig)} | set(C.CHOICES) | set(C.RANGES))
+    assert C.CHOICES["lada.loss"] == ("mard", "ce") and C.RANGES["lada.init_fraction"] == (0.0, 1.0)
+    assert C.MOVED == {k: f"lada.{k}" for k in moved}
+
+
+@pytest.mark.parametrize("key,value", [("loss", "ce"), ("filter", "none"), ("server_weights", "uniform"),
+                                       ("beta", "0.5"), ("mard_nll", "0.5"), ("n_c", "8"), ("init_fraction", "0.5")])
+def test_a_lada_key_at_its_old_top_level_place_names_where_it_went(key, value, tmp_path):
+    """A config written before LaDa's keys moved into `lada` fails at load with one line saying where the key is
+    now, on the command line and in a YAML file (an old run's config.yaml, say); at its new place it is taken."""
+    with pytest.raises(ConfigError, match=f"^config key '{key}' moved to 'lada.{key}'$"):
+        load_config(["conf=smoke.yaml", f"{key}={value}"])
+    old = tmp_path / "old.yaml"
+    old.write_text(f"rounds: 1\n{key}: {value}\n")
+    with pytest.raises(ConfigError, match=f"^config key '{key}' moved to 'lada.{key}'$"):
+        load_config([f"conf={old}"])
+    assert str(load_config(["conf=smoke.yaml", f"lada.{key}={value}"]).lada[key]) == value
 
 
 def test_a_component_registers_its_own_section(monkeypatch):
@@ -133,7 +155,7 @@ def test_a_component_registers_its_own_section(monkeypatch):
 
     from ladalit.core import config as C
     from ladalit.reporting.config_reference import reference
-    for name in ("SECTIONS", "SECTION_CHECKS", "CHOICES", "RANGES"):
+    for name in ("SECTIONS", "SECTION_CHECKS", "CHOICES", "RANGES", "MOVED"):
         monkeypatch.setattr(C, name, dict(getattr(C, name)))
     monkeypatch.setattr(C, "_SCHEMA", [])
 
@@ -149,7 +171,7 @@ def test_a_component_registers_its_own_section(monkeypatch):
             raise ConfigError(f"config key 'toy.width': mode b needs 2 or more, got {cfg.toy.width}")
 
     C.section("toy", Config, after="fedmkt", description="a toy", choices={"mode": ("a", "b")},
-              ranges={"width": (1, None)}, check=check)
+              ranges={"width": (1, None)}, check=check, moved=("width",))
     names = list(C.run_config().__dataclass_fields__)
     assert names[names.index("fedmkt") + 1] == "toy"
     assert load_config(["conf=smoke.yaml"]).toy.width == 3
@@ -158,8 +180,10 @@ def test_a_component_registers_its_own_section(monkeypatch):
         ("toy.widht=2", "unknown config key 'toy.widht' (allowed keys here: mode, width)"),
         ("toy.width=0", "config key 'toy.width': value 0 out of range [1, inf]"),
         ("toy.mode=c", "config key 'toy.mode': unknown value 'c' (allowed: a, b)"),
+        ("width=2", "config key 'width' moved to 'toy.width'"),  # once a top-level key, now the section's
+        ("mode=b", "unknown config key 'mode' (allowed keys here: "),
     ]:
-        with pytest.raises(ConfigError, match=f"^{re.escape(message)}$"):
+        with pytest.raises(ConfigError, match=f"^{re.escape(message)}" + ("" if message.endswith(" ") else "$")):
             load_config(["conf=smoke.yaml", override])
     with pytest.raises(ConfigError, match=r"^config key 'toy.width': mode b needs 2 or more, got 1$"):
         load_config(["conf=smoke.yaml", "toy.mode=b", "toy.width=1"])
@@ -191,8 +215,8 @@ def test_a_component_registers_its_own_section(monkeypatch):
      "config key 'analysis.gold_teacher': needs the demo world's truth (data.name=synthetic), not aqua"),
     (["analysis.all_answers=true", "federation.protocol=per_round"],
      "config key 'analysis.all_answers': runs in the in-process harness only (federation.protocol=per_batch)"),
-    (["analysis.selector=random", "analysis.sizes_from=r", "filter=none"],
-     "config key 'analysis.selector': replaces the filter's choice; filter=none has none"),
+    (["analysis.selector=random", "analysis.sizes_from=r", "lada.filter=none"],
+     "config key 'analysis.selector': replaces the filter's choice; lada.filter=none has none"),
     (["analysis.learnable_steps.client9=2"],
      "config key 'analysis.learnable_steps.client9': no such participant (server, client1, client2)"),
     (["analysis.learnable_steps.client1=-1"], "config key 'analysis.learnable_steps.client1': -1 is below 0"),

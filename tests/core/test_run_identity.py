@@ -59,7 +59,7 @@ def test_resume_allows_only_larger_rounds_and_no_mistake_touches_a_finished_run(
         (["rounds=4", "data.synthetic.num_records=300"], "data.synthetic.num_records: 200 -> 300"),
         (["rounds=4", "server.model.num_layers=1"], "server.model.num_layers: 2 -> 1"),
         (["rounds=4", "filter_net.tau=0.6"], "filter_net.tau: 0.5 -> 0.6"),
-        (["rounds=4", "loss=ce"], "loss: 'mard' -> 'ce'"),
+        (["rounds=4", "lada.loss=ce"], "lada.loss: 'mard' -> 'ce'"),
         (["rounds=2"], "rounds: 3 -> 2 (rounds may only grow)"),
         (["rounds=3"], f"{part_dir} is complete (3 of 3 rounds)"),
         (["rounds=3", "quiet=false", "tracking.wandb.mode=offline"], "is complete"),  # harmless keys: no difference

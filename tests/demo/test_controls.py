@@ -4,14 +4,16 @@ that the analysis answers leave a run as it was."""
 import json
 import random
 import re
+import shutil
 
 import pytest
+from omegaconf import OmegaConf
 
-from ladalit.core.config import load_config
+from ladalit.core.config import ConfigError, load_config
 from ladalit.core.experiment import load_data, prepared_records
 from ladalit.core.prompts import parse_answer, stated_answer
 from ladalit.data.records import MCRecord
-from ladalit.demo.controls import choose, gold_response
+from ladalit.demo.controls import choose, gold_response, replay_sizes
 from ladalit.method.pair import candidate_batches
 from ladalit.run import execute, main
 
@@ -134,7 +136,7 @@ def test_matched_selectors_select_the_recorded_size_from_the_same_candidates(bas
     for t in (1, 2):
         for pair in ["client1<-server", "client2<-server", "server<-client1", "server<-client2"]:
             seed = cfg.seed + (pair.startswith("server") and 1)  # the server streams D_p in its own order
-            batches = candidate_batches(len(public), cfg.n_c, seed, t)
+            batches = candidate_batches(len(public), cfg.lada.n_c, seed, t)
             rows = [r for r in mine if (r["round"], r["pair"]) == (t, pair)]
             assert len(rows) == len(batches)
             for row, cand in zip(rows, batches):
@@ -154,7 +156,28 @@ def test_a_selector_replaying_a_run_that_does_not_fit_exits_2_and_writes_nothing
     assert "has 0 selections of round 3, pair client1<-server, not 2" in capsys.readouterr().err
     assert main([*args, f"analysis.sizes_from={tmp_path / 'nope'}"]) == 2
     assert "is not a finished run directory" in capsys.readouterr().err
+    assert main([*args, f"analysis.sizes_from={run_dir}", "lada.n_c=8"]) == 2
+    assert "has another lada.n_c (16, this run: 8)" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_a_run_written_before_n_c_moved_into_lada_is_replayed_by_its_top_level_n_c(base, tmp_path):
+    """A LaDa run whose config.yaml has n_c at the top level (before 2026-12-07) is a source like today's."""
+    _, run_dir, _ = base
+    old = tmp_path / "old"
+    shutil.copytree(run_dir, old)
+    src = OmegaConf.load(old / "config.yaml")
+    n_c = src.lada.n_c
+    del src["lada"]
+    src.n_c = n_c
+    OmegaConf.save(src, old / "config.yaml")
+    args = [*SMOKE, f"output_dir={tmp_path}", "run_name=x", "analysis.selector=random"]
+    assert replay_sizes(load_config([*args, f"analysis.sizes_from={old}"])) == replay_sizes(
+        load_config([*args, f"analysis.sizes_from={run_dir}"]))
+    src.n_c = 8
+    OmegaConf.save(src, old / "config.yaml")
+    with pytest.raises(ConfigError, match=r"has another lada.n_c \(8, this run: 16\)"):
+        replay_sizes(load_config([*args, f"analysis.sizes_from={old}"]))
 
 
 def test_all_answers_survive_a_resume(base, tmp_path, monkeypatch):

@@ -46,7 +46,7 @@ class ScriptedClients:
 def fake_server(protocol):
     records = [SimpleNamespace(id=i) for i in IDS]
     server = SimpleNamespace(
-        cfg=SimpleNamespace(n_c=N_C, seed=0, federation=SimpleNamespace(protocol=protocol)),
+        cfg=SimpleNamespace(lada=SimpleNamespace(n_c=N_C), seed=0, federation=SimpleNamespace(protocol=protocol)),
         transport=ScriptedClients(["a", "b"]), progress=Progress(quiet=True), hooks=Hooks(),
         public=SimpleNamespace(records=records, index={i: n for n, i in enumerate(IDS)}),
         participant=SimpleNamespace(name="server"), y_s_asked=[], forgotten=[])

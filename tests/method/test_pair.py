@@ -14,7 +14,7 @@ from ladalit.method.pair import PairState, close_round, observe_rewards, record_
 
 def cfg(alpha=0.0, granularity="sample", batch="previous_selection", filter="lada"):
     return SimpleNamespace(reward=SimpleNamespace(alpha=alpha, granularity=granularity, batch=batch),
-                           filter=filter, filter_net=SimpleNamespace(fit_every="batch"))
+                           lada=SimpleNamespace(filter=filter), filter_net=SimpleNamespace(fit_every="batch"))
 
 
 def _log(*es):
