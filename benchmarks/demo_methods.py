@@ -1,6 +1,6 @@
 """The demo world's verdict: Standalone, FedKD and LaDa over seeds, judged on the paper's claims.
 
-    python -m benchmarks.demo_methods [--seeds 0 1 2] [--methods standalone fedkd lada] [--controls [--control-seeds 0]]
+    python -m benchmarks.demo_methods [--seeds 0 1 2] [--methods standalone fedkd lada] [--controls [CONTROL ...] [--control-seeds 0]]
                                       [--jobs 2] [key=value ...]
 
 Runs `conf/demo.yaml` once per (method, seed), every round evaluated (`eval.every_round=true`; a run whose
@@ -33,6 +33,8 @@ with `analysis.all_answers=true` (the oracle's random baseline over all of D_p).
 accuracies with the same paired intervals (against Standalone and LaDa), the matched selectors' oracle
 shares beside LaDa's filter's, the reward AUCs (correctable against harmful, and against every other label)
 with the real and with the gold teacher, and whether LaDa with the gold teacher is above Standalone.
+`--controls lada-gold fedkd-gold` runs only the controls named (LaDa then answers every candidate only where a
+matched selector is among them).
 Extra arguments are config overrides for every run (e.g. `rounds=2`).
 
 `--jobs N` runs N of the seeds' preconditions, then N of the (method, seed) runs, then N of the controls at once,
@@ -162,8 +164,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--runs-dir", default=str(OUT / "demo_runs"))
     ap.add_argument("--conf", default="demo.yaml", help="the world (smoke.yaml: a check of this script)")
     ap.add_argument("--out", default=str(OUT))
-    ap.add_argument("--controls", action="store_true",
-                    help="also run the controls (gold teacher, matched selectors) and print them with the reward AUCs")
+    ap.add_argument("--controls", nargs="*", default=None, choices=list(CONTROLS), metavar="CONTROL",
+                    help="also run the controls (gold teacher, matched selectors) and print them with the reward AUCs: "
+                         f"every one, or those named ({', '.join(CONTROLS)})")
     ap.add_argument("--control-seeds", type=int, nargs="+", default=None,
                     help="the seeds of the controls, some of --seeds (default: all of them)")
     ap.add_argument("--no-preconditions", action="store_true", help="leave out the preconditions table")
@@ -173,17 +176,18 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args(argv)
     began = time.perf_counter()
-    if args.controls and "lada" not in args.methods:
+    controls = [] if args.controls is None else [c for c in CONTROLS if c in (args.controls or CONTROLS)]
+    if controls and "lada" not in args.methods:
         ap.error("--controls needs lada among --methods (the matched selectors replay its selection sizes)")
     control_seeds = args.control_seeds or args.seeds
     if not set(control_seeds) <= set(args.seeds):
         ap.error(f"--control-seeds {control_seeds} must be some of --seeds {args.seeds} (the paired intervals)")
     runs_dir = Path(args.runs_dir)
     lines, pre = ([], None) if args.no_preconditions else preconditions_lines(args)
-    # with the controls, LaDa also answers every candidate for analysis on the controls' seeds (the oracle's random
-    # baseline over all of D_p), and every run's oracle labels use the learnable steps its seed measured (precondition c)
+    # with a matched selector, LaDa also answers every candidate for analysis on the controls' seeds (the oracle's
+    # random baseline over all of D_p), and every run's oracle labels use the learnable steps its seed measured (c)
     def switches(m: str, s: int) -> list[str]:
-        replayed = args.controls and m == "lada" and s in control_seeds
+        replayed = m == "lada" and s in control_seeds and any(c in SELECTORS for c in controls)
         return (["analysis.all_answers=true"] if replayed else []) + measured_steps(pre, s)
     cells = [(m, s) for m in args.methods for s in args.seeds]
     done = in_parallel(args.jobs, [(run_cell, m, s, args.overrides, runs_dir, args.conf, None, switches(m, s))
@@ -191,8 +195,8 @@ def main(argv: list[str] | None = None) -> dict:
     runs: dict = defaultdict(dict)
     for (m, s), result in zip(cells, done):
         runs[m][s] = result
-    if args.controls:
-        cells = [(c, s) for c in CONTROLS for s in control_seeds]
+    if controls:
+        cells = [(c, s) for c in controls for s in control_seeds]
         done = in_parallel(args.jobs, [
             (run_cell, CONTROLS[c][0], s, args.overrides, runs_dir, args.conf, f"{c}-seed{s}",
              [x.format(lada=runs_dir / f"lada-seed{s}") for x in CONTROLS[c][1]] + measured_steps(pre, s))
@@ -259,7 +263,7 @@ def main(argv: list[str] | None = None) -> dict:
                 cells.append(f"{100 * statistics.mean(accs):.1f}")
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
     lines += curves(runs, names, summary)
-    if args.controls:
+    if controls:
         summary["control_seeds"] = control_seeds
         lines += controls_lines(runs, control_seeds, names, summary)
     if "lada" in runs:
@@ -359,7 +363,7 @@ def controls_lines(runs: dict, seeds: list[int], names: list[str], summary: dict
                         + "; ".join(f"{n} {m:+.1f} [{lo:+.1f}, {hi:+.1f}]" for n, (m, lo, hi) in gains.items()), ""]
     if "standalone" in runs:
         acc = summary["controls"]["accuracy"]
-        for c in ("lada-gold", "fedkd-gold"):
+        for c in [c for c in ("lada-gold", "fedkd-gold") if c in runs]:
             cell = {n: acc[f"{n} 0-shot lenient"] for n in names if n != "server"}
             ahead = {n: statistics.mean(a[c]) > statistics.mean(a["standalone"]) for n, a in cell.items()}
             mark = "met" if all(ahead.values()) else "NOT met"

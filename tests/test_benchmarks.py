@@ -173,6 +173,21 @@ def test_demo_methods_controls_and_learning_curves_on_smoke(tmp_path):
         demo_methods.main(["--conf", "smoke.yaml", "--methods", "standalone", "--controls"])
 
 
+def test_demo_methods_runs_only_the_controls_named(tmp_path):
+    """`--controls lada-gold`: that control alone; LaDa answers only what it exchanges (no matched selector)."""
+    from benchmarks import demo_methods
+    out = demo_methods.main(["--conf", "smoke.yaml", "--seeds", "0", "--methods", "standalone", "lada", "--controls",
+                             "lada-gold", "--no-preconditions", "--runs-dir", str(tmp_path / "runs"), "--out",
+                             str(tmp_path), "rounds=1", "generation.max_new_tokens=4", "eval.max_new_tokens=4"])
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["lada-gold-seed0", "lada-seed0", "standalone-seed0"]
+    assert list(out["controls"]["accuracy"]["client1 0-shot lenient"]) == ["standalone", "lada", "lada-gold"]
+    assert set(out["controls"]["checks"]) == {"lada-gold ahead of standalone on every client"}
+    lada = json.loads((tmp_path / "runs" / "lada-seed0" / "results.json").read_text())
+    assert lada["config"]["analysis"]["all_answers"] is False
+    with pytest.raises(SystemExit):
+        demo_methods.main(["--conf", "smoke.yaml", "--controls", "lada-nope"])
+
+
 def test_demo_methods_jobs_run_the_cells_in_processes_of_their_own(tmp_path):
     """--jobs 2: the (method, seed) runs go two at a time in spawned processes; the tables come from the runs they
     wrote, which a later call in one process reuses as they are (the same numbers); the wall time is recorded."""
