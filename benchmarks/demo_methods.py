@@ -47,6 +47,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
+import os
 import statistics
 import time
 from collections import defaultdict
@@ -80,14 +81,32 @@ def in_parallel(jobs: int, calls: list[tuple]) -> list:
     each), in order; in this process where jobs <= 1."""
     if jobs <= 1:
         return [fn(*a) for fn, *a in calls]
-    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_one_thread) as pool:
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=_one_thread,
+                             initargs=(os.getpid(),)) as pool:
         futures = [pool.submit(fn, *a) for fn, *a in calls]
         return [f.result() for f in futures]
 
 
-def _one_thread() -> None:
+def _one_thread(parent: int | None = None) -> None:
+    """A worker's start: one torch thread, and an end with its parent (`orphan_watch`)."""
     import torch
     torch.set_num_threads(1)
+    orphan_watch(parent)
+
+
+def orphan_watch(parent: int | None, every_s: float = 1.0) -> None:
+    """Exit this process once `parent` is gone. A pool's workers outlive a benchmark killed by a signal, go on with
+    the runs queued to them and write into the run directories of the next benchmark (seen 2026-12-07: two such
+    workers ran 85 minutes beside the next command)."""
+    if parent is None:
+        return
+    import threading
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(every_s)
+        os._exit(1)
+    threading.Thread(target=watch, daemon=True).start()
 
 
 def run_cell(method: str, seed: int, overrides: list[str], runs_dir: Path, conf: str = "demo.yaml",

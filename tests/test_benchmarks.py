@@ -288,3 +288,36 @@ def test_demo_chain_lengths_counts_longer_and_shorter_chains(tmp_path):
     body = [ln.split(" | ") for ln in text.splitlines()[2:]]
     assert {(r[2], r[3]) for r in body} == {(k, n) for k in ("client1", "client2") for n in ("1", "2")}
     assert all(r[1] == "0" for r in body) and (tmp_path / "cl.md").read_text() == text + "\n"
+
+
+def test_demo_methods_workers_end_with_a_killed_benchmark(tmp_path):
+    """A benchmark killed by a signal leaves no pool worker behind to go on writing into its run directories."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    script = tmp_path / "bench.py"
+    script.write_text("import os, sys, time\nsys.path.insert(0, os.getcwd())\n"
+                      "from benchmarks.demo_methods import in_parallel\n"
+                      "def report(path):\n    open(path, 'w').write(str(os.getpid()))\n    time.sleep(120)\n"
+                      "if __name__ == '__main__':\n"
+                      f"    in_parallel(2, [(report, r'{tmp_path}/w0'), (report, r'{tmp_path}/w1')])\n")
+    bench = subprocess.Popen([sys.executable, str(script)], cwd=os.getcwd())
+    try:
+        deadline = time.monotonic() + 60
+        while not all((tmp_path / f"w{i}").is_file() for i in (0, 1)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(0.2)
+        workers = [int((tmp_path / f"w{i}").read_text()) for i in (0, 1)]
+        bench.send_signal(signal.SIGKILL)
+        bench.wait(10)
+        deadline = time.monotonic() + 15
+        alive = workers
+        while alive and time.monotonic() < deadline:
+            time.sleep(0.2)
+            alive = [w for w in workers if os.path.exists(f"/proc/{w}") and "Z" not in
+                     open(f"/proc/{w}/stat").read().split()[2]]
+        assert alive == [], f"workers {alive} outlived the killed benchmark"
+    finally:
+        bench.kill()
