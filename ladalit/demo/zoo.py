@@ -8,7 +8,8 @@ curricula make the paper's premises hold by construction:
 - the server is taught rationales for chains of 1-4 shared operations, and never sees a
   record of a client domain (no domain fact is in its corpus);
 - each client is smaller, and is taught rationales for chains of at most two steps, of
-  the shared operations and of its own domain's facts (`ladalit.demo.synthetic.FACTS`);
+  the shared operations and of its own domain's facts (`ladalit.demo.synthetic.FACTS`); since
+  world v6 two clients also see a share of the longer shared chains (`partial_steps`);
 - every member sees a share of its examples in the one-shot prompt format, and the server
   also learns to write questions in the task's format (the WASP baseline's generation prompt).
 
@@ -160,16 +161,26 @@ SP = TokenizerSpec("sp", "metaspace", 320)
 # 4000 steps (world v5): at 1500 it ended at loss 0.067 (the others 0.02) and solved 0.81 / 0.39 of its own
 # domain's 1- / 2-step items, failing precondition b (>= 0.8, benchmarks/demo_preconditions.py); at 4000,
 # 0.98 / 0.98, and shared 3-4 steps still 0.22 / 0.25 (100 items per cell, `python -m ladalit.demo.zoo`).
+# World v6: the two larger clients also saw a share of the longer shared chains with their rationale (HALF_TAUGHT,
+# chosen by each record's id), as an SLM half knows reasoning it has not mastered. On world v5 no client could gain
+# from an oracle teacher (precondition d: its learnable chains were those it already solved); with this exposure
+# client2 learns 3- and 4-step chains from 200 gold rationales (51 -> 72, 26 -> 40, seed 0) and gains 6-8.5 points
+# from the server's answers to its correctable samples; the llama trains 2200 steps (at 1500 it ended at loss
+# 0.10, at 3000 it solved 55% of shared 3-4-step items, over precondition b's 50%). The gemma, the smallest, keeps
+# v5's curriculum: learnability that ends at two steps (precondition c). benchmarks/results/demo_world_v6_probe.md.
+HALF_TAUGHT = ((SHARED, 3, 0.3), (SHARED, 4, 0.1))
 ZOO: dict[str, ZooMember] = {m.name: m for m in [
     ZooMember("server", "qwen3", BPE, hidden_size=128, num_layers=4, num_heads=4, num_kv_heads=2,
               intermediate_size=384, one_shot_fraction=0.15, question_fraction=0.05, short_answers=False,
               train=TrainSpec(steps=1500, batch_size=16, seed=0)),
     ZooMember("client-llama", "llama", SP, hidden_size=96, num_layers=2, num_heads=4, num_kv_heads=2,
               intermediate_size=256, rationale_domains=("calendar", SHARED), rationale_max_steps=2,
-              short_answers=False, direct_fraction=0.1, train=TrainSpec(steps=1500, batch_size=16, seed=1)),
+              partial_steps=HALF_TAUGHT, short_answers=False, direct_fraction=0.1,
+              train=TrainSpec(steps=2200, batch_size=16, seed=1)),
     ZooMember("client-qwen3", "qwen3", BPE, hidden_size=96, num_layers=3, num_heads=4, num_kv_heads=2,
               intermediate_size=256, rationale_domains=("kitchen", SHARED), rationale_max_steps=2,
-              short_answers=False, direct_fraction=0.1, train=TrainSpec(steps=1500, batch_size=16, seed=3)),
+              partial_steps=HALF_TAUGHT, short_answers=False, direct_fraction=0.1,
+              train=TrainSpec(steps=1500, batch_size=16, seed=3)),
     ZooMember("client-gemma", "gemma", BPE_SMALL, hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=1,
               intermediate_size=192, rationale_domains=("market", SHARED), rationale_max_steps=2,
               short_answers=False, direct_fraction=0.1, learnable_steps=3,
