@@ -187,28 +187,27 @@ class ClientSite:
         `evaluated`; the predictions are kept in this site's predictions.jsonl, only their scores are sent."""
         cfg = role.cfg
         if evaluated:
-            test = role.private.test[: cfg.eval.limit]
+            test, scored = role.private.test[: cfg.eval.limit], []
             for shots in cfg.eval.shots:
                 preds: list[dict] = []
                 m = evaluate(role.participant, test, shots, one_shot_example(cfg), cfg.eval.max_new_tokens,
                              cfg.eval.batch_size, preds)
                 role.results.add_eval(round, self.name, "client", shots, m)
-                role.results.domain_scores += self.domain_scores(cfg, round, shots, preds)
+                scored += [{"round": round, "participant": self.name, "shots": shots, **p} for p in preds]
                 with open(self.dir / "predictions.jsonl", "a") as f:
                     f.writelines(json.dumps({"round": round, "shots": shots, **p}) + "\n" for p in preds)
+            role.results.domain_scores += domain_scores(cfg, scored)
         rows = role.results.state_dict()
         role.results = Results()
         return RoundReport(round, self.name, rows, role.counters())
 
-    def domain_scores(self, cfg, round: int, shots: int, preds: list[dict]) -> list[dict]:
-        """On the demo world, these predictions' accuracy per (domain, steps) of the test items, from the world's
-        truth (ladalit.demo.oracle, regenerated from the config, as the server's analysis does): scores, which
-        cross where the predictions do not; none on other data."""
-        oracle = world_oracle(cfg)
-        if oracle is None:
-            return []
-        return accuracy_by_domain(oracle.truth, [{"round": round, "participant": self.name, "shots": shots, **p}
-                                                 for p in preds])
+
+def domain_scores(cfg, predictions: list[dict]) -> list[dict]:
+    """On the demo world, the predictions' accuracy per (domain, steps) of the test items, from the world's truth
+    (ladalit.demo.oracle, regenerated once from the config, as the server's analysis does): scores, which cross
+    where the predictions do not; none on other data."""
+    oracle = world_oracle(cfg)
+    return [] if oracle is None else accuracy_by_domain(oracle.truth, predictions)
 
 
 def client_role(cfg, fabric, name: str, participant, private, public):
