@@ -149,7 +149,7 @@ def world_oracle(cfg, learnable_steps: Mapping[str, int] | None = None) -> Oracl
         raise ValueError(f"learnable_steps names {', '.join(unknown)}, not a participant ({', '.join(learnable)})")
     learnable.update(learnable_steps or {})
     groups = domain_groups(records, len(names))
-    return Oracle(truth_of(records),
+    return Oracle({r.id: Truth(r.domain, num_steps(r), r.answer) for r in records},
                   dict(zip(names, groups)), learnable, taught)
 
 
@@ -193,11 +193,6 @@ def selection_quality(oracle: Oracle, public_ids: list[str], selected: list[dict
                      "labelled": labelled, "shares": shares,
                      "random_labelled": random_labelled, "random_shares": random_shares})
     return rows
-
-
-def truth_of(records: Iterable) -> dict[str, Truth]:
-    """{record id: its truth} of synthetic records that still carry their domain (not the methods' views)."""
-    return {r.id: Truth(r.domain, num_steps(r), r.answer) for r in records}
 
 
 def accuracy_by_domain(truth: Mapping[str, Truth], predictions: list[dict]) -> list[dict]:
