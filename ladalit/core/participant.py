@@ -160,9 +160,13 @@ class Participant(L.LightningModule):
             rows.append((p_ids, r_ids[: room - len(end)] + end))
         return rows
 
+    def response_ids(self, prompts: Sequence[str], responses: Sequence[str]) -> list[list[int]]:
+        """The response tokens each pair is trained on (EOS included, after any cut; `_rows`)."""
+        return [r for _, r in self._rows(prompts, responses)]
+
     def response_lengths(self, prompts: Sequence[str], responses: Sequence[str]) -> list[int]:
         """The number of response tokens each pair is trained on (EOS included, after any cut; `_rows`)."""
-        return [len(r) for _, r in self._rows(prompts, responses)]
+        return [len(r) for r in self.response_ids(prompts, responses)]
 
     def overlong_pairs(self, prompts: Sequence[str], responses: Sequence[str]) -> int:
         """How many (prompt, response) pairs exceed max_length in this participant's tokens (with EOS),
@@ -278,22 +282,34 @@ class Participant(L.LightningModule):
         return grid, mask
 
     @on_device
-    def sequence_logprobs(self, prompts, responses, model: torch.nn.Module | None = None) -> torch.Tensor:
-        """log p(y|x): the sum of the response tokens' log-probs, [B]."""
-        logp, seq, _, _ = self._response_logprobs(prompts, responses, model)
+    def sequence_logprobs(self, prompts, responses, model: torch.nn.Module | None = None,
+                          lengths: Sequence[int] | None = None) -> torch.Tensor:
+        """log p(y|x): the sum of the response tokens' log-probs, [B]; with `lengths`, the sum over each
+        response's first lengths[i] tokens only (of those `response_ids` gives)."""
+        logp, seq, col, _ = self._response_logprobs(prompts, responses, model)
+        if lengths is not None:  # a response's token j sits at column len(prompt) + j
+            ends = torch.tensor([len(p) + n for (p, _), n in zip(self._rows(prompts, responses), lengths)],
+                                device=col.device)
+            keep = col < ends[seq]
+            logp, seq = logp[keep], seq[keep]
         return logp.new_zeros(len(prompts)).index_add(0, seq, logp)
 
     @on_device
-    def pair_logprobs(self, prompts, chosen, rejected, model: torch.nn.Module | None = None):
-        """log p(chosen|x) and log p(rejected|x) in one concatenated (packed) forward pass."""
+    def pair_logprobs(self, prompts, chosen, rejected, model: torch.nn.Module | None = None,
+                      lengths: tuple[Sequence[int], Sequence[int]] | None = None):
+        """log p(chosen|x) and log p(rejected|x) in one concatenated (packed) forward pass; `lengths`: (chosen's,
+        rejected's) numbers of leading response tokens to sum over (`sequence_logprobs`), None = all."""
         n = len(prompts)
-        both = self.sequence_logprobs(list(prompts) * 2, list(chosen) + list(rejected), model)
+        both = self.sequence_logprobs(list(prompts) * 2, list(chosen) + list(rejected), model,
+                                      None if lengths is None else [*lengths[0], *lengths[1]])
         return both[:n], both[n:]
 
     @torch.no_grad()
     @on_device
-    def reference_pair_logprobs(self, keys: Sequence[Hashable], prompts, chosen, rejected):
-        """Reference log-probs of (chosen, rejected), computed once per key and cached.
+    def reference_pair_logprobs(self, keys: Sequence[Hashable], prompts, chosen, rejected,
+                                lengths: tuple[Sequence[int], Sequence[int]] | None = None):
+        """Reference log-probs of (chosen, rejected), computed once per key and cached (`lengths` as in
+        `pair_logprobs`: a key's lengths must be the same at every call).
 
         Split over processes (FSDP2), a forward pass is a collective: when any process misses a key,
         every process runs one (one with nothing missing recomputes its first row)."""
@@ -305,7 +321,9 @@ class Participant(L.LightningModule):
             rows = missing or [0]
             with self.reference() as ref:
                 rc, rr = self.pair_logprobs([prompts[i] for i in rows], [chosen[i] for i in rows],
-                                            [rejected[i] for i in rows], model=ref)
+                                            [rejected[i] for i in rows], model=ref,
+                                            lengths=None if lengths is None else
+                                            tuple([side[i] for i in rows] for side in lengths))
             for j, i in enumerate(missing):
                 self._ref_cache[keys[i]] = (rc[j].item(), rr[j].item())
             self.reference_passes += len(missing)
@@ -390,9 +408,11 @@ class Participant(L.LightningModule):
     def forward(self, input_ids, attention_mask=None):
         return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
 
-    def configure_optimizers(self):
+    def configure_optimizers(self, lr: float | None = None):
+        """AdamW over the trainable parameters, at `lr` (None: train.lr)."""
         params = [p for p in self.model.parameters() if p.requires_grad]
-        opt = torch.optim.AdamW(params, lr=self.train_cfg.lr, weight_decay=self.train_cfg.weight_decay)
+        opt = torch.optim.AdamW(params, lr=self.train_cfg.lr if lr is None else lr,
+                                weight_decay=self.train_cfg.weight_decay)
         self.optimizers_made.add(opt)
         return opt
 

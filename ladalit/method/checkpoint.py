@@ -5,6 +5,7 @@ ladalit.core.checkpoint (gathered in full under FSDP2: collectives, so every ran
 from __future__ import annotations
 
 from ladalit.core.checkpoint import load_optimizer_state, load_participant_state, optimizer_state, participant_state
+from ladalit.method.distill import mard_optimizer
 
 
 def side_state(fabric, participant, optimizer, pairs: dict) -> dict:
@@ -19,13 +20,14 @@ def side_state(fabric, participant, optimizer, pairs: dict) -> dict:
     }
 
 
-def load_side_state(fabric, participant, state: dict, pairs: dict):
-    """Restore what `side_state` kept; returns the participant's optimizer, set up afresh and loaded."""
+def load_side_state(fabric, participant, state: dict, pairs: dict, lada):
+    """Restore what `side_state` kept; returns the participant's MARD optimizer, set up afresh and loaded.
+    `lada`: the config's `lada` section."""
     load_participant_state(fabric, participant, state["participant"])
     participant.freeze_reference()
     if state["ref_model"] is not None:
         participant.ref_model.load_state_dict(state["ref_model"])
-    optimizer = fabric.setup_optimizers(participant.configure_optimizers())
+    optimizer = mard_optimizer(lada, fabric, participant)
     if state["optimizer"] is not None:
         load_optimizer_state(fabric, participant, optimizer, state["optimizer"])
     for k, p in pairs.items():

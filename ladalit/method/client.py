@@ -16,7 +16,7 @@ from ladalit.core.prompts import CutAnswer, private_sft_pairs, zero_shot_prompt
 from ladalit.core.responses import ResponseCache
 from ladalit.core.training import NonFiniteGuard, minibatches, supervised_finetune
 from ladalit.method import checkpoint
-from ladalit.method.distill import count_pairs, train_selection
+from ladalit.method.distill import count_pairs, mard_optimizer, train_selection
 from ladalit.method.pair import (PairState, close_round, fit_filter, make_filter, observe_rewards, reward_scale,
                                  rewards_of, select)
 from ladalit.core.progress import Progress
@@ -92,7 +92,7 @@ class LadaClient:
         sft = supervised_finetune(fabric, client, opt, *private_sft_pairs(train, self.cfg.sft_prompt),
                                   client.train_cfg.sft_epochs, self.cfg.seed, self.guard, round=0)
         client.freeze_reference()
-        self.optimizer = fabric.setup_optimizers(client.configure_optimizers())
+        self.optimizer = mard_optimizer(self.cfg.lada, fabric, client)
         self.results.add_train(0, self.name, sft_loss=sft[-1] if sft else math.nan)
 
     def select(self, msg: SelectCandidates) -> SelectedIds:
@@ -158,7 +158,7 @@ class LadaClient:
             "responses": self.responses.state_dict(), "results": self.results.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
-        self.optimizer = checkpoint.load_side_state(self.fabric, self.participant, state, {"pair": self.pair})
+        self.optimizer = checkpoint.load_side_state(self.fabric, self.participant, state, {"pair": self.pair}, self.cfg.lada)
         self.round, self.guard.skipped = state["round"], list(state["skipped"])
         if "responses" in state:  # checkpoints before the deployment's sites have neither
             self.responses.load_state_dict(state["responses"])

@@ -10,13 +10,18 @@ from ladalit.core.results import Results
 
 def per_sample_loss(lada, participant, keys, prompts, chosen, rejected) -> torch.Tensor:
     """Eq. 3 / Eq. 4 per sample (chosen = the other side's answer), with `mard_nll` > 0 plus the NLL term on
-    the chosen answer (`losses.mard_nll_loss`), or the `lada.loss=ce` ablation. `lada`: the config's `lada`
-    section (its loss, beta and mard_nll)."""
+    the chosen answer (`losses.mard_nll_loss`), or the `lada.loss=ce` ablation; with `mard_span=first_difference`
+    the two answers' log-probs run to their first differing token only (`losses.first_difference_lengths`).
+    `lada`: the config's `lada` section (its loss, beta, mard_nll and mard_span)."""
     if lada.loss == "ce":
         logp, mask = participant.token_logprobs(prompts, chosen)
         return -(logp * mask).sum(-1) / mask.sum(-1).clamp(min=1)
-    pol_c, pol_r = participant.pair_logprobs(prompts, chosen, rejected)
-    ref_c, ref_r = participant.reference_pair_logprobs(keys, prompts, chosen, rejected)
+    lengths = None  # mard_span=response: the whole answers (Eq. 3 / 4 as printed)
+    if lada.mard_span == "first_difference":
+        lengths = losses.first_difference_lengths(participant.response_ids(prompts, chosen),
+                                                  participant.response_ids(prompts, rejected))
+    pol_c, pol_r = participant.pair_logprobs(prompts, chosen, rejected, lengths=lengths)
+    ref_c, ref_r = participant.reference_pair_logprobs(keys, prompts, chosen, rejected, lengths=lengths)
     if participant.role == "client":  # Eq. 3: chosen = the server's answer y^s, rejected = its own y^k
         mard = losses.client_mard_loss(pol_ys=pol_c, pol_yk=pol_r, ref_ys=ref_c, ref_yk=ref_r, beta=lada.beta)
     else:  # Eq. 4, per row (weighted by core.training.minibatch_loss): chosen = y^k, rejected = its own y^s
@@ -25,6 +30,12 @@ def per_sample_loss(lada, participant, keys, prompts, chosen, rejected) -> torch
         return mard
     tokens = torch.tensor(participant.response_lengths(prompts, chosen), device=mard.device)
     return losses.mard_nll_loss(mard, pol_c, tokens, lada.mard_nll)
+
+
+def mard_optimizer(lada, fabric, participant):
+    """The optimizer of a participant's MARD updates, after its reference is frozen: AdamW at train.lr ×
+    `lada.mard_lr_scale` (train.lr alone drives the reference SFT)."""
+    return fabric.setup_optimizers(participant.configure_optimizers(lr=participant.train_cfg.lr * lada.mard_lr_scale))
 
 
 def distill_step(lada, fabric, participant, optimizer, guard: NonFiniteGuard, round: int, batch: int,

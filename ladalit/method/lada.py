@@ -49,7 +49,7 @@ from ladalit.core.training import NonFiniteGuard, minibatches
 from ladalit.core.transport import Transport
 from ladalit.method import checkpoint
 from ladalit.method.client import LadaClient, generators_for, loss_row, record_answers
-from ladalit.method.distill import count_pairs, train_selection
+from ladalit.method.distill import count_pairs, mard_optimizer, train_selection
 from ladalit.method.exchange import check_deployment, exchange_for
 from ladalit.method.pair import (PairState, candidate_batches, close_round, fit_filter, make_filter, observe_rewards,
                                  record_weight_spread, reward_scale, rewards_of, select, server_weights)
@@ -112,7 +112,7 @@ class LadaServer:
     def server_round(self, t: int) -> None:
         if t == 1:
             self.participant.freeze_reference()  # ψ_ref: the pretrained LLM
-            self.optimizer = self.fabric.setup_optimizers(self.participant.configure_optimizers())
+            self.optimizer = mard_optimizer(self.cfg.lada, self.fabric, self.participant)
         batches = candidate_batches(len(self.public.records), self.cfg.lada.n_c, self.cfg.seed + 1, t)
         bar = self.progress.task(f"round {t} server: candidate batches", len(batches))
         for b, cand in enumerate(batches):
@@ -197,7 +197,7 @@ class LadaServer:
             "skipped": self.guard.skipped, "generated": self.responses.generated}
 
     def load_state_dict(self, state: dict) -> None:
-        self.optimizer = checkpoint.load_side_state(self.fabric, self.participant, state, self.pairs)
+        self.optimizer = checkpoint.load_side_state(self.fabric, self.participant, state, self.pairs, self.cfg.lada)
         self.guard.skipped, self.responses.generated = list(state["skipped"]), state["generated"]
 
     def close(self) -> None:
@@ -239,6 +239,14 @@ class Config:
     # weight of an NLL term on the chosen answer (per token) added to the MARD loss, as in RPO / DPO+SFT: a
     # remedy for DPO lowering the chosen answer's likelihood too; 0 = the paper's Eq. 3 and 4
     mard_nll: float = 0.0
+    # the answers' tokens the MARD loss sums log-probs over: response = all (the paper's Eq. 3 and 4);
+    # first_difference = the two answers' common prefix and their first differing token (where the rejected
+    # answer parts from the chosen one), so the rest of the rejected answer, often right steps taken after
+    # one wrong one, is not pushed down (docs/method.md)
+    mard_span: str = "response"
+    # the MARD updates' learning rate as a fraction of each participant's train.lr, which the clients'
+    # reference SFT on private data uses (1 = the same rate for both)
+    mard_lr_scale: float = 1.0
     # candidate batch size: D_p is streamed in batches of n_c
     n_c: int = 64
     # fraction of D_p taken as first-round prototypes (k-means centroids, ladalit.method.prototypes)
@@ -252,8 +260,9 @@ def _check(cfg) -> None:
 
 
 section("lada", Config, after="sft_prompt", description="LaDa's loss, filter, server weights and candidate batches",
-        choices={"loss": ("mard", "ce"), "filter": ("lada", "none"), "server_weights": ("reward", "uniform")},
-        ranges={"beta": (0.0, None), "mard_nll": (0.0, None), "n_c": (1, None), "init_fraction": (0.0, 1.0)},
+        choices={"loss": ("mard", "ce"), "filter": ("lada", "none"), "server_weights": ("reward", "uniform"),
+                 "mard_span": ("response", "first_difference")},
+        ranges={"beta": (0.0, None), "mard_nll": (0.0, None), "mard_lr_scale": (0.0, None), "n_c": (1, None), "init_fraction": (0.0, 1.0)},
         check=_check,  # top-level keys of the run config until 2026-12-07: naming one there says where it went
         moved=("loss", "filter", "server_weights", "beta", "mard_nll", "n_c", "init_fraction"))
 

@@ -21,6 +21,7 @@ from torch import Tensor
 __all__ = [
     "mard_loss",
     "mard_nll_loss",
+    "first_difference_lengths",
     "client_mard_loss",
     "server_mard_loss",
     "overlap_weights",
@@ -52,6 +53,22 @@ def mard_nll_loss(mard: Tensor, policy_chosen: Tensor, chosen_tokens: Tensor, we
     if weight == 0:
         return mard
     return mard - weight * policy_chosen / chosen_tokens.to(policy_chosen.dtype).clamp_min(1)
+
+
+def first_difference_lengths(chosen_ids: Sequence[Sequence[int]], rejected_ids: Sequence[Sequence[int]]
+                             ) -> tuple[list[int], list[int]]:
+    """Per pair, how many leading tokens of each answer the `lada.mard_span=first_difference` loss sums over:
+    their common prefix and the first token at which they differ (where one answer ends first, the other's
+    next token only). Their common prefix cancels in the MARD margin, so the loss is the preference of the
+    chosen answer's token over the rejected one's at the first place they part; nothing after it, in
+    particular the rejected answer's steps that follow its error, is pushed down. Identical answers keep
+    their full lengths (margin 0, no gradient, as with the whole answers)."""
+    out_c, out_r = [], []
+    for c, r in zip(chosen_ids, rejected_ids, strict=True):
+        d = next((j for j, (a, b) in enumerate(zip(c, r)) if a != b), min(len(c), len(r)))
+        out_c.append(min(d + 1, len(c)))
+        out_r.append(min(d + 1, len(r)))
+    return out_c, out_r
 
 
 def client_mard_loss(pol_ys: Tensor, pol_yk: Tensor, ref_ys: Tensor, ref_yk: Tensor, beta: float) -> Tensor:

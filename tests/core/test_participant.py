@@ -29,15 +29,16 @@ def perturb(p, adapter):
                 q.add_(0.1 * torch.randn_like(q))
 
 
-def independent_logprob(model, tok, prompt, response):
-    """Sum of log p(response token | prefix), one token at a time in float64."""
+def independent_logprob(model, tok, prompt, response, first=None):
+    """Sum of log p(response token | prefix) over the response's first `first` tokens (None: all, EOS
+    included), one token at a time in float64."""
     p_ids = tok(prompt)["input_ids"]
     r_ids = tok(response, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
     ids = torch.tensor([p_ids + r_ids])
     with torch.no_grad():
         logits = model(input_ids=ids).logits[0].double()
     total = 0.0
-    for j, t in enumerate(r_ids):
+    for j, t in enumerate(r_ids[:first]):
         pos = len(p_ids) + j - 1
         total += torch.log_softmax(logits[pos], -1)[t].item()
     return total
@@ -50,6 +51,44 @@ def test_sequence_logprobs_match_an_independent_token_by_token_sum(lora):
     for i in range(2):
         ref = independent_logprob(p.model, p.tokenizer, PROMPTS[i], CHOSEN[i])
         assert got[i].item() == pytest.approx(ref, rel=1e-5)
+
+
+@pytest.mark.parametrize("lora", [True, False])
+def test_sequence_logprobs_over_leading_tokens_match_an_independent_sum(lora):
+    """`lengths` (lada.mard_span=first_difference) sums each response's first n tokens only; n = its full
+    length gives the whole sum. Checked on the packed path and on the right-padded one (remote code)."""
+    import ladalit.core.participant as participant_module
+
+    p = make(lora=lora)
+    full = [len(r) for r in p.response_ids(PROMPTS, CHOSEN)]
+    for lengths in ([1, 3], [4, 2], full):
+        got = p.sequence_logprobs(PROMPTS, CHOSEN, lengths=lengths)
+        for i in range(2):
+            want = independent_logprob(p.model, p.tokenizer, PROMPTS[i], CHOSEN[i], first=lengths[i])
+            assert got[i].item() == pytest.approx(want, rel=1e-5)
+    torch.testing.assert_close(p.sequence_logprobs(PROMPTS, CHOSEN, lengths=full), p.sequence_logprobs(PROMPTS, CHOSEN))
+    packed = p.sequence_logprobs(PROMPTS, CHOSEN, lengths=[1, 3])
+    real = participant_module._packs
+    participant_module._packs = lambda model: False
+    try:
+        torch.testing.assert_close(p.sequence_logprobs(PROMPTS, CHOSEN, lengths=[1, 3]), packed)
+    finally:
+        participant_module._packs = real
+
+
+def test_reference_pair_logprobs_over_leading_tokens_are_the_references_and_cached():
+    p = make("server")
+    lengths = ([2, 1], [3, 2])
+    want = [[independent_logprob(p.model, p.tokenizer, PROMPTS[i], side[i], first=n[i]) for i in range(2)]
+            for side, n in ((CHOSEN, lengths[0]), (REJECTED, lengths[1]))]
+    p.freeze_reference()
+    perturb(p, "policy")  # the policy moves away from the reference (the base)
+    rc, rr = p.reference_pair_logprobs(["a", "b"], PROMPTS, CHOSEN, REJECTED, lengths=lengths)
+    assert rc.tolist() == pytest.approx(want[0], rel=1e-5) and rr.tolist() == pytest.approx(want[1], rel=1e-5)
+    pc, _ = p.pair_logprobs(PROMPTS, CHOSEN, REJECTED, lengths=lengths)
+    assert (pc - rc).abs().max() > 1e-4
+    p.reference_pair_logprobs(["a", "b"], PROMPTS, CHOSEN, REJECTED, lengths=lengths)
+    assert p.reference_passes == 2  # one pass per key
 
 
 def test_pair_logprobs_is_one_forward_pass_over_chosen_and_rejected():

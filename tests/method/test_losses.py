@@ -6,6 +6,7 @@ import torch
 
 from ladalit.method.losses import (
     client_mard_loss,
+    first_difference_lengths,
     mard_loss,
     mard_nll_loss,
     overlap_weights,
@@ -197,20 +198,20 @@ def test_per_sample_loss_adds_the_nll_term_only_with_mard_nll():
     class Participant:
         role = "client"
 
-        def pair_logprobs(self, prompts, chosen, rejected):
+        def pair_logprobs(self, prompts, chosen, rejected, lengths=None):
             return torch.tensor([-6.0, -2.0]), torch.tensor([-5.0, -1.0])
 
-        def reference_pair_logprobs(self, keys, prompts, chosen, rejected):
+        def reference_pair_logprobs(self, keys, prompts, chosen, rejected, lengths=None):
             return torch.tensor([-5.0, -3.0]), torch.tensor([-5.0, -2.0])
 
         def response_lengths(self, prompts, responses):
             return [3, 4]
 
     args = (Participant(), ["k1", "k2"], ["x1", "x2"], ["c1", "c2"], ["r1", "r2"])
-    paper = per_sample_loss(SimpleNamespace(loss="mard", beta=0.1, mard_nll=0.0), *args)
+    paper = per_sample_loss(SimpleNamespace(loss="mard", beta=0.1, mard_nll=0.0, mard_span="response"), *args)
     torch.testing.assert_close(paper, mard_loss(torch.tensor([-6.0, -2.0]), torch.tensor([-5.0, -1.0]),
                                                 torch.tensor([-5.0, -3.0]), torch.tensor([-5.0, -2.0]), 0.1))
-    rpo = per_sample_loss(SimpleNamespace(loss="mard", beta=0.1, mard_nll=0.5), *args)
+    rpo = per_sample_loss(SimpleNamespace(loss="mard", beta=0.1, mard_nll=0.5, mard_span="response"), *args)
     torch.testing.assert_close(rpo, paper + 0.5 * torch.tensor([6.0 / 3, 2.0 / 4]))
 
 
@@ -231,18 +232,91 @@ def test_per_sample_loss_calls_eq3_for_a_client_and_eq4_for_the_server(role, mon
         monkeypatch.setattr(losses, name, lambda *a, _n=name, _r=real, **kw: calls.append((_n, kw)) or _r(*a, **kw))
 
     class Participant:
-        def pair_logprobs(self, prompts, chosen, rejected):
+        def pair_logprobs(self, prompts, chosen, rejected, lengths=None):
             return pol
 
-        def reference_pair_logprobs(self, keys, prompts, chosen, rejected):
+        def reference_pair_logprobs(self, keys, prompts, chosen, rejected, lengths=None):
             return ref
 
     p = Participant()
     p.role = role
-    out = distill.per_sample_loss(SimpleNamespace(loss="mard", beta=0.1, mard_nll=0.0), p, ["k"], ["x"], ["c"], ["r"])
+    out = distill.per_sample_loss(SimpleNamespace(loss="mard", beta=0.1, mard_nll=0.0, mard_span="response"), p, ["k"], ["x"], ["c"], ["r"])
     (name, kw), = calls
     if role == "client":
         assert name == "client_mard_loss" and kw["pol_ys"] is pol[0] and kw["ref_yk"] is ref[1]
     else:
         assert name == "server_mard_loss" and kw["pol_yk"] is pol[0] and kw["ref_ys"] is ref[1]
     torch.testing.assert_close(out, mard_loss(pol[0], pol[1], ref[0], ref[1], 0.1))
+
+
+@pytest.mark.parametrize("chosen, rejected, want", [
+    ([5, 6, 7, 2], [5, 6, 9, 9, 2], (3, 3)),  # part at the third token
+    ([5, 6, 2], [8, 6, 2], (1, 1)),  # at the first
+    ([5, 6, 2], [5, 6, 2], (3, 3)),  # identical: the whole answers (margin 0 either way)
+    ([5, 6, 2], [5, 6], (3, 2)),  # the rejected one is cut (no EOS) where the chosen goes on: its next token only
+    ([5, 6], [5, 6, 7, 2], (2, 3)),
+    ([], [4, 2], (0, 1)),
+])
+def test_first_difference_lengths_hand_cases(chosen, rejected, want):
+    assert first_difference_lengths([chosen], [rejected]) == ([want[0]], [want[1]])
+
+
+def _tiny_client():
+    from omegaconf import OmegaConf
+
+    from ladalit.core.config import LoraConfig, ModelConfig, TrainConfig
+    from ladalit.core.models import build_model
+    from ladalit.core.participant import Participant
+
+    m = OmegaConf.structured(ModelConfig(arch="qwen3", lora=LoraConfig(enabled=True, r=4)))
+    model, tok = build_model(m, seed=0)
+    p = Participant("client1", "client", model, tok, OmegaConf.structured(TrainConfig()), m.lora)
+    p.freeze_reference()
+    with torch.no_grad():  # the policy moves away from the reference
+        for n, q in p.model.named_parameters():
+            if ".policy." in n and "lora_B" in n:
+                q.add_(0.1 * torch.randn(q.shape, generator=torch.Generator().manual_seed(1)))
+    return p
+
+
+def test_first_difference_span_is_the_preference_at_the_first_differing_token():
+    """mard_span=first_difference: the MARD loss of the two answers' first differing token, against a float64
+    token-by-token computation; what the rejected answer says after it does not change the loss (with the
+    whole answers, mard_span=response, it does)."""
+    from types import SimpleNamespace
+
+    from ladalit.method.distill import per_sample_loss
+
+    p = _tiny_client()
+    prompt = "Question: 4+3+2?\nAnswer: Let's think step by step."
+    chosen, rejected = " 4+3=7. 7+2=9. The answer is (B).", " 4+3=8. 8+2=10. The answer is (C)."
+    tail = " 4+3=8. 8+1=3. The answer is (A)."  # the same first difference, another rest
+    lada = SimpleNamespace(loss="mard", beta=0.5, mard_nll=0.0, mard_span="first_difference")
+    got = per_sample_loss(lada, p, ["a"], [prompt], [chosen], [rejected])
+
+    tok = p.tokenizer
+    p_ids = tok(prompt)["input_ids"]
+    c_ids, r_ids = (tok(y, add_special_tokens=False)["input_ids"] + [tok.eos_token_id] for y in (chosen, rejected))
+    d = next(j for j, (a, b) in enumerate(zip(c_ids, r_ids)) if a != b)
+
+    def logp_at_d(model, ids):
+        with torch.no_grad():
+            logits = model(input_ids=torch.tensor([p_ids + ids])).logits[0].double()
+        return torch.log_softmax(logits[len(p_ids) + d - 1], -1)[ids[d]].item()
+
+    with p.reference() as ref:
+        ref_c, ref_r = logp_at_d(ref, c_ids), logp_at_d(ref, r_ids)
+    pol_c, pol_r = logp_at_d(p.model, c_ids), logp_at_d(p.model, r_ids)
+    z = 0.5 * ((pol_c - ref_c) - (pol_r - ref_r))
+    assert abs(z) > 1e-4  # the policy and the reference differ at that token
+    assert got.item() == pytest.approx(math.log1p(math.exp(-z)), rel=1e-4)
+
+    p.clear_reference_cache()
+    other = per_sample_loss(lada, p, ["a"], [prompt], [chosen], [tail])
+    torch.testing.assert_close(other, got)
+    whole = SimpleNamespace(loss="mard", beta=0.5, mard_nll=0.0, mard_span="response")
+    p.clear_reference_cache()
+    a = per_sample_loss(whole, p, ["a"], [prompt], [chosen], [rejected])
+    p.clear_reference_cache()
+    b = per_sample_loss(whole, p, ["a"], [prompt], [chosen], [tail])
+    assert abs((a - b).item()) > 1e-4

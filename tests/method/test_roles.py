@@ -95,3 +95,23 @@ def test_the_module_docstring_maps_every_block_to_a_function_that_exists():
         for part in (rest if module != "lada" else name).split("."):
             target = getattr(target, part)  # AttributeError: the docstring names a function that is not there
         assert callable(target), name
+
+
+def test_mard_updates_run_at_mard_lr_scale_times_train_lr_and_resume_so(tmp_path):
+    """lada.mard_lr_scale: the reference SFT runs at train.lr, the MARD optimizer (made after the reference is
+    frozen, and again when a checkpoint is loaded) at train.lr × the scale."""
+    cfg = load_config(["conf=smoke.yaml", f"output_dir={tmp_path}", "lada.mard_lr_scale=0.25"])
+    exp = build_experiment(cfg)
+    _, clients = lada.build_roles(exp, Channel(), Progress(quiet=True))
+    client = next(iter(clients.values()))
+    sft_lrs = []
+    real = client.participant.configure_optimizers
+    client.participant.configure_optimizers = lambda lr=None: sft_lrs.append(lr) or real(lr)
+    client.handle(BeginRound(1))
+    lr = client.participant.train_cfg.lr
+    assert sft_lrs == [None, lr * 0.25]  # the reference SFT's optimizer at train.lr, then MARD's
+    assert [g["lr"] for g in client.optimizer.param_groups] == [pytest.approx(lr * 0.25)]
+    state = client.state_dict()
+    client.optimizer = None
+    client.load_state_dict(state)
+    assert [g["lr"] for g in client.optimizer.param_groups] == [pytest.approx(lr * 0.25)]
