@@ -321,3 +321,30 @@ def test_demo_methods_workers_end_with_a_killed_benchmark(tmp_path):
         assert alive == [], f"workers {alive} outlived the killed benchmark"
     finally:
         bench.kill()
+
+
+def test_demo_arithmetic_finds_false_equations_and_comparisons(tmp_path):
+    """benchmarks.demo_arithmetic: an answer's equations and option comparisons checked by hand-made cases; per
+    client and round, the shares of answers with a false one; the true equations the rejected answer writes after
+    it parts from the chosen one."""
+    from benchmarks import demo_arithmetic as da
+    assert da.equation_true("20", "-", "14", "6") and not da.equation_true("5", "+", "5", "7")
+    assert da.equation_true("9", "/", "2", "4") and not da.equation_true("3", "/", "0", "0")
+    assert da.answer_faults(" 4+3=7. (A) 7 vs 7 yes. (B) 2 vs 7 no. The answer is (A).") == (False, False)
+    assert da.answer_faults(" 4+3=8. (A) 7 vs 8 yes. The answer is (A).") == (True, True)
+    assert da.answer_faults(" 4+3=7. 7*2=14. (A) 14 vs 14 no.") == (False, True)
+    preds = [{"round": 1, "shots": 0, "participant": "client1", "text": t, "stated": s, "gold": "A"}
+             for t, s in [(" 1+1=3. (A) 3 vs 3 yes.", "A"), (" 1+1=2. (A) 2 vs 2 yes.", "A"), (" 2*2=4. (A) 1 vs 4 yes.", "B")]]
+    preds += [{**preds[0], "participant": "server"}, {**preds[0], "shots": 1}, {**preds[1], "round": 0}]
+    assert da.fault_rows(preds) == [
+        {"participant": "client1", "round": 0, "n": 1, "false_equation": 0.0, "false_comparison": 0.0, "strict": 1.0},
+        {"participant": "client1", "round": 1, "n": 3, "false_equation": 1 / 3, "false_comparison": 1 / 3,
+         "strict": 2 / 3}]
+    # parts at "8" (a wrong operand): the rest of the rejected answer holds two true equations of three
+    assert da.true_after_difference(" 10+1=11. 11+5=16.", " 10+8=18. 18+5=23. 23-1=20.") == (2, 3)
+    assert da.true_after_difference(" 2+2=4.", " 2+2=4.") == (0, 0)
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "predictions.jsonl").write_text("\n".join(json.dumps(p) for p in preds) + "\n")
+    text = da.main([str(tmp_path / "r"), "--out", str(tmp_path / "a.md")])
+    assert "| r | client1 | 1 | 3 | 33 | 33 | 66.7 |" in text.splitlines()
+    assert (tmp_path / "a.md").read_text() == text + "\n"
