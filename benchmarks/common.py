@@ -62,3 +62,11 @@ def table(rows: list[list], header: list[str]) -> str:
     lines = ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def report(text: str, out: str | None) -> str:
+    """Print a report and, with `out`, write it to that file too; returns it."""
+    if out:
+        Path(out).write_text(text + "\n")
+    print(text)
+    return text

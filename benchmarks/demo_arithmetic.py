@@ -22,6 +22,8 @@ import re
 from collections import defaultdict
 from pathlib import Path
 
+from benchmarks.common import report
+
 EQUATION = re.compile(r"(-?\d+)([-+*/])(-?\d+)=(-?\d+)")
 COMPARISON = re.compile(r"\(\w\) (-?\d+) vs (-?\d+) (yes|no)")
 
@@ -116,11 +118,7 @@ def main(argv: list[str] | None = None) -> str:
         for run in args.runs:
             lines += [f"| {Path(run).name} | {r['round']} | {r['participant']} | {r['selected']} | {r['differing']} | "
                       f"{r['equations_after']} | {100 * r['true_after']:.0f} |" for r in pair_rows(Path(run))]
-    text = "\n".join(lines)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
-    print(text)
-    return text
+    return report("\n".join(lines), args.out)
 
 
 if __name__ == "__main__":

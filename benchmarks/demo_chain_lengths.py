@@ -15,6 +15,8 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
+from benchmarks.common import report
+
 import ladalit.components  # noqa: F401  registers the synthetic data set
 from ladalit.core.config import load_config
 from ladalit.core.experiment import prepared_records
@@ -61,11 +63,7 @@ def main(argv: list[str] | None = None) -> str:
         t, rows = run_rows(Path(run), args.round)
         lines += [f"| {Path(run).name} | {t} | {r['participant']} | {r['steps']} | {r['n']} | {100 * r['longer']:.0f} | "
                   f"{100 * r['shorter']:.0f} | {100 * r['strict']:.0f} |" for r in rows]
-    text = "\n".join(lines)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
-    print(text)
-    return text
+    return report("\n".join(lines), args.out)
 
 
 if __name__ == "__main__":
