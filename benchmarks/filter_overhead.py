@@ -197,6 +197,7 @@ def at_client_size(args) -> dict:
     from ladalit.method.filter import Config as FilterNetConfig
     from ladalit.core.training import NonFiniteGuard
     from ladalit.method.distill import distill_step
+    from ladalit.method.lada import Config as LadaConfig
     from ladalit.method.filter import LearnabilityFilter
     from ladalit.scale.offload import Residency
     from ladalit.scale.shapes import SHAPES, param_count
@@ -219,7 +220,7 @@ def at_client_size(args) -> dict:
         return [" ".join(f"w{int(i)}" for i in torch.randint(3, tok.vocab_size, (length,), generator=g))
                 for _ in range(n)]
 
-    cfg, guard = SimpleNamespace(loss="mard", beta=0.1, mard_nll=0.0), NonFiniteGuard("skip")
+    cfg, guard = LadaConfig(beta=0.1), NonFiniteGuard("skip")
     step_cpu, step_wall = [], []
     with address_space_limit(args.mem_gb):
         client, opt = make("client1", "client", shape, tok, fabric, margs, Residency("cpu", enabled=False))

@@ -35,7 +35,6 @@ import json
 import time
 from dataclasses import replace
 from pathlib import Path
-from types import SimpleNamespace
 
 import torch
 
@@ -99,6 +98,7 @@ def one_round(args, k: int, fabric, shapes: dict, env: dict) -> dict:
     from ladalit.core.encoder import HashingEncoder
     from ladalit.method.filter import LearnabilityFilter
     from ladalit.method.distill import distill_step
+    from ladalit.method.lada import Config as LadaConfig
     from ladalit.scale.offload import Residency
     from ladalit.core.prompts import parse_answer
     from ladalit.method.prototypes import num_prototypes, select_prototypes
@@ -118,7 +118,7 @@ def one_round(args, k: int, fabric, shapes: dict, env: dict) -> dict:
                                       residency) for i in range(k)}
     n_params = {"server": param_count(shapes[SERVER]), **{f"client{i + 1}": param_count(shapes[CLIENTS[i % 3]])
                                                           for i in range(k)}}
-    cfg, guard, ph = SimpleNamespace(loss="mard", beta=0.1, mard_nll=0.0), NonFiniteGuard("skip"), Phases(fabric.device)
+    cfg, guard, ph = LadaConfig(beta=0.1), NonFiniteGuard("skip"), Phases(fabric.device)
     g = torch.Generator().manual_seed(1)
 
     def words(n, length):

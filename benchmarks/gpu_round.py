@@ -21,7 +21,6 @@ import argparse
 import json
 import time
 from dataclasses import replace
-from types import SimpleNamespace
 
 import lightning as L
 import torch
@@ -30,6 +29,7 @@ from omegaconf import OmegaConf
 from ladalit.core.config import LoraConfig, TrainConfig
 from ladalit.core.experiment import setup_participant
 from ladalit.method.distill import distill_step
+from ladalit.method.lada import Config as LadaConfig
 from ladalit.scale.offload import Residency
 from ladalit.core.participant import Participant
 from ladalit.scale.shapes import SHAPES, build
@@ -91,7 +91,7 @@ def one_round(args, k: int, fabric, shapes: dict) -> dict:
     server, s_opt = make("server", "server", shapes[args.server], tok, fabric, args, residency)
     clients = {f"client{i + 1}": make(f"client{i + 1}", "client", shapes[CLIENTS[i % 3]], tok, fabric, args, residency)
                for i in range(k)}
-    cfg, guard, ph = SimpleNamespace(loss="mard", beta=0.1, mard_nll=0.0), NonFiniteGuard("skip"), Phases(fabric)
+    cfg, guard, ph = LadaConfig(beta=0.1), NonFiniteGuard("skip"), Phases(fabric)
     g = torch.Generator().manual_seed(1)
     prompts = [" ".join(f"w{int(i)}" for i in torch.randint(3, tok.vocab_size, (args.prompt_len,), generator=g))
                for _ in range(args.samples)]

@@ -190,9 +190,13 @@ def settings_changed(run_dir: Path, cfg) -> list[str]:
     """How the finished run's recorded settings (its fingerprint.json) differ from the cell's config. Not
     compared: the ladalit code version (a cell finished before a code change is reused) and the sections of
     SECTION_READERS that the cell's method does not read. A key recorded where it was before its section took it
-    (`n_c`, now `lada.n_c`: ladalit.core.config.MOVED) is compared at its new place."""
-    from ladalit.core.config import MOVED
-    from ladalit.core.run_identity import FINGERPRINT, differences, fingerprint
+    (`n_c`, now `lada.n_c`: ladalit.core.config.MOVED) is compared at its new place. A key the record lacks and the
+    cell leaves at its default is no difference: a switch added after the run was written, whose default is what
+    the code that wrote it did (`lada.mard_lr_scale: 1.0`, say)."""
+    from omegaconf import OmegaConf
+
+    from ladalit.core.config import MOVED, run_config
+    from ladalit.core.run_identity import FINGERPRINT, differences, fingerprint, flat
     try:
         recorded = json.loads((run_dir / FINGERPRINT).read_text())
     except (OSError, ValueError):
@@ -202,7 +206,11 @@ def settings_changed(run_dir: Path, cfg) -> list[str]:
     def read(fp: dict) -> dict:  # the fingerprint without the code version and the unread sections
         config = {MOVED.get(k, k): v for k, v in fp.get("config", {}).items()}
         return {**fp, "code": None, "config": {k: v for k, v in config.items() if not k.startswith(unread)}}
-    return differences(read(recorded), read(fingerprint(cfg)))
+    old, new = read(recorded), read(fingerprint(cfg))
+    defaults = flat(OmegaConf.to_container(OmegaConf.structured(run_config()), resolve=True))
+    old["config"] |= {k: v for k, v in new["config"].items()
+                      if k not in old["config"] and k in defaults and v == defaults[k]}
+    return differences(old, new)
 
 
 def _free_memory() -> None:

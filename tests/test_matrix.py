@@ -147,13 +147,28 @@ def test_a_cell_recorded_before_lada_keys_moved_compares_them_at_their_new_place
     from ladalit.core.run_identity import FINGERPRINT, fingerprint
     cfg = load_config(["conf=smoke.yaml"])
     fp = fingerprint(cfg)
-    old = {**fp, "config": {k.removeprefix("lada."): v for k, v in fp["config"].items()}}
+    added = ("lada.mard_span", "lada.mard_lr_scale")  # switches born in the section, after the move
+    old = {**fp, "config": {k.removeprefix("lada."): v for k, v in fp["config"].items() if k not in added}}
     assert old["config"]["n_c"] == 16 and "lada.n_c" not in old["config"]
     (tmp_path / FINGERPRINT).write_text(json.dumps(old))
     assert matrix.settings_changed(tmp_path, cfg) == []
     old["config"]["n_c"] = 8
     (tmp_path / FINGERPRINT).write_text(json.dumps(old))
     assert matrix.settings_changed(tmp_path, cfg) == ["lada.n_c: 8 -> 16"]
+
+
+def test_a_cell_recorded_before_a_switch_existed_is_unchanged_while_the_switch_keeps_its_default(tmp_path):
+    """A key the recorded fingerprint lacks (a switch added since) is no difference at its default, the behaviour of
+    the code that wrote the run, and a difference at any other value."""
+    from ladalit.core.config import load_config
+    from ladalit.core.run_identity import FINGERPRINT, fingerprint
+    cfg = load_config(["conf=smoke.yaml"])
+    fp = fingerprint(cfg)
+    old = {**fp, "config": {k: v for k, v in fp["config"].items() if k != "lada.mard_lr_scale"}}
+    (tmp_path / FINGERPRINT).write_text(json.dumps(old))
+    assert matrix.settings_changed(tmp_path, cfg) == []
+    assert matrix.settings_changed(tmp_path, load_config(["conf=smoke.yaml", "lada.mard_lr_scale=0.5"])) == [
+        "lada.mard_lr_scale: added"]
 
 
 # ----------------------------------------------------------------------------- a tiny real matrix

@@ -98,11 +98,12 @@ def file_sha256(path: str) -> str:
     return h.hexdigest()
 
 
-def _flat(node, prefix: str = "") -> dict:
+def flat(node, prefix: str = "") -> dict:
+    """A nested config container as {dotted key: value}."""
     if isinstance(node, dict):
         out = {}
         for k, v in node.items():
-            out.update(_flat(v, f"{prefix}{k}."))
+            out.update(flat(v, f"{prefix}{k}."))
         return out
     return {prefix[:-1]: node}
 
@@ -113,7 +114,7 @@ def fingerprint(cfg) -> dict:
         config.pop(key, None)
     path = cfg.data.path
     data = {path: file_sha256(path)} if path and Path(path).is_file() else {}
-    return {"rounds": cfg.rounds, "config": _flat(config), "data_files": data, "code": code_version()}
+    return {"rounds": cfg.rounds, "config": flat(config), "data_files": data, "code": code_version()}
 
 
 def _absent_prefix(key: str, other: dict) -> str:

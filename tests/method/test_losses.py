@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from ladalit.method.lada import Config as LadaConfig
 from ladalit.method.losses import (
     client_mard_loss,
     first_difference_lengths,
@@ -191,8 +192,6 @@ def test_server_loss_without_overlap_is_the_plain_mean_on_the_training_path():
 
 def test_per_sample_loss_adds_the_nll_term_only_with_mard_nll():
     """distill.per_sample_loss wires `mard_nll` to mard_nll_loss with the chosen answers' trained lengths."""
-    from types import SimpleNamespace
-
     from ladalit.method.distill import per_sample_loss
 
     class Participant:
@@ -208,10 +207,10 @@ def test_per_sample_loss_adds_the_nll_term_only_with_mard_nll():
             return [3, 4]
 
     args = (Participant(), ["k1", "k2"], ["x1", "x2"], ["c1", "c2"], ["r1", "r2"])
-    paper = per_sample_loss(SimpleNamespace(loss="mard", beta=0.1, mard_nll=0.0, mard_span="response"), *args)
+    paper = per_sample_loss(LadaConfig(beta=0.1, mard_nll=0.0, mard_span="response"), *args)
     torch.testing.assert_close(paper, mard_loss(torch.tensor([-6.0, -2.0]), torch.tensor([-5.0, -1.0]),
                                                 torch.tensor([-5.0, -3.0]), torch.tensor([-5.0, -2.0]), 0.1))
-    rpo = per_sample_loss(SimpleNamespace(loss="mard", beta=0.1, mard_nll=0.5, mard_span="response"), *args)
+    rpo = per_sample_loss(LadaConfig(beta=0.1, mard_nll=0.5, mard_span="response"), *args)
     torch.testing.assert_close(rpo, paper + 0.5 * torch.tensor([6.0 / 3, 2.0 / 4]))
 
 
@@ -220,8 +219,6 @@ def test_per_sample_loss_calls_eq3_for_a_client_and_eq4_for_the_server(role, mon
     """The training path's MARD term is losses.client_mard_loss (Eq. 3: chosen = y^s) on a client and
     losses.server_mard_loss (Eq. 4: chosen = y^k) on the server, with the chosen answer's log-probs as the
     preferred side's."""
-    from types import SimpleNamespace
-
     from ladalit.method import distill, losses
 
     pol = torch.tensor([-6.0]), torch.tensor([-5.0])  # (chosen, rejected)
@@ -240,7 +237,7 @@ def test_per_sample_loss_calls_eq3_for_a_client_and_eq4_for_the_server(role, mon
 
     p = Participant()
     p.role = role
-    out = distill.per_sample_loss(SimpleNamespace(loss="mard", beta=0.1, mard_nll=0.0, mard_span="response"), p, ["k"], ["x"], ["c"], ["r"])
+    out = distill.per_sample_loss(LadaConfig(beta=0.1, mard_nll=0.0, mard_span="response"), p, ["k"], ["x"], ["c"], ["r"])
     (name, kw), = calls
     if role == "client":
         assert name == "client_mard_loss" and kw["pol_ys"] is pol[0] and kw["ref_yk"] is ref[1]
@@ -283,15 +280,13 @@ def test_first_difference_span_is_the_preference_at_the_first_differing_token():
     """mard_span=first_difference: the MARD loss of the two answers' first differing token, against a float64
     token-by-token computation; what the rejected answer says after it does not change the loss (with the
     whole answers, mard_span=response, it does)."""
-    from types import SimpleNamespace
-
     from ladalit.method.distill import per_sample_loss
 
     p = _tiny_client()
     prompt = "Question: 4+3+2?\nAnswer: Let's think step by step."
     chosen, rejected = " 4+3=7. 7+2=9. The answer is (B).", " 4+3=8. 8+2=10. The answer is (C)."
     tail = " 4+3=8. 8+1=3. The answer is (A)."  # the same first difference, another rest
-    lada = SimpleNamespace(loss="mard", beta=0.5, mard_nll=0.0, mard_span="first_difference")
+    lada = LadaConfig(beta=0.5, mard_nll=0.0, mard_span="first_difference")
     got = per_sample_loss(lada, p, ["a"], [prompt], [chosen], [rejected])
 
     tok = p.tokenizer
@@ -314,7 +309,7 @@ def test_first_difference_span_is_the_preference_at_the_first_differing_token():
     p.clear_reference_cache()
     other = per_sample_loss(lada, p, ["a"], [prompt], [chosen], [tail])
     torch.testing.assert_close(other, got)
-    whole = SimpleNamespace(loss="mard", beta=0.5, mard_nll=0.0, mard_span="response")
+    whole = LadaConfig(beta=0.5, mard_nll=0.0, mard_span="response")
     p.clear_reference_cache()
     a = per_sample_loss(whole, p, ["a"], [prompt], [chosen], [rejected])
     p.clear_reference_cache()

@@ -260,10 +260,11 @@ def _data_parallel(fabric) -> dict:
     from ladalit.scale.data_parallel import world_of
     from ladalit.core.experiment import setup_participant
     from ladalit.method.distill import distill_step
+    from ladalit.method.lada import Config as LadaConfig
     from ladalit.core.training import NonFiniteGuard
     prompts = PROMPTS + ["Question: 9-4?\nAnswer:"]
     chosen, rejected = CHOSEN + [" 9-4=5. The answer is (D)."], REJECTED + [" 13. The answer is (A)."]
-    cfg = type("Cfg", (), {"loss": "mard", "beta": 0.1, "mard_nll": 0.0})()
+    cfg = LadaConfig(beta=0.1)  # the `lada` section, the paper's MARD
     single = Fabric(accelerator="cpu", devices=1)
 
     def pair():  # the same participant sharded over the processes, and whole under one process
