@@ -158,7 +158,8 @@ class LadaClient:
             "responses": self.responses.state_dict(), "results": self.results.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
-        self.optimizer = checkpoint.load_side_state(self.fabric, self.participant, state, {"pair": self.pair}, self.cfg.lada)
+        self.optimizer = checkpoint.load_side_state(self.fabric, self.participant, state, {"pair": self.pair},
+                                                    self.cfg.lada)
         self.round, self.guard.skipped = state["round"], list(state["skipped"])
         if "responses" in state:  # checkpoints before the deployment's sites have neither
             self.responses.load_state_dict(state["responses"])

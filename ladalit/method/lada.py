@@ -262,7 +262,8 @@ def _check(cfg) -> None:
 section("lada", Config, after="sft_prompt", description="LaDa's loss, filter, server weights and candidate batches",
         choices={"loss": ("mard", "ce"), "filter": ("lada", "none"), "server_weights": ("reward", "uniform"),
                  "mard_span": ("response", "first_difference")},
-        ranges={"beta": (0.0, None), "mard_nll": (0.0, None), "mard_lr_scale": (0.0, None), "n_c": (1, None), "init_fraction": (0.0, 1.0)},
+        ranges={"beta": (0.0, None), "mard_nll": (0.0, None), "mard_lr_scale": (0.0, None), "n_c": (1, None),
+                "init_fraction": (0.0, 1.0)},
         check=_check,  # top-level keys of the run config until 2026-12-07: naming one there says where it went
         moved=("loss", "filter", "server_weights", "beta", "mard_nll", "n_c", "init_fraction"))
 

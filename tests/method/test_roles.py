@@ -114,4 +114,5 @@ def test_mard_updates_run_at_mard_lr_scale_times_train_lr_and_resume_so(tmp_path
     state = client.state_dict()
     client.optimizer = None
     client.load_state_dict(state)
+    assert sft_lrs[2:] == [lr * 0.25]  # made afresh at the scaled rate, not only restored from the saved state
     assert [g["lr"] for g in client.optimizer.param_groups] == [pytest.approx(lr * 0.25)]
