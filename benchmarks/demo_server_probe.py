@@ -76,7 +76,8 @@ def mard(exp, server, pairs, epochs: int, seed: int, lr: float, lada) -> None:
     server.ref_model, server.reference_frozen = None, False
 
 
-def main(argv: list[str] | None = None) -> dict:
+def main(argv: list[str] | None = None, command: str | None = None) -> dict:
+    """`command`: the command line the results file quotes (default: this script's, with `argv`)."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--recipes", nargs="+", default=["2e-5:1", "1e-4:3", "3e-4:3", "1e-3:3", "1e-3:6"])
@@ -121,7 +122,7 @@ def main(argv: list[str] | None = None) -> dict:
     out = {"seed": args.seed, "loss": args.loss, "max_steps": args.max_steps, "overrides": args.overrides, "lada": OmegaConf.to_container(lada), "pairs": len(pairs),
            "faulty": faulty, "before": before, "rows": rows,
            "date": time.strftime("%Y-%m-%d"),
-           "command": "python -m benchmarks.demo_server_probe " + " ".join(sys.argv[1:] if argv is None else argv)}
+           "command": command or "python -m benchmarks.demo_server_probe " + " ".join(sys.argv[1:] if argv is None else argv)}
     Path(args.out).write_text(json.dumps(out, indent=1))
     return out
 

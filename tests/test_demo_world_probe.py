@@ -18,6 +18,14 @@ def test_variant_changes_steps_and_partial_curriculum_only():
         probe.variant(base, {"lr": 1.0})
 
 
+def test_variant_resizes_a_member():
+    base = zoo.ZOO["server"]
+    m = probe.variant(base, {"hidden_size": 256, "num_layers": 6, "num_heads": 8})
+    assert (m.hidden_size, m.num_layers, m.num_heads, m.head_dim) == (256, 6, 8, 32)
+    assert m.intermediate_size == base.intermediate_size and m.train == base.train
+    assert zoo.member_hash(m) != zoo.member_hash(base)
+
+
 def test_variant_shortens_the_curriculum_and_names_other_domains():
     base = zoo.ZOO["client-gemma"]
     m = probe.variant(base, {"max_steps": 1, "partial": [["market", 2, 1.0], [2, 0.3]]})
@@ -41,3 +49,15 @@ def test_probe_installs_the_variants_and_quotes_its_command(tmp_path, monkeypatc
     assert "--conf smoke.yaml" in (tmp_path / "demo_preconditions.md").read_text()
     with pytest.raises(SystemExit, match="no zoo member"):
         probe.main(["--variants", '{"client-nope": {}}', "--cache", str(tmp_path / "cache")])
+
+
+def test_probe_then_runs_the_server_probe(tmp_path, monkeypatch):
+    monkeypatch.setattr(zoo, "ZOO", dict(zoo.ZOO))
+    monkeypatch.setenv("LADALIT_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "server_probe.json"
+    probe.main(["--variants", "{}", "--cache", str(tmp_path / "cache"), "--then", "server_probe", "--conf",
+                "smoke.yaml", "--recipes", "1e-3:0", "--out", str(out), "generation.max_new_tokens=4",
+                "eval.max_new_tokens=4"])
+    data = json.loads(out.read_text())
+    assert data["command"].startswith("python -m benchmarks.demo_world_probe --variants '{}'")
+    assert "--then server_probe" in data["command"] and data["rows"][0]["after"] == data["before"]
