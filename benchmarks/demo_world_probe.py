@@ -53,7 +53,7 @@ def variant(member, change: dict):
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--variants", required=True, help="JSON: member -> {steps, max_steps, partial}")
+    ap.add_argument("--variants", required=True, help="JSON: member -> {steps, max_steps, partial, hidden_size, ...}")
     ap.add_argument("--cache", required=True, help="where the changed members are pre-trained (LADALIT_CACHE)")
     ap.add_argument("--then", choices=("preconditions", "server_probe"), default="preconditions")
     args, rest = ap.parse_known_args(argv)
