@@ -82,7 +82,8 @@ def main(argv: list[str] | None = None, command: str | None = None) -> dict:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--recipes", nargs="+", default=["2e-5:1", "1e-4:3", "3e-4:3", "1e-3:3", "1e-3:6"])
     ap.add_argument("--loss", choices=("sft", "mard"), default="sft")
-    ap.add_argument("--mard-nll", type=float, default=None, help="lada.mard_nll for --loss mard (default: the config's)")
+    ap.add_argument("--mard-nll", type=float, default=None,
+                    help="lada.mard_nll for --loss mard (default: the config's)")
     ap.add_argument("--max-steps", type=int, default=None, help="only the samples of at most this many steps")
     ap.add_argument("--conf", default="demo.yaml")
     ap.add_argument("--out", default=str(OUT / "demo_server_probe.json"))
@@ -119,10 +120,12 @@ def main(argv: list[str] | None = None, command: str | None = None) -> dict:
             after = {d: mean(strict_eval(exp, s, xs)[1]) for d, xs in items.items()}
         rows.append({"lr": float(lr), "epochs": int(epochs), "after": after, "seconds": time.perf_counter() - t0})
         print(json.dumps(rows[-1]), flush=True)
-    out = {"seed": args.seed, "loss": args.loss, "max_steps": args.max_steps, "overrides": args.overrides, "lada": OmegaConf.to_container(lada), "pairs": len(pairs),
+    out = {"seed": args.seed, "loss": args.loss, "max_steps": args.max_steps, "overrides": args.overrides,
+           "lada": OmegaConf.to_container(lada), "pairs": len(pairs),
            "faulty": faulty, "before": before, "rows": rows,
            "date": time.strftime("%Y-%m-%d"),
-           "command": command or "python -m benchmarks.demo_server_probe " + " ".join(sys.argv[1:] if argv is None else argv)}
+           "command": command or "python -m benchmarks.demo_server_probe "
+           + " ".join(sys.argv[1:] if argv is None else argv)}
     Path(args.out).write_text(json.dumps(out, indent=1))
     return out
 
