@@ -52,6 +52,7 @@ def test_probe_on_smoke_end_to_end(tmp_path):
     res = probe.main(["--conf", "smoke.yaml", "--loss", "mard", "--recipes", "1e-3:0", "1e-3:1", "--out", str(out),
                       "generation.max_new_tokens=4", "eval.max_new_tokens=4"])
     data = json.loads(out.read_text())
-    assert data["loss"] == "mard" and data["lada"]["beta"] == res["lada"]["beta"]
+    assert data["loss"] == "mard" and res["rows"] == data["rows"]
+    assert data["pairs"] == sum(n for n, _ in data["faulty"].values())  # every sample counted by chain length
     assert set(data["before"]) >= {"shared"} and [r["epochs"] for r in data["rows"]] == [0, 1]
     assert data["rows"][0]["after"] == data["before"]  # no update: the restored server scores as before
