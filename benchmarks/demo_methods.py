@@ -1,11 +1,14 @@
 """The demo world's verdict: Standalone, FedKD and LaDa over seeds, judged on the paper's claims.
 
-    python -m benchmarks.demo_methods [--seeds 0 1 2] [--methods standalone fedkd lada] [--controls [CONTROL ...] [--control-seeds 0]]
-                                      [--jobs 2] [key=value ...]
+    python -m benchmarks.demo_methods [--seeds 0 1 2] [--methods standalone fedkd lada]
+                                      [--controls [CONTROL ...] | --no-controls] [--control-seeds 0] [--jobs N]
+                                      [key=value ...]
 
-Runs `conf/demo.yaml` once per (method, seed), every round evaluated (`eval.every_round=true`; a run whose
-results.json has every round, with the same `analysis:` switches, is reused; the runs go to
-benchmarks/results/demo_runs/), then writes benchmarks/results/demo_methods.{json,md}:
+Runs `conf/demo.yaml` once per (method, seed), every round evaluated (`eval.every_round=true`), then the controls
+on the first seed, and writes benchmarks/results/demo_methods.{json,md}. The runs go to benchmarks/results/demo_runs/
+(`--runs-dir`); a finished run there is reused only where its recorded fingerprint equals the one this command would
+record (the same config, data file and ladalit sources, the same rounds: `reusable`), so a run of another world,
+recipe or code version is run again, never mixed in. It prints, in this order:
 
 - the preconditions table at the top, where `benchmarks/demo_preconditions.py` exists (`preconditions_lines`;
   `--no-preconditions` leaves it out);
@@ -25,8 +28,8 @@ benchmarks/results/demo_runs/), then writes benchmarks/results/demo_methods.{jso
   precision above random for every pair after round 1, and its correctable share above random for every
   pair after round 1.
 
-`--controls` (needs lada among the methods) also runs, on the same seeds (or `--control-seeds`, some of them),
-the harness's controls
+The controls (where lada is among the methods; `--no-controls` leaves them out) run on the first seed (issue 34:
+at least one; `--control-seeds`, some of --seeds, for more): the harness's controls
 (`analysis:`, `ladalit.demo.controls`, docs/demo.md): LaDa and FedKD with the gold teacher, and LaDa with
 each matched selector (random, disagreement, correctable) at the sizes of that seed's LaDa run, which runs
 with `analysis.all_answers=true` (the oracle's random baseline over all of D_p). It prints the controls'
@@ -38,9 +41,10 @@ matched selector is among them).
 Extra arguments are config overrides for every run (e.g. `rounds=2`).
 
 `--jobs N` runs N of the seeds' preconditions, then N of the (method, seed) runs, then N of the controls at once,
-each in a process of its own with one torch thread (the default, 1, runs everything in this process with its
-threads). The runs are the same either way except for the thread count, which moves a run's trained bits
-(docs/demo.md, Determinism). The wall time of the whole command is in the JSON (`wall_seconds`).
+each in a process of its own with one torch thread. The default is the CPUs this process may use; `--jobs 1` runs
+everything in this process with its threads. The runs are the same whatever N > 1; the thread count moves a run's
+trained bits (docs/demo.md, Determinism), so `--jobs 1` on a machine of several threads gives other bits. The wall
+time of the whole command is in the JSON (`wall_seconds`).
 """
 from __future__ import annotations
 
@@ -54,9 +58,8 @@ from collections import defaultdict
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from omegaconf import OmegaConf
-
-from ladalit.core.config import AnalysisConfig, load_config
+from ladalit.core.config import load_config
+from ladalit.core.run_identity import FINGERPRINT, differences, fingerprint, finished
 from ladalit.core.stats import interval_kind, paired_bootstrap
 from ladalit.run import execute
 
@@ -74,6 +77,14 @@ CONTROLS = {
 NAMES |= {"lada-gold": "LaDa, gold teacher", "fedkd-gold": "FedKD, gold teacher", "lada-random": "random selector",
           "lada-disagreement": "disagreement selector", "lada-correctable": "correctable selector"}
 SELECTORS = ["lada-random", "lada-disagreement", "lada-correctable"]
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity where the OS tells it), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # no affinity outside Linux
+        return max(1, os.cpu_count() or 1)
 
 
 def in_parallel(jobs: int, calls: list[tuple]) -> list:
@@ -111,26 +122,32 @@ def orphan_watch(parent: int | None, every_s: float = 1.0) -> None:
 
 def run_cell(method: str, seed: int, overrides: list[str], runs_dir: Path, conf: str = "demo.yaml",
              name: str | None = None, analysis: list[str] = ()) -> tuple[dict, list[dict]]:
-    """(results.json, predictions) of one run, every round evaluated, reusing a finished one (every round
-    evaluated, the same `analysis:` switches). `name`: the run's (default method-seedS); `analysis`: the
-    control's overrides (`analysis.*=...`)."""
+    """(results.json, predictions) of one run, every round evaluated, reusing a finished one where `reusable`.
+    `name`: the run's (default method-seedS); `analysis`: the control's overrides (`analysis.*=...`)."""
     name = name or f"{method}-seed{seed}"
     cfg = load_config([f"conf={conf}", f"method={method}", f"seed={seed}", f"output_dir={runs_dir}",
                        f"run_name={name}", "tracking.wandb.mode=disabled", "overwrite=true", "eval.every_round=true",
                        *overrides, *analysis])
     run_dir = runs_dir / name
     done = run_dir / "results.json"
-    finished = False
-    if done.exists():
-        saved = json.loads(done.read_text())
-        switches = {**OmegaConf.to_container(OmegaConf.structured(AnalysisConfig)),
-                    **saved["config"].get("analysis", {})}
-        finished = ({r["round"] for r in saved["accuracy"]} >= set(range(cfg.rounds + 1))
-                    and switches == OmegaConf.to_container(cfg.analysis))
-    if not finished:
-        execute(cfg, quiet=True)  # overwrite=true: an unfinished run of that name starts afresh
+    if not reusable(cfg, run_dir):
+        execute(cfg, quiet=True)  # overwrite=true: an unfinished or different run of that name starts afresh
     preds = [json.loads(line) for line in (run_dir / "predictions.jsonl").read_text().splitlines()]
     return json.loads(done.read_text()), preds
+
+
+def reusable(cfg, run_dir: Path) -> bool:
+    """Whether RUN_DIR holds a finished run of exactly this config: its recorded fingerprint (the resolved config
+    but for where files go and what is shown, the data file's sha256 and the ladalit sources' hash,
+    `ladalit.core.run_identity`) equals this one's, with the same number of rounds, and every round was evaluated.
+    A run of another world, recipe or code version is run again, never mixed into the tables."""
+    try:
+        recorded = json.loads((run_dir / FINGERPRINT).read_text())
+        saved = json.loads((run_dir / "results.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return (finished(run_dir) and recorded.get("rounds") == cfg.rounds and not differences(recorded, fingerprint(cfg))
+            and {r["round"] for r in saved.get("accuracy", [])} >= set(range(cfg.rounds + 1)))
 
 
 KINDS = {"lenient": ("accuracy", "parsed"), "strict": ("accuracy_strict", "stated")}
@@ -176,7 +193,8 @@ def gain_intervals(runs: dict, base: str, shots: int, kind: str = "lenient", of:
     return out
 
 
-def main(argv: list[str] | None = None) -> dict:
+def options(argv: list[str] | None) -> tuple[argparse.Namespace, list[str], list[int]]:
+    """The parsed command line, the controls to run and their seeds (argparse's exit 2 on a wrong combination)."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS)
@@ -184,23 +202,37 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--conf", default="demo.yaml", help="the world (smoke.yaml: a check of this script)")
     ap.add_argument("--out", default=str(OUT))
     ap.add_argument("--controls", nargs="*", default=None, choices=list(CONTROLS), metavar="CONTROL",
-                    help="also run the controls (gold teacher, matched selectors) and print them with the reward AUCs: "
-                         f"every one, or those named ({', '.join(CONTROLS)})")
+                    help="the controls (gold teacher, matched selectors) to run and print with the reward AUCs: "
+                         f"those named, of {', '.join(CONTROLS)} (default, or none named: every one, where lada is "
+                         "among --methods)")
+    ap.add_argument("--no-controls", action="store_true", help="run no control")
     ap.add_argument("--control-seeds", type=int, nargs="+", default=None,
-                    help="the seeds of the controls, some of --seeds (default: all of them)")
+                    help="the seeds of the controls, some of --seeds (default: the first of them)")
     ap.add_argument("--no-preconditions", action="store_true", help="leave out the preconditions table")
     ap.add_argument("--preconditions", default=None,
                     help="read the preconditions from this benchmarks.demo_preconditions JSON instead of measuring them")
-    ap.add_argument("--jobs", type=int, default=1, help="runs at once, each in its own one-thread process")
+    ap.add_argument("--jobs", type=int, default=usable_cpus(),
+                    help="runs at once, each in its own one-thread process (default: the CPUs this process may use, "
+                         f"{usable_cpus()} here; 1 runs everything in this process with its threads)")
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args(argv)
-    began = time.perf_counter()
-    controls = [] if args.controls is None else [c for c in CONTROLS if c in (args.controls or CONTROLS)]
+    if args.no_controls and args.controls is not None:
+        ap.error("--controls and --no-controls exclude each other")
+    if args.no_controls or (args.controls is None and "lada" not in args.methods):
+        controls = []
+    else:
+        controls = [c for c in CONTROLS if c in (args.controls or CONTROLS)]
     if controls and "lada" not in args.methods:
         ap.error("--controls needs lada among --methods (the matched selectors replay its selection sizes)")
-    control_seeds = args.control_seeds or args.seeds
+    control_seeds = args.control_seeds or args.seeds[:1]
     if not set(control_seeds) <= set(args.seeds):
         ap.error(f"--control-seeds {control_seeds} must be some of --seeds {args.seeds} (the paired intervals)")
+    return args, controls, control_seeds
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args, controls, control_seeds = options(argv)
+    began = time.perf_counter()
     runs_dir = Path(args.runs_dir)
     lines, pre = ([], None) if args.no_preconditions else preconditions_lines(args)
     # with a matched selector, LaDa also answers every candidate for analysis on the controls' seeds (the oracle's

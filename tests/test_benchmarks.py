@@ -99,7 +99,8 @@ def test_demo_methods_tables_on_smoke(tmp_path):
     from benchmarks import demo_methods
     out = demo_methods.main(["--conf", "smoke.yaml", "--seeds", "0", "--methods", "standalone", "lada",
                              "--runs-dir", str(tmp_path / "runs"), "--out", str(tmp_path), "--no-preconditions",
-                             "rounds=1", "generation.max_new_tokens=4", "eval.max_new_tokens=4"])
+                             "--no-controls", "--jobs", "1", "rounds=1", "generation.max_new_tokens=4",
+                             "eval.max_new_tokens=4"])
     text = (tmp_path / "demo_methods.md").read_text()
     assert json.loads((tmp_path / "demo_methods.json").read_text())["seeds"] == [0]
     for n in ("client1", "client2", "server"):
@@ -134,8 +135,8 @@ def test_demo_methods_controls_and_learning_curves_on_smoke(tmp_path):
     second call reuses every run."""
     from benchmarks import demo_methods
     args = ["--conf", "smoke.yaml", "--seeds", "0", "--methods", "standalone", "lada", "--controls",
-            "--no-preconditions", "--runs-dir", str(tmp_path / "runs"), "--out", str(tmp_path), "rounds=2",
-            "generation.max_new_tokens=4", "eval.max_new_tokens=4"]
+            "--no-preconditions", "--jobs", "1", "--runs-dir", str(tmp_path / "runs"), "--out", str(tmp_path),
+            "rounds=2", "generation.max_new_tokens=4", "eval.max_new_tokens=4"]
     out = demo_methods.main(args)
     runs = ["standalone", "lada", *demo_methods.CONTROLS]
     for n in ("client1", "client2", "server"):
@@ -177,7 +178,7 @@ def test_demo_methods_runs_only_the_controls_named(tmp_path):
     """`--controls lada-gold`: that control alone; LaDa answers only what it exchanges (no matched selector)."""
     from benchmarks import demo_methods
     out = demo_methods.main(["--conf", "smoke.yaml", "--seeds", "0", "--methods", "standalone", "lada", "--controls",
-                             "lada-gold", "--no-preconditions", "--runs-dir", str(tmp_path / "runs"), "--out",
+                             "lada-gold", "--no-preconditions", "--jobs", "1", "--runs-dir", str(tmp_path / "runs"), "--out",
                              str(tmp_path), "rounds=1", "generation.max_new_tokens=4", "eval.max_new_tokens=4"])
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["lada-gold-seed0", "lada-seed0", "standalone-seed0"]
     assert list(out["controls"]["accuracy"]["client1 0-shot lenient"]) == ["standalone", "lada", "lada-gold"]
@@ -194,19 +195,62 @@ def test_demo_methods_jobs_run_the_cells_in_processes_of_their_own(tmp_path):
     from benchmarks import demo_methods
     import math
     assert demo_methods.in_parallel(2, [(math.pow, 2, 3), (math.pow, 3, 2), (math.pow, 2, 0)]) == [8.0, 9.0, 1.0]
-    args = ["--conf", "smoke.yaml", "--seeds", "0", "--no-preconditions", "--runs-dir", str(tmp_path / "runs"),
-            "--out", str(tmp_path), "rounds=1", "generation.max_new_tokens=4", "eval.max_new_tokens=4"]
-    out = demo_methods.main(["--jobs", "2", *args])  # the default methods: the three compared, no control
+    args = ["--conf", "smoke.yaml", "--seeds", "0", "--no-preconditions", "--no-controls", "--runs-dir",
+            str(tmp_path / "runs"), "--out", str(tmp_path), "rounds=1", "generation.max_new_tokens=4",
+            "eval.max_new_tokens=4"]
+    out = demo_methods.main(["--jobs", "2", *args])  # the default methods: the three compared
     saved = json.loads((tmp_path / "demo_methods.json").read_text())
     assert saved["jobs"] == 2 and saved["wall_seconds"] > 0
     stamps = {m: (tmp_path / "runs" / f"{m}-seed0" / "results.json").stat().st_mtime_ns
               for m in ("standalone", "fedkd", "lada")}
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == sorted(f"{m}-seed0" for m in stamps)
-    again = demo_methods.main(args)
+    again = demo_methods.main(["--jobs", "1", *args])
     assert {m: (tmp_path / "runs" / f"{m}-seed0" / "results.json").stat().st_mtime_ns for m in stamps} == stamps
     assert again["accuracy"] == out["accuracy"] and again["gain"] == out["gain"]
     with pytest.raises(SystemExit):  # a control is not a method to compare
         demo_methods.main(["--methods", "lada-gold", *args])
+
+
+def test_demo_methods_command_line_runs_the_controls_on_the_first_seed_by_default():
+    """The issue's command, `--seeds 0 1 2` and nothing else, prints the controls: every one, on the first seed, with
+    as many runs at once as this process has CPUs; --no-controls, or no LaDa among the methods, runs none."""
+    from benchmarks.demo_methods import CONTROLS, options, usable_cpus
+    args, controls, seeds = options(["--seeds", "0", "1", "2"])
+    assert controls == list(CONTROLS) and seeds == [0] and args.jobs == usable_cpus() >= 1
+    assert options(["--seeds", "2", "1"])[2] == [2]
+    assert options(["--controls", "lada-gold", "--control-seeds", "0", "1"])[1:] == (["lada-gold"], [0, 1])
+    assert options(["--no-controls"])[1] == [] and options(["--methods", "standalone", "fedkd"])[1] == []
+    for wrong in (["--controls", "--no-controls"], ["--methods", "standalone", "--controls"],
+                  ["--seeds", "0", "--control-seeds", "1"]):
+        with pytest.raises(SystemExit) as e:
+            options(wrong)
+        assert e.value.code == 2, wrong
+
+
+def test_demo_methods_reuses_only_a_run_of_the_same_fingerprint(tmp_path):
+    """A finished run is reused only where its recorded fingerprint is this command's: the same config (a changed
+    recipe key, or rounds), the same ladalit sources; an unfinished one is run again."""
+    import os
+    from benchmarks.demo_methods import run_cell
+    base = ["rounds=1", "generation.max_new_tokens=4", "eval.max_new_tokens=4"]
+    results = tmp_path / "runs" / "standalone-seed0" / "results.json"
+
+    def ran(overrides) -> bool:
+        before = results.stat().st_mtime_ns if results.exists() else None
+        os.utime(results, ns=(1, 1)) if before else None
+        run_cell("standalone", 0, overrides, tmp_path / "runs", "smoke.yaml")
+        return results.stat().st_mtime_ns != 1
+    assert ran(base) and not ran(base)  # the first call runs, the same call reuses
+    assert ran([*base, "clients.client1.train.lr=1.0e-4"]) and not ran([*base, "clients.client1.train.lr=1.0e-4"])
+    assert ran(base)  # back to the first recipe: run again, not the other recipe's run
+    assert ran(["rounds=2", *base[1:]])  # more rounds than recorded: run again
+    fp = tmp_path / "runs" / "standalone-seed0" / "fingerprint.json"
+    fp.write_text(fp.read_text().replace('"code": "', '"code": "0'))  # another version of the ladalit sources
+    assert ran(["rounds=2", *base[1:]])
+    saved = json.loads(results.read_text())
+    del saved["nonfinite_skipped"]  # a results.json that only a finished run's last save completes
+    results.write_text(json.dumps(saved))
+    assert ran(["rounds=2", *base[1:]])
 
 
 def test_sft_prompt_probe_trains_each_style_from_a_fresh_model():
