@@ -219,6 +219,10 @@ class AnalysisConfig:
     # control: y^s, the server's answer a client learns from, is the record's gold rationale in the server's
     # answer format, for LaDa (every selected sample) and FedKD (all of D_p); the server's own answers are unchanged
     gold_teacher: bool = False
+    # control, the server's direction: y^k, a client's answer the server learns from (chosen in "server<-k"), is the
+    # record's gold rationale, for LaDa (every sample the server's filters select); the clients' own answers (their
+    # rejected y^k in "k<-server") and the server's y^s are unchanged
+    gold_clients: bool = False
     # control: the selection of every (round, pair, candidate batch) is made by this matched selector instead of
     # the filter, at the size LaDa selected there in the run analysis.sizes_from: none | random | disagreement
     # (the two sides' answer letters differ) | correctable (the oracle's correctable label); the last two fill
@@ -660,8 +664,8 @@ def _check_analysis(cfg: DictConfig) -> None:
             raise ConfigError(f"config key 'analysis.learnable_steps.{k}': no such participant ({', '.join(names)})")
         if v < 0:
             raise ConfigError(f"config key 'analysis.learnable_steps.{k}': {v} is below 0")
-    on = [k for k, v in (("gold_teacher", a.gold_teacher), ("selector", a.selector != "none"),
-                         ("all_answers", a.all_answers)) if v]
+    on = [k for k, v in (("gold_teacher", a.gold_teacher), ("gold_clients", a.gold_clients),
+                         ("selector", a.selector != "none"), ("all_answers", a.all_answers)) if v]
     if a.sizes_from and a.selector == "none":
         raise ConfigError("config key 'analysis.sizes_from': only a matched selector reads it; set analysis.selector")
     if not on:

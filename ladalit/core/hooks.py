@@ -15,6 +15,8 @@ from dataclasses import dataclass
 class Hooks:
     # (round, public ids) -> the answers that replace y^s, the server's answers a client learns from
     teacher: Callable[[int, list[str]], list[str]] | None = None
+    # (round, client, public ids) -> the answers that replace y^k, client k's answers the server learns from
+    client_teacher: Callable[[int, str, list[str]], list[str]] | None = None
     # (round, pair, candidate batch, candidate ids) -> the ids to select instead of the filter's choice
     selector: Callable[[int, str, int, list[str]], list[str]] | None = None
     # (round, pair, candidate ids, selected ids): told after every selection; returns nothing

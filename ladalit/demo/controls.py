@@ -6,7 +6,8 @@ The harness (`ladalit.run`) builds them from `analysis:` and hands them to the r
 import `ladalit.demo.oracle`, and no method imports this one).
 
 - **Gold teacher** (`analysis.gold_teacher`): y^s, the server's answer a client learns from, is the record's
-  gold rationale in the server's answer format (`gold_response`), for LaDa and FedKD.
+  gold rationale in the server's answer format (`gold_response`), for LaDa and FedKD. **Gold clients**
+  (`analysis.gold_clients`, LaDa): the same for y^k, the clients' answers the server learns from.
 - **Matched selectors** (`analysis.selector`, `analysis.sizes_from`): a LaDa run whose every (round, pair,
   candidate batch) selection is made by a random, a disagreement or an oracle-correctable selector, of the size
   the LaDa run `sizes_from` selected there (`replay_sizes`); the candidate batches are the same, as they
@@ -39,7 +40,7 @@ from ladalit.demo.synthetic import option_check
 
 def analysis_on(cfg) -> bool:
     a = cfg.analysis
-    return bool(a.gold_teacher or a.selector != "none" or a.all_answers)
+    return bool(a.gold_teacher or a.gold_clients or a.selector != "none" or a.all_answers)
 
 
 def gold_response(rec: MCRecord) -> str:
@@ -113,7 +114,8 @@ class Controls:
         self.cfg, self.exp, self.oracle, self.sizes = cfg, exp, oracle, sizes or {}
         public = {x.id for x in exp.data.public}
         self.records = {r.id: r for r in records if r.id in public}
-        self.gold = {i: gold_response(r) for i, r in self.records.items()} if cfg.analysis.gold_teacher else {}
+        a = cfg.analysis
+        self.gold = {i: gold_response(r) for i, r in self.records.items()} if a.gold_teacher or a.gold_clients else {}
         self.answers: dict[tuple[int, str, str], str] = {}  # (round, participant, id) -> text
         # (round, participant, id) the method answers itself (a selected sample's two sides): all_answers skips them
         self.method_has: set[tuple[int, str, str]] = set()
@@ -121,11 +123,15 @@ class Controls:
     def hooks(self) -> Hooks:
         a = self.cfg.analysis
         return Hooks(teacher=self.teacher if a.gold_teacher else None,
+                     client_teacher=self.client_teacher if a.gold_clients else None,
                      selector=self.selector if a.selector != "none" else None,
                      selected=self.selected if a.all_answers else None)
 
     # ----------------------------------------------------------------------- the hooks
     def teacher(self, round: int, ids: list[str]) -> list[str]:
+        return [self.gold[i] for i in ids]
+
+    def client_teacher(self, round: int, client: str, ids: list[str]) -> list[str]:
         return [self.gold[i] for i in ids]
 
     def selector(self, round: int, pair: str, batch: int, cand: list[str]) -> list[str]:
@@ -153,7 +159,10 @@ class Controls:
 
     # ----------------------------------------------------------------------- the answers
     def gold_teacher(self, pair: str) -> bool:
-        return bool(self.cfg.analysis.gold_teacher) and pair.endswith("<-server")
+        """Whether the pair's chosen answer is the gold one: "k<-server" under gold_teacher, "server<-k" under
+        gold_clients."""
+        a = self.cfg.analysis
+        return bool(a.gold_teacher if pair.endswith("<-server") else a.gold_clients)
 
     def pair_answers(self, round: int, pair: str, ids: list[str]) -> tuple[dict[str, str], dict[str, str]]:
         """({id: chosen answer}, {id: rejected answer}) of a pair: the teacher's (the gold one under the gold

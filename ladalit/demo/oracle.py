@@ -44,7 +44,8 @@ harness generated the others for analysis: `analysis.all_answers`, passed in as 
 `reward_auc` scores LaDa's recorded per-sample rewards (r_total, and the filter's predicted reward at
 selection) against the labels: the AUC of correctable against harmful, and against the rest. Under the gold
 teacher (`analysis.gold_teacher`, ladalit.demo.controls) the chosen answer of "k<-server" is the gold one,
-right by definition (`gold_teacher=` of `sample_labels`, `selection_quality`, `reward_auc`).
+right by definition, and under the gold clients (`analysis.gold_clients`) that of "server<-k" (`gold_teacher=`,
+`gold_clients=` of `sample_labels`, `selection_quality`, `reward_auc`).
 """
 from __future__ import annotations
 
@@ -105,14 +106,15 @@ def label(chosen_right: bool, rejected_right: bool, within_reach: bool) -> str:
 
 def sample_labels(truth: Mapping[str, Truth], keys: Iterable[tuple[int, str, str]], answers: Mapping[tuple, str],
                   learnable_steps: Mapping[str, int], num_options: int = 4,
-                  gold_teacher: bool = False) -> dict[tuple[int, str, str], str | None]:
+                  gold_teacher: bool = False, gold_clients: bool = False) -> dict[tuple[int, str, str], str | None]:
     """{(round, pair, id): label} for each key; None where the teacher's or the learner's answer of that round
     is not in `answers` ({(round, participant, id): text}, the exchanged answers). `gold_teacher` (the control
-    `analysis.gold_teacher`): the chosen answer of every "k<-server" pair is the gold one, right by definition."""
+    `analysis.gold_teacher`): the chosen answer of every "k<-server" pair is the gold one, right by definition;
+    `gold_clients` (`analysis.gold_clients`): the same for every "server<-k" pair."""
     out = {}
     for t, pair, i in keys:
         learner, teacher = pair.split("<-")
-        gold_chosen = gold_teacher and teacher == "server"
+        gold_chosen = gold_teacher if teacher == "server" else gold_clients
         chosen, rejected = answers.get((t, teacher, i)), answers.get((t, learner, i))
         if (chosen is None and not gold_chosen) or rejected is None:
             out[(t, pair, i)] = None
@@ -155,7 +157,8 @@ def world_oracle(cfg, learnable_steps: Mapping[str, int] | None = None) -> Oracl
 
 def selection_quality(oracle: Oracle, public_ids: list[str], selected: list[dict], responses: list[dict],
                       num_options: int = 4, learnable_steps: Mapping[str, int] | None = None,
-                      analysis_responses: list[dict] | None = None, gold_teacher: bool = False) -> list[dict]:
+                      analysis_responses: list[dict] | None = None, gold_teacher: bool = False,
+                      gold_clients: bool = False) -> list[dict]:
     """Rows {round, pair, selected, precision, random_precision, chosen_correct, chosen_known, labelled,
     shares, random_labelled, random_shares} per (round, pair).
 
@@ -167,7 +170,8 @@ def selection_quality(oracle: Oracle, public_ids: list[str], selected: list[dict
     `learnable_steps` (None: the oracle's) is the labels' table of learnable chain lengths.
     `analysis_responses` (rows like `responses`; `analysis.all_answers`): answers the harness generated for
     analysis only, which complete the random baseline's pool where no answer was exchanged (an exchanged one
-    wins); the selection's own labels use the exchanged answers only. `gold_teacher`: as for `sample_labels`."""
+    wins); the selection's own labels use the exchanged answers only. `gold_teacher`, `gold_clients`: as for
+    `sample_labels`."""
     steps = oracle.learnable_steps if learnable_steps is None else {**oracle.learnable_steps, **learnable_steps}
     ids_of: dict[tuple[int, str], list[str]] = defaultdict(list)
     for row in selected:
@@ -179,11 +183,13 @@ def selection_quality(oracle: Oracle, public_ids: list[str], selected: list[dict
         learner, teacher = pair.split("<-")
         useful = sum(oracle.useful(pair, i) for i in ids)
         base = sum(oracle.useful(pair, i) for i in public_ids)
-        gold = gold_teacher and teacher == "server"
+        gold = gold_teacher if teacher == "server" else gold_clients
         said = [(i, answer.get((t, teacher, i))) for i in ids if gold or (t, teacher, i) in answer]
         right = sum(gold or parse_answer(y, num_options) == oracle.truth[i].gold for i, y in said)
-        mine = sample_labels(oracle.truth, [(t, pair, i) for i in ids], answer, steps, num_options, gold_teacher)
-        pool = sample_labels(oracle.truth, [(t, pair, i) for i in public_ids], pooled, steps, num_options, gold_teacher)
+        mine = sample_labels(oracle.truth, [(t, pair, i) for i in ids], answer, steps, num_options, gold_teacher,
+                             gold_clients)
+        pool = sample_labels(oracle.truth, [(t, pair, i) for i in public_ids], pooled, steps, num_options, gold_teacher,
+                             gold_clients)
         labelled, shares = label_shares(mine[(t, pair, i)] for i in ids)
         random_labelled, random_shares = label_shares(pool.values())
         rows.append({"round": t, "pair": pair, "selected": len(ids),
@@ -218,7 +224,8 @@ def domain_rows(oracle: Oracle, results) -> list[dict]:
 
 
 def reward_auc(oracle: Oracle, sample_rewards: list[dict], responses: list[dict], num_options: int = 4,
-               learnable_steps: Mapping[str, int] | None = None, gold_teacher: bool = False) -> list[dict]:
+               learnable_steps: Mapping[str, int] | None = None, gold_teacher: bool = False,
+               gold_clients: bool = False) -> list[dict]:
     """Rows {round, pair, n, labelled, correctable, harmful, auc_r_total, auc_predicted, auc_r_total_rest,
     auc_predicted_rest} per (round, pair): how well LaDa's reward r_total (as recorded per trained sample,
     `Results.sample_rewards`) and the filter's predicted reward U^p at selection separate the samples labelled
@@ -233,7 +240,8 @@ def reward_auc(oracle: Oracle, sample_rewards: list[dict], responses: list[dict]
         cells[(r["round"], r["pair"])].append(r)
     rows = []
     for (t, pair), obs in sorted(cells.items()):
-        labels = sample_labels(oracle.truth, [(t, pair, r["id"]) for r in obs], answer, steps, num_options, gold_teacher)
+        labels = sample_labels(oracle.truth, [(t, pair, r["id"]) for r in obs], answer, steps, num_options, gold_teacher,
+                               gold_clients)
         tagged = [(labels[(t, pair, r["id"])], r) for r in obs]
         row = {"round": t, "pair": pair, "n": len(obs), "labelled": sum(lab is not None for lab, _ in tagged),
                "correctable": sum(lab == "correctable" for lab, _ in tagged),
@@ -250,16 +258,17 @@ def oracle_report(cfg, public_ids: list[str], results, learnable_steps: Mapping[
                   analysis_responses: list[dict] | None = None) -> dict:
     """results.json's oracle keys for a finished run (`selection_quality`, `accuracy_by_domain`, and for LaDa
     `reward_auc`), or {} where the data is not the demo world's. `learnable_steps`: as for `world_oracle`;
-    `analysis_responses`: as for `selection_quality`; the gold teacher (`analysis.gold_teacher`) from `cfg`."""
+    `analysis_responses`: as for `selection_quality`; the gold teacher and clients (`analysis.gold_teacher`,
+    `analysis.gold_clients`) from `cfg`."""
     oracle = world_oracle(cfg, learnable_steps)
     if oracle is None:
         return {}
-    gold = bool(OmegaConf.select(cfg, "analysis.gold_teacher", default=False))
+    gold = {k: bool(OmegaConf.select(cfg, f"analysis.{k}", default=False)) for k in ("gold_teacher", "gold_clients")}
     out = {"selection_quality": selection_quality(oracle, public_ids, results.selected_ids, results.responses,
                                                   cfg.data.num_options, analysis_responses=analysis_responses,
-                                                  gold_teacher=gold),
+                                                  **gold),
            "accuracy_by_domain": domain_rows(oracle, results)}
     if getattr(results, "sample_rewards", None):
         out["reward_auc"] = reward_auc(oracle, results.sample_rewards, results.responses, cfg.data.num_options,
-                                       gold_teacher=gold)
+                                       **gold)
     return out

@@ -140,12 +140,15 @@ class LadaServer:
         return rows
 
     def collect_answers(self, t: int, rows) -> dict[tuple[str, str], str]:
-        """Each client's answers y^k on the samples chosen for its pair, through the exchange."""
+        """Each client's answers y^k on the samples chosen for its pair, through the exchange, or the client-teacher
+        hook's (the server-side gold control)."""
         y_k = {}
         for k in self.transport.names:
             ids = [self.public.records[i].id for kk, i in rows if kk == k]
             if ids:
-                y_k.update({(k, i): y for i, y in zip(ids, self.exchange.client_answers(t, k, ids))})
+                answers = (self.hooks.client_teacher(t, k, ids) if self.hooks.client_teacher is not None
+                           else self.exchange.client_answers(t, k, ids))
+                y_k.update({(k, i): y for i, y in zip(ids, answers)})
         return y_k
 
     def weighted_server_step(self, t: int, b: int, rows, y_k) -> None:

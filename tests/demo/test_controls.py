@@ -91,6 +91,32 @@ def test_gold_teacher_lada_clients_learn_from_the_gold_rationale(tmp_path, monke
     assert down and all(r["chosen_correct"] == 1.0 and r["chosen_known"] == r["selected"] for r in down)
 
 
+def test_gold_clients_the_server_learns_from_the_gold_rationale_and_the_clients_keep_their_own(tmp_path, monkeypatch):
+    from ladalit.method import lada as lada_mod
+    chosen_seen, real_step = [], lada_mod.LadaServer.weighted_server_step
+
+    def spy(self, t, b, rows, y_k):
+        chosen_seen.append([(k, self.public.records[i].id, y_k[(k, self.public.records[i].id)]) for k, i in rows])
+        return real_step(self, t, b, rows, y_k)
+
+    monkeypatch.setattr(lada_mod.LadaServer, "weighted_server_step", spy)
+    cfg, run_dir, saved = smoke_run(tmp_path, "gold-clients", "analysis.gold_clients=true")
+    gold = {r.id: gold_response(r) for r in prepared_records(cfg)}
+    rows = [row for batch in chosen_seen for row in batch]
+    assert rows and all(y == gold[i] for _, i, y in rows)  # the server's chosen answers: the gold ones
+    # the clients' own answers (their rejected y^k) are still generated, and never the gold ones; the server's y^s too
+    said = lines(run_dir / "responses.jsonl")
+    for who in ("server", *cfg.clients):
+        mine = [r for r in said if r["participant"] == who]
+        assert mine and all(r["text"] != gold[r["id"]] for r in mine), who
+    up = [r for r in saved["selection_quality"] if r["pair"].startswith("server<-")]
+    assert up and all(r["chosen_correct"] == 1.0 and r["chosen_known"] == r["selected"] for r in up)
+    down = [r for r in saved["selection_quality"] if r["pair"].endswith("<-server")]
+    assert down and not all(r["chosen_correct"] == 1.0 for r in down)  # the clients still learn from the server
+    with pytest.raises(ConfigError, match="analysis.gold_clients"):
+        load_config([*SMOKE, "method=fedkd", "analysis.gold_clients=true"])
+
+
 def test_gold_teacher_fedkd_clients_learn_from_the_gold_rationale_on_all_of_the_public_set(tmp_path, monkeypatch):
     from ladalit.baselines import fedkd
     seen, real = [], fedkd.supervised_finetune

@@ -156,6 +156,19 @@ def test_analysis_answers_complete_the_random_pool_and_the_gold_teacher_is_alway
     assert o.label_of("c1<-server", "m1", " (A)", " (D)") == "harmful"
     assert o.label_of("c1<-server", "m1", " (A)", " (B)", gold_teacher=True) == "correctable"
     assert o.label_of("c1<-server", "s4", " (C)", " (B)") == "out_of_reach"
+    # the gold clients (analysis.gold_clients): the server learns from the gold answer, and the clients' direction
+    # keeps the server's answer as its chosen one
+    up = [(1, "server<-c1", i) for i in ("s1", "m1")]
+    assert list(sample_labels(o.truth, up, answers, o.learnable_steps).values()) == ["harmful", "correctable"]
+    assert list(sample_labels(o.truth, up, answers, o.learnable_steps, gold_clients=True).values()) == [
+        "redundant", "correctable"]  # s1: c1's wrong (B) replaced by the gold answer; the server said (A), right
+    assert sample_labels(o.truth, [(1, "server<-c1", "m1")], {(1, "server", "m1"): answers[(1, "server", "m1")]},
+                         o.learnable_steps, gold_clients=True)[(1, "server<-c1", "m1")] is not None  # no y^k needed
+    assert sample_labels(o.truth, keys, answers, o.learnable_steps, gold_clients=True) == sample_labels(
+        o.truth, keys, answers, o.learnable_steps)
+    back_gold = selection_quality(o, public, [{"round": 1, "pair": "server<-c1", "ids": ["s1", "m1"]}], ROUND1,
+                                  gold_clients=True)[0]
+    assert back_gold["chosen_correct"] == 1.0 and back_gold["chosen_known"] == 2
 
 
 def test_reward_auc_by_hand():
