@@ -14,31 +14,40 @@ from ladalit.core.config import load_config
 from ladalit.core.experiment import build_experiment
 from ladalit.core.results import Results
 from ladalit.core.training import NonFiniteError
+from ladalit.run import main
 
 BASE = ["conf=smoke.yaml", "quiet=true", "rounds=1", "eval.shots=[0]"]
 
 
 def cli(tmp_path, *args, env=None):
+    """`python -m ladalit.run` on smoke as a process: its real exit code, and an environment of its own."""
     e = {**os.environ, **(env or {})}
     return subprocess.run([sys.executable, "-m", "ladalit.run", *BASE, f"output_dir={tmp_path}", *args],
                           capture_output=True, text=True, timeout=600, env=e)
 
 
-def test_malformed_data_record_exits_2_naming_file_line_and_field(tmp_path):
+def cli_in_process(capsys, tmp_path, *args):
+    """(exit code, stderr) of `ladalit.run.main` on smoke, in this process."""
+    code = main([*BASE, f"output_dir={tmp_path}", *args])
+    return code, capsys.readouterr().err
+
+
+def test_malformed_data_record_exits_2_naming_file_line_and_field(capsys, tmp_path):
     bad = tmp_path / "bad.jsonl"
     good = '{"question": "q?", "options": ["A)1", "B)2", "C)3", "D)4", "E)5"], "rationale": "r", "correct": "A"}'
     bad.write_text(good + "\n" + good + "\n" + '{"question": "q?", "options": ["A)1", "B)2"], "rationale": "r"}\n')
-    proc = cli(tmp_path, "data.name=aqua", f"data.path={bad}")
-    assert proc.returncode == 2
-    assert proc.stderr.strip().startswith(f"error: {bad}:3: field 'correct': ")
-    assert len(proc.stderr.strip().splitlines()) == 1
+    code, err = cli_in_process(capsys, tmp_path, "data.name=aqua", f"data.path={bad}")
+    assert code == 2
+    assert err.strip().startswith(f"error: {bad}:3: field 'correct': ")
+    assert len(err.strip().splitlines()) == 1
 
 
-def test_missing_local_model_path_exits_2_before_loading(tmp_path):
-    proc = cli(tmp_path, "server.model.source=hub", f"server.model.name_or_path={tmp_path}/no/such/model")
-    assert proc.returncode == 2
-    assert proc.stderr.strip() == (f"error: config key 'server.model.name_or_path': local path "
-                                   f"'{tmp_path}/no/such/model' does not exist")
+def test_missing_local_model_path_exits_2_before_loading(capsys, tmp_path):
+    code, err = cli_in_process(capsys, tmp_path, "server.model.source=hub",
+                               f"server.model.name_or_path={tmp_path}/no/such/model")
+    assert code == 2
+    assert err.strip() == (f"error: config key 'server.model.name_or_path': local path "
+                           f"'{tmp_path}/no/such/model' does not exist")
 
 
 def test_hub_id_while_offline_says_so_plainly(tmp_path):
@@ -50,9 +59,9 @@ def test_hub_id_while_offline_says_so_plainly(tmp_path):
         "it is not in the local hub cache; download it first or point name_or_path at a local directory")
 
 
-def test_out_of_range_alpha_exits_2(tmp_path):
-    proc = cli(tmp_path, "reward.alpha=-0.1")
-    assert proc.returncode == 2 and "config key 'reward.alpha': value -0.1 out of range [0.0, 1.0]" in proc.stderr
+def test_out_of_range_alpha_exits_2(capsys, tmp_path):
+    code, err = cli_in_process(capsys, tmp_path, "reward.alpha=-0.1")
+    assert code == 2 and "config key 'reward.alpha': value -0.1 out of range [0.0, 1.0]" in err
 
 
 def poisoned_mard(batches_to_poison):

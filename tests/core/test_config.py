@@ -1,4 +1,7 @@
-"""Config errors exit 2 with one line naming the key; conf= resolution; --help."""
+"""Config errors exit 2 with one line naming the key; conf= resolution; --help.
+
+The CLI's cases call `ladalit.run.main(argv)` in-process; `--help` runs as a subprocess too, to prove the module's
+real exit code (tests/test_bad_inputs.py does the same for a config error's exit 2)."""
 import re
 import subprocess
 import sys
@@ -6,12 +9,16 @@ import sys
 import pytest
 
 from ladalit.core.config import ConfigError, help_text, load_config
+from ladalit.run import main
 
 RUN = [sys.executable, "-m", "ladalit.run"]
 
 
-def cli(*args):
-    return subprocess.run([*RUN, *args], capture_output=True, text=True, timeout=120)
+def cli(capsys, *args):
+    """(exit code, stdout, stderr) of `python -m ladalit.run ARGS`, in-process."""
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
 
 
 @pytest.mark.parametrize("override,expected", [
@@ -28,24 +35,30 @@ def cli(*args):
                                         "(allowed: qwen3, qwen2, llama, gemma2, internlm3)"),
     ("reward.alpha=1.5", "error: config key 'reward.alpha': value 1.5 out of range [0.0, 1.0]"),
 ])
-def test_cli_config_errors_exit_2_with_one_line(override, expected):
-    proc = cli("conf=smoke.yaml", override)
-    assert proc.returncode == 2
-    assert proc.stderr.strip() == expected
-    assert proc.stdout == ""
+def test_cli_config_errors_exit_2_with_one_line(capsys, override, expected):
+    code, out, err = cli(capsys, "conf=smoke.yaml", override)
+    assert code == 2
+    assert err.strip() == expected
+    assert out == ""
 
 
-def test_unknown_conf_file_names_the_available_ones():
-    proc = cli("conf=nope.yaml")
-    assert proc.returncode == 2
-    assert proc.stderr.startswith("error: conf=nope.yaml: no such file (configs in conf/: ")
-    assert "smoke.yaml" in proc.stderr
+def test_unknown_conf_file_names_the_available_ones(capsys):
+    code, out, err = cli(capsys, "conf=nope.yaml")
+    assert code == 2
+    assert err.startswith("error: conf=nope.yaml: no such file (configs in conf/: ")
+    assert "smoke.yaml" in err
 
 
-def test_help_lists_configs_and_main_keys():
-    proc = cli("--help")
+def test_help_lists_configs_and_main_keys(capsys):
+    code, out, err = cli(capsys, "--help")
+    assert code == 0
+    assert "smoke.yaml" in out and "filter_net.*" in out and "method" in out
+    assert help_text() in out
+
+
+def test_help_as_a_process_exits_0_and_prints_the_help():
+    proc = subprocess.run([*RUN, "--help"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0
-    assert "smoke.yaml" in proc.stdout and "filter_net.*" in proc.stdout and "method" in proc.stdout
     assert help_text() in proc.stdout
 
 
