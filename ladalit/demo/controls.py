@@ -132,7 +132,7 @@ class Controls:
         return [self.gold[i] for i in ids]
 
     def client_teacher(self, round: int, client: str, ids: list[str]) -> list[str]:
-        return [self.gold[i] for i in ids]
+        return self.teacher(round, ids)
 
     def selector(self, round: int, pair: str, batch: int, cand: list[str]) -> list[str]:
         kind, n = self.cfg.analysis.selector, self.sizes[(round, pair)][batch]

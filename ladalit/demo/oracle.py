@@ -104,6 +104,12 @@ def label(chosen_right: bool, rejected_right: bool, within_reach: bool) -> str:
     return "harmful" if rejected_right else "noise"
 
 
+def chosen_is_gold(pair: str, gold_teacher: bool, gold_clients: bool) -> bool:
+    """Whether a pair's chosen answer is the record's gold one: "k<-server" under the gold teacher, "server<-k"
+    under the gold clients."""
+    return gold_teacher if pair.split("<-")[1] == "server" else gold_clients
+
+
 def sample_labels(truth: Mapping[str, Truth], keys: Iterable[tuple[int, str, str]], answers: Mapping[tuple, str],
                   learnable_steps: Mapping[str, int], num_options: int = 4,
                   gold_teacher: bool = False, gold_clients: bool = False) -> dict[tuple[int, str, str], str | None]:
@@ -114,7 +120,7 @@ def sample_labels(truth: Mapping[str, Truth], keys: Iterable[tuple[int, str, str
     out = {}
     for t, pair, i in keys:
         learner, teacher = pair.split("<-")
-        gold_chosen = gold_teacher if teacher == "server" else gold_clients
+        gold_chosen = chosen_is_gold(pair, gold_teacher, gold_clients)
         chosen, rejected = answers.get((t, teacher, i)), answers.get((t, learner, i))
         if (chosen is None and not gold_chosen) or rejected is None:
             out[(t, pair, i)] = None
@@ -183,7 +189,7 @@ def selection_quality(oracle: Oracle, public_ids: list[str], selected: list[dict
         learner, teacher = pair.split("<-")
         useful = sum(oracle.useful(pair, i) for i in ids)
         base = sum(oracle.useful(pair, i) for i in public_ids)
-        gold = gold_teacher if teacher == "server" else gold_clients
+        gold = chosen_is_gold(pair, gold_teacher, gold_clients)
         said = [(i, answer.get((t, teacher, i))) for i in ids if gold or (t, teacher, i) in answer]
         right = sum(gold or parse_answer(y, num_options) == oracle.truth[i].gold for i, y in said)
         mine = sample_labels(oracle.truth, [(t, pair, i) for i in ids], answer, steps, num_options, gold_teacher,
